@@ -1,0 +1,297 @@
+"""The Python API that build scripts import; the CLI is a thin layer over it.
+
+Data flows one way: manifest -> targets -> fingerprints -> plan -> execute -> state.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from tfjsbuild.artifacts import GraphModelOutput
+from tfjsbuild.atomic import swap_directory
+from tfjsbuild.errors import UsageError
+from tfjsbuild.execute import (
+    INDEX_FILE,
+    STAGING_DIR,
+    Project,
+    Reporter,
+    SignatureResult,
+    execute,
+    remove_recorded_output,
+)
+from tfjsbuild.fingerprint import StatCache, fingerprint_signature, source_digest, tool_versions
+from tfjsbuild.manifest import (
+    BUILTIN_OPTIONS,
+    MANIFEST_NAME,
+    ConverterOptions,
+    Manifest,
+    SavedModelSource,
+    load_manifest,
+    manifest_schema,
+)
+from tfjsbuild.plan import PlanItem, plan_build, select
+from tfjsbuild.report import SilentReporter, plan_json, results_json
+from tfjsbuild.state import BuildLock, BuildState, load_state, output_change, state_path
+from tfjsbuild.targets import resolve_targets
+
+# Folders never searched by --all: build outputs, dependencies and VCS data.
+SKIPPED_FOLDERS = {".git", ".tfjs-build", "node_modules", "__pycache__", ".venv", "venv"}
+
+
+@dataclass
+class ManifestPlan:
+    manifest: Manifest
+    state: BuildState
+    items: list[PlanItem]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BuildPlan:
+    manifests: list[ManifestPlan]
+
+    @property
+    def items(self) -> list[PlanItem]:
+        return [item for plan in self.manifests for item in plan.items]
+
+    @property
+    def warnings(self) -> list[str]:
+        return [warning for plan in self.manifests for warning in plan.warnings]
+
+    def to_json(self) -> str:
+        return plan_json([p.manifest.path for p in self.manifests], self.items)
+
+
+@dataclass
+class BuildResult:
+    manifests: list[Path]
+    results: list[SignatureResult]
+    seconds: float
+    dry_run: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(result.status != "failed" for result in self.results)
+
+    @property
+    def failed(self) -> list[SignatureResult]:
+        return [result for result in self.results if result.status == "failed"]
+
+    def to_json(self) -> str:
+        return results_json(
+            self.manifests, self.results, seconds=self.seconds, dry_run=self.dry_run
+        )
+
+
+def discover_manifests(folder: str | Path) -> list[Path]:
+    """Every tfjs-build.yaml below `folder`, skipping dependency folders and build outputs."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise UsageError(f"--all {root}: not a folder")
+    found: list[Path] = []
+    for current, folders, files in os.walk(root):
+        folders[:] = sorted(
+            f for f in folders if f not in SKIPPED_FOLDERS and not f.startswith(".")
+        )
+        if MANIFEST_NAME in files:
+            found.append(Path(current) / MANIFEST_NAME)
+    if not found:
+        raise UsageError(f"no {MANIFEST_NAME} found below {root}")
+    return found
+
+
+def _load_manifests(
+    manifests: Iterable[str | Path], all_dirs: Iterable[str | Path]
+) -> list[Manifest]:
+    paths = [Path(m) for m in manifests]
+    for folder in all_dirs:
+        paths += discover_manifests(folder)
+    loaded: dict[Path, Manifest] = {}
+    for path in paths or [Path(MANIFEST_NAME)]:
+        manifest = load_manifest(path)
+        loaded.setdefault(manifest.path.resolve(), manifest)
+    # A manifest inside another one's output folder is output, not source (e.g. a copied example).
+    return [
+        m
+        for m in loaded.values()
+        if not any(
+            o is not m and m.path.resolve().is_relative_to(o.output_dir) for o in loaded.values()
+        )
+    ]
+
+
+def _plan_manifest(manifest: Manifest, *, force: bool, prune: bool) -> ManifestPlan:
+    state, warning = load_state(manifest.state_dir)
+    resolution = resolve_targets(manifest)
+    stat_cache = StatCache(state.stat_cache)
+    tools = tool_versions()
+    digests: dict[str, str] = {}
+    fingerprints = {}
+    for target in resolution.targets:
+        if target.model not in digests:
+            digests[target.model] = source_digest(target.source, manifest.root, stat_cache)
+        tags = target.source.tags if isinstance(target.source, SavedModelSource) else ()
+        fingerprints[target.key] = fingerprint_signature(
+            source=digests[target.model],
+            signature=target.signature,
+            tags=tags,
+            options=target.options,
+            output=target.output,
+            tools=tools,
+        )
+    changes = {
+        key: output_change(manifest.root, record)
+        for key, record in state.records.items()
+        if key in fingerprints and record.fingerprint == fingerprints[key].digest
+    }
+    items = plan_build(
+        manifest.path,
+        resolution.targets,
+        fingerprints,
+        changes,
+        state.records,
+        blocked=resolution.blocked,
+        force=force,
+        prune=prune,
+    )
+    state.stat_cache = stat_cache.entries()
+    return ManifestPlan(manifest, state, items, [warning] if warning else [])
+
+
+def _select(plans: Sequence[ManifestPlan], selection: Sequence[str]) -> None:
+    if not selection:
+        return
+    items = [item for plan in plans for item in plan.items if item.action != "remove"]
+    known = {item.model for item in items} | {item.key for item in items}
+    unknown = [name for name in selection if name not in known]
+    if unknown:
+        available = ", ".join(sorted(known)) or "none"
+        raise UsageError(
+            f"unknown model or signature: {', '.join(unknown)} (available: {available})"
+        )
+    for plan in plans:
+        plan.items = select(plan.items, selection)
+
+
+def plan(
+    manifests: Iterable[str | Path] = (),
+    *,
+    all_dirs: Iterable[str | Path] = (),
+    selection: Sequence[str] = (),
+    force: bool = False,
+) -> BuildPlan:
+    """What a build would do and why, without building or writing anything."""
+    plans = [
+        _plan_manifest(m, force=force, prune=not selection)
+        for m in _load_manifests(manifests, all_dirs)
+    ]
+    _select(plans, selection)
+    return BuildPlan(plans)
+
+
+def build(
+    manifests: Iterable[str | Path] = (),
+    *,
+    all_dirs: Iterable[str | Path] = (),
+    selection: Sequence[str] = (),
+    jobs: int | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    fail_fast: bool = False,
+    reporter: Reporter | None = None,
+) -> BuildResult:
+    """Build what changed; failed signatures are in the result (`result.ok` is False)."""
+    start = time.perf_counter()
+    loaded = _load_manifests(manifests, all_dirs)
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"-j/--jobs must be at least 1, got {jobs}")
+    with ExitStack() as stack:
+        if not dry_run:
+            for manifest in sorted(loaded, key=lambda m: str(m.state_dir)):
+                stack.enter_context(BuildLock(manifest.state_dir))
+        plans = [_plan_manifest(m, force=force, prune=not selection) for m in loaded]
+        _select(plans, selection)
+        build_plan = BuildPlan(plans)
+        paths = [p.manifest.path for p in plans]
+        if dry_run:
+            results = [SignatureResult(item, "skipped") for item in build_plan.items]
+            return BuildResult(
+                paths, results, time.perf_counter() - start, True, build_plan.warnings
+            )
+        projects = {p.manifest.path: Project(p.manifest, p.state) for p in plans}
+        results = execute(
+            build_plan.items,
+            projects,
+            jobs=jobs,
+            fail_fast=fail_fast,
+            reporter=reporter or SilentReporter(),
+        )
+    return BuildResult(paths, results, time.perf_counter() - start, False, build_plan.warnings)
+
+
+def clean(
+    manifests: Iterable[str | Path] = (), *, all_dirs: Iterable[str | Path] = ()
+) -> list[str]:
+    """Remove the outputs this tool recorded, the asset index and the state. Returns what went."""
+    removed: list[str] = []
+    for manifest in _load_manifests(manifests, all_dirs):
+        with BuildLock(manifest.state_dir):
+            state, _ = load_state(manifest.state_dir)
+            for record in state.records.values():
+                remove_recorded_output(manifest, record)
+                removed.append(record.output)
+            (manifest.output_dir / INDEX_FILE).unlink(missing_ok=True)
+            shutil.rmtree(manifest.state_dir / STAGING_DIR, ignore_errors=True)
+            for name in (state_path(manifest.state_dir), manifest.state_dir / "worker.log"):
+                name.unlink(missing_ok=True)
+            if manifest.output_dir.is_dir() and not any(manifest.output_dir.iterdir()):
+                manifest.output_dir.rmdir()
+        shutil.rmtree(manifest.state_dir, ignore_errors=True)
+    return removed
+
+
+def converter_options(**options: Any) -> ConverterOptions:
+    """Converter options from keyword arguments, checked against the manifest schema."""
+    schema = dict(manifest_schema()["$defs"]["options"])
+    schema["$defs"] = manifest_schema()["$defs"]
+    try:
+        jsonschema.validate(options, schema, cls=jsonschema.Draft202012Validator)
+    except jsonschema.ValidationError as error:
+        where = ".".join(str(p) for p in error.absolute_path) or "options"
+        raise UsageError(f"invalid converter option {where}: {error.message}") from None
+    return ConverterOptions.from_mapping({**BUILTIN_OPTIONS, **options})
+
+
+def convert_concrete_function(
+    function: Any, output_dir: str | Path, **options: Any
+) -> GraphModelOutput:
+    """Convert a tf.function or ConcreteFunction into a graph model at `output_dir`, atomically.
+
+    Options are the manifest's converter options (quantization, weight_shard_size_bytes, ...).
+    Raises unless a complete, loadable model.json with all its shards was written.
+    """
+    from tfjsbuild import convert  # TensorFlow: the caller has it loaded already
+
+    resolved = converter_options(**options)
+    target = Path(output_dir).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".staging", dir=target.parent)
+    )
+    try:
+        result = convert.convert_concrete_function(function, staging, resolved)
+        swap_directory(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return result

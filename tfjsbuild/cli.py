@@ -1,0 +1,153 @@
+"""Command-line parsing only: each command is one call into `tfjsbuild.commands`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from rich.console import Console
+
+from tfjsbuild import __version__, commands
+from tfjsbuild.errors import EXIT_INTERRUPTED, ManifestError, TfjsBuildError, exit_code_for
+
+
+def _manifest_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-f",
+        "--manifest",
+        dest="manifests",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="manifest file or folder (default: tfjs-build.yaml here); repeat for several",
+    )
+    parser.add_argument(
+        "--all",
+        dest="all_dirs",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="every tfjs-build.yaml below DIR, built as one plan",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tfjs-build",
+        description="Declarative, incremental TensorFlow.js graph model builds.",
+    )
+    parser.add_argument("--version", action="version", version=f"tfjs-build {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="build what changed")
+    run.add_argument("selection", nargs="*", metavar="MODEL[:SIGNATURE]")
+    _manifest_options(run)
+    run.add_argument(
+        "-j", "--jobs", type=int, default=None, help="worker processes (default: per core, max 4)"
+    )
+    run.add_argument("--force", action="store_true", help="rebuild even what is up to date")
+    run.add_argument("--dry-run", action="store_true", help="show the plan, build nothing")
+    run.add_argument("--json", dest="json_output", action="store_true", help="print a JSON report")
+    run.add_argument("-q", "--quiet", action="store_true", help="print failures only")
+    failing = run.add_mutually_exclusive_group()
+    failing.add_argument(
+        "--keep-going",
+        dest="fail_fast",
+        action="store_false",
+        help="build the rest after a failure (default)",
+    )
+    failing.add_argument(
+        "--fail-fast", dest="fail_fast", action="store_true", help="stop at the first failure"
+    )
+
+    plan = sub.add_parser("plan", help="show what would be built and why")
+    plan.add_argument("selection", nargs="*", metavar="MODEL[:SIGNATURE]")
+    _manifest_options(plan)
+    plan.add_argument("--force", action="store_true", help="plan as if everything changed")
+    plan.add_argument("--json", dest="json_output", action="store_true", help="print JSON")
+
+    validate = sub.add_parser("validate", help="check manifests without building")
+    _manifest_options(validate)
+
+    watch = sub.add_parser("watch", help="rebuild on change (not implemented yet)")
+    _manifest_options(watch)
+    watch.add_argument("-j", "--jobs", type=int, default=None)
+
+    clean = sub.add_parser("clean", help="remove this manifest's outputs and state")
+    _manifest_options(clean)
+
+    inspect = sub.add_parser("inspect", help="list a SavedModel's tag sets and signatures")
+    inspect.add_argument("path", metavar="PATH")
+    inspect.add_argument("--json", dest="json_output", action="store_true", help="print JSON")
+    return parser
+
+
+def dispatch(args: argparse.Namespace, console: Console, err_console: Console) -> int:
+    if args.command == "run":
+        return commands.run(
+            manifests=args.manifests,
+            all_dirs=args.all_dirs,
+            selection=args.selection,
+            jobs=args.jobs,
+            force=args.force,
+            dry_run=args.dry_run,
+            fail_fast=args.fail_fast,
+            json_output=args.json_output,
+            quiet=args.quiet,
+            console=console,
+            err_console=err_console,
+        )
+    if args.command == "plan":
+        return commands.plan(
+            manifests=args.manifests,
+            all_dirs=args.all_dirs,
+            selection=args.selection,
+            force=args.force,
+            json_output=args.json_output,
+            console=console,
+            err_console=err_console,
+        )
+    if args.command == "validate":
+        return commands.validate(manifests=args.manifests, all_dirs=args.all_dirs, console=console)
+    if args.command == "clean":
+        return commands.clean(manifests=args.manifests, all_dirs=args.all_dirs, console=console)
+    if args.command == "inspect":
+        return commands.inspect(path=args.path, json_output=args.json_output, console=console)
+    return commands.not_implemented(args.command, console=console)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console(highlight=False, soft_wrap=True)
+    err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        return dispatch(args, console, err_console)
+    except ManifestError as error:
+        print(error.format(), file=sys.stderr)
+        return exit_code_for(error)
+    except TfjsBuildError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"tfjs-build: error: {error}", file=sys.stderr)
+        return exit_code_for(error)
+    except KeyboardInterrupt:
+        print("tfjs-build: interrupted; finished outputs and state are kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        if args.debug:
+            traceback.print_exc()
+        else:
+            print(
+                f"tfjs-build: internal error: {type(error).__name__}: {error}\n"
+                "This is a bug in tfjs-build: rerun with --debug for the traceback and report it.",
+                file=sys.stderr,
+            )
+        return exit_code_for(error)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

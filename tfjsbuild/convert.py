@@ -1,0 +1,336 @@
+"""The only module that imports TensorFlow and tensorflowjs.
+
+Loads a SavedModel once and converts any number of its signatures, each into its own folder,
+through the same steps as `tensorflowjs_converter` (freeze, grappler, write) but with the
+signature's input/output keys taken from the function's structured inputs and outputs, and with
+every output checked on disk before it counts.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf
+from google.protobuf.json_format import MessageToDict
+from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow.python.checkpoint.trackable_view import TrackableView
+from tensorflow.python.util import nest
+from tensorflowjs.converters import tf_saved_model_conversion_v2 as tfjs_v2
+
+from tfjsbuild.artifacts import GraphModelOutput, check_graph_model
+from tfjsbuild.errors import BuildError
+from tfjsbuild.manifest import ConverterOptions
+
+STRUCTURED_OUTPUTS_KEYS_KEY = "structuredOutputKeys"
+
+
+class ConversionError(BuildError):
+    """A signature that could not be converted; the message is the converter's real error."""
+
+
+@dataclass
+class LoadedSavedModel:
+    """A SavedModel loaded once, with its resource initializer frozen once for all signatures."""
+
+    path: Path
+    tags: tuple[str, ...]
+    model: Any
+    tf_version: str
+    _meta_graph: Any = field(default=None, init=False)
+    _initializer: tuple[Any, Any] | None = field(default=None, init=False)
+    _initializer_done: bool = field(default=False, init=False)
+
+    def signature_def(self, name: str) -> Any:
+        """The SignatureDef as saved, to check the converted keys against."""
+        if self._meta_graph is None:
+            self._meta_graph = tfjs_v2.get_meta_graph_def(str(self.path), ",".join(self.tags))
+        return self._meta_graph.signature_def.get(name, None)
+
+    def initializer(self, control_flow_v2: bool) -> tuple[Any, Any] | None:
+        """(initializer concrete function, its frozen graph) for lookup tables and the like.
+
+        tensorflowjs rebuilds this per conversion, and doing so mutates the loaded model's
+        resources, so on a model loaded once it is computed once.
+        """
+        if not self._initializer_done:
+            self._initializer_done = True
+            function = tfjs_v2._get_resource_initializer_concrete_function(self.model)
+            if function is not None:
+                self._initializer = (
+                    function,
+                    tfjs_v2._freeze_saved_model_v2(function, control_flow_v2),
+                )
+        return self._initializer
+
+
+_cache: dict[str, LoadedSavedModel] = {}
+
+
+def load_saved_model(
+    path: Path, tags: tuple[str, ...], cache_key: str | None = None
+) -> LoadedSavedModel:
+    """Load a SavedModel, reusing this process's last load when `cache_key` matches."""
+    if cache_key is not None and cache_key in _cache:
+        return _cache[cache_key]
+    model = tfjs_v2._load_model(str(path), list(tags) if tags else None)
+    try:
+        tf_version = str(model.tensorflow_version)
+    except AttributeError:
+        tf_version = tf.__version__
+    loaded = LoadedSavedModel(path=path, tags=tags, model=model, tf_version=tf_version)
+    if cache_key is not None:
+        _cache.clear()  # keep one model per worker: bounded memory, and the next task is likely the same model
+        _cache[cache_key] = loaded
+    return loaded
+
+
+def convert_signature(
+    loaded: LoadedSavedModel,
+    signature_name: str,
+    output_dir: Path,
+    options: ConverterOptions,
+    timings: dict[str, float] | None = None,
+) -> GraphModelOutput:
+    """Convert one signature of a loaded SavedModel into `output_dir` and check the result."""
+    signatures = loaded.model.signatures
+    if signature_name not in signatures:
+        available = ", ".join(sorted(signatures.keys())) or "none"
+        raise ConversionError(
+            f"signature '{signature_name}' is not in {loaded.path} (it has: {available})"
+        )
+    concrete_func = signatures[signature_name]
+    expected = loaded.signature_def(signature_name)
+    return _convert_function(
+        concrete_func,
+        output_dir,
+        options,
+        tf_version=loaded.tf_version,
+        loaded=loaded,
+        expected=expected,
+        timings=timings,
+    )
+
+
+def convert_concrete_function(
+    function: Any,
+    output_dir: Path,
+    options: ConverterOptions,
+    timings: dict[str, float] | None = None,
+) -> GraphModelOutput:
+    """Convert a `tf.function` (with an input signature) or a ConcreteFunction, no SavedModel."""
+    if isinstance(function, tf.types.experimental.GenericFunction):
+        try:
+            function = function.get_concrete_function()
+        except (TypeError, ValueError) as error:
+            raise ConversionError(
+                "a tf.function needs an input_signature (or pass fn.get_concrete_function(...)): "
+                f"{error}"
+            ) from error
+    if not isinstance(function, tf.types.experimental.ConcreteFunction):
+        raise ConversionError(
+            f"expected a tf.function or ConcreteFunction, got {type(function).__name__}"
+        )
+    return _convert_function(
+        function,
+        output_dir,
+        options,
+        tf_version=tf.__version__,
+        loaded=None,
+        expected=None,
+        timings=timings,
+    )
+
+
+@contextmanager
+def _timed(timings: dict[str, float] | None, phase: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if timings is not None:
+            timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start
+
+
+def _convert_function(
+    concrete_func: Any,
+    output_dir: Path,
+    options: ConverterOptions,
+    *,
+    tf_version: str,
+    loaded: LoadedSavedModel | None,
+    expected: Any,
+    timings: dict[str, float] | None,
+) -> GraphModelOutput:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    metadata = options.metadata
+    if options.use_structured_outputs_names:
+        metadata[STRUCTURED_OUTPUTS_KEYS_KEY] = _structured_output_keys_for_metadata(concrete_func)
+
+    with _timed(timings, "freeze"):
+        try:
+            frozen_graph = tfjs_v2._freeze_saved_model_v2(concrete_func, options.control_flow_v2)
+        except Exception as error:
+            raise ConversionError(
+                f"freezing the graph failed: {type(error).__name__}: {error}"
+            ) from error
+        initializer = loaded.initializer(options.control_flow_v2) if loaded is not None else None
+        resource_ids_maps = None
+        initializer_graph_def = None
+        initializer_signature_def = None
+        if initializer is not None:
+            init_function, init_graph = initializer
+            resource_ids_maps = _resource_ids_maps(loaded, concrete_func, init_function)
+            initializer_graph_def = init_graph.as_graph_def()  # a fresh proto: writing mutates it
+            if hasattr(init_graph, "outputs"):
+                initializer_signature_def = tfjs_v2._build_signature_def(
+                    init_graph, [], init_graph.outputs
+                )
+        signature = _signature_def(frozen_graph, concrete_func)
+        if expected is not None:
+            _check_keys(signature, expected)
+
+    if loaded is not None:
+        model_ops = set(tfjs_v2._get_frozen_graph_ops(frozen_graph))
+        if initializer is not None:
+            model_ops |= set(tfjs_v2._get_frozen_graph_ops(initializer[1]))
+        if tfjs_v2._is_assets_required(model_ops):
+            tfjs_v2._copy_assets(str(loaded.path), str(output_dir))
+
+    with _timed(timings, "optimize"):
+        try:
+            optimized = tfjs_v2.optimize_graph(
+                frozen_graph,
+                signature,
+                skip_op_check=options.skip_op_check,
+                strip_debug_ops=options.strip_debug_ops,
+            )
+        except ValueError as error:
+            raise ConversionError(str(error).replace("\n", ": ")) from error
+
+    with _timed(timings, "write"):
+        weights = tfjs_v2.extract_weights(optimized, initializer_graph_def)
+        tfjs_v2.write_artifacts(
+            MessageToDict(optimized),
+            weights,
+            str(output_dir / "model.json"),
+            tf_version,
+            signature,
+            quantization_dtype_map=options.quantization_dtype_map() or None,
+            weight_shard_size_bytes=options.weight_shard_size_bytes,
+            initializer_graph_def=initializer_graph_def,
+            initializer_signature_def=initializer_signature_def,
+            resource_ids_maps=resource_ids_maps,
+            metadata=metadata or None,
+        )
+    # tensorflowjs has silently written nothing before (optimize_graph's API changed in 4.x):
+    # an output only counts once it is on disk and adds up.
+    return check_graph_model(output_dir)
+
+
+def _input_keys(concrete_func: Any) -> list[str]:
+    """Keys of the user inputs, in the order of `concrete_func.inputs`."""
+    args, kwargs = concrete_func.structured_input_signature
+    flat_args = tf.nest.flatten(args)
+    keys = [spec.name or f"input_{index}" for index, spec in enumerate(flat_args)]
+    keys += [str(path) for path, _ in _flatten_with_paths(kwargs)]
+    return keys
+
+
+def _output_keys(concrete_func: Any) -> list[str]:
+    """Keys of the outputs, in the order of `concrete_func.outputs`.
+
+    A dict output keeps its keys (as SavedModel signatures do); anything else is named
+    output_0, output_1, ... as TensorFlow names the outputs of a non-dict signature.
+    """
+    structured = concrete_func.structured_outputs
+    if isinstance(structured, dict):
+        return [str(path) for path, _ in _flatten_with_paths(structured)]
+    count = len(tf.nest.flatten(structured))
+    return [f"output_{index}" for index in range(count)]
+
+
+def _flatten_with_paths(structure: Any) -> list[tuple[str, Any]]:
+    # The public tf.nest lacks the path variants; tf.function's own code uses this module.
+    return list(nest.flatten_with_joined_string_paths(structure, separator="/"))
+
+
+def _structured_output_keys_for_metadata(concrete_func: Any) -> list[str]:
+    structured = concrete_func.structured_outputs
+    if not isinstance(structured, dict):
+        raise ConversionError("use_structured_outputs_names needs a signature that returns a dict")
+    return sorted(structured)
+
+
+def _signature_def(frozen_graph: Any, concrete_func: Any) -> Any:
+    """The SignatureDef written to model.json, keyed like the source signature.
+
+    tensorflowjs matches outputs to SignatureDef keys by dtype and shape, which gives tensor
+    names such as `Identity_1:0` whenever two outputs look alike. The function's structured
+    outputs say exactly which tensor each key is.
+    """
+    signature = meta_graph_pb2.SignatureDef()
+    input_keys = _input_keys(concrete_func)
+    for key, tensor in zip(input_keys, concrete_func.inputs, strict=False):
+        try:
+            op = frozen_graph.get_operation_by_name(tensor.name.split(":")[0])
+        except KeyError:
+            continue  # freezing removed it
+        if op.type == "Const":
+            continue
+        signature.inputs[key].name = tensor.name
+        signature.inputs[key].dtype = tensor.dtype.as_datatype_enum
+        signature.inputs[key].tensor_shape.CopyFrom(tensor.shape.as_proto())
+    output_keys = _output_keys(concrete_func)
+    if len(output_keys) != len(concrete_func.outputs):
+        raise ConversionError(
+            f"the function has {len(concrete_func.outputs)} output tensors but its structured "
+            f"outputs name {len(output_keys)}; cannot tell which key is which"
+        )
+    for key, tensor in zip(output_keys, concrete_func.outputs, strict=True):
+        signature.outputs[key].name = tensor.name
+        signature.outputs[key].dtype = tensor.dtype.as_datatype_enum
+        signature.outputs[key].tensor_shape.CopyFrom(tensor.shape.as_proto())
+    return signature
+
+
+def _check_keys(signature: Any, expected: Any) -> None:
+    for side in ("inputs", "outputs"):
+        got = set(getattr(signature, side).keys())
+        want = set(getattr(expected, side).keys())
+        if got != want:
+            raise ConversionError(
+                f"converted {side} {sorted(got)} do not match the SavedModel signature's "
+                f"{sorted(want)}; refusing to write a model whose keys differ"
+            )
+
+
+def _resource_ids_maps(
+    loaded: LoadedSavedModel | None, concrete_func: Any, init_function: Any
+) -> tuple[dict[str, int], dict[str, int]] | None:
+    """Like tensorflowjs's, but only for the resources this signature actually captures."""
+    if loaded is None:
+        return None
+    resources = [
+        obj
+        for obj in TrackableView(loaded.model).descendants()
+        if isinstance(obj, tf.saved_model.experimental.TrackableResource)
+    ]
+    captured = {tensor._id: index for index, tensor in enumerate(concrete_func.captured_inputs)}
+    offset = len(concrete_func.inputs) - len(concrete_func.captured_inputs)
+    model_inputs: dict[str, int] = {}
+    init_outputs: dict[str, int] = {}
+    for index, resource in enumerate(resources):
+        handle_id = resource.resource_handle._id
+        if handle_id not in captured:
+            continue
+        model_inputs[concrete_func.inputs[captured[handle_id] + offset].name] = handle_id
+        init_outputs[init_function.outputs[index].name] = handle_id
+    return model_inputs, init_outputs

@@ -1,0 +1,309 @@
+"""Run a plan: conversions in worker processes, outputs staged, checked and swapped into place.
+
+The parent alone moves outputs and writes state, one signature at a time, so an interrupted
+build keeps every signature finished before the interruption and nothing half-written.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from tfjsbuild.artifacts import MODEL_JSON, check_graph_model
+from tfjsbuild.atomic import swap_directory, write_atomically
+from tfjsbuild.errors import BuildError
+from tfjsbuild.fingerprint import canonical_json
+from tfjsbuild.manifest import Manifest, SavedModelSource
+from tfjsbuild.plan import PlanItem
+from tfjsbuild.state import BuildState, SignatureRecord, record_files, save_state
+from tfjsbuild.worker import ConversionOutcome, ConversionTask, init_worker, run_task
+
+Status = Literal["built", "up-to-date", "failed", "removed", "skipped"]
+INDEX_FILE = "tfjs-build.json"
+INDEX_VERSION = 1
+STAGING_DIR = "staging"
+
+
+@dataclass(frozen=True)
+class SignatureResult:
+    item: PlanItem
+    status: Status
+    seconds: float = 0.0
+    bytes: int = 0
+    error: str | None = None
+    timings: Mapping[str, float] | None = None
+
+
+@dataclass
+class Project:
+    """One manifest being built: its parsed manifest and the state the parent keeps writing."""
+
+    manifest: Manifest
+    state: BuildState
+
+    def record(self, item: PlanItem) -> SignatureRecord | None:
+        return self.state.records.get(item.key)
+
+    def save(self) -> None:
+        save_state(self.manifest.state_dir, self.state)
+
+
+class Reporter(Protocol):
+    def build_started(self, items: Sequence[PlanItem], jobs: int) -> None: ...
+
+    def signature_finished(self, result: SignatureResult) -> None: ...
+
+
+def default_jobs(build_count: int) -> int:
+    """One worker per core, at most 4 (each holds TensorFlow and a model: ~1-2 GB)."""
+    return max(1, min(build_count, os.cpu_count() or 1, 4))
+
+
+def execute(
+    items: Sequence[PlanItem],
+    projects: Mapping[Path, Project],
+    *,
+    jobs: int | None,
+    fail_fast: bool,
+    reporter: Reporter,
+) -> list[SignatureResult]:
+    results: dict[tuple[Path, str], SignatureResult] = {}
+    builds: list[PlanItem] = []
+    for item in items:
+        project = projects[item.manifest]
+        if item.action == "up-to-date":
+            record = project.record(item)
+            results[(item.manifest, item.key)] = SignatureResult(
+                item, "up-to-date", bytes=record.bytes if record else 0
+            )
+        elif item.action == "remove":
+            results[(item.manifest, item.key)] = _remove(item, project)
+        elif item.blocked is not None:
+            results[(item.manifest, item.key)] = SignatureResult(item, "failed", error=item.blocked)
+        else:
+            builds.append(item)
+    for result in results.values():
+        if result.status != "up-to-date":
+            reporter.signature_finished(result)
+    worker_count = jobs or default_jobs(len(builds))
+    if builds:
+        reporter.build_started(builds, worker_count)
+        for result in _convert_all(builds, projects, worker_count, fail_fast, reporter):
+            results[(result.item.manifest, result.item.key)] = result
+    for project in projects.values():
+        project.save()
+        write_index(project)
+    return [results[(item.manifest, item.key)] for item in items]
+
+
+def _staging_root(project: Project) -> Path:
+    """Staging must sit on the outputs' filesystem so that the swap is a rename."""
+    state_staging = project.manifest.state_dir / STAGING_DIR
+    output_dir = project.manifest.output_dir
+    output_dir.mkdir(parents=True, exist_ok=True)
+    state_staging.parent.mkdir(parents=True, exist_ok=True)
+    if os.stat(state_staging.parent).st_dev == os.stat(output_dir).st_dev:
+        return state_staging
+    return output_dir / ".tfjs-build-staging"
+
+
+def _convert_all(
+    builds: Sequence[PlanItem],
+    projects: Mapping[Path, Project],
+    worker_count: int,
+    fail_fast: bool,
+    reporter: Reporter,
+) -> list[SignatureResult]:
+    staging_roots = {path: _staging_root(project) for path, project in projects.items()}
+    for root in set(staging_roots.values()):
+        shutil.rmtree(root, ignore_errors=True)  # leftovers of a killed build
+        root.mkdir(parents=True)
+    log_dir = next(iter(projects.values())).manifest.state_dir
+    log_path = log_dir / "worker.log"
+    log_path.write_text("")
+
+    tasks: dict[str, tuple[PlanItem, ConversionTask]] = {}
+    for index, item in enumerate(builds):
+        assert item.target is not None and item.fingerprint is not None
+        source = item.target.source
+        assert isinstance(source, SavedModelSource)
+        staging = staging_roots[item.manifest] / f"{index:04d}-{item.model}-{item.signature}"
+        task = ConversionTask(
+            key=f"{index}",
+            source_path=str(source.path),
+            tags=source.tags,
+            signature=item.signature,
+            options=item.target.options,
+            staging_dir=str(staging),
+            cache_key=f"{source.path}\0{item.fingerprint.parts['source']}",
+        )
+        tasks[task.key] = (item, task)
+
+    results: list[SignatureResult] = []
+    pool = ProcessPoolExecutor(
+        max_workers=worker_count,
+        mp_context=multiprocessing.get_context("spawn"),  # TensorFlow does not survive fork
+        initializer=init_worker,
+        initargs=(str(log_path),),
+    )
+    try:
+        pending: dict[Future[ConversionOutcome], str] = {
+            pool.submit(run_task, task): key for key, (_, task) in tasks.items()
+        }
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                key = pending.pop(future)
+                item, task = tasks[key]
+                result = _finish(item, task, future, projects[item.manifest], log_path)
+                results.append(result)
+                reporter.signature_finished(result)
+                if result.status == "failed" and fail_fast:
+                    for other in pending:
+                        other.cancel()
+            if fail_fast and any(r.status == "failed" for r in results):
+                for future, key in list(pending.items()):
+                    if future.cancelled():
+                        skipped = SignatureResult(
+                            tasks[key][0],
+                            "skipped",
+                            error="not built: --fail-fast stopped the build",
+                        )
+                        results.append(skipped)
+                        reporter.signature_finished(skipped)
+                        del pending[future]
+    except BaseException:
+        # Ctrl-C or a bug: stop the workers now rather than wait for their conversions.
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    else:
+        pool.shutdown(wait=True)
+    finally:
+        for root in set(staging_roots.values()):
+            shutil.rmtree(root, ignore_errors=True)
+    return results
+
+
+def _finish(
+    item: PlanItem,
+    task: ConversionTask,
+    future: Future[ConversionOutcome],
+    project: Project,
+    log_path: Path,
+) -> SignatureResult:
+    try:
+        outcome = future.result()
+    except BrokenProcessPool:
+        return SignatureResult(
+            item,
+            "failed",
+            error=f"the worker process died (out of memory or a crash in TensorFlow); see {log_path}",
+        )
+    if outcome.error is not None:
+        return SignatureResult(
+            item, "failed", outcome.seconds, error=outcome.error, timings=outcome.timings
+        )
+    staging = Path(task.staging_dir)
+    try:
+        checked = check_graph_model(staging)
+        target = project.manifest.root / item.output
+        _check_replaceable(target, project.record(item), project.manifest.root)
+        swap_directory(staging, target)
+    except (BuildError, OSError) as error:
+        return SignatureResult(
+            item, "failed", outcome.seconds, error=str(error), timings=outcome.timings
+        )
+    previous = project.record(item)
+    if previous is not None and previous.output != item.output:
+        remove_recorded_output(project.manifest, previous)
+    assert item.fingerprint is not None
+    project.state.records[item.key] = SignatureRecord(
+        model=item.model,
+        signature=item.signature,
+        output=item.output,
+        fingerprint=item.fingerprint.digest,
+        parts=dict(item.fingerprint.parts),
+        options=dict(item.fingerprint.options),
+        files=record_files(target, checked.files),
+        inputs=checked.inputs,
+        outputs=checked.outputs,
+        content_hash=checked.content_hash,
+        seconds=round(outcome.seconds, 3),
+    )
+    project.save()
+    return SignatureResult(item, "built", outcome.seconds, checked.bytes, timings=outcome.timings)
+
+
+def _check_replaceable(target: Path, record: SignatureRecord | None, root: Path) -> None:
+    """Never replace a folder tfjs-build did not write, unless it holds an earlier conversion."""
+    if not target.exists() or (record is not None and root / record.output == target):
+        return
+    if not target.is_dir():
+        raise BuildError(f"output {target} exists and is not a folder; move it away")
+    if any(target.iterdir()) and not (target / MODEL_JSON).is_file():
+        raise BuildError(
+            f"output folder {target} exists, holds files tfjs-build did not write and no "
+            f"{MODEL_JSON}; move them away or choose another output"
+        )
+
+
+def remove_recorded_output(manifest: Manifest, record: SignatureRecord) -> None:
+    """Delete only the files this tool recorded, then the folders they leave empty."""
+    directory = manifest.root / record.output
+    for recorded in record.files:
+        (directory / recorded.path).unlink(missing_ok=True)
+    stop = {manifest.root, manifest.output_dir, manifest.output_dir.parent}
+    folder = directory
+    while folder not in stop and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
+
+
+def _remove(item: PlanItem, project: Project) -> SignatureResult:
+    record = project.state.records.pop(item.key, None)
+    if record is not None:
+        remove_recorded_output(project.manifest, record)
+        project.save()
+    return SignatureResult(item, "removed")
+
+
+def write_index(project: Project) -> None:
+    """`output_dir/tfjs-build.json`: every built signature, for web apps to discover and cache-bust."""
+    manifest = project.manifest
+    models: dict[str, dict[str, Any]] = {}
+    for record in sorted(project.state.records.values(), key=lambda r: r.key):
+        model_json = manifest.root / record.output / MODEL_JSON
+        if not model_json.is_relative_to(manifest.output_dir):
+            continue
+        models.setdefault(record.model, {})[record.signature] = {
+            "path": model_json.relative_to(manifest.output_dir).as_posix(),
+            "inputs": list(record.inputs),
+            "outputs": list(record.outputs),
+            "bytes": record.bytes,
+            "hash": record.content_hash,
+        }
+    index = manifest.output_dir / INDEX_FILE
+    if not models:
+        index.unlink(missing_ok=True)
+        return
+    text = canonical_json({"version": INDEX_VERSION, "models": models})
+    try:
+        if index.read_text("utf-8") == text:
+            return
+    except OSError:
+        pass
+    write_atomically(index, text)
+
+
+def timestamp() -> float:
+    return time.time()

@@ -1,0 +1,841 @@
+"""Load `tfjs-build.yaml`: YAML with positions, JSON Schema, cross-field rules, frozen values out.
+
+Everything past `load_manifest` works on the dataclasses defined here; no raw dicts travel on.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import posixpath
+import string
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import jsonschema
+import yaml
+
+from tfjsbuild.errors import ManifestError, Problem, UsageError
+
+MANIFEST_NAME = "tfjs-build.yaml"
+SCHEMA_NAME = "tfjs-build.schema.json"
+SOURCE_KINDS = ("saved_model", "keras", "python")
+QUANTIZATION_DTYPES = ("float16", "uint8", "uint16")
+LAYOUT_PLACEHOLDERS = ("model", "signature")
+DEFAULT_OUTPUT_DIR = "dist"
+DEFAULT_LAYOUT = "{model}/{signature}"
+ALL_SIGNATURES = "*"
+
+# The converter's own defaults (tensorflowjs_converter 4.22), so an empty manifest means the same.
+BUILTIN_OPTIONS: Mapping[str, Any] = MappingProxyType(
+    {
+        "quantization": {},
+        "weight_shard_size_bytes": 4 * 1024 * 1024,
+        "strip_debug_ops": True,
+        "control_flow_v2": False,
+        "skip_op_check": False,
+        "use_structured_outputs_names": False,
+        "metadata": {},
+    }
+)
+OPTION_KEYS = tuple(BUILTIN_OPTIONS)
+
+KeyPath = tuple[str | int, ...]
+
+
+# --------------------------------------------------------------------------- typed values
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a value was written: used to point plan-time errors at the manifest."""
+
+    file: Path
+    line: int
+    column: int
+    key_path: str
+
+
+@dataclass(frozen=True)
+class ConverterOptions:
+    """Effective converter options of one signature (defaults, model and signature merged)."""
+
+    quantization: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    weight_shard_size_bytes: int = 4 * 1024 * 1024
+    strip_debug_ops: bool = True
+    control_flow_v2: bool = False
+    skip_op_check: bool = False
+    use_structured_outputs_names: bool = False
+    metadata_json: str = "{}"
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> ConverterOptions:
+        quantization = tuple(
+            (dtype, tuple(globs)) for dtype, globs in sorted(raw["quantization"].items())
+        )
+        return cls(
+            quantization=quantization,
+            weight_shard_size_bytes=int(raw["weight_shard_size_bytes"]),
+            strip_debug_ops=bool(raw["strip_debug_ops"]),
+            control_flow_v2=bool(raw["control_flow_v2"]),
+            skip_op_check=bool(raw["skip_op_check"]),
+            use_structured_outputs_names=bool(raw["use_structured_outputs_names"]),
+            metadata_json=json.dumps(raw["metadata"], sort_keys=True),
+        )
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.metadata_json)
+        return value
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form, used for fingerprints, state and reasons."""
+        return {
+            "quantization": {dtype: list(globs) for dtype, globs in self.quantization},
+            "weight_shard_size_bytes": self.weight_shard_size_bytes,
+            "strip_debug_ops": self.strip_debug_ops,
+            "control_flow_v2": self.control_flow_v2,
+            "skip_op_check": self.skip_op_check,
+            "use_structured_outputs_names": self.use_structured_outputs_names,
+            "metadata": self.metadata,
+        }
+
+    def quantization_dtype_map(self) -> dict[str, list[str] | bool]:
+        """The converter's `quantization_dtype_map`; a lone "*" is its fallthrough (`True`)."""
+        return {
+            dtype: True if list(globs) == ["*"] else list(globs)
+            for dtype, globs in self.quantization
+        }
+
+
+@dataclass(frozen=True)
+class SavedModelSource:
+    path: Path
+    tags: tuple[str, ...]
+    kind: str = "saved_model"
+
+
+@dataclass(frozen=True)
+class KerasSource:
+    path: Path
+    format: str
+    kind: str = "keras"
+
+
+@dataclass(frozen=True)
+class PythonSource:
+    target: str
+    inputs: tuple[str, ...]
+    kind: str = "python"
+
+
+Source = SavedModelSource | KerasSource | PythonSource
+
+
+@dataclass(frozen=True)
+class SignatureSpec:
+    name: str
+    options: ConverterOptions
+    output: str | None  # explicit per-signature output folder, relative to output_dir
+    location: Location
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    source: Source
+    # None means "*": every signature the source exports, resolved at plan time.
+    signatures: tuple[SignatureSpec, ...] | None
+    options: ConverterOptions  # model-level effective options, for signatures found by "*"
+    location: Location
+    source_location: Location
+    signatures_location: Location
+
+    def source_paths(self) -> tuple[Path, ...]:
+        if isinstance(self.source, SavedModelSource | KerasSource):
+            return (self.source.path,)
+        return ()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    root: Path
+    output_dir: Path  # absolute
+    layout: str
+    layout_location: Location
+    models: tuple[ModelSpec, ...]
+    lines: tuple[str, ...] = field(repr=False, compare=False)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".tfjs-build"
+
+    def model(self, name: str) -> ModelSpec:
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise KeyError(name)
+
+    def output_for(self, model: str, signature: str, override: str | None) -> str:
+        """Relative output folder of one signature under `output_dir`, normalised."""
+        raw = (
+            override
+            if override is not None
+            else self.layout.format(model=model, signature=signature)
+        )
+        return posixpath.normpath(raw)
+
+    def problem(self, location: Location, message: str) -> Problem:
+        return Problem(
+            file=self.path,
+            line=location.line,
+            column=location.column,
+            key_path=location.key_path,
+            message=message,
+            source_line=_line_at(self.lines, location.line),
+        )
+
+
+# --------------------------------------------------------------------------- YAML with positions
+
+
+@dataclass(frozen=True)
+class _Mark:
+    line: int
+    column: int
+
+
+class _PositionedDocument:
+    """A YAML document as plain data plus the position of every key and value."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = tuple(text.splitlines())
+        self.key_marks: dict[KeyPath, _Mark] = {}
+        self.value_marks: dict[KeyPath, _Mark] = {}
+        self.problems: list[Problem] = []
+        self.data: Any = None
+        self._load(text)
+
+    def _load(self, text: str) -> None:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                self.value_marks[()] = _mark(node)
+                self.data = self._construct(loader, node, ())
+        except yaml.MarkedYAMLError as error:
+            mark = error.problem_mark or error.context_mark
+            line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+            message = " ".join(filter(None, [error.context, error.problem])) or str(error)
+            self.problems.append(self.problem(line, column, "", f"invalid YAML: {message}"))
+        except yaml.YAMLError as error:
+            self.problems.append(self.problem(1, 1, "", f"invalid YAML: {error}"))
+        finally:
+            loader.dispose()
+
+    def _construct(self, loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            loader.flatten_mapping(node)  # resolves `<<` merge keys like SafeLoader does
+            result: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = loader.construct_object(key_node, deep=True)
+                if not isinstance(key, str):
+                    self.problems.append(
+                        self.problem_at(_mark(key_node), path, f"keys must be text, got {key!r}")
+                    )
+                    continue
+                child = (*path, key)
+                if key in result:
+                    first = self.key_marks[child]
+                    self.problems.append(
+                        self.problem_at(
+                            _mark(key_node),
+                            child,
+                            f"duplicate key '{key}' (first defined on line {first.line}); "
+                            "YAML keeps only one of them: remove or rename the other",
+                        )
+                    )
+                    continue
+                self.key_marks[child] = _mark(key_node)
+                self.value_marks[child] = _mark(value_node)
+                result[key] = self._construct(loader, value_node, child)
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            items = []
+            for index, item_node in enumerate(node.value):
+                child = (*path, index)
+                self.value_marks[child] = _mark(item_node)
+                items.append(self._construct(loader, item_node, child))
+            return items
+        return loader.construct_object(node, deep=True)
+
+    def problem(self, line: int, column: int, key_path: str, message: str) -> Problem:
+        return Problem(self.path, line, column, key_path, message, _line_at(self.lines, line))
+
+    def problem_at(self, mark: _Mark, path: KeyPath, message: str) -> Problem:
+        return self.problem(mark.line, mark.column, format_key_path(path), message)
+
+    def key_mark(self, path: KeyPath) -> _Mark:
+        """Position of the key that names `path` (the value's, for list items and the root)."""
+        while path:
+            if path in self.key_marks:
+                return self.key_marks[path]
+            if path in self.value_marks:
+                return self.value_marks[path]
+            path = path[:-1]
+        return self.value_marks.get((), _Mark(1, 1))
+
+    def value_mark(self, path: KeyPath) -> _Mark:
+        while path:
+            if path in self.value_marks:
+                return self.value_marks[path]
+            path = path[:-1]
+        return self.value_marks.get((), _Mark(1, 1))
+
+    def location(self, path: KeyPath, *, key: bool = True) -> Location:
+        mark = self.key_mark(path) if key else self.value_mark(path)
+        return Location(self.path, mark.line, mark.column, format_key_path(path))
+
+
+def _mark(node: yaml.Node) -> _Mark:
+    return _Mark(node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _line_at(lines: Sequence[str], line: int) -> str | None:
+    return lines[line - 1] if 0 < line <= len(lines) else None
+
+
+def format_key_path(path: Iterable[str | int]) -> str:
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def schema_text() -> str:
+    """The manifest JSON Schema as shipped inside the package."""
+    return resources.files("tfjsbuild").joinpath("schemas", SCHEMA_NAME).read_text("utf-8")
+
+
+@cache
+def manifest_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(schema_text())
+    return schema
+
+
+_TYPE_NAMES = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "text",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "nothing",
+}
+
+
+def _describe_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (true or false)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, str):
+        return f"text {value!r}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def _schema_problems(doc: _PositionedDocument) -> Iterator[Problem]:
+    validator = jsonschema.Draft202012Validator(manifest_schema())
+    for error in validator.iter_errors(doc.data):
+        yield from _describe_error(doc, error)
+
+
+def _describe_error(
+    doc: _PositionedDocument, error: jsonschema.ValidationError
+) -> Iterator[Problem]:
+    path: KeyPath = tuple(error.absolute_path)
+    kind = error.validator
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    instance = error.instance
+
+    if kind in ("oneOf", "anyOf") and error.context:
+        branch = _matching_branch(error)
+        if branch is not None:
+            for sub in branch:
+                yield from _describe_error(doc, sub)
+            return
+        expected = schema.get("description", "a value matching the schema")
+        yield doc.problem_at(
+            doc.value_mark(path), path, f"expected {expected}; got {_describe_value(instance)}"
+        )
+        return
+
+    if kind == "pattern" and "propertyNames" in error.absolute_schema_path:
+        name_path: KeyPath = (*path, str(instance))
+        yield doc.problem_at(
+            doc.key_mark(name_path),
+            name_path,
+            f"invalid model name '{instance}': use lowercase letters, digits, '-' and '_', "
+            "starting with a letter or digit",
+        )
+        return
+
+    if kind == "additionalProperties" and isinstance(instance, dict):
+        allowed = list(schema.get("properties", {}))
+        for key in instance:
+            if key in allowed:
+                continue
+            key_path = (*path, key)
+            if path and path[-1] == "quantization":
+                message = f"unknown quantization dtype '{key}'; use one of {', '.join(QUANTIZATION_DTYPES)}"
+            else:
+                message = f"unknown key '{key}'"
+            suggestion = _did_you_mean(key, allowed)
+            if suggestion:
+                message += f"; did you mean '{suggestion}'?"
+            elif not (path and path[-1] == "quantization"):
+                message += f"; allowed here: {', '.join(allowed)}"
+            yield doc.problem_at(doc.key_mark(key_path), key_path, message)
+        return
+
+    if kind == "required" and isinstance(instance, dict):
+        for key in schema.get("required", []):
+            if key not in instance:
+                yield doc.problem_at(doc.key_mark(path), path, f"missing required key '{key}'")
+        return
+
+    mark = doc.value_mark(path)
+    if kind == "type":
+        expected_types = schema.get("type")
+        names = [expected_types] if isinstance(expected_types, str) else list(expected_types or [])
+        expected = " or ".join(_TYPE_NAMES.get(name, name) for name in names if name != "null")
+        message = f"expected {expected}, got {_describe_value(instance)}"
+    elif kind == "const" and path == ("version",):
+        message = f"unsupported manifest version {instance!r}: this tfjs-build reads version 1"
+    elif kind == "const":
+        message = f"must be {schema['const']!r}, got {_describe_value(instance)}"
+    elif kind == "enum":
+        choices = [str(choice) for choice in schema.get("enum", [])]
+        message = f"must be one of {', '.join(choices)}; got {_describe_value(instance)}"
+        suggestion = _did_you_mean(str(instance), choices)
+        if suggestion:
+            message += f"; did you mean '{suggestion}'?"
+    elif kind == "minimum":
+        message = f"must be at least {schema['minimum']}, got {instance!r}"
+    elif kind in ("minLength", "minItems", "minProperties"):
+        message = "must not be empty"
+        if path == ("models",):
+            message = "declare at least one model"
+    elif kind == "uniqueItems":
+        message = "lists the same name twice"
+    elif kind == "pattern" and path and path[-1] == "python":
+        message = f"expected 'module:callable' (e.g. mypkg.export:build), got {instance!r}"
+    else:
+        message = error.message
+    yield doc.problem_at(mark, path, message)
+
+
+def _matching_branch(error: jsonschema.ValidationError) -> list[jsonschema.ValidationError] | None:
+    """Of a failed oneOf, the errors of the one branch whose type fits the value, if exactly one."""
+    by_branch: dict[int, list[jsonschema.ValidationError]] = {}
+    for sub in error.context or ():
+        by_branch.setdefault(int(sub.relative_schema_path[0]), []).append(sub)
+    fitting = [
+        errors
+        for errors in by_branch.values()
+        if not any(
+            e.validator in ("type", "const") and len(e.relative_schema_path) == 2 for e in errors
+        )
+    ]
+    return fitting[0] if len(fitting) == 1 else None
+
+
+# --------------------------------------------------------------------------- cross-field rules
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _model_rule_problems(doc: _PositionedDocument) -> Iterator[Problem]:
+    models = _mapping(_mapping(doc.data).get("models"))
+    for name, model in models.items():
+        if not isinstance(model, dict):
+            continue
+        base = ("models", name)
+        sources = [kind for kind in SOURCE_KINDS if kind in model]
+        if not sources:
+            yield doc.problem_at(
+                doc.key_mark(base),
+                base,
+                f"model '{name}' has no source: add exactly one of {', '.join(SOURCE_KINDS)}",
+            )
+        elif len(sources) > 1:
+            second = (*base, sources[1])
+            yield doc.problem_at(
+                doc.key_mark(second),
+                second,
+                f"model '{name}' has {len(sources)} sources ({', '.join(sources)}): keep exactly one",
+            )
+        only_for = {"tags": "saved_model", "format": "keras", "inputs": "python"}
+        for key, kind in only_for.items():
+            if key in model and sources and kind not in sources:
+                yield doc.problem_at(
+                    doc.key_mark((*base, key)),
+                    (*base, key),
+                    f"'{key}' applies to {kind} sources only; remove it from this {sources[0]} model",
+                )
+
+
+def _option_scopes(data: Any) -> Iterator[tuple[KeyPath, dict[str, Any]]]:
+    """Every mapping that may hold converter options: defaults, each model, each signature."""
+    root = _mapping(data)
+    if isinstance(root.get("defaults"), dict):
+        yield ("defaults",), root["defaults"]
+    for name, model in _mapping(root.get("models")).items():
+        if not isinstance(model, dict):
+            continue
+        yield ("models", name), model
+        for sig_name, sig in _mapping(model.get("signatures")).items():
+            if isinstance(sig, dict):
+                yield ("models", name, "signatures", sig_name), sig
+
+
+def _quantization_problems(doc: _PositionedDocument) -> Iterator[Problem]:
+    # An override replaces the whole quantization mapping, so checking each written mapping
+    # checks every signature's effective one.
+    for scope, options in _option_scopes(doc.data):
+        quantization = options.get("quantization")
+        if not isinstance(quantization, dict):
+            continue
+        seen: dict[str, str] = {}
+        catch_all: str | None = None
+        for dtype, globs in quantization.items():
+            if not isinstance(globs, list):
+                continue
+            for index, glob in enumerate(globs):
+                item = (*scope, "quantization", dtype, index)
+                if glob == "*" and catch_all is not None and catch_all != dtype:
+                    yield doc.problem_at(
+                        doc.value_mark(item),
+                        item,
+                        f"'*' is used for both {catch_all} and {dtype}: tensorflowjs accepts the "
+                        "catch-all for one dtype only; list node globs for the other",
+                    )
+                elif isinstance(glob, str) and glob in seen and seen[glob] != dtype:
+                    yield doc.problem_at(
+                        doc.value_mark(item),
+                        item,
+                        f"node glob '{glob}' is listed under both {seen[glob]} and {dtype}: "
+                        "tensorflowjs rejects a node quantized to two dtypes; keep it under one",
+                    )
+                if glob == "*":
+                    catch_all = catch_all or dtype
+                elif isinstance(glob, str):
+                    seen.setdefault(glob, dtype)
+
+
+def _metadata_problems(doc: _PositionedDocument) -> Iterator[Problem]:
+    for scope, options in _option_scopes(doc.data):
+        if "metadata" not in options:
+            continue
+        try:
+            json.dumps(options["metadata"])
+        except (TypeError, ValueError):
+            path = (*scope, "metadata")
+            yield doc.problem_at(
+                doc.value_mark(path),
+                path,
+                "metadata must be plain JSON values (quote dates and times)",
+            )
+
+
+def layout_problems(layout: str) -> list[str]:
+    """What is wrong with a layout string's placeholders, as messages."""
+    try:
+        fields = list(string.Formatter().parse(layout))
+    except ValueError as error:
+        return [
+            f"invalid layout {layout!r}: {error}; write placeholders as {{model}} and {{signature}}"
+        ]
+    messages = []
+    for _, name, spec, conversion in fields:
+        if name is None:
+            continue
+        if name not in LAYOUT_PLACEHOLDERS:
+            messages.append(
+                f"unknown placeholder {{{name}}} in layout; available: "
+                + ", ".join(f"{{{p}}}" for p in LAYOUT_PLACEHOLDERS)
+            )
+        elif spec or conversion:
+            messages.append(f"placeholder {{{name}}} takes no format spec or conversion")
+    return messages
+
+
+@dataclass(frozen=True)
+class OutputClaim:
+    """One signature's claim on an output folder, for collision and escape checks."""
+
+    model: str
+    signature: str
+    relative: str  # as written after formatting, before normalisation
+    location: Location
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}:{self.signature}"
+
+
+def output_problems(
+    claims: Sequence[OutputClaim],
+    output_dir: Path,
+    sources: Mapping[str, Sequence[Path]],
+) -> list[tuple[Location, str]]:
+    """Outputs that escape `output_dir`, collide, nest in each other or touch a model source."""
+    found: list[tuple[Location, str]] = []
+    kept: list[tuple[OutputClaim, str]] = []
+    for claim in claims:
+        normal = posixpath.normpath(claim.relative)
+        if posixpath.isabs(claim.relative) or normal == "." or normal.split("/")[0] == "..":
+            found.append(
+                (
+                    claim.location,
+                    f"output '{claim.relative}' of {claim.label} escapes output_dir: "
+                    "use a relative folder below it, without '..'",
+                )
+            )
+            continue
+        clash = next((other for other in kept if _nested(other[1], normal)), None)
+        if clash is not None:
+            other, other_path = clash
+            relation = "both go to" if other_path == normal else "nest in each other:"
+            found.append(
+                (
+                    claim.location,
+                    f"{other.label} and {claim.label} {relation} '{other_path}'"
+                    + ("" if other_path == normal else f" and '{normal}'")
+                    + "; give one of them its own `output` or change `layout`",
+                )
+            )
+            continue
+        kept.append((claim, normal))
+        target = (output_dir / normal).resolve()
+        for model, paths in sources.items():
+            for source in paths:
+                source = source.resolve()
+                if target == source or source in target.parents or target in source.parents:
+                    found.append(
+                        (
+                            claim.location,
+                            f"output '{normal}' of {claim.label} overlaps the source of model "
+                            f"'{model}' ({source}): outputs are replaced on every build, so keep "
+                            "them apart",
+                        )
+                    )
+    return found
+
+
+def _nested(a: str, b: str) -> bool:
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def find_manifest(path: str | Path | None) -> Path:
+    """The manifest file to use: the given path (a folder means its tfjs-build.yaml)."""
+    candidate = Path(path) if path is not None else Path(MANIFEST_NAME)
+    if candidate.is_dir():
+        candidate = candidate / MANIFEST_NAME
+    if not candidate.is_file():
+        hint = "" if path is not None else " in the current folder (pass -f FILE to use another)"
+        raise UsageError(f"no manifest: {candidate} does not exist{hint}")
+    return candidate
+
+
+def load_manifest(path: str | Path | None = None) -> Manifest:
+    """Parse and validate a manifest; raise ManifestError listing every problem at once."""
+    manifest_path = find_manifest(path)
+    try:
+        text = manifest_path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read manifest {manifest_path}: {error}") from error
+    doc = _PositionedDocument(manifest_path, text)
+    if doc.problems and doc.data is None:
+        raise ManifestError(doc.problems)
+    if doc.data is None:
+        raise ManifestError(
+            [doc.problem(1, 1, "", "the manifest is empty: start with `version: 1`")]
+        )
+
+    problems = list(doc.problems)
+    problems += _schema_problems(doc)
+    problems += _model_rule_problems(doc)
+    problems += _quantization_problems(doc)
+    problems += _metadata_problems(doc)
+    root = _mapping(doc.data)
+    layout = root.get("layout", DEFAULT_LAYOUT)
+    if isinstance(layout, str):
+        for message in layout_problems(layout):
+            problems.append(doc.problem_at(doc.value_mark(("layout",)), ("layout",), message))
+    if problems:
+        raise ManifestError(problems)
+
+    manifest = _build(doc)
+    claims = [
+        claim
+        for model in manifest.models
+        if model.signatures is not None
+        for claim in signature_claims(manifest, model, [s.name for s in model.signatures])
+    ]
+    located = layout_signature_problems(manifest)
+    located += output_problems(claims, manifest.output_dir, _source_map(manifest))
+    if located:
+        raise ManifestError(manifest.problem(location, message) for location, message in located)
+    return manifest
+
+
+def _source_map(manifest: Manifest) -> dict[str, tuple[Path, ...]]:
+    return {model.name: model.source_paths() for model in manifest.models}
+
+
+def signature_claims(
+    manifest: Manifest, model: ModelSpec, names: Sequence[str]
+) -> list[OutputClaim]:
+    """Output claims of a model's signatures, given their names (resolved for "*")."""
+    specs = {spec.name: spec for spec in model.signatures or ()}
+    claims = []
+    for name in names:
+        spec = specs.get(name)
+        if spec is not None and spec.output is not None:
+            claims.append(OutputClaim(model.name, name, spec.output, spec.location))
+        else:
+            relative = manifest.layout.format(model=model.name, signature=name)
+            claims.append(OutputClaim(model.name, name, relative, manifest.layout_location))
+    return claims
+
+
+def layout_signature_problems(
+    manifest: Manifest, resolved: Mapping[str, Sequence[str]] | None = None
+) -> list[tuple[Location, str]]:
+    """A layout without {signature} cannot hold a model that exports several signatures."""
+    if "{signature}" in manifest.layout:
+        return []
+    found = []
+    for model in manifest.models:
+        if resolved is not None and model.name in resolved:
+            names = list(resolved[model.name])
+        elif model.signatures is not None:
+            names = [s.name for s in model.signatures]
+        else:
+            continue
+        specs = {spec.name: spec for spec in model.signatures or ()}
+        using_layout = [n for n in names if specs.get(n) is None or specs[n].output is None]
+        if len(using_layout) > 1:
+            found.append(
+                (
+                    manifest.layout_location,
+                    f"layout '{manifest.layout}' has no {{signature}} but model '{model.name}' "
+                    f"exports {len(using_layout)} signatures ({', '.join(using_layout)}) through "
+                    "it: add {signature} or give each signature an `output`",
+                )
+            )
+    return found
+
+
+def _merged_options(*scopes: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(BUILTIN_OPTIONS)
+    for scope in scopes:
+        merged.update({key: scope[key] for key in OPTION_KEYS if key in scope})
+    return merged
+
+
+def _build(doc: _PositionedDocument) -> Manifest:
+    root: dict[str, Any] = doc.data
+    manifest_dir = doc.path.parent.resolve()
+    defaults = _mapping(root.get("defaults"))
+    models = []
+    for name, raw in root["models"].items():
+        base: KeyPath = ("models", name)
+        kind = next(kind for kind in SOURCE_KINDS if kind in raw)
+        source: Source
+        if kind == "saved_model":
+            source = SavedModelSource(
+                manifest_dir / raw["saved_model"], tuple(raw.get("tags", ["serve"]))
+            )
+        elif kind == "keras":
+            source = KerasSource(manifest_dir / raw["keras"], raw.get("format", "graph_model"))
+        else:
+            source = PythonSource(raw["python"], tuple(raw.get("inputs", ())))
+        model_options = _merged_options(defaults, raw)
+        raw_signatures = raw.get("signatures", ALL_SIGNATURES)
+        signatures: tuple[SignatureSpec, ...] | None
+        if raw_signatures == ALL_SIGNATURES:
+            signatures = None
+        else:
+            per_signature = (
+                raw_signatures
+                if isinstance(raw_signatures, dict)
+                else dict.fromkeys(raw_signatures)
+            )
+            specs = []
+            for index, (sig_name, sig_raw) in enumerate(per_signature.items()):
+                sig_raw = sig_raw or {}
+                sig_path = (
+                    (*base, "signatures", sig_name)
+                    if isinstance(raw_signatures, dict)
+                    else (*base, "signatures", index)
+                )
+                specs.append(
+                    SignatureSpec(
+                        name=sig_name,
+                        options=ConverterOptions.from_mapping(
+                            _merged_options(defaults, raw, sig_raw)
+                        ),
+                        output=sig_raw.get("output"),
+                        location=doc.location(sig_path),
+                    )
+                )
+            signatures = tuple(specs)
+        models.append(
+            ModelSpec(
+                name=name,
+                source=source,
+                signatures=signatures,
+                options=ConverterOptions.from_mapping(model_options),
+                location=doc.location(base),
+                source_location=doc.location((*base, kind), key=False),
+                signatures_location=doc.location((*base, "signatures")),
+            )
+        )
+    return Manifest(
+        path=doc.path,
+        root=manifest_dir,
+        output_dir=(manifest_dir / root.get("output_dir", DEFAULT_OUTPUT_DIR)).resolve(),
+        layout=root.get("layout", DEFAULT_LAYOUT),
+        layout_location=doc.location(("layout",), key=False),
+        models=tuple(models),
+        lines=doc.lines,
+    )

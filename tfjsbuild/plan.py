@@ -1,0 +1,166 @@
+"""Pure planning: (targets, fingerprints, output checks, state) -> plan items with reasons.
+
+Nothing here reads files or imports TensorFlow; the inputs are gathered by `api.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tfjsbuild.fingerprint import SignatureFingerprint
+from tfjsbuild.manifest import ConverterOptions, Source
+from tfjsbuild.state import SignatureRecord
+
+Action = Literal["build", "up-to-date", "remove"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One (model, signature) the manifest asks for, resolved against its source."""
+
+    manifest: Path
+    model: str
+    signature: str
+    source: Source
+    options: ConverterOptions
+    output: str  # relative to the manifest's folder, POSIX separators
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}:{self.signature}"
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    manifest: Path
+    model: str
+    signature: str
+    output: str
+    action: Action
+    reasons: tuple[str, ...]
+    fingerprint: SignatureFingerprint | None = None
+    target: Target | None = None
+    # Known before converting that this signature cannot build (e.g. not in the SavedModel).
+    blocked: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}:{self.signature}"
+
+
+def plan_build(
+    manifest: Path,
+    targets: Sequence[Target],
+    fingerprints: Mapping[str, SignatureFingerprint],
+    output_changes: Mapping[str, str | None],
+    records: Mapping[str, SignatureRecord],
+    *,
+    blocked: Sequence[PlanItem] = (),
+    force: bool = False,
+    prune: bool = True,
+) -> list[PlanItem]:
+    """Decide, per signature, build / up-to-date / remove, and say why."""
+    items: list[PlanItem] = list(blocked)
+    wanted = {target.key for target in targets} | {item.key for item in blocked}
+    for target in targets:
+        fingerprint = fingerprints[target.key]
+        record = records.get(target.key)
+        reasons = _reasons(fingerprint, record, output_changes.get(target.key))
+        if force:
+            reasons.append("forced")
+        items.append(
+            PlanItem(
+                manifest=manifest,
+                model=target.model,
+                signature=target.signature,
+                output=target.output,
+                action="build" if reasons else "up-to-date",
+                reasons=tuple(reasons),
+                fingerprint=fingerprint,
+                target=target,
+            )
+        )
+    if prune:
+        for key, record in sorted(records.items()):
+            if key not in wanted:
+                items.append(
+                    PlanItem(
+                        manifest=manifest,
+                        model=record.model,
+                        signature=record.signature,
+                        output=record.output,
+                        action="remove",
+                        reasons=("removed from the manifest",),
+                    )
+                )
+    return items
+
+
+def _reasons(
+    fingerprint: SignatureFingerprint, record: SignatureRecord | None, output_change: str | None
+) -> list[str]:
+    if record is None:
+        return ["first build"]
+    reasons: list[str] = []
+    if record.fingerprint != fingerprint.digest:
+        before, now = record.parts, fingerprint.parts
+        if before.get("scheme") != now["scheme"]:
+            reasons.append("fingerprint scheme changed")
+        if before.get("tools") != now["tools"]:
+            reasons.append(
+                f"converter upgraded: {_tool_change(before.get('tools', ''), now['tools'])}"
+            )
+        if before.get("source") != now["source"]:
+            reasons.append("source changed")
+        if before.get("tags") != now["tags"]:
+            reasons.append(f"tags changed: {before.get('tags')} -> {now['tags']}")
+        if before.get("options") != now["options"]:
+            changed = option_changes(record.options, fingerprint.options)
+            reasons.append(f"options changed: {', '.join(changed) or 'options'}")
+        if before.get("output") != now["output"]:
+            reasons.append(f"output moved: {before.get('output')} -> {now['output']}")
+        if not reasons:
+            reasons.append("fingerprint changed")
+    if output_change is not None:
+        reasons.append(output_change)
+    return reasons
+
+
+def _tool_change(before: str, now: str) -> str:
+    old = dict(part.split("=", 1) for part in before.split(",") if "=" in part)
+    new = dict(part.split("=", 1) for part in now.split(",") if "=" in part)
+    return ", ".join(
+        f"{name} {old.get(name, '?')} -> {new.get(name, '?')}"
+        for name in sorted(set(old) | set(new))
+        if old.get(name) != new.get(name)
+    )
+
+
+def option_changes(
+    before: Mapping[str, Any], now: Mapping[str, Any], prefix: str = ""
+) -> list[str]:
+    """Dotted key paths whose values differ, e.g. `quantization.uint8`."""
+    changed = []
+    for key in sorted(set(before) | set(now)):
+        old, new = before.get(key), now.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict) and key == "quantization":
+            changed += option_changes(old, new, f"{prefix}{key}.")
+        else:
+            changed.append(f"{prefix}{key}")
+    return changed
+
+
+def select(items: Sequence[PlanItem], selection: Collection[str]) -> list[PlanItem]:
+    """Keep the items named by `MODEL` or `MODEL:SIGNATURE` selectors (removals are dropped)."""
+    if not selection:
+        return list(items)
+    return [
+        item
+        for item in items
+        if item.action != "remove" and (item.model in selection or item.key in selection)
+    ]
