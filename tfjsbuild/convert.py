@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# tensorflow_decision_forests (imported by tensorflowjs) imports IPython to print a welcome
+# message whenever stdout is not a terminal, and fails where IPython is not installed.
+os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
 
 import tensorflow as tf
 from google.protobuf.json_format import MessageToDict

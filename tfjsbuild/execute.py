@@ -6,16 +6,12 @@ build keeps every signature finished before the interruption and nothing half-wr
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
-import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from tfjsbuild.artifacts import MODEL_JSON, check_graph_model
 from tfjsbuild.atomic import swap_directory, write_atomically
@@ -25,6 +21,9 @@ from tfjsbuild.manifest import Manifest, SavedModelSource
 from tfjsbuild.plan import PlanItem
 from tfjsbuild.state import BuildState, SignatureRecord, record_files, save_state
 from tfjsbuild.worker import ConversionOutcome, ConversionTask, init_worker, run_task
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 Status = Literal["built", "up-to-date", "failed", "removed", "skipped"]
 INDEX_FILE = "tfjs-build.json"
@@ -122,6 +121,10 @@ def _convert_all(
     fail_fast: bool,
     reporter: Reporter,
 ) -> list[SignatureResult]:
+    # Imported here: a no-op build never starts a worker and should not pay for these imports.
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
     staging_roots = {path: _staging_root(project) for path, project in projects.items()}
     for root in set(staging_roots.values()):
         shutil.rmtree(root, ignore_errors=True)  # leftovers of a killed build
@@ -201,6 +204,8 @@ def _finish(
     project: Project,
     log_path: Path,
 ) -> SignatureResult:
+    from concurrent.futures.process import BrokenProcessPool
+
     try:
         outcome = future.result()
     except BrokenProcessPool:
@@ -303,7 +308,3 @@ def write_index(project: Project) -> None:
     except OSError:
         pass
     write_atomically(index, text)
-
-
-def timestamp() -> float:
-    return time.time()

@@ -205,6 +205,9 @@ class Manifest:
 # --------------------------------------------------------------------------- YAML with positions
 
 
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
+
 @dataclass(frozen=True)
 class _Mark:
     line: int
@@ -241,6 +244,15 @@ class _PositionedDocument:
             loader.dispose()
 
     def _construct(self, loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath) -> Any:
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in _PLAIN_TAGS:
+            # Scalars go through SafeLoader, which refuses unknown tags; collections are built
+            # here, so refuse object-constructing tags (!!python/object...) the same way.
+            self.problems.append(
+                self.problem_at(
+                    _mark(node), path, f"unsupported YAML tag {node.tag}: use plain values"
+                )
+            )
+            return None
         if isinstance(node, yaml.MappingNode):
             loader.flatten_mapping(node)  # resolves `<<` merge keys like SafeLoader does
             result: dict[str, Any] = {}
@@ -386,7 +398,7 @@ def _describe_error(
             for sub in branch:
                 yield from _describe_error(doc, sub)
             return
-        expected = schema.get("description", "a value matching the schema")
+        expected = str(schema.get("description", "a value matching the schema")).rstrip(".")
         yield doc.problem_at(
             doc.value_mark(path), path, f"expected {expected}; got {_describe_value(instance)}"
         )
@@ -612,8 +624,13 @@ def output_problems(
     claims: Sequence[OutputClaim],
     output_dir: Path,
     sources: Mapping[str, Sequence[Path]],
+    layout: str,
 ) -> list[tuple[Location, str]]:
-    """Outputs that escape `output_dir`, collide, nest in each other or touch a model source."""
+    """Outputs that escape `output_dir`, collide, nest in each other or touch a model source.
+
+    Signatures of one model sent to one folder by a layout without {signature} are left to
+    `layout_signature_problems`, which says so in one message.
+    """
     found: list[tuple[Location, str]] = []
     kept: list[tuple[OutputClaim, str]] = []
     for claim in claims:
@@ -630,6 +647,12 @@ def output_problems(
         clash = next((other for other in kept if _nested(other[1], normal)), None)
         if clash is not None:
             other, other_path = clash
+            if (
+                "{signature}" not in layout
+                and other.model == claim.model
+                and other.location == claim.location
+            ):
+                continue
             relation = "both go to" if other_path == normal else "nest in each other:"
             found.append(
                 (
@@ -691,7 +714,9 @@ def load_manifest(path: str | Path | None = None) -> Manifest:
         )
 
     problems = list(doc.problems)
-    problems += _schema_problems(doc)
+    # A value YAML already rejected (a bad tag) would only be reported again by the schema.
+    rejected = {(p.line, p.column) for p in doc.problems}
+    problems += [p for p in _schema_problems(doc) if (p.line, p.column) not in rejected]
     problems += _model_rule_problems(doc)
     problems += _quantization_problems(doc)
     problems += _metadata_problems(doc)
@@ -711,7 +736,7 @@ def load_manifest(path: str | Path | None = None) -> Manifest:
         for claim in signature_claims(manifest, model, [s.name for s in model.signatures])
     ]
     located = layout_signature_problems(manifest)
-    located += output_problems(claims, manifest.output_dir, _source_map(manifest))
+    located += output_problems(claims, manifest.output_dir, _source_map(manifest), manifest.layout)
     if located:
         raise ManifestError(manifest.problem(location, message) for location, message in located)
     return manifest

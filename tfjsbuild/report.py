@@ -9,7 +9,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tfjsbuild.execute import SignatureResult
 from tfjsbuild.plan import PlanItem
@@ -32,7 +31,7 @@ class ConsoleReporter:
     def __init__(self, console: Console, *, quiet: bool = False) -> None:
         self.console = console
         self.quiet = quiet
-        self._progress: Progress | None = None
+        self._progress: Any = None
         self._task: Any = None
 
     def build_started(self, items: Sequence[PlanItem], jobs: int) -> None:
@@ -42,6 +41,14 @@ class ConsoleReporter:
         workers = "worker" if jobs == 1 else "workers"
         self.console.print(f"Converting {len(items)} {noun} with {jobs} {workers}")
         if self.console.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
             self._progress = Progress(
                 TextColumn("[progress.description]{task.description}"),
                 BarColumn(),

@@ -66,7 +66,10 @@ def resolve_targets(manifest: Manifest) -> Resolution:
         ]
         located = layout_signature_problems(manifest, names_by_model)
         located += output_problems(
-            claims, manifest.output_dir, {m.name: m.source_paths() for m in manifest.models}
+            claims,
+            manifest.output_dir,
+            {m.name: m.source_paths() for m in manifest.models},
+            manifest.layout,
         )
         if located:
             raise ManifestError(

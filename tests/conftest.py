@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+TESTS = Path(__file__).parent
+REPO = TESTS.parent
+NODE_RUNNER = TESTS / "node" / "run_graph_model.mjs"
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Make each SavedModel once per session; tests copy it into their own folder."""
+    import savedmodels
+
+    store = tmp_path_factory.mktemp("models")
+    made: dict[tuple[Any, ...], Path] = {}
+
+    def get(kind: str, **kwargs: Any) -> Path:
+        key = (kind, *sorted(kwargs.items()))
+        if key not in made:
+            path = store / f"{kind}-{len(made)}"
+            getattr(savedmodels, f"save_{kind}")(path, **kwargs)
+            made[key] = path
+        return made[key]
+
+    return get
+
+
+@pytest.fixture
+def project(tmp_path: Path, model_store: Callable[..., Path]) -> Callable[..., Path]:
+    """Write a manifest into tmp_path and copy the named SavedModels beside it."""
+
+    def make(manifest: str, models: dict[str, Path] | None = None) -> Path:
+        for name, source in (models or {}).items():
+            target = tmp_path / name
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(source, target)
+        path = tmp_path / "tfjs-build.yaml"
+        path.write_text(textwrap.dedent(manifest).lstrip())
+        return path
+
+    return make
+
+
+def run_cli(
+    *args: str, cwd: Path, check: bool = False, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `tfjs-build` command in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "tfjsbuild", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=timeout,
+    )
+
+
+def run_tfjs(model_dir: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run a converted graph model in Node with pure-JS @tensorflow/tfjs; outputs by key."""
+    if not (TESTS / "node" / "node_modules" / "@tensorflow" / "tfjs").is_dir():
+        pytest.fail("tests/node is not installed: run `npm ci --prefix tests/node` (.ci/run does)")
+    request = {
+        "inputs": {
+            key: {
+                "dtype": str(value.dtype),
+                "shape": list(value.shape),
+                "data": value.ravel().tolist(),
+            }
+            for key, value in inputs.items()
+        }
+    }
+    done = subprocess.run(
+        ["node", str(NODE_RUNNER), str(model_dir), "-"],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    outputs = json.loads(done.stdout)["outputs"]
+    return {
+        key: np.array(value["data"], dtype=value["dtype"]).reshape(value["shape"])
+        for key, value in outputs.items()
+    }
