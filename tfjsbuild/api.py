@@ -114,11 +114,11 @@ def discover_manifests(folder: str | Path) -> list[Path]:
 def _load_manifests(
     manifests: Iterable[str | Path], all_dirs: Iterable[str | Path]
 ) -> list[Manifest]:
-    paths = [Path(m) for m in manifests]
+    paths: list[Path | None] = [Path(m) for m in manifests]
     for folder in all_dirs:
         paths += discover_manifests(folder)
     loaded: dict[Path, Manifest] = {}
-    for path in paths or [Path(MANIFEST_NAME)]:
+    for path in paths or [None]:
         manifest = load_manifest(path)
         loaded.setdefault(manifest.path.resolve(), manifest)
     # A manifest inside another one's output folder is output, not source (e.g. a copied example).

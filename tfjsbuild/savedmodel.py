@@ -101,8 +101,6 @@ def read_meta_graphs(path: Path) -> tuple[MetaGraphInfo, ...]:
                 continue
             meta_graph = meta_graph_pb2.MetaGraphDef.FromString(payload)
             infos.append(_meta_graph_info(meta_graph))
-    except SavedModelError:
-        raise
     except Exception as error:  # protobuf's DecodeError and friends
         raise SavedModelError(f"cannot parse {pb}: {error}") from error
     if not infos:

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tfjsbuild.artifacts import OutputCheckError, check_graph_model
+from tfjsbuild.atomic import swap_directory, write_atomically
+
+
+def write_model(folder: Path, shard_bytes: int = 16) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    model = {
+        "modelTopology": {},
+        "weightsManifest": [
+            {
+                "paths": ["group1-shard1of1.bin"],
+                "weights": [{"name": "w", "shape": [2, 2], "dtype": "float32"}],
+            }
+        ],
+        "signature": {
+            "inputs": {
+                "x": {
+                    "name": "x:0",
+                    "dtype": "DT_FLOAT",
+                    "tensorShape": {"dim": [{"size": "-1"}, {"size": "2"}]},
+                }
+            },
+            "outputs": {},
+        },
+    }
+    (folder / "model.json").write_text(json.dumps(model))
+    (folder / "group1-shard1of1.bin").write_bytes(b"\0" * shard_bytes)
+
+
+def test_a_complete_model_is_described(tmp_path: Path) -> None:
+    write_model(tmp_path)
+    described = check_graph_model(tmp_path)
+    assert [f.path for f in described.files] == ["model.json", "group1-shard1of1.bin"]
+    assert described.inputs == ({"name": "x", "dtype": "float32", "shape": [None, 2]},)
+    assert described.bytes == sum(p.stat().st_size for p in tmp_path.iterdir())
+
+
+def test_nothing_written_fails_loudly(tmp_path: Path) -> None:
+    with pytest.raises(OutputCheckError, match=f"the converter wrote no model.json in {tmp_path}"):
+        check_graph_model(tmp_path)
+
+
+def test_missing_or_short_shards_fail(tmp_path: Path) -> None:
+    write_model(tmp_path, shard_bytes=12)
+    with pytest.raises(
+        OutputCheckError, match="hold 12 bytes but model.json's weight specs need 16"
+    ):
+        check_graph_model(tmp_path)
+    (tmp_path / "group1-shard1of1.bin").unlink()
+    with pytest.raises(
+        OutputCheckError, match="lists weight shards that were not written: group1-shard1of1.bin"
+    ):
+        check_graph_model(tmp_path)
+
+
+def test_swap_replaces_a_folder_whole(tmp_path: Path) -> None:
+    target, staged = tmp_path / "out", tmp_path / "staged"
+    write_model(target)
+    (target / "group1-shard9of9.bin").write_bytes(b"stale")
+    write_model(staged, shard_bytes=16)
+    swap_directory(staged, target)
+    assert sorted(p.name for p in target.iterdir()) == ["group1-shard1of1.bin", "model.json"]
+    assert not staged.exists()
+
+
+def test_write_atomically_leaves_no_temporary_files(tmp_path: Path) -> None:
+    write_atomically(tmp_path / "a/state.json", "one")
+    write_atomically(tmp_path / "a/state.json", "two")
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["state.json"]
+    assert (tmp_path / "a/state.json").read_text() == "two"

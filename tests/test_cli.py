@@ -1,0 +1,139 @@
+"""The real `tfjs-build` command: exit codes, clean errors, JSON output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import jsonschema
+import pytest
+from conftest import REPO, run_cli
+
+
+def test_validate_error_exit_code_and_no_traceback(tmp_path: Path) -> None:
+    (tmp_path / "tfjs-build.yaml").write_text(
+        "version: 1\nmodels:\n  a:\n    saved_model: m\n    quantisation: {}\n"
+    )
+    done = run_cli("validate", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "tfjs-build.yaml:5:5: models.a.quantisation: unknown key 'quantisation'; did you mean 'quantization'?\n"
+        "    5 |     quantisation: {}\n"
+        "      |     ^\n"
+        "1 problem found; nothing was built.\n"
+    )
+    # A run with a bad manifest writes nothing at all.
+    assert run_cli("run", cwd=tmp_path).returncode == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tfjs-build.yaml"]
+
+
+def test_missing_manifest_is_a_usage_error(tmp_path: Path) -> None:
+    done = run_cli("plan", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "tfjs-build: error: no manifest: tfjs-build.yaml does not exist in the current folder "
+        "(pass -f FILE to use another)\n"
+    )
+
+
+def test_unknown_selection_lists_what_exists(
+    tmp_path: Path, project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    project("version: 1\nmodels:\n  m:\n    saved_model: m\n", {"m": model_store("multihead")})
+    done = run_cli("plan", "nope", "m:regres", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "tfjs-build: error: unknown model or signature: nope, m:regres "
+        "(available: m, m:classify, m:features, m:regress)\n"
+    )
+
+
+def test_watch_says_it_is_not_implemented(tmp_path: Path) -> None:
+    done = run_cli("watch", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (
+        2,
+        "tfjs-build: error: `tfjs-build watch` is not implemented yet in this version\n",
+    )
+
+
+def test_inspect_lists_tags_signatures_and_tensors(
+    model_store: Callable[..., Path], tmp_path: Path
+) -> None:
+    path = model_store("multihead")
+    done = run_cli("inspect", str(path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (
+        f"SavedModel {path}\n"
+        "  tags: serve\n"
+        "    signature classify\n"
+        "      input  x: float32 [?, 8]\n"
+        "      output logits: float32 [?, 4]\n"
+        "      output probs: float32 [?, 4]\n"
+        "    signature features\n"
+        "      input  x: float32 [?, 8]\n"
+        "      output features: float32 [?, 16]\n"
+        "    signature regress\n"
+        "      input  x: float32 [?, 8]\n"
+        "      output value: float32 [?, 1]\n"
+    )
+    as_json = json.loads(run_cli("inspect", "--json", str(path), cwd=tmp_path).stdout)
+    assert [s["name"] for s in as_json["meta_graphs"][0]["signatures"]] == [
+        "classify",
+        "features",
+        "regress",
+    ]
+    assert run_cli("inspect", str(tmp_path), cwd=tmp_path).returncode == 2
+
+
+@pytest.mark.slow
+def test_run_json_follows_its_schema_and_fails_with_exit_1(
+    tmp_path: Path, project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    project(
+        "version: 1\nmodels:\n  m:\n    saved_model: m\n", {"m": model_store("with_unsupported")}
+    )
+    schema = json.loads((REPO / "schemas/build-report.schema.json").read_text())
+    planned = json.loads(run_cli("plan", "--json", cwd=tmp_path).stdout)
+    jsonschema.validate(planned, schema)
+    assert [(s["signature"], s["action"], s["reasons"]) for s in planned["signatures"]] == [
+        ("bad", "build", ["first build"]),
+        ("good", "build", ["first build"]),
+    ]
+    done = run_cli("run", "--json", "-j", "1", cwd=tmp_path)
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    jsonschema.validate(report, schema)
+    assert report["ok"] is False
+    by_name = {s["signature"]: s for s in report["signatures"]}
+    assert by_name["bad"]["status"] == "failed"
+    assert by_name["bad"]["error"] == "Unsupported Ops in the model before optimization: Lgamma"
+    assert by_name["good"]["status"] == "built"
+    assert by_name["good"]["bytes"] == sum(
+        p.stat().st_size for p in (tmp_path / "dist/m/good").iterdir()
+    )
+    assert "m:bad failed" in done.stderr
+    # Human output of a second run: the failure again, the success up to date.
+    again = run_cli("run", "-j", "1", cwd=tmp_path)
+    assert again.returncode == 1
+    assert again.stdout.splitlines()[-1].startswith("1 up-to-date, 1 failed in ")
+
+
+@pytest.mark.slow
+def test_clean_removes_outputs_and_state(
+    tmp_path: Path, project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    project(
+        "version: 1\nmodels:\n  m:\n    saved_model: m\n    signatures: [features]\n",
+        {"m": model_store("multihead")},
+    )
+    assert run_cli("run", cwd=tmp_path).returncode == 0
+    (tmp_path / "dist/keep.txt").write_text("mine")
+    done = run_cli("clean", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "removed dist/m/features\nRemoved 1 output and the build state.\n"
+    assert sorted(
+        p.relative_to(tmp_path).as_posix()
+        for p in tmp_path.rglob("*")
+        if "m/" not in p.as_posix()[len(str(tmp_path)) :]
+    ) == ["dist", "dist/keep.txt", "m", "tfjs-build.yaml"]

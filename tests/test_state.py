@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+from tfjsbuild.errors import LockHeldError
+from tfjsbuild.state import BuildLock, BuildState, load_state, save_state
+
+
+def test_missing_state_is_empty(tmp_path: Path) -> None:
+    assert load_state(tmp_path) == (BuildState(), None)
+
+
+def test_future_version_gives_a_clear_warning(tmp_path: Path) -> None:
+    (tmp_path / "state.json").write_text(json.dumps({"version": 9, "signatures": {}}))
+    state, warning = load_state(tmp_path)
+    assert state == BuildState()
+    assert warning == (
+        f"{tmp_path / 'state.json'} has state version 9, this tfjs-build reads version 1: "
+        "rebuilding everything (it will be rewritten)"
+    )
+
+
+def test_state_is_sorted_json_and_rewritten_only_when_changed(tmp_path: Path) -> None:
+    state = BuildState(stat_cache={"b": [1, 2, 3, "h"], "a": [4, 5, 6, "i"]})
+    assert save_state(tmp_path, state) is True
+    text = (tmp_path / "state.json").read_text()
+    assert json.loads(text) == {
+        "version": 1,
+        "signatures": {},
+        "stat_cache": {"a": [4, 5, 6, "i"], "b": [1, 2, 3, "h"]},
+    }
+    assert text.index('"a"') < text.index('"b"')
+    assert save_state(tmp_path, state) is False
+    assert load_state(tmp_path) == (
+        BuildState(stat_cache={"a": [4, 5, 6, "i"], "b": [1, 2, 3, "h"]}),
+        None,
+    )
+    assert oct((tmp_path / "state.json").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def _hold_lock(
+    folder: str, held: multiprocessing.synchronize.Event, release: multiprocessing.synchronize.Event
+) -> None:
+    with BuildLock(Path(folder)):
+        held.set()
+        release.wait(30)
+
+
+def test_lock_names_its_holder_and_is_free_again_after(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    held, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold_lock, args=(str(tmp_path), held, release))
+    holder.start()
+    try:
+        assert held.wait(30)
+        with pytest.raises(LockHeldError) as caught, BuildLock(tmp_path):
+            pass
+        assert f"another build holds the lock {tmp_path / 'lock'}: pid {holder.pid} since" in str(
+            caught.value
+        )
+    finally:
+        release.set()
+        holder.join(30)
+    with BuildLock(tmp_path):
+        pass
