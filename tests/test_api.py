@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_tfjs
-from savedmodels import run_signature
 
 import tfjsbuild
+from conftest import run_tfjs
+from savedmodels import run_signature
 from tfjsbuild.errors import LockHeldError
 from tfjsbuild.state import BuildLock, load_state
 

@@ -10,11 +10,12 @@ from tfjsbuild.plan import Target, option_changes, plan_build, select
 from tfjsbuild.state import SignatureRecord
 
 MANIFEST = Path("/p/tfjs-build.yaml")
+DEFAULT_OPTIONS = ConverterOptions()
 TOOLS = {"tensorflow": "2.19.0", "tensorflowjs": "4.22.0", "tfjs-build": "0.1.0"}
 
 
 def target(
-    signature: str, options: ConverterOptions = ConverterOptions(), output: str | None = None
+    signature: str, options: ConverterOptions = DEFAULT_OPTIONS, output: str | None = None
 ) -> Target:
     return Target(
         manifest=MANIFEST,
