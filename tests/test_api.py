@@ -343,3 +343,20 @@ def test_convert_concrete_function_writes_a_loadable_model(tmp_path: Path) -> No
             predict, tmp_path / "other", quantization={"int8": ["*"]}
         )
     assert not (tmp_path / "other").exists()
+
+
+def test_signatures_trading_output_folders_keep_both(multihead: Path) -> None:
+    swapped = "    signatures:\n      features: {output: one}\n      regress: {output: two}\n"
+    multihead.write_text(MULTIHEAD + swapped)
+    tfjsbuild.build([multihead], jobs=1)
+    multihead.write_text(
+        MULTIHEAD + swapped.replace("one", "tmp").replace("two", "one").replace("tmp", "two")
+    )
+    assert tfjsbuild.build([multihead], jobs=1).ok
+    web = multihead.parent / "web"
+
+    def output_keys(folder: str) -> list[str]:
+        return sorted(json.loads((web / folder / "model.json").read_text())["signature"]["outputs"])
+
+    assert (output_keys("one"), output_keys("two")) == (["value"], ["features"])
+    assert set(reasons(multihead).values()) == {()}

@@ -111,7 +111,7 @@ def discover_manifests(folder: str | Path) -> list[Path]:
     return found
 
 
-def _load_manifests(
+def load_manifests(
     manifests: Iterable[str | Path], all_dirs: Iterable[str | Path]
 ) -> list[Manifest]:
     paths: list[Path | None] = [Path(m) for m in manifests]
@@ -194,7 +194,7 @@ def plan(
     """What a build would do and why, without building or writing anything."""
     plans = [
         _plan_manifest(m, force=force, prune=not selection)
-        for m in _load_manifests(manifests, all_dirs)
+        for m in load_manifests(manifests, all_dirs)
     ]
     _select(plans, selection)
     return BuildPlan(plans)
@@ -213,7 +213,7 @@ def build(
 ) -> BuildResult:
     """Build what changed; failed signatures are in the result (`result.ok` is False)."""
     start = time.perf_counter()
-    loaded = _load_manifests(manifests, all_dirs)
+    loaded = load_manifests(manifests, all_dirs)
     if jobs is not None and jobs < 1:
         raise UsageError(f"-j/--jobs must be at least 1, got {jobs}")
     with ExitStack() as stack:
@@ -245,7 +245,7 @@ def clean(
 ) -> list[str]:
     """Remove the outputs this tool recorded, the asset index and the state. Returns what went."""
     removed: list[str] = []
-    for manifest in _load_manifests(manifests, all_dirs):
+    for manifest in load_manifests(manifests, all_dirs):
         with BuildLock(manifest.state_dir):
             state, _ = load_state(manifest.state_dir)
             for record in state.records.values():

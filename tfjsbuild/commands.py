@@ -91,7 +91,7 @@ def plan(
 
 
 def validate(*, manifests: Sequence[str], all_dirs: Sequence[str], console: Console) -> int:
-    loaded = api._load_manifests(manifests, all_dirs)
+    loaded = api.load_manifests(manifests, all_dirs)
     for manifest in loaded:
         count = len(manifest.models)
         console.print(f"{manifest.path}: ok ({count} model{'s' if count != 1 else ''})")

@@ -230,7 +230,10 @@ def _finish(
         )
     previous = project.record(item)
     if previous is not None and previous.output != item.output:
-        remove_recorded_output(project.manifest, previous)
+        # Signatures may trade folders between builds: keep a folder another one now owns.
+        owners = {r.output for r in project.state.records.values() if r is not previous}
+        if previous.output not in owners:
+            remove_recorded_output(project.manifest, previous)
     assert item.fingerprint is not None
     project.state.records[item.key] = SignatureRecord(
         model=item.model,

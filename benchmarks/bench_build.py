@@ -1,0 +1,215 @@
+"""tfjs-build against a `tensorflowjs_converter` loop, measured in the same run.
+
+    python benchmarks/bench_build.py [--work DIR] [--skip-big]
+
+1. A MobileNetV2-sized SavedModel (Keras architecture, random weights: nothing is downloaded)
+   with three signatures, converted by a loop of `tensorflowjs_converter` calls and by
+   `tfjs-build run` from scratch; prints the ratio.
+2. A no-op `tfjs-build run` (nothing changed), and whether planning imports TensorFlow.
+3. One signature's options changed: which signatures are rebuilt.
+4. Planning an unchanged model with 1 GiB of variables (after one build recorded its stat data).
+
+Every number is wall time of a fresh process, as a build script would see it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+MANIFEST = """
+version: 1
+output_dir: web
+models:
+  mobilenet:
+    saved_model: mobilenet
+    signatures:
+      features: {}
+      logits: {}
+      probs: {}
+"""
+
+
+def timed(command: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
+    return seconds
+
+
+def make_mobilenet(path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import os
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+        import tensorflow as tf
+        base = tf.keras.applications.MobileNetV2(weights=None, include_top=True, input_shape=(224, 224, 3))
+        features_model = tf.keras.Model(base.input, base.get_layer("global_average_pooling2d").output)
+        head = base.layers[-1]
+
+        class Exported(tf.Module):
+            def __init__(self):
+                super().__init__()
+                self.base, self.features_model = base, features_model
+
+            @tf.function(input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32, name="image")])
+            def features(self, image):
+                return {{"features": self.features_model(image)}}
+
+            @tf.function(input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32, name="image")])
+            def logits(self, image):
+                pooled = self.features_model(image)
+                return {{"logits": tf.matmul(pooled, head.kernel) + head.bias}}
+
+            @tf.function(input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32, name="image")])
+            def probs(self, image):
+                return {{"probs": self.base(image)}}
+
+        module = Exported()
+        tf.saved_model.save(module, {str(path)!r}, signatures={{
+            "features": module.features, "logits": module.logits, "probs": module.probs}})
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+
+
+def make_big(path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import os
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+        import tensorflow as tf
+
+        class Big(tf.Module):
+            def __init__(self):
+                super().__init__()
+                self.table = tf.Variable(tf.zeros([16384, 16384]))  # 1 GiB of float32
+                self.w = tf.Variable(tf.ones([4, 2]))
+
+            @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+            def head(self, x):
+                return {{"y": tf.matmul(x, self.w)}}
+
+            @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="ids")])
+            def lookup(self, ids):
+                return {{"rows": tf.gather(self.table, ids)}}
+
+        module = Big()
+        tf.saved_model.save(module, {str(path)!r}, signatures={{"head": module.head, "lookup": module.lookup}})
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+
+
+def statuses(cwd: Path) -> dict[str, str]:
+    done = subprocess.run(
+        [str(BIN / "tfjs-build"), "run", "--json"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report = json.loads(done.stdout)
+    return {f"{s['model']}:{s['signature']}": s["status"] for s in report["signatures"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--work", type=Path, default=None, help="work folder (default: a temporary one)"
+    )
+    parser.add_argument("--skip-big", action="store_true", help="skip the 1 GiB planning case")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="tfjs-build-bench-"))
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    print(f"work folder: {work}  (cores: {os.cpu_count()})")
+
+    make_mobilenet(work / "mobilenet")
+    size = sum(p.stat().st_size for p in (work / "mobilenet").rglob("*") if p.is_file())
+    print(f"MobileNetV2-sized SavedModel: {size / 1e6:.1f} MB, 3 signatures")
+
+    converter = BIN / "tensorflowjs_converter"
+    loop = 0.0
+    for signature in ("features", "logits", "probs"):
+        loop += timed(
+            [
+                str(converter),
+                "--input_format=tf_saved_model",
+                f"--signature_name={signature}",
+                "mobilenet",
+                f"converter-out/{signature}",
+            ],
+            work,
+        )
+    (work / "tfjs-build.yaml").write_text(MANIFEST)
+    full = timed([str(BIN / "tfjs-build"), "run", "-q"], work)
+    noop = min(timed([str(BIN / "tfjs-build"), "run", "-q"], work) for _ in range(5))
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, tfjsbuild; tfjsbuild.build(); print('tensorflow' in sys.modules)",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+    (work / "tfjs-build.yaml").write_text(
+        MANIFEST.replace("      logits: {}", "      logits: {quantization: {uint8: ['*']}}")
+    )
+    start = time.perf_counter()
+    changed = statuses(work)
+    one_option = time.perf_counter() - start
+    rebuilt = sorted(key for key, status in changed.items() if status == "built")
+
+    print()
+    print(f"{'case':<58}{'seconds':>9}  ratio / result")
+    print(f"{'tensorflowjs_converter loop, 3 signatures':<58}{loop:>9.2f}")
+    print(
+        f"{'tfjs-build run, 3 signatures from scratch':<58}{full:>9.2f}  {loop / full:.2f}x faster (target >= 2x)"
+    )
+    print(
+        f"{'tfjs-build run, nothing changed (best of 5)':<58}{noop:>9.2f}  target <= 0.3 s; imports TensorFlow: {probe}"
+    )
+    print(
+        f"{'tfjs-build run, logits quantization changed':<58}{one_option:>9.2f}  rebuilt {rebuilt}"
+    )
+
+    if not args.skip_big:
+        big = work / "big"
+        big.mkdir()
+        make_big(big / "model")
+        (big / "tfjs-build.yaml").write_text(
+            "version: 1\nmodels:\n  big:\n    saved_model: model\n    signatures: [head]\n"
+        )
+        first = timed([str(BIN / "tfjs-build"), "run", "-q"], big)
+        plan = min(timed([str(BIN / "tfjs-build"), "plan", "--json"], big) for _ in range(5))
+        size = sum(p.stat().st_size for p in (big / "model").rglob("*") if p.is_file())
+        print(
+            f"{f'first build of a {size / 2**30:.2f} GiB SavedModel (hashes it once)':<58}{first:>9.2f}"
+        )
+        print(
+            f"{'tfjs-build plan of it, unchanged (best of 5)':<58}{plan:>9.2f}  target <= 0.3 s (no rehash)"
+        )
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
