@@ -20,8 +20,11 @@ class MultiHead(tf.Module):
     tensorflowjs_converter 4.22 writes tensor names instead of the signature's keys.
     """
 
-    def __init__(self, backbone_seed: int, head_a_seed: int, head_b_seed: int) -> None:
+    def __init__(
+        self, backbone_seed: int, head_a_seed: int, head_b_seed: int, regress_scale: float
+    ) -> None:
         super().__init__()
+        self.regress_scale = regress_scale
         self.backbone = tf.Variable(_weights(backbone_seed, [8, 16]), name="backbone")
         self.head_a = tf.Variable(_weights(head_a_seed, [16, 4]), name="head_a")
         self.head_b = tf.Variable(_weights(head_b_seed, [16, 1]), name="head_b")
@@ -40,7 +43,8 @@ class MultiHead(tf.Module):
 
     @tf.function(input_signature=[X])
     def regress(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"value": tf.matmul(self._features(x), self.head_b)}
+        value = tf.matmul(self._features(x), self.head_b)
+        return {"value": value * self.regress_scale if self.regress_scale != 1.0 else value}
 
 
 def _weights(seed: int, shape: list[int]) -> np.ndarray:
@@ -48,9 +52,18 @@ def _weights(seed: int, shape: list[int]) -> np.ndarray:
 
 
 def save_multihead(
-    path: Path, backbone_seed: int = 1, head_a_seed: int = 2, head_b_seed: int = 3
+    path: Path,
+    backbone_seed: int = 1,
+    head_a_seed: int = 2,
+    head_b_seed: int = 3,
+    regress_scale: float = 1.0,
+    trace_unrelated: bool = False,
 ) -> Path:
-    module = MultiHead(backbone_seed, head_a_seed, head_b_seed)
+    if trace_unrelated:  # moves TensorFlow's global function and uid counters on
+        for size in range(1, 6):
+            tf.function(lambda t: tf.nn.relu(t) * 2.0).get_concrete_function(tf.TensorSpec([size]))
+            tf.Variable(tf.zeros([size]))
+    module = MultiHead(backbone_seed, head_a_seed, head_b_seed, regress_scale)
     signatures = {
         "features": module.features,
         "classify": module.classify,
@@ -119,3 +132,21 @@ def run_signature(
     loaded = tf.saved_model.load(str(path))
     outputs = loaded.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
     return {key: value.numpy() for key, value in outputs.items()}
+
+
+if __name__ == "__main__":
+    # python savedmodels.py KIND PATH [key=value ...]: export in a fresh process.
+    import sys
+
+    kind, target, *settings = sys.argv[1:]
+    kwargs = {}
+    for setting in settings:
+        key, _, value = setting.partition("=")
+        kwargs[key] = (
+            value == "true"
+            if value in ("true", "false")
+            else float(value)
+            if "." in value
+            else int(value)
+        )
+    globals()[f"save_{kind}"](Path(target), **kwargs)

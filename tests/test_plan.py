@@ -30,6 +30,7 @@ def target(
 def fingerprint(t: Target, source: str = "src1", tools: dict[str, str] = TOOLS):  # type: ignore[no-untyped-def]
     return fingerprint_signature(
         source=source,
+        source_kind="graph",
         signature=t.signature,
         tags=("serve",),
         options=t.options,
@@ -121,3 +122,79 @@ def test_option_changes_name_dotted_keys() -> None:
     before = {"quantization": {"float16": ["*"]}, "metadata": {}, "strip_debug_ops": True}
     now = {"quantization": {"float16": ["dense/*"]}, "metadata": {"a": 1}, "strip_debug_ops": True}
     assert option_changes(before, now) == ["metadata", "quantization.float16"]
+
+
+def graph_record(t: Target, details: dict[str, str]) -> SignatureRecord:
+    fp = fingerprint_signature(
+        source="old",
+        source_kind="graph",
+        signature=t.signature,
+        tags=("serve",),
+        options=t.options,
+        output=t.output,
+        tools=TOOLS,
+        details=details,
+    )
+    return SignatureRecord(
+        model=t.model,
+        signature=t.signature,
+        output=t.output,
+        fingerprint=fp.digest,
+        parts=dict(fp.parts),
+        options=dict(fp.options),
+        files=(),
+        inputs=(),
+        outputs=(),
+        content_hash="",
+        seconds=1.0,
+        details=details,
+    )
+
+
+def explain(
+    before: dict[str, str], now: dict[str, str], now_kind: str = "graph"
+) -> tuple[str, ...]:
+    t = target("a")
+    fp = fingerprint_signature(
+        source="new",
+        source_kind=now_kind,
+        signature="a",
+        tags=("serve",),
+        options=t.options,
+        output=t.output,
+        tools=TOOLS,
+        details=now,
+    )
+    (item,) = plan_build(MANIFEST, [t], {t.key: fp}, {}, {t.key: graph_record(t, before)})
+    return item.reasons
+
+
+def test_graph_changes_are_explained_by_what_changed() -> None:
+    before = {
+        "graph": "g1",
+        "variable backbone": "v1",
+        "variable head_b": "v2",
+        "asset vocab.txt": "a1",
+    }
+    assert explain(before, {**before, "variable head_b": "v3"}) == ("weights changed: head_b",)
+    assert explain(before, {**before, "graph": "g2"}) == ("graph changed",)
+    assert explain(before, {**before, "asset vocab.txt": "a2", "graph": "g2"}) == (
+        "graph changed",
+        "assets changed: vocab.txt",
+    )
+    # Keras renames variables between exports: a renamed, unchanged weight is not "changed".
+    renamed = {
+        "graph": "g1",
+        "variable dense_7": "v1",
+        "variable head_b": "v3",
+        "asset vocab.txt": "a1",
+    }
+    assert explain(before, renamed) == ("weights changed: head_b",)
+    assert explain(before, {"graph": "g1"}) == ("captured inputs changed",)
+
+
+def test_whole_model_fallback_says_why() -> None:
+    now = {"whole model": "a TF1 SavedModel without an object graph"}
+    assert explain({"graph": "g1"}, now, now_kind="whole-model") == (
+        "fingerprint kind changed: graph -> whole-model",
+    )

@@ -33,6 +33,7 @@ def test_state_is_sorted_json_and_rewritten_only_when_changed(tmp_path: Path) ->
         "version": 1,
         "signatures": {},
         "stat_cache": {"a": [4, 5, 6, "i"], "b": [1, 2, 3, "h"]},
+        "graph_cache": {},
     }
     assert text.index('"a"') < text.index('"b"')
     assert save_state(tmp_path, state) is False

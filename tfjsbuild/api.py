@@ -30,12 +30,14 @@ from tfjsbuild.execute import (
     remove_recorded_output,
 )
 from tfjsbuild.fingerprint import StatCache, fingerprint_signature, source_digest, tool_versions
+from tfjsbuild.graphprint import saved_model_sources
 from tfjsbuild.manifest import (
     BUILTIN_OPTIONS,
     MANIFEST_NAME,
     ConverterOptions,
     Manifest,
     SavedModelSource,
+    Source,
     load_manifest,
     manifest_schema,
 )
@@ -131,24 +133,27 @@ def load_manifests(
     ]
 
 
-def _plan_manifest(manifest: Manifest, *, force: bool, prune: bool) -> ManifestPlan:
+def _plan_manifest(manifest: Manifest, *, force: bool, prune: bool, paranoid: bool) -> ManifestPlan:
     state, warning = load_state(manifest.state_dir)
     resolution = resolve_targets(manifest)
     stat_cache = StatCache(state.stat_cache)
     tools = tool_versions()
-    digests: dict[str, str] = {}
+    graph_cache: dict[str, dict[str, Any]] = {}
     fingerprints = {}
     for target in resolution.targets:
-        if target.model not in digests:
-            digests[target.model] = source_digest(target.source, manifest.root, stat_cache)
-        tags = target.source.tags if isinstance(target.source, SavedModelSource) else ()
+        source = _source_entry(
+            target.source, manifest.root, stat_cache, state, graph_cache, paranoid
+        )
+        entry = source.get(target.signature) or source["*"]
         fingerprints[target.key] = fingerprint_signature(
-            source=digests[target.model],
+            source=entry["digest"],
+            source_kind=entry["kind"],
             signature=target.signature,
-            tags=tags,
+            tags=target.source.tags if isinstance(target.source, SavedModelSource) else (),
             options=target.options,
             output=target.output,
             tools=tools,
+            details=entry["details"],
         )
     changes = {
         key: output_change(manifest.root, record)
@@ -166,7 +171,33 @@ def _plan_manifest(manifest: Manifest, *, force: bool, prune: bool) -> ManifestP
         prune=prune,
     )
     state.stat_cache = stat_cache.entries()
+    state.graph_cache = graph_cache
     return ManifestPlan(manifest, state, items, [warning] if warning else [])
+
+
+def _source_entry(
+    source: Source,
+    root: Path,
+    stat_cache: StatCache,
+    state: BuildState,
+    graph_cache: dict[str, dict[str, Any]],
+    paranoid: bool,
+) -> dict[str, Any]:
+    """Per-signature source fingerprints of one model, parsed only when its files changed."""
+    digest = source_digest(source, root, stat_cache, paranoid=paranoid)
+    if not isinstance(source, SavedModelSource):
+        return {"*": {"digest": digest, "kind": f"{source.kind}-content", "details": {}}}
+    key = f"{digest}:{','.join(source.tags)}:{'paranoid' if paranoid else 'crc32c'}"
+    if key not in graph_cache:
+        cached = state.graph_cache.get(key)
+        graph_cache[key] = (
+            cached
+            if cached is not None
+            else saved_model_sources(
+                source.path, source.tags, digest, stat_cache, paranoid=paranoid
+            )
+        )
+    return graph_cache[key]
 
 
 def _select(plans: Sequence[ManifestPlan], selection: Sequence[str]) -> None:
@@ -190,10 +221,11 @@ def plan(
     all_dirs: Iterable[str | Path] = (),
     selection: Sequence[str] = (),
     force: bool = False,
+    paranoid: bool = False,
 ) -> BuildPlan:
     """What a build would do and why, without building or writing anything."""
     plans = [
-        _plan_manifest(m, force=force, prune=not selection)
+        _plan_manifest(m, force=force, prune=not selection, paranoid=paranoid)
         for m in load_manifests(manifests, all_dirs)
     ]
     _select(plans, selection)
@@ -209,6 +241,7 @@ def build(
     force: bool = False,
     dry_run: bool = False,
     fail_fast: bool = False,
+    paranoid: bool = False,
     reporter: Reporter | None = None,
 ) -> BuildResult:
     """Build what changed; failed signatures are in the result (`result.ok` is False)."""
@@ -220,7 +253,9 @@ def build(
         if not dry_run:
             for manifest in sorted(loaded, key=lambda m: str(m.state_dir)):
                 stack.enter_context(BuildLock(manifest.state_dir))
-        plans = [_plan_manifest(m, force=force, prune=not selection) for m in loaded]
+        plans = [
+            _plan_manifest(m, force=force, prune=not selection, paranoid=paranoid) for m in loaded
+        ]
         _select(plans, selection)
         build_plan = BuildPlan(plans)
         paths = [p.manifest.path for p in plans]

@@ -247,6 +247,7 @@ def _finish(
         outputs=checked.outputs,
         content_hash=checked.content_hash,
         seconds=round(outcome.seconds, 3),
+        details=dict(item.fingerprint.details),
     )
     project.save()
     return SignatureResult(item, "built", outcome.seconds, checked.bytes, timings=outcome.timings)

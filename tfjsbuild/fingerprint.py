@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,9 @@ class SignatureFingerprint:
     digest: str
     parts: Mapping[str, str]  # part name -> value or digest, compared to explain a rebuild
     options: Mapping[str, Any]  # effective options, compared key by key for reasons
+    # Not hashed, only compared to explain a change: the graph hash and each capture's digest
+    # by name (names change between identical Keras exports; the digest must not).
+    details: Mapping[str, str] = field(default_factory=dict)
 
 
 def tool_versions() -> dict[str, str]:
@@ -76,9 +79,18 @@ class StatCache:
         return dict(sorted(self._used.items()))
 
 
-def source_digest(source: Source, root: Path, stat_cache: StatCache) -> str:
-    """Content digest of a model source: every file, by relative path and content."""
-    if isinstance(source, SavedModelSource | KerasSource):
+def source_digest(
+    source: Source, root: Path, stat_cache: StatCache, *, paranoid: bool = False
+) -> str:
+    """Content digest of a model source: every file, by relative path and content.
+
+    A SavedModel's variable data shards are left out unless `paranoid`: `variables.index`
+    holds a crc32c of every tensor, so any change to the data changes the index too.
+    """
+    if isinstance(source, SavedModelSource):
+        skip = None if paranoid else "variables/variables.data-"
+        return _path_digest(source.path, stat_cache, skip)
+    if isinstance(source, KerasSource):
         return _path_digest(source.path, stat_cache)
     assert isinstance(source, PythonSource)
     files = sorted({p for pattern in source.inputs for p in root.glob(pattern) if p.is_file()})
@@ -86,36 +98,48 @@ def source_digest(source: Source, root: Path, stat_cache: StatCache) -> str:
     return _sha256_text(f"python:{source.target}\n" + "\n".join(lines))
 
 
-def _path_digest(path: Path, stat_cache: StatCache) -> str:
+def _path_digest(path: Path, stat_cache: StatCache, skip_prefix: str | None = None) -> str:
     if path.is_file():
         return _sha256_text(f"file\n{stat_cache.digest(path)}")
     files = []
     for folder, _, names in os.walk(path):
         for name in names:
             files.append(Path(folder, name))
-    lines = [f"{p.relative_to(path).as_posix()}\0{stat_cache.digest(p)}" for p in sorted(files)]
+    lines = []
+    for file in sorted(files):
+        relative = file.relative_to(path).as_posix()
+        if skip_prefix is not None and relative.startswith(skip_prefix):
+            lines.append(f"{relative}\0{file.stat().st_size}")
+        else:
+            lines.append(f"{relative}\0{stat_cache.digest(file)}")
     return _sha256_text("folder\n" + "\n".join(lines))
 
 
 def fingerprint_signature(
     *,
     source: str,
+    source_kind: str,
     signature: str,
     tags: tuple[str, ...],
     options: ConverterOptions,
     output: str,
     tools: Mapping[str, str],
+    details: Mapping[str, str] | None = None,
 ) -> SignatureFingerprint:
     option_values = options.as_dict()
     parts = {
         "scheme": SCHEME_VERSION,
         "tools": ",".join(f"{name}={version}" for name, version in sorted(tools.items())),
         "source": source,
+        "source_kind": source_kind,
         "signature": signature,
         "tags": ",".join(tags),
         "options": _sha256_text(canonical_json(option_values)),
         "output": output,
     }
     return SignatureFingerprint(
-        digest=_sha256_text(canonical_json(parts)), parts=parts, options=option_values
+        digest=_sha256_text(canonical_json(parts)),
+        parts=parts,
+        options=option_values,
+        details=dict(details or {}),
     )

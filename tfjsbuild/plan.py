@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tfjsbuild.fingerprint import SignatureFingerprint
+from tfjsbuild.graphprint import explain_source_change
 from tfjsbuild.manifest import ConverterOptions, Source
 from tfjsbuild.state import SignatureRecord
 
@@ -114,7 +115,12 @@ def _reasons(
                 f"converter upgraded: {_tool_change(before.get('tools', ''), now['tools'])}"
             )
         if before.get("source") != now["source"]:
-            reasons.append("source changed")
+            reasons += explain_source_change(
+                before.get("source_kind", ""),
+                record.details,
+                now["source_kind"],
+                dict(fingerprint.details),
+            )
         if before.get("tags") != now["tags"]:
             reasons.append(f"tags changed: {before.get('tags')} -> {now['tags']}")
         if before.get("options") != now["options"]:

@@ -9,6 +9,7 @@ milliseconds and pull in no TensorFlow.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,18 @@ def is_saved_model(path: Path) -> bool:
 
 def read_meta_graphs(path: Path) -> tuple[MetaGraphInfo, ...]:
     """Every MetaGraph in the SavedModel at `path`, with its tags and signatures."""
-    from tensorboard.compat.proto import meta_graph_pb2
+    return tuple(_meta_graph_info(meta_graph) for meta_graph in _parse_saved_model(path))
 
+
+def load_meta_graph_def(path: Path, tags: tuple[str, ...]) -> Any:
+    """The MetaGraphDef proto tagged `tags` (TensorBoard's copy of the proto class)."""
+    for meta_graph in _parse_saved_model(path):
+        if set(meta_graph.meta_info_def.tags) == set(tags):
+            return meta_graph
+    raise SavedModelError(f"{path} has no MetaGraph tagged {','.join(tags)}")
+
+
+def _parse_saved_model(path: Path) -> tuple[Any, ...]:
     pb = path / SAVED_MODEL_PB
     if not path.exists():
         raise SavedModelError(f"SavedModel folder {path} does not exist")
@@ -93,19 +104,27 @@ def read_meta_graphs(path: Path) -> tuple[MetaGraphInfo, ...]:
                 "tfjs-build cannot read yet; list the signatures by name in the manifest"
             )
         raise SavedModelError(f"{path} is not a SavedModel: it has no {SAVED_MODEL_PB}")
+    stat = pb.stat()
+    return _parse_saved_model_file(pb, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+@lru_cache(maxsize=8)
+def _parse_saved_model_file(pb: Path, size: int, mtime_ns: int, inode: int) -> tuple[Any, ...]:
+    """Parsed once per plan even when several steps ask; keyed by the file's stat data."""
+    from tensorboard.compat.proto import meta_graph_pb2
+
     try:
         data = pb.read_bytes()
-        infos = []
-        for field_number, payload in _length_delimited_fields(data):
-            if field_number != 2:
-                continue
-            meta_graph = meta_graph_pb2.MetaGraphDef.FromString(payload)
-            infos.append(_meta_graph_info(meta_graph))
+        meta_graphs = tuple(
+            meta_graph_pb2.MetaGraphDef.FromString(payload)
+            for field_number, payload in _length_delimited_fields(data)
+            if field_number == 2
+        )
     except Exception as error:  # protobuf's DecodeError and friends
         raise SavedModelError(f"cannot parse {pb}: {error}") from error
-    if not infos:
+    if not meta_graphs:
         raise SavedModelError(f"{pb} holds no MetaGraph")
-    return tuple(infos)
+    return meta_graphs
 
 
 def find_meta_graph(path: Path, tags: tuple[str, ...]) -> MetaGraphInfo:
@@ -188,3 +207,140 @@ def _varint(data: bytes, position: int) -> tuple[int, int]:
         if not byte & 0x80:
             return result, position
         shift += 7
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+VARIABLES_DIR = "variables"
+VARIABLES_INDEX = "variables.index"
+OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+_TABLE_MAGIC = 0xDB4775248B80FB57
+
+
+@dataclass(frozen=True)
+class BundleEntry:
+    """Where a checkpoint tensor lives and what it is (TensorFlow's BundleEntryProto)."""
+
+    dtype: int
+    shape: tuple[int, ...]
+    shard_id: int
+    offset: int
+    size: int
+    crc32c: int
+
+
+def read_bundle_index(path: Path) -> dict[str, BundleEntry]:
+    """Every tensor of a checkpoint's `variables.index` (a LevelDB-format table), by key."""
+    data = path.read_bytes()
+    if len(data) < 48 or int.from_bytes(data[-8:], "little") != _TABLE_MAGIC:
+        raise SavedModelError(f"{path} is not a checkpoint index (bad table magic)")
+    footer = data[-48:]
+    _, position = _varint(footer, 0)  # metaindex offset
+    _, position = _varint(footer, position)  # metaindex size
+    index_offset, position = _varint(footer, position)
+    index_size, _ = _varint(footer, position)
+    entries: dict[str, BundleEntry] = {}
+    for _, handle in _table_block(data, index_offset, index_size):
+        block_offset, position = _varint(handle, 0)
+        block_size, _ = _varint(handle, position)
+        for key, value in _table_block(data, block_offset, block_size):
+            if key:  # the empty key holds the BundleHeaderProto
+                entries[key.decode("utf-8")] = _bundle_entry(value)
+    return entries
+
+
+def _table_block(data: bytes, offset: int, size: int) -> list[tuple[bytes, bytes]]:
+    if offset + size + 5 > len(data):
+        raise SavedModelError("truncated checkpoint index block")
+    if data[offset + size] != 0:
+        raise SavedModelError("compressed checkpoint index blocks are not supported")
+    block = data[offset : offset + size]
+    restarts = int.from_bytes(block[-4:], "little")
+    end = len(block) - 4 - 4 * restarts
+    entries = []
+    key = b""
+    position = 0
+    while position < end:
+        shared, position = _varint(block, position)
+        unshared, position = _varint(block, position)
+        value_length, position = _varint(block, position)
+        key = key[:shared] + block[position : position + unshared]
+        position += unshared
+        entries.append((key, block[position : position + value_length]))
+        position += value_length
+    return entries
+
+
+def _bundle_entry(raw: bytes) -> BundleEntry:
+    fields = _fields(raw)
+    integers = {number: value for number, value in fields if isinstance(value, int)}
+    shape: tuple[int, ...] = ()
+    for field_number, shape_proto in fields:
+        if field_number != 2 or not isinstance(shape_proto, bytes):
+            continue
+        for dim_number, dim in _fields(shape_proto):  # TensorShapeProto.dim
+            if dim_number == 2 and isinstance(dim, bytes):
+                size = next((v for n, v in _fields(dim) if n == 1 and isinstance(v, int)), 0)
+                shape += (_signed(size),)
+    return BundleEntry(
+        dtype=integers.get(1, 0),
+        shape=shape,
+        shard_id=integers.get(3, 0),
+        offset=integers.get(4, 0),
+        size=integers.get(5, 0),
+        crc32c=integers.get(6, 0),
+    )
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _fields(data: bytes) -> list[tuple[int, int | bytes]]:
+    """All top-level fields of a protobuf message: varints and fixed ints as int, the rest as bytes."""
+    fields: list[tuple[int, int | bytes]] = []
+    position = 0
+    while position < len(data):
+        key, position = _varint(data, position)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            value, position = _varint(data, position)
+            fields.append((number, value))
+        elif wire_type == 1:
+            fields.append((number, int.from_bytes(data[position : position + 8], "little")))
+            position += 8
+        elif wire_type == 5:
+            fields.append((number, int.from_bytes(data[position : position + 4], "little")))
+            position += 4
+        elif wire_type == 2:
+            length, position = _varint(data, position)
+            fields.append((number, data[position : position + length]))
+            position += length
+        else:
+            raise SavedModelError(f"unexpected protobuf wire type {wire_type}")
+    return fields
+
+
+def data_shard_path(variables_dir: Path, shard_id: int) -> Path:
+    """`variables.data-0000N-of-0000M` for a shard id (M read from the folder)."""
+    shards = sorted(variables_dir.glob("variables.data-*-of-*"))
+    if not shards:
+        raise SavedModelError(f"{variables_dir} has no variables.data-* shards")
+    total = shards[0].name.rsplit("-of-", 1)[1]
+    return variables_dir / f"variables.data-{shard_id:05d}-of-{total}"
+
+
+def read_checkpoint_object_graph(variables_dir: Path, entries: dict[str, BundleEntry]) -> Any:
+    """The checkpoint's TrackableObjectGraph, which lines up node for node with the SavedModel's."""
+    from tensorboard.compat.proto import trackable_object_graph_pb2
+
+    entry = entries.get(OBJECT_GRAPH_KEY)
+    if entry is None:
+        raise SavedModelError(f"{variables_dir / VARIABLES_INDEX} has no {OBJECT_GRAPH_KEY}")
+    with data_shard_path(variables_dir, entry.shard_id).open("rb") as handle:
+        handle.seek(entry.offset)
+        raw = handle.read(entry.size)
+    # A scalar string tensor: varint length, a 4-byte checksum of the lengths, then the bytes.
+    length, position = _varint(raw, 0)
+    payload = raw[position + 4 : position + 4 + length]
+    return trackable_object_graph_pb2.TrackableObjectGraph.FromString(payload)

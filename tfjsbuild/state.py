@@ -47,6 +47,7 @@ class SignatureRecord:
     outputs: tuple[dict[str, Any], ...]
     content_hash: str
     seconds: float
+    details: dict[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -75,6 +76,7 @@ class SignatureRecord:
             outputs=tuple(data["outputs"]),
             content_hash=data["content_hash"],
             seconds=float(data["seconds"]),
+            details=dict(data.get("details", {})),
         )
 
 
@@ -82,12 +84,15 @@ class SignatureRecord:
 class BuildState:
     records: dict[str, SignatureRecord] = field(default_factory=dict)
     stat_cache: dict[str, list[Any]] = field(default_factory=dict)
+    # source digest -> signature -> graph fingerprint: an unchanged model is not parsed again
+    graph_cache: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         payload = {
             "version": STATE_VERSION,
             "signatures": {key: record.to_json() for key, record in sorted(self.records.items())},
             "stat_cache": self.stat_cache,
+            "graph_cache": self.graph_cache,
         }
         return json.dumps(payload, sort_keys=True, indent=1) + "\n"
 
@@ -112,7 +117,8 @@ def load_state(state_dir: Path) -> tuple[BuildState, str | None]:
         records = {
             key: SignatureRecord.from_json(value) for key, value in payload["signatures"].items()
         }
-        return BuildState(records, dict(payload.get("stat_cache", {}))), None
+        stat_cache = dict(payload.get("stat_cache", {}))
+        return BuildState(records, stat_cache, dict(payload.get("graph_cache", {}))), None
     except (OSError, ValueError, KeyError, TypeError) as error:
         return BuildState(), (
             f"{path} is unreadable ({type(error).__name__}: {error}): rebuilding everything "
