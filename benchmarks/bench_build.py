@@ -2,12 +2,14 @@
 
     python benchmarks/bench_build.py [--work DIR] [--skip-big]
 
-1. A MobileNetV2-sized SavedModel (Keras architecture, random weights: nothing is downloaded)
-   with three signatures, converted by a loop of `tensorflowjs_converter` calls and by
+1. A MobileNetV2 SavedModel (Keras 3 architecture, seeded random weights: nothing is
+   downloaded) with three signatures (features, classify = head A, embed = head B), converted by a loop of `tensorflowjs_converter` calls and by
    `tfjs-build run` from scratch; prints the ratio.
 2. A no-op `tfjs-build run` (nothing changed), and whether planning imports TensorFlow.
 3. One signature's options changed: which signatures are rebuilt.
-4. Planning an unchanged model with 1 GiB of variables (after one build recorded its stat data).
+4. The model re-exported identically in a fresh process, then with one head retrained: which
+   signatures are rebuilt (signature-level graph fingerprints).
+5. Planning an unchanged model with 1 GiB of variables (after one build recorded its stat data).
 
 Every number is wall time of a fresh process, as a build script would see it.
 """
@@ -34,8 +36,8 @@ models:
     saved_model: mobilenet
     signatures:
       features: {}
-      logits: {}
-      probs: {}
+      classify: {}
+      embed: {}
 """
 
 
@@ -48,37 +50,34 @@ def timed(command: list[str], cwd: Path) -> float:
     return seconds
 
 
-def make_mobilenet(path: Path) -> None:
+def make_mobilenet(path: Path, embed_seed: int = 2) -> None:
+    """MobileNetV2 backbone (seeded, so re-exports are identical) with three signatures:
+    `features` (pooled backbone), `classify` (head A) and `embed` (head B, seeded separately
+    to simulate retraining only that head)."""
     script = textwrap.dedent(
         f"""
         import os
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
         import tensorflow as tf
-        base = tf.keras.applications.MobileNetV2(weights=None, include_top=True, input_shape=(224, 224, 3))
-        features_model = tf.keras.Model(base.input, base.get_layer("global_average_pooling2d").output)
-        head = base.layers[-1]
+        import keras
+        keras.utils.set_random_seed(1)
+        backbone = keras.applications.MobileNetV2(weights=None, include_top=False, pooling="avg",
+                                                  input_shape=(224, 224, 3))
+        classify_head = keras.layers.Dense(1000, activation="softmax", name="classify_head")
+        classify_head.build((None, 1280))
+        keras.utils.set_random_seed({embed_seed})
+        embed_head = keras.layers.Dense(128, name="embed_head")
+        embed_head.build((None, 1280))
+        spec = [tf.TensorSpec([None, 224, 224, 3], tf.float32, name="image")]
 
-        class Exported(tf.Module):
-            def __init__(self):
-                super().__init__()
-                self.base, self.features_model = base, features_model
-
-            @tf.function(input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32, name="image")])
-            def features(self, image):
-                return {{"features": self.features_model(image)}}
-
-            @tf.function(input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32, name="image")])
-            def logits(self, image):
-                pooled = self.features_model(image)
-                return {{"logits": tf.matmul(pooled, head.kernel) + head.bias}}
-
-            @tf.function(input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32, name="image")])
-            def probs(self, image):
-                return {{"probs": self.base(image)}}
-
-        module = Exported()
-        tf.saved_model.save(module, {str(path)!r}, signatures={{
-            "features": module.features, "logits": module.logits, "probs": module.probs}})
+        archive = keras.export.ExportArchive()
+        archive.track(backbone)
+        archive.track(classify_head)
+        archive.track(embed_head)
+        archive.add_endpoint("features", lambda image: {{"features": backbone(image)}}, input_signature=spec)
+        archive.add_endpoint("classify", lambda image: {{"probs": classify_head(backbone(image))}}, input_signature=spec)
+        archive.add_endpoint("embed", lambda image: {{"embedding": embed_head(backbone(image))}}, input_signature=spec)
+        archive.write_out({str(path)!r}, verbose=False)
         """
     )
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
@@ -144,7 +143,7 @@ def main() -> None:
 
     converter = BIN / "tensorflowjs_converter"
     loop = 0.0
-    for signature in ("features", "logits", "probs"):
+    for signature in ("features", "classify", "embed"):
         loop += timed(
             [
                 str(converter),
@@ -171,12 +170,28 @@ def main() -> None:
     ).stdout.strip()
 
     (work / "tfjs-build.yaml").write_text(
-        MANIFEST.replace("      logits: {}", "      logits: {quantization: {uint8: ['*']}}")
+        MANIFEST.replace("      classify: {}", "      classify: {quantization: {uint8: ['*']}}")
     )
     start = time.perf_counter()
     changed = statuses(work)
     one_option = time.perf_counter() - start
     rebuilt = sorted(key for key, status in changed.items() if status == "built")
+
+    make_mobilenet(work / "mobilenet-again")  # identical re-export in a fresh process
+    shutil.rmtree(work / "mobilenet")
+    (work / "mobilenet-again").rename(work / "mobilenet")
+    start = time.perf_counter()
+    reexported = statuses(work)
+    reexport_seconds = time.perf_counter() - start
+    reexport_rebuilt = sorted(key for key, status in reexported.items() if status == "built")
+
+    make_mobilenet(work / "mobilenet-retrained", embed_seed=3)  # head B retrained
+    shutil.rmtree(work / "mobilenet")
+    (work / "mobilenet-retrained").rename(work / "mobilenet")
+    start = time.perf_counter()
+    retrained = statuses(work)
+    retrain_seconds = time.perf_counter() - start
+    retrain_rebuilt = sorted(key for key, status in retrained.items() if status == "built")
 
     print()
     print(f"{'case':<58}{'seconds':>9}  ratio / result")
@@ -188,7 +203,13 @@ def main() -> None:
         f"{'tfjs-build run, nothing changed (best of 5)':<58}{noop:>9.2f}  target <= 0.3 s; imports TensorFlow: {probe}"
     )
     print(
-        f"{'tfjs-build run, logits quantization changed':<58}{one_option:>9.2f}  rebuilt {rebuilt}"
+        f"{'tfjs-build run, classify quantization changed':<58}{one_option:>9.2f}  rebuilt {rebuilt}"
+    )
+    print(
+        f"{'tfjs-build run, identical re-export (fresh process)':<58}{reexport_seconds:>9.2f}  rebuilt {reexport_rebuilt}"
+    )
+    print(
+        f"{'tfjs-build run, head B (embed) retrained':<58}{retrain_seconds:>9.2f}  rebuilt {retrain_rebuilt}"
     )
 
     if not args.skip_big:

@@ -74,7 +74,7 @@ def run_tfjs(model_dir: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.nda
     request = {
         "inputs": {
             key: {
-                "dtype": str(value.dtype),
+                "dtype": "string" if value.dtype.kind in "US" else str(value.dtype),
                 "shape": list(value.shape),
                 "data": value.ravel().tolist(),
             }
@@ -91,6 +91,10 @@ def run_tfjs(model_dir: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.nda
     assert done.returncode == 0, done.stderr
     outputs = json.loads(done.stdout)["outputs"]
     return {
-        key: np.array(value["data"], dtype=value["dtype"]).reshape(value["shape"])
+        key: np.array(value["data"], dtype=_numpy_dtype(value["dtype"])).reshape(value["shape"])
         for key, value in outputs.items()
     }
+
+
+def _numpy_dtype(dtype: str) -> str | None:
+    return None if dtype == "string" else dtype

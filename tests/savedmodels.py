@@ -134,19 +134,182 @@ def run_signature(
     return {key: value.numpy() for key, value in outputs.items()}
 
 
+class WithVocab(tf.Module):
+    """`encode` looks words up in a vocab asset; `score` does not touch the table."""
+
+    def __init__(self, vocab: Path) -> None:
+        super().__init__()
+        initializer = tf.lookup.TextFileInitializer(
+            str(vocab),
+            tf.string,
+            tf.lookup.TextFileIndex.WHOLE_LINE,
+            tf.int64,
+            tf.lookup.TextFileIndex.LINE_NUMBER,
+        )
+        self.table = tf.lookup.StaticHashTable(initializer, default_value=-1)
+        self.w = tf.Variable(_weights(5, [8, 1]), name="w")
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="words")])
+    def encode(self, words: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"ids": self.table.lookup(words)}
+
+    @tf.function(input_signature=[X])
+    def score(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"score": tf.matmul(x, self.w)}
+
+
+def save_vocab(path: Path, words: str = "cat,dog,fish", vocab_dir: str = "vocab-a") -> Path:
+    """The vocab file is written to `vocab_dir` (outside the SavedModel) before export."""
+    folder = path.parent / f"{path.name}-{vocab_dir}"
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(words.split(",")) + "\n")
+    module = WithVocab(vocab)
+    tf.saved_model.save(
+        module, str(path), signatures={"encode": module.encode, "score": module.score}
+    )
+    return path
+
+
+class WithConstants(tf.Module):
+    def __init__(self, a: float, b: float) -> None:
+        super().__init__()
+        self.a = tf.constant(np.full([8, 1], a, dtype="float32"))
+        self.b = tf.constant(np.full([8, 1], b, dtype="float32"))
+
+    @tf.function(input_signature=[X])
+    def first(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"y": tf.matmul(x, self.a)}
+
+    @tf.function(input_signature=[X])
+    def second(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"y": tf.matmul(x, self.b)}
+
+
+def save_constants(path: Path, a: float = 1.0, b: float = 2.0) -> Path:
+    module = WithConstants(a, b)
+    tf.saved_model.save(
+        module, str(path), signatures={"first": module.first, "second": module.second}
+    )
+    return path
+
+
+def _keras_heads(keras, backbone_seed: int, head_a_seed: int, head_b_seed: int):  # type: ignore[no-untyped-def]
+    """A functional model with a shared backbone and heads A and B, weights set from seeds."""
+    inputs = keras.Input(shape=(8,), name="x")
+    features = keras.layers.Dense(16, activation="relu", name="backbone")(inputs)
+    logits = keras.layers.Dense(4, name="head_a")(features)
+    value = keras.layers.Dense(1, name="head_b")(features)
+    model = keras.Model(inputs, [features, logits, value])
+    for layer, seed in (
+        ("backbone", backbone_seed),
+        ("head_a", head_a_seed),
+        ("head_b", head_b_seed),
+    ):
+        kernel, bias = model.get_layer(layer).get_weights()
+        model.get_layer(layer).set_weights(
+            [_weights(seed, list(kernel.shape)), _weights(seed + 100, list(bias.shape))]
+        )
+    return model
+
+
+def save_keras3(
+    path: Path, backbone_seed: int = 1, head_a_seed: int = 2, head_b_seed: int = 3
+) -> Path:
+    """Keras 3 export; every endpoint calls the whole model, capturing every variable."""
+    import keras
+
+    model = _keras_heads(keras, backbone_seed, head_a_seed, head_b_seed)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    spec = [tf.TensorSpec([None, 8], tf.float32, name="x")]
+    archive.add_endpoint("features", lambda x: {"features": model(x)[0]}, input_signature=spec)
+    archive.add_endpoint("classify", lambda x: {"logits": model(x)[1]}, input_signature=spec)
+    archive.add_endpoint("regress", lambda x: {"value": model(x)[2]}, input_signature=spec)
+    archive.write_out(str(path), verbose=False)
+    return path
+
+
+def save_tf_keras(
+    path: Path, backbone_seed: int = 1, head_a_seed: int = 2, head_b_seed: int = 3
+) -> Path:
+    """tf.keras (Keras 2) `model.save` with three signatures over the whole model."""
+    import tf_keras
+
+    model = _keras_heads(tf_keras, backbone_seed, head_a_seed, head_b_seed)
+    spec = [tf.TensorSpec([None, 8], tf.float32, name="x")]
+    signatures = {
+        "features": tf.function(lambda x: {"features": model(x)[0]}, input_signature=spec),
+        "classify": tf.function(lambda x: {"logits": model(x)[1]}, input_signature=spec),
+        "regress": tf.function(lambda x: {"value": model(x)[2]}, input_signature=spec),
+    }
+    model.save(str(path), save_format="tf", signatures=signatures)
+    return path
+
+
+def save_tf1(path: Path, seed: int = 1) -> Path:
+    """A TF1 SavedModel (no object graph): only a whole-model fingerprint is possible."""
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        x = tf.compat.v1.placeholder(tf.float32, [None, 8], name="x")
+        w = tf.compat.v1.get_variable("w", initializer=_weights(seed, [8, 1]))
+        y = tf.matmul(x, w, name="y")
+        session.run(tf.compat.v1.global_variables_initializer())
+        builder = tf.compat.v1.saved_model.Builder(str(path))
+        signature = tf.compat.v1.saved_model.predict_signature_def({"x": x}, {"y": y})
+        builder.add_meta_graph_and_variables(
+            session, ["serve"], signature_def_map={"serving_default": signature}
+        )
+        builder.save()
+    return path
+
+
+class WithTable(tf.Module):
+    """A lookup table TensorFlow.js can run (initialised from tensors), used by one signature."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        keys = tf.constant(["cat", "dog", "fish"])
+        initializer = tf.lookup.KeyValueTensorInitializer(
+            keys, tf.constant([1, 2, 3], dtype=tf.int32)
+        )
+        self.table = tf.lookup.StaticHashTable(initializer, default_value=0)
+        self.w = tf.Variable(_weights(6, [8, 1]), name="w")
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="words")])
+    def encode(self, words: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"ids": self.table.lookup(words)}
+
+    @tf.function(input_signature=[X])
+    def score(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"score": tf.matmul(x, self.w)}
+
+
+def save_table(path: Path) -> Path:
+    module = WithTable()
+    tf.saved_model.save(
+        module, str(path), signatures={"encode": module.encode, "score": module.score}
+    )
+    return path
+
+
+def _parse_setting(value: str) -> object:
+    if value in ("true", "false"):
+        return value == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
 if __name__ == "__main__":
     # python savedmodels.py KIND PATH [key=value ...]: export in a fresh process.
     import sys
 
     kind, target, *settings = sys.argv[1:]
-    kwargs = {}
+    kwargs: dict[str, object] = {}
     for setting in settings:
         key, _, value = setting.partition("=")
-        kwargs[key] = (
-            value == "true"
-            if value in ("true", "false")
-            else float(value)
-            if "." in value
-            else int(value)
-        )
+        kwargs[key] = _parse_setting(value)
     globals()[f"save_{kind}"](Path(target), **kwargs)

@@ -212,6 +212,43 @@ def test_one_failing_signature_does_not_stop_the_others(
     assert reasons(manifest) == {"m:bad": ("first build",), "m:good": ()}
 
 
+def test_a_table_tensorflow_js_cannot_initialise_fails_clearly(
+    project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    manifest = project(
+        "version: 1\nmodels:\n  m:\n    saved_model: m\n", {"m": model_store("vocab")}
+    )
+    result = tfjsbuild.build([manifest], jobs=1)
+    assert statuses(result) == {"m:encode": "failed", "m:score": "built"}
+    assert result.failed[0].error == (
+        "Unsupported Ops in the model's resource initializer: InitializeTableFromTextFileV2 "
+        "(TensorFlow.js cannot run them; e.g. initialise lookup tables from tensors with "
+        "tf.lookup.KeyValueTensorInitializer instead of a vocabulary file)"
+    )
+
+
+def test_a_lookup_table_runs_in_tensorflow_js_and_only_where_used(
+    project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    manifest = project(
+        "version: 1\nmodels:\n  m:\n    saved_model: m\n", {"m": model_store("table")}
+    )
+    result = tfjsbuild.build([manifest], jobs=1)
+    assert statuses(result) == {"m:encode": "built", "m:score": "built"}
+    out = manifest.parent / "dist/m"
+    ids = run_tfjs(out / "encode", {"words": np.array(["dog", "zebra", "cat"])})
+    assert ids["ids"].tolist() == [2, 0, 1]
+    # The table's initializer goes only into the signature that uses the table.
+    assert "modelInitializer" in json.loads((out / "encode/model.json").read_text())
+    assert "modelInitializer" not in json.loads((out / "score/model.json").read_text())
+    x = np.ones([1, 8], dtype="float32")
+    np.testing.assert_allclose(
+        run_tfjs(out / "score", {"x": x})["score"],
+        run_signature(manifest.parent / "m", "score", {"x": x})["score"],
+        rtol=1e-5,
+    )
+
+
 def test_failed_rebuild_keeps_the_previous_output_and_state(multihead: Path) -> None:
     tfjsbuild.build([multihead], jobs=1)
     root = multihead.parent

@@ -29,20 +29,20 @@ from tfjsbuild.execute import (
     execute,
     remove_recorded_output,
 )
-from tfjsbuild.fingerprint import StatCache, fingerprint_signature, source_digest, tool_versions
-from tfjsbuild.graphprint import saved_model_sources
+from tfjsbuild.fingerprint import StatCache, fingerprint_signature, tool_versions
+from tfjsbuild.graphprint import GraphFingerprintError, ModelSources, signature_graphs
 from tfjsbuild.manifest import (
     BUILTIN_OPTIONS,
     MANIFEST_NAME,
     ConverterOptions,
     Manifest,
     SavedModelSource,
-    Source,
     load_manifest,
     manifest_schema,
 )
 from tfjsbuild.plan import PlanItem, plan_build, select
 from tfjsbuild.report import SilentReporter, plan_json, results_json
+from tfjsbuild.savedmodel import read_meta_graphs
 from tfjsbuild.state import BuildLock, BuildState, load_state, output_change, state_path
 from tfjsbuild.targets import resolve_targets
 
@@ -114,7 +114,7 @@ def discover_manifests(folder: str | Path) -> list[Path]:
 
 
 def load_manifests(
-    manifests: Iterable[str | Path], all_dirs: Iterable[str | Path]
+    manifests: Iterable[str | Path], all_dirs: Iterable[str | Path] = ()
 ) -> list[Manifest]:
     paths: list[Path | None] = [Path(m) for m in manifests]
     for folder in all_dirs:
@@ -135,16 +135,14 @@ def load_manifests(
 
 def _plan_manifest(manifest: Manifest, *, force: bool, prune: bool, paranoid: bool) -> ManifestPlan:
     state, warning = load_state(manifest.state_dir)
-    resolution = resolve_targets(manifest)
     stat_cache = StatCache(state.stat_cache)
+    sources = ModelSources(manifest.root, stat_cache, state.graph_cache, paranoid=paranoid)
+    resolution = resolve_targets(manifest, sources.signature_names)
     tools = tool_versions()
-    graph_cache: dict[str, dict[str, Any]] = {}
     fingerprints = {}
     for target in resolution.targets:
-        source = _source_entry(
-            target.source, manifest.root, stat_cache, state, graph_cache, paranoid
-        )
-        entry = source.get(target.signature) or source["*"]
+        by_signature = sources.fingerprints(target.source)
+        entry = by_signature.get(target.signature) or by_signature["*"]
         fingerprints[target.key] = fingerprint_signature(
             source=entry["digest"],
             source_kind=entry["kind"],
@@ -171,33 +169,8 @@ def _plan_manifest(manifest: Manifest, *, force: bool, prune: bool, paranoid: bo
         prune=prune,
     )
     state.stat_cache = stat_cache.entries()
-    state.graph_cache = graph_cache
+    state.graph_cache = sources.used
     return ManifestPlan(manifest, state, items, [warning] if warning else [])
-
-
-def _source_entry(
-    source: Source,
-    root: Path,
-    stat_cache: StatCache,
-    state: BuildState,
-    graph_cache: dict[str, dict[str, Any]],
-    paranoid: bool,
-) -> dict[str, Any]:
-    """Per-signature source fingerprints of one model, parsed only when its files changed."""
-    digest = source_digest(source, root, stat_cache, paranoid=paranoid)
-    if not isinstance(source, SavedModelSource):
-        return {"*": {"digest": digest, "kind": f"{source.kind}-content", "details": {}}}
-    key = f"{digest}:{','.join(source.tags)}:{'paranoid' if paranoid else 'crc32c'}"
-    if key not in graph_cache:
-        cached = state.graph_cache.get(key)
-        graph_cache[key] = (
-            cached
-            if cached is not None
-            else saved_model_sources(
-                source.path, source.tags, digest, stat_cache, paranoid=paranoid
-            )
-        )
-    return graph_cache[key]
 
 
 def _select(plans: Sequence[ManifestPlan], selection: Sequence[str]) -> None:
@@ -245,8 +218,31 @@ def build(
     reporter: Reporter | None = None,
 ) -> BuildResult:
     """Build what changed; failed signatures are in the result (`result.ok` is False)."""
+    return build_manifests(
+        load_manifests(manifests, all_dirs),
+        selection=selection,
+        jobs=jobs,
+        force=force,
+        dry_run=dry_run,
+        fail_fast=fail_fast,
+        paranoid=paranoid,
+        reporter=reporter,
+    )
+
+
+def build_manifests(
+    loaded: Sequence[Manifest],
+    *,
+    selection: Sequence[str] = (),
+    jobs: int | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    fail_fast: bool = False,
+    paranoid: bool = False,
+    reporter: Reporter | None = None,
+) -> BuildResult:
+    """`build` for manifests already loaded (watch keeps building the last valid ones)."""
     start = time.perf_counter()
-    loaded = load_manifests(manifests, all_dirs)
     if jobs is not None and jobs < 1:
         raise UsageError(f"-j/--jobs must be at least 1, got {jobs}")
     with ExitStack() as stack:
@@ -294,6 +290,44 @@ def clean(
                 manifest.output_dir.rmdir()
         shutil.rmtree(manifest.state_dir, ignore_errors=True)
     return removed
+
+
+def inspect_saved_model(path: str | Path, *, paranoid: bool = False) -> dict[str, Any]:
+    """Tag sets, signatures with their tensors, and each signature's graph fingerprint."""
+    folder = Path(path)
+    meta_graphs = []
+    for meta in read_meta_graphs(folder):
+        try:
+            graphs = signature_graphs(folder, meta.tags, StatCache(), paranoid=paranoid)
+            fallback = None
+        except GraphFingerprintError as error:
+            graphs, fallback = {}, str(error)
+        signatures = []
+        for sig in meta.signatures:
+            if sig.name.startswith("__"):
+                continue
+            graph = graphs.get(sig.name)
+            signatures.append(
+                {
+                    "name": sig.name,
+                    "inputs": [t.as_dict() for t in sig.inputs],
+                    "outputs": [t.as_dict() for t in sig.outputs],
+                    "fingerprint": None
+                    if graph is None
+                    else {
+                        "digest": graph.digest,
+                        "graph": graph.graph,
+                        "captures": [
+                            {"kind": c.kind, "name": c.name, "digest": c.digest}
+                            for c in graph.captures
+                        ],
+                    },
+                }
+            )
+        meta_graphs.append(
+            {"tags": list(meta.tags), "fingerprint_fallback": fallback, "signatures": signatures}
+        )
+    return {"path": str(folder), "meta_graphs": meta_graphs}
 
 
 def converter_options(**options: Any) -> ConverterOptions:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import shutil
 import tempfile
@@ -38,6 +36,9 @@ def write_atomically(path: Path, data: str | bytes) -> None:
 
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically swap two existing paths with Linux renameat2(RENAME_EXCHANGE), if available."""
+    import ctypes  # here: only a build that replaces an output needs it
+    import ctypes.util
+
     libc_name = ctypes.util.find_library("c")
     if libc_name is None:
         return False

@@ -12,6 +12,8 @@ from rich.console import Console
 from tfjsbuild import __version__, commands
 from tfjsbuild.errors import EXIT_INTERRUPTED, ManifestError, TfjsBuildError, exit_code_for
 
+PARANOID_HELP = "digest variables by their bytes instead of the checkpoint's crc32c"
+
 
 def _manifest_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="show the plan, build nothing")
     run.add_argument("--json", dest="json_output", action="store_true", help="print a JSON report")
     run.add_argument("-q", "--quiet", action="store_true", help="print failures only")
+    run.add_argument("--paranoid", action="store_true", help=PARANOID_HELP)
     failing = run.add_mutually_exclusive_group()
     failing.add_argument(
         "--keep-going",
@@ -68,19 +71,45 @@ def build_parser() -> argparse.ArgumentParser:
     _manifest_options(plan)
     plan.add_argument("--force", action="store_true", help="plan as if everything changed")
     plan.add_argument("--json", dest="json_output", action="store_true", help="print JSON")
+    plan.add_argument("--paranoid", action="store_true", help=PARANOID_HELP)
 
     validate = sub.add_parser("validate", help="check manifests without building")
     _manifest_options(validate)
 
-    watch = sub.add_parser("watch", help="rebuild on change (not implemented yet)")
-    _manifest_options(watch)
-    watch.add_argument("-j", "--jobs", type=int, default=None)
+    watch = sub.add_parser("watch", help="build, then rebuild what changes until interrupted")
+    watch.add_argument(
+        "-f",
+        "--manifest",
+        dest="manifests",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="manifest file (default: tfjs-build.yaml here); repeat for several",
+    )
+    watch.add_argument("-j", "--jobs", type=int, default=None, help="worker processes")
+    watch.add_argument(
+        "--quiet-period",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="rebuild once sources have not changed for this long (default 1.0)",
+    )
+    watch.add_argument(
+        "--json", dest="json_output", action="store_true", help="one JSON object per cycle"
+    )
+    watch.add_argument(
+        "-q", "--quiet", action="store_true", help="print failures and cycle summaries only"
+    )
+    watch.add_argument("--paranoid", action="store_true", help=PARANOID_HELP)
 
     clean = sub.add_parser("clean", help="remove this manifest's outputs and state")
     _manifest_options(clean)
 
-    inspect = sub.add_parser("inspect", help="list a SavedModel's tag sets and signatures")
+    inspect = sub.add_parser(
+        "inspect", help="list a SavedModel's tag sets, signatures and their fingerprints"
+    )
     inspect.add_argument("path", metavar="PATH")
+    inspect.add_argument("--paranoid", action="store_true", help=PARANOID_HELP)
     inspect.add_argument("--json", dest="json_output", action="store_true", help="print JSON")
     return parser
 
@@ -95,6 +124,7 @@ def dispatch(args: argparse.Namespace, console: Console, err_console: Console) -
             force=args.force,
             dry_run=args.dry_run,
             fail_fast=args.fail_fast,
+            paranoid=args.paranoid,
             json_output=args.json_output,
             quiet=args.quiet,
             console=console,
@@ -106,6 +136,7 @@ def dispatch(args: argparse.Namespace, console: Console, err_console: Console) -
             all_dirs=args.all_dirs,
             selection=args.selection,
             force=args.force,
+            paranoid=args.paranoid,
             json_output=args.json_output,
             console=console,
             err_console=err_console,
@@ -115,7 +146,20 @@ def dispatch(args: argparse.Namespace, console: Console, err_console: Console) -
     if args.command == "clean":
         return commands.clean(manifests=args.manifests, all_dirs=args.all_dirs, console=console)
     if args.command == "inspect":
-        return commands.inspect(path=args.path, json_output=args.json_output, console=console)
+        return commands.inspect(
+            path=args.path, paranoid=args.paranoid, json_output=args.json_output, console=console
+        )
+    if args.command == "watch":
+        return commands.watch(
+            manifests=args.manifests,
+            jobs=args.jobs,
+            paranoid=args.paranoid,
+            quiet_period=args.quiet_period,
+            json_output=args.json_output,
+            quiet=args.quiet,
+            console=console,
+            err_console=err_console,
+        )
     return commands.not_implemented(args.command, console=console)
 
 

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
-import sys
+import signal
+import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from tfjsbuild import api
-from tfjsbuild.errors import EXIT_FAILED, EXIT_OK, UsageError
+from tfjsbuild.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from tfjsbuild.execute import SignatureResult
 from tfjsbuild.report import ConsoleReporter, print_plan, print_summary
-from tfjsbuild.savedmodel import is_saved_model, read_meta_graphs
+from tfjsbuild.savedmodel import is_saved_model
+
+if TYPE_CHECKING:
+    from tfjsbuild.watch import Cycle  # imported lazily below: watchdog is not needed elsewhere
 
 
 def _warn(console: Console, warnings: Sequence[str]) -> None:
@@ -31,6 +36,7 @@ def run(
     force: bool,
     dry_run: bool,
     fail_fast: bool,
+    paranoid: bool,
     json_output: bool,
     quiet: bool,
     console: Console,
@@ -39,7 +45,9 @@ def run(
     reporter = ConsoleReporter(err_console if json_output else console, quiet=quiet or json_output)
     try:
         if dry_run:
-            build_plan = api.plan(manifests, all_dirs=all_dirs, selection=selection, force=force)
+            build_plan = api.plan(
+                manifests, all_dirs=all_dirs, selection=selection, force=force, paranoid=paranoid
+            )
             result = api.BuildResult(
                 [p.manifest.path for p in build_plan.manifests],
                 [SignatureResult(item, "skipped") for item in build_plan.items],
@@ -58,6 +66,7 @@ def run(
                 jobs=jobs,
                 force=force,
                 fail_fast=fail_fast,
+                paranoid=paranoid,
                 reporter=reporter,
             )
     finally:
@@ -77,11 +86,14 @@ def plan(
     all_dirs: Sequence[str],
     selection: Sequence[str],
     force: bool,
+    paranoid: bool,
     json_output: bool,
     console: Console,
     err_console: Console,
 ) -> int:
-    build_plan = api.plan(manifests, all_dirs=all_dirs, selection=selection, force=force)
+    build_plan = api.plan(
+        manifests, all_dirs=all_dirs, selection=selection, force=force, paranoid=paranoid
+    )
     if json_output:
         print(build_plan.to_json())
     else:
@@ -108,35 +120,19 @@ def clean(*, manifests: Sequence[str], all_dirs: Sequence[str], console: Console
     return EXIT_OK
 
 
-def inspect(*, path: str, json_output: bool, console: Console) -> int:
+def inspect(*, path: str, paranoid: bool, json_output: bool, console: Console) -> int:
     folder = Path(path)
     if not is_saved_model(folder):
         raise UsageError(f"{folder} is not a SavedModel folder (no saved_model.pb)")
-    meta_graphs = read_meta_graphs(folder)
-    payload: dict[str, Any] = {
-        "path": str(folder),
-        "meta_graphs": [
-            {
-                "tags": list(meta.tags),
-                "signatures": [
-                    {
-                        "name": sig.name,
-                        "inputs": [t.as_dict() for t in sig.inputs],
-                        "outputs": [t.as_dict() for t in sig.outputs],
-                    }
-                    for sig in meta.signatures
-                    if not sig.name.startswith("__")
-                ],
-            }
-            for meta in meta_graphs
-        ],
-    }
+    payload = api.inspect_saved_model(folder, paranoid=paranoid)
     if json_output:
         print(json.dumps(payload, indent=2))
         return EXIT_OK
     console.print(f"SavedModel {folder}")
     for meta in payload["meta_graphs"]:
         console.print(f"  tags: {', '.join(meta['tags']) or '(none)'}")
+        if meta["fingerprint_fallback"]:
+            console.print(f"  fingerprint: whole model ({meta['fingerprint_fallback']})")
         for sig in meta["signatures"]:
             console.print(f"    signature [bold]{sig['name']}[/bold]")
             for side in ("inputs", "outputs"):
@@ -145,6 +141,15 @@ def inspect(*, path: str, json_output: bool, console: Console) -> int:
                     console.print(
                         f"      {side[:-1]:<6} {tensor['name']}: {tensor['dtype']} {shape}"
                     )
+            fingerprint = sig.get("fingerprint")
+            if fingerprint:
+                console.print(
+                    f"      fingerprint {fingerprint['digest'][:16]}  graph {fingerprint['graph'][:16]}"
+                )
+                for capture in fingerprint["captures"]:
+                    console.print(
+                        f"        {capture['kind']:<9} {capture['name']}  {capture['digest'][:24]}"
+                    )
     return EXIT_OK
 
 
@@ -152,9 +157,89 @@ def _shape(shape: Sequence[int | None]) -> str:
     return "[" + ", ".join("?" if dim is None else str(dim) for dim in shape) + "]"
 
 
+def watch(
+    *,
+    manifests: Sequence[str],
+    jobs: int | None,
+    paranoid: bool,
+    quiet_period: float,
+    json_output: bool,
+    quiet: bool,
+    console: Console,
+    err_console: Console,
+) -> int:
+    from tfjsbuild.watch import Watcher
+
+    if quiet_period < 0:
+        raise UsageError(f"--quiet-period must be at least 0, got {quiet_period}")
+    reporter = ConsoleReporter(err_console if json_output else console, quiet=quiet or json_output)
+    terminated = threading.Event()
+
+    def on_cycle(cycle: Cycle) -> None:
+        if json_output:
+            report = json.loads(cycle.result.to_json()) if cycle.result is not None else None
+            entry = {
+                "cycle": cycle.number,
+                "trigger": list(cycle.trigger),
+                "manifest_error": cycle.manifest_error,
+                "waiting": list(cycle.waiting),
+                "error": cycle.error,
+                "report": report,
+            }
+            print(json.dumps(entry), flush=True)
+            return
+        _print_cycle(cycle, console, err_console)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        terminated.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    watcher = Watcher(
+        manifests,
+        jobs=jobs,
+        paranoid=paranoid,
+        quiet_period=quiet_period,
+        reporter=reporter,
+        on_cycle=on_cycle,
+    )
+    try:
+        watcher.run()
+    except KeyboardInterrupt:
+        err_console.print("Stopped watching; finished outputs and state are kept.")
+        return EXIT_OK if terminated.is_set() else EXIT_INTERRUPTED
+    finally:
+        reporter.close()
+        signal.signal(signal.SIGTERM, previous)
+    return EXIT_OK
+
+
+def _print_cycle(cycle: Cycle, console: Console, err_console: Console) -> None:
+    trigger = ", ".join(cycle.trigger[:3]) + (
+        f" and {len(cycle.trigger) - 3} more" if len(cycle.trigger) > 3 else ""
+    )
+    if cycle.manifest_error is not None:
+        err_console.print(escape(cycle.manifest_error))
+        err_console.print(
+            "[yellow]The manifest edit is invalid: still watching with the last good one.[/yellow]"
+        )
+    for line in cycle.waiting:
+        console.print(f"[yellow]waiting[/yellow] for {escape(line)}")
+    if cycle.error is not None:
+        err_console.print(f"[red]error:[/red] {escape(cycle.error)}")
+    result = cycle.result
+    if result is None:
+        return
+    for item in result.results:
+        if item.status in ("built", "failed") and item.item.reasons:
+            console.print(f"  {item.item.key}: {escape('; '.join(item.item.reasons))}")
+    built = sum(1 for r in result.results if r.status == "built")
+    failed = sum(1 for r in result.results if r.status == "failed")
+    console.print(
+        f"[bold]cycle {cycle.number}[/bold] ({escape(trigger)}): {built} built, {failed} failed "
+        f"in {result.seconds:.1f}s; watching for changes (Ctrl-C to stop)"
+    )
+
+
 def not_implemented(command: str, *, console: Console) -> int:
     raise UsageError(f"`tfjs-build {command}` is not implemented yet in this version")
-
-
-def stdout_is_terminal() -> bool:
-    return sys.stdout.isatty()

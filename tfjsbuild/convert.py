@@ -185,13 +185,32 @@ def _convert_function(
                 f"freezing the graph failed: {type(error).__name__}: {error}"
             ) from error
         initializer = loaded.initializer(options.control_flow_v2) if loaded is not None else None
-        resource_ids_maps = None
+        resource_ids_maps: tuple[dict[str, int], dict[str, int]] | None = None
         initializer_graph_def = None
         initializer_signature_def = None
         if initializer is not None:
             init_function, init_graph = initializer
             resource_ids_maps = _resource_ids_maps(loaded, concrete_func, init_function)
+        # Only a signature that captures a resource (a table) needs the initializer graph;
+        # tensorflowjs adds it to every signature of the model.
+        if resource_ids_maps is not None and not resource_ids_maps[0]:
+            resource_ids_maps = None
+        if initializer is not None and resource_ids_maps is not None:
+            _, init_graph = initializer
             initializer_graph_def = init_graph.as_graph_def()  # a fresh proto: writing mutates it
+            _stable_shared_names(initializer_graph_def)
+            # tensorflowjs checks only the inference graph; a table initialised from a text file
+            # converts "fine" and then fails in the browser (and embeds a local file path).
+            unsupported = tfjs_v2.validate(
+                initializer_graph_def, options.skip_op_check, options.strip_debug_ops
+            )
+            if unsupported:
+                raise ConversionError(
+                    "Unsupported Ops in the model's resource initializer: "
+                    + ", ".join(sorted(unsupported))
+                    + " (TensorFlow.js cannot run them; e.g. initialise lookup tables from tensors "
+                    "with tf.lookup.KeyValueTensorInitializer instead of a vocabulary file)"
+                )
             if hasattr(init_graph, "outputs"):
                 initializer_signature_def = tfjs_v2._build_signature_def(
                     init_graph, [], init_graph.outputs
@@ -238,6 +257,17 @@ def _convert_function(
     return check_graph_model(output_dir)
 
 
+def _stable_shared_names(graph_def: Any) -> None:
+    """Name lookup tables after their node, not the export path TensorFlow put in shared_name.
+
+    TensorFlow.js keys tables by node name and ignores shared_name, but the path made two
+    exports of the same model convert to different bytes.
+    """
+    for node in graph_def.node:
+        if "shared_name" in node.attr and node.attr["shared_name"].s:
+            node.attr["shared_name"].s = node.name.encode("utf-8")
+
+
 def _input_keys(concrete_func: Any) -> list[str]:
     """Keys of the user inputs, in the order of `concrete_func.inputs`."""
     args, kwargs = concrete_func.structured_input_signature
@@ -281,7 +311,10 @@ def _signature_def(frozen_graph: Any, concrete_func: Any) -> Any:
     """
     signature = meta_graph_pb2.SignatureDef()
     input_keys = _input_keys(concrete_func)
-    for key, tensor in zip(input_keys, concrete_func.inputs, strict=False):
+    # Captured inputs that survive freezing (resource handles such as tables) keep their
+    # tensor name as key, as tensorflowjs does: write_artifacts attaches their resource ids.
+    input_keys += [t.name for t in concrete_func.inputs[len(input_keys) :]]
+    for key, tensor in zip(input_keys, concrete_func.inputs, strict=True):
         try:
             op = frozen_graph.get_operation_by_name(tensor.name.split(":")[0])
         except KeyError:
@@ -306,7 +339,9 @@ def _signature_def(frozen_graph: Any, concrete_func: Any) -> Any:
 
 def _check_keys(signature: Any, expected: Any) -> None:
     for side in ("inputs", "outputs"):
-        got = set(getattr(signature, side).keys())
+        tensors = getattr(signature, side)
+        # Resource handles (tables) are wired up by TensorFlow.js, not fed by users.
+        got = {key for key in tensors if tensors[key].dtype != tf.resource.as_datatype_enum}
         want = set(getattr(expected, side).keys())
         if got != want:
             raise ConversionError(

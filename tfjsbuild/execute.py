@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+import signal
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -158,9 +161,10 @@ def _convert_all(
         initargs=(str(log_path),),
     )
     try:
-        pending: dict[Future[ConversionOutcome], str] = {
-            pool.submit(run_task, task): key for key, (_, task) in tasks.items()
-        }
+        with _workers_ignore_ctrl_c():
+            pending: dict[Future[ConversionOutcome], str] = {
+                pool.submit(run_task, task): key for key, (_, task) in tasks.items()
+            }
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
@@ -195,6 +199,23 @@ def _convert_all(
         for root in set(staging_roots.values()):
             shutil.rmtree(root, ignore_errors=True)
     return results
+
+
+@contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """Start workers with SIGINT ignored (an ignored signal stays ignored across exec).
+
+    Ctrl-C reaches the whole process group; a worker still starting up would die with a
+    traceback before its initializer could ignore it. The parent handles Ctrl-C for all.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be changed from the main thread
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _finish(

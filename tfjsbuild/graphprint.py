@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tfjsbuild.fingerprint import StatCache
+from tfjsbuild.fingerprint import StatCache, source_digest
+from tfjsbuild.manifest import SavedModelSource, Source
 from tfjsbuild.savedmodel import (
     VARIABLES_DIR,
     VARIABLES_INDEX,
     BundleEntry,
     SavedModelError,
     data_shard_path,
+    find_meta_graph,
     load_meta_graph_def,
     read_bundle_index,
     read_checkpoint_object_graph,
@@ -387,3 +389,50 @@ def explain_source_change(
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         reasons.append(f"{labels.get(kind, kind + 's changed')}: {shown}")
     return reasons or ["captured inputs changed"]
+
+
+class ModelSources:
+    """One plan's view of its model sources: signature names and per-signature fingerprints.
+
+    Both are cached in the state under the source's content digest, so an unchanged model is
+    neither parsed nor walked again; only `stat` calls remain.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        stat_cache: StatCache,
+        previous: dict[str, dict[str, Any]],
+        *,
+        paranoid: bool,
+    ) -> None:
+        self.root = root
+        self.stat_cache = stat_cache
+        self.previous = previous
+        self.paranoid = paranoid
+        self.used: dict[str, dict[str, Any]] = {}
+
+    def _entry(self, source: SavedModelSource) -> tuple[str, str, dict[str, Any]]:
+        digest = source_digest(source, self.root, self.stat_cache, paranoid=self.paranoid)
+        key = f"{digest}:{','.join(source.tags)}:{'paranoid' if self.paranoid else 'crc32c'}"
+        if key not in self.used:
+            self.used[key] = dict(self.previous.get(key, {}))
+        return digest, key, self.used[key]
+
+    def signature_names(self, source: SavedModelSource) -> list[str]:
+        _, _, entry = self._entry(source)
+        if "names" not in entry:
+            entry["names"] = find_meta_graph(source.path, source.tags).signature_names()
+        return list(entry["names"])
+
+    def fingerprints(self, source: Source) -> dict[str, SourceEntry]:
+        if not isinstance(source, SavedModelSource):
+            digest = source_digest(source, self.root, self.stat_cache)
+            return {"*": {"digest": digest, "kind": f"{source.kind}-content", "details": {}}}
+        digest, _, entry = self._entry(source)
+        if "sources" not in entry:
+            entry["sources"] = saved_model_sources(
+                source.path, source.tags, digest, self.stat_cache, paranoid=self.paranoid
+            )
+        sources: dict[str, SourceEntry] = entry["sources"]
+        return sources

@@ -344,3 +344,36 @@ def read_checkpoint_object_graph(variables_dir: Path, entries: dict[str, BundleE
     length, position = _varint(raw, 0)
     payload = raw[position + 4 : position + 4 + length]
     return trackable_object_graph_pb2.TrackableObjectGraph.FromString(payload)
+
+
+def incomplete_reason(path: Path) -> str | None:
+    """Why the SavedModel at `path` cannot be read yet (mid-export), or None when it can.
+
+    Complete means: saved_model.pb parses, and every tensor `variables.index` lists lies within
+    an existing data shard. An export writes these files over seconds; reading earlier would
+    convert a half-written model.
+    """
+    if not path.exists():
+        return f"{path} does not exist (yet)"
+    try:
+        _parse_saved_model(path)
+    except SavedModelError as error:
+        return str(error)
+    variables = path / VARIABLES_DIR
+    index = variables / VARIABLES_INDEX
+    if not variables.exists():
+        return None  # a model without variables
+    if not index.is_file():
+        return f"{index} is not written yet"
+    try:
+        entries = read_bundle_index(index)
+        sizes: dict[int, int] = {}
+        for entry in entries.values():
+            if entry.shard_id not in sizes:
+                shard = data_shard_path(variables, entry.shard_id)
+                sizes[entry.shard_id] = shard.stat().st_size if shard.is_file() else -1
+            if entry.offset + entry.size > sizes[entry.shard_id]:
+                return f"{variables} has data shards shorter than its index says"
+    except (SavedModelError, OSError) as error:
+        return f"{index}: {error}"
+    return None

@@ -58,8 +58,11 @@ class SignatureRecord:
         return sum(f.size for f in self.files)
 
     def to_json(self) -> dict[str, Any]:
+        """Plain JSON types (lists, not tuples), so it compares equal to what was loaded."""
         data = asdict(self)
         data["files"] = [asdict(f) for f in self.files]
+        data["inputs"] = list(self.inputs)
+        data["outputs"] = list(self.outputs)
         return data
 
     @classmethod
@@ -87,14 +90,19 @@ class BuildState:
     # source digest -> signature -> graph fingerprint: an unchanged model is not parsed again
     graph_cache: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def to_json(self) -> str:
-        payload = {
+    # What the file held when loaded or last saved: an unchanged state is not serialised again.
+    saved_payload: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
             "version": STATE_VERSION,
             "signatures": {key: record.to_json() for key, record in sorted(self.records.items())},
             "stat_cache": self.stat_cache,
             "graph_cache": self.graph_cache,
         }
-        return json.dumps(payload, sort_keys=True, indent=1) + "\n"
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_payload(), sort_keys=True, indent=1) + "\n"
 
 
 def state_path(state_dir: Path) -> Path:
@@ -118,7 +126,8 @@ def load_state(state_dir: Path) -> tuple[BuildState, str | None]:
             key: SignatureRecord.from_json(value) for key, value in payload["signatures"].items()
         }
         stat_cache = dict(payload.get("stat_cache", {}))
-        return BuildState(records, stat_cache, dict(payload.get("graph_cache", {}))), None
+        graph_cache = dict(payload.get("graph_cache", {}))
+        return BuildState(records, stat_cache, graph_cache, saved_payload=payload), None
     except (OSError, ValueError, KeyError, TypeError) as error:
         return BuildState(), (
             f"{path} is unreadable ({type(error).__name__}: {error}): rebuilding everything "
@@ -129,13 +138,11 @@ def load_state(state_dir: Path) -> tuple[BuildState, str | None]:
 def save_state(state_dir: Path, state: BuildState) -> bool:
     """Write the state if it changed; True when written."""
     path = state_path(state_dir)
-    text = state.to_json()
-    try:
-        if path.read_text("utf-8") == text:
-            return False
-    except (OSError, UnicodeDecodeError):
-        pass
-    write_atomically(path, text)
+    payload = state.to_payload()
+    if payload == state.saved_payload and path.exists():
+        return False
+    write_atomically(path, json.dumps(payload, sort_keys=True, indent=1) + "\n")
+    state.saved_payload = payload
     return True
 
 

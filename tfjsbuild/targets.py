@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,11 +35,19 @@ class Resolution:
     blocked: list[PlanItem] = field(default_factory=list)
 
 
-def resolve_targets(manifest: Manifest) -> Resolution:
+SignatureLister = Callable[[SavedModelSource], list[str]]
+
+
+def list_signatures(source: SavedModelSource) -> list[str]:
+    return find_meta_graph(source.path, source.tags).signature_names()
+
+
+def resolve_targets(manifest: Manifest, lister: SignatureLister = list_signatures) -> Resolution:
+    """Targets of every model; `lister` names a SavedModel's signatures (raising SavedModelError)."""
     resolution = Resolution()
     names_by_model: dict[str, list[str]] = {}
     for model in manifest.models:
-        names, problems = _signature_names(manifest, model)
+        names, problems = _signature_names(manifest, model, lister)
         for name, message in problems.items():
             resolution.blocked.append(_blocked(manifest, model, name, message))
         names_by_model[model.name] = names
@@ -90,7 +99,9 @@ def _blocked(manifest: Manifest, model: ModelSpec, name: str, message: str) -> P
     )
 
 
-def _signature_names(manifest: Manifest, model: ModelSpec) -> tuple[list[str], dict[str, str]]:
+def _signature_names(
+    manifest: Manifest, model: ModelSpec, lister: SignatureLister
+) -> tuple[list[str], dict[str, str]]:
     """The signature names that can be built, and a located message for each that cannot."""
     declared = [spec.name for spec in model.signatures] if model.signatures is not None else []
 
@@ -111,7 +122,7 @@ def _signature_names(manifest: Manifest, model: ModelSpec) -> tuple[list[str], d
             f"{manifest.root}); export the model there or fix the path"
         )
     try:
-        available = find_meta_graph(source.path, source.tags).signature_names()
+        available = lister(source)
     except SavedModelError as error:
         return whole_model(str(error))
     if model.signatures is None:
