@@ -321,3 +321,22 @@ def test_error_text_shows_the_offending_line(tmp_path: Path) -> None:
         "      |     ^\n"
         "1 problem found; nothing was built."
     )
+
+
+def test_a_passed_schema_check_is_remembered_only_beside_existing_state(tmp_path: Path) -> None:
+    valid = "version: 1\nmodels:\n  a:\n    saved_model: m\n"
+    path = write(tmp_path, valid)
+    load_manifest(path)
+    assert not (tmp_path / ".tfjs-build").exists()  # validating writes nothing
+    (tmp_path / ".tfjs-build").mkdir()
+    load_manifest(path)
+    remembered = (tmp_path / ".tfjs-build/manifest-checked").read_text()
+    assert len(remembered) == 64
+    # Any edit changes the key, so the schema runs again and reports the problem.
+    assert problems(tmp_path, valid + "    colour: red\n") == [
+        "5:5: models.a.colour: unknown key 'colour'; allowed here: quantization, "
+        "weight_shard_size_bytes, strip_debug_ops, control_flow_v2, skip_op_check, "
+        "use_structured_outputs_names, metadata, saved_model, keras, python, tags, signatures, "
+        "format, inputs"
+    ]
+    assert (tmp_path / ".tfjs-build/manifest-checked").read_text() == remembered

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 from tfjsbuild.artifacts import GraphModelOutput
 from tfjsbuild.atomic import swap_directory
 from tfjsbuild.errors import UsageError
@@ -332,6 +330,8 @@ def inspect_saved_model(path: str | Path, *, paranoid: bool = False) -> dict[str
 
 def converter_options(**options: Any) -> ConverterOptions:
     """Converter options from keyword arguments, checked against the manifest schema."""
+    import jsonschema
+
     schema = dict(manifest_schema()["$defs"]["options"])
     schema["$defs"] = manifest_schema()["$defs"]
     try:

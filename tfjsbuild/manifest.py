@@ -6,6 +6,7 @@ Everything past `load_manifest` works on the dataclasses defined here; no raw di
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import posixpath
 import string
@@ -15,12 +16,14 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
 
 from tfjsbuild.errors import ManifestError, Problem, UsageError
+
+if TYPE_CHECKING:
+    from jsonschema import ValidationError
 
 MANIFEST_NAME = "tfjs-build.yaml"
 SCHEMA_NAME = "tfjs-build.schema.json"
@@ -379,13 +382,15 @@ def _did_you_mean(word: str, choices: Iterable[str]) -> str | None:
 
 
 def _schema_problems(doc: _PositionedDocument) -> Iterator[Problem]:
+    import jsonschema  # here: a manifest checked before is not checked again (see below)
+
     validator = jsonschema.Draft202012Validator(manifest_schema())
     for error in validator.iter_errors(doc.data):
         yield from _describe_error(doc, error)
 
 
 def _describe_error(
-    doc: _PositionedDocument, error: jsonschema.ValidationError
+    doc: _PositionedDocument, error: ValidationError
 ) -> Iterator[Problem]:
     path: KeyPath = tuple(error.absolute_path)
     kind = error.validator
@@ -469,9 +474,9 @@ def _describe_error(
     yield doc.problem_at(mark, path, message)
 
 
-def _matching_branch(error: jsonschema.ValidationError) -> list[jsonschema.ValidationError] | None:
+def _matching_branch(error: ValidationError) -> list[ValidationError] | None:
     """Of a failed oneOf, the errors of the one branch whose type fits the value, if exactly one."""
-    by_branch: dict[int, list[jsonschema.ValidationError]] = {}
+    by_branch: dict[int, list[ValidationError]] = {}
     for sub in error.context or ():
         by_branch.setdefault(int(sub.relative_schema_path[0]), []).append(sub)
     fitting = [
@@ -687,6 +692,32 @@ def _nested(a: str, b: str) -> bool:
 # --------------------------------------------------------------------------- loading
 
 
+SCHEMA_CHECK_FILE = "manifest-checked"
+
+
+def _schema_check_key(text: str) -> str:
+    """The manifest, the schema and this version: the same three always validate the same."""
+    from tfjsbuild import __version__
+
+    payload = "\0".join([text, schema_text(), __version__])
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _schema_checked(manifest_path: Path) -> str | None:
+    try:
+        return (manifest_path.parent / ".tfjs-build" / SCHEMA_CHECK_FILE).read_text("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _remember_schema_check(state_dir: Path, key: str) -> None:
+    """Remember a passed schema check (the JSON Schema validator costs more than a no-op
+    build's whole plan); written only where a build already keeps its state."""
+    from tfjsbuild.atomic import write_atomically
+
+    write_atomically(state_dir / SCHEMA_CHECK_FILE, key)
+
+
 def find_manifest(path: str | Path | None) -> Path:
     """The manifest file to use: the given path (a folder means its tfjs-build.yaml)."""
     candidate = Path(path) if path is not None else Path(MANIFEST_NAME)
@@ -714,9 +745,12 @@ def load_manifest(path: str | Path | None = None) -> Manifest:
         )
 
     problems = list(doc.problems)
-    # A value YAML already rejected (a bad tag) would only be reported again by the schema.
-    rejected = {(p.line, p.column) for p in doc.problems}
-    problems += [p for p in _schema_problems(doc) if (p.line, p.column) not in rejected]
+    check_key = _schema_check_key(text)
+    checked_before = _schema_checked(manifest_path) == check_key
+    if not checked_before:
+        # A value YAML already rejected (a bad tag) would only be reported again by the schema.
+        rejected = {(p.line, p.column) for p in doc.problems}
+        problems += [p for p in _schema_problems(doc) if (p.line, p.column) not in rejected]
     problems += _model_rule_problems(doc)
     problems += _quantization_problems(doc)
     problems += _metadata_problems(doc)
@@ -729,6 +763,8 @@ def load_manifest(path: str | Path | None = None) -> Manifest:
         raise ManifestError(problems)
 
     manifest = _build(doc)
+    if not checked_before and manifest.state_dir.is_dir():
+        _remember_schema_check(manifest.state_dir, check_key)
     claims = [
         claim
         for model in manifest.models

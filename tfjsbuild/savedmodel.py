@@ -117,8 +117,8 @@ def _parse_saved_model_file(pb: Path, size: int, mtime_ns: int, inode: int) -> t
         data = pb.read_bytes()
         meta_graphs = tuple(
             meta_graph_pb2.MetaGraphDef.FromString(payload)
-            for field_number, payload in _length_delimited_fields(data)
-            if field_number == 2
+            for field_number, payload in _fields(data)
+            if field_number == 2 and isinstance(payload, bytes)
         )
     except Exception as error:  # protobuf's DecodeError and friends
         raise SavedModelError(f"cannot parse {pb}: {error}") from error
@@ -170,30 +170,6 @@ def _tensor_info(key: str, info: Any) -> TensorInfo:
     return TensorInfo(
         key=key, name=info.name, dtype=_DTYPES.get(dtype_name, dtype_name.lower()), shape=shape
     )
-
-
-def _length_delimited_fields(data: bytes) -> list[tuple[int, bytes]]:
-    """Top-level fields of a protobuf message; varints skipped, length-delimited ones returned."""
-    fields = []
-    position = 0
-    while position < len(data):
-        key, position = _varint(data, position)
-        field_number, wire_type = key >> 3, key & 7
-        if wire_type == 0:
-            _, position = _varint(data, position)
-        elif wire_type == 2:
-            length, position = _varint(data, position)
-            if position + length > len(data):
-                raise SavedModelError("truncated protobuf field")
-            fields.append((field_number, data[position : position + length]))
-            position += length
-        elif wire_type == 1:
-            position += 8
-        elif wire_type == 5:
-            position += 4
-        else:
-            raise SavedModelError(f"unexpected protobuf wire type {wire_type}")
-    return fields
 
 
 def _varint(data: bytes, position: int) -> tuple[int, int]:
@@ -314,6 +290,8 @@ def _fields(data: bytes) -> list[tuple[int, int | bytes]]:
             position += 4
         elif wire_type == 2:
             length, position = _varint(data, position)
+            if position + length > len(data):
+                raise SavedModelError("truncated protobuf field")
             fields.append((number, data[position : position + length]))
             position += length
         else:
