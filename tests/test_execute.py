@@ -104,6 +104,11 @@ def test_interrupted_build_keeps_finished_work_and_previous_outputs(
     with BuildLock(root / ".tfjs-build"):  # the lock was released (by the kernel after SIGKILL)
         pass
 
+    if how == "SIGKILL":  # nothing could clean up; a no-op run does
+        assert (root / ".tfjs-build/staging").exists()
+        tfjsbuild.build([manifest], selection=["deep:first"])
+        assert not (root / ".tfjs-build/staging").exists()
+
     # The next run picks up where the interrupted one stopped.
     plan = {item.key: item.reasons for item in tfjsbuild.plan([manifest]).items}
     assert plan["deep:first"] == ()

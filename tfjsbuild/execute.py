@@ -32,6 +32,7 @@ Status = Literal["built", "up-to-date", "failed", "removed", "skipped"]
 INDEX_FILE = "tfjs-build.json"
 INDEX_VERSION = 1
 STAGING_DIR = "staging"
+OUTPUT_STAGING_DIR = ".tfjs-build-staging"  # when .tfjs-build is on another filesystem
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,13 @@ def execute(
 ) -> list[SignatureResult]:
     results: dict[tuple[Path, str], SignatureResult] = {}
     builds: list[PlanItem] = []
+    for project in projects.values():
+        # Left by a build that was killed; the lock says no other build is using it.
+        for staging in (
+            project.manifest.state_dir / STAGING_DIR,
+            project.manifest.output_dir / OUTPUT_STAGING_DIR,
+        ):
+            shutil.rmtree(staging, ignore_errors=True)
     for item in items:
         project = projects[item.manifest]
         if item.action == "up-to-date":
@@ -114,7 +122,7 @@ def _staging_root(project: Project) -> Path:
     state_staging.parent.mkdir(parents=True, exist_ok=True)
     if os.stat(state_staging.parent).st_dev == os.stat(output_dir).st_dev:
         return state_staging
-    return output_dir / ".tfjs-build-staging"
+    return output_dir / OUTPUT_STAGING_DIR
 
 
 def _convert_all(
@@ -130,8 +138,7 @@ def _convert_all(
 
     staging_roots = {path: _staging_root(project) for path, project in projects.items()}
     for root in set(staging_roots.values()):
-        shutil.rmtree(root, ignore_errors=True)  # leftovers of a killed build
-        root.mkdir(parents=True)
+        root.mkdir(parents=True, exist_ok=True)
     log_dir = next(iter(projects.values())).manifest.state_dir
     log_path = log_dir / "worker.log"
     log_path.write_text("")

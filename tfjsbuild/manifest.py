@@ -389,9 +389,7 @@ def _schema_problems(doc: _PositionedDocument) -> Iterator[Problem]:
         yield from _describe_error(doc, error)
 
 
-def _describe_error(
-    doc: _PositionedDocument, error: ValidationError
-) -> Iterator[Problem]:
+def _describe_error(doc: _PositionedDocument, error: ValidationError) -> Iterator[Problem]:
     path: KeyPath = tuple(error.absolute_path)
     kind = error.validator
     schema = error.schema if isinstance(error.schema, dict) else {}

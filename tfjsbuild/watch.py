@@ -210,6 +210,8 @@ class Watcher:
                 )
                 if changed is None:
                     break
+                if not changed and not self._waiting_model_ready():
+                    continue  # a recheck found every waiting model still incomplete: say nothing
                 manifest_touched = any(p in collector.scope.manifests for p in changed)
                 error = self._reload() if manifest_touched else None
                 self._rescope(observer, collector)
@@ -219,6 +221,17 @@ class Watcher:
         finally:
             observer.stop()
             observer.join(timeout=5)
+
+    def _waiting_model_ready(self) -> bool:
+        sources = {
+            model.name: model.source.path
+            for manifest in self.manifests
+            for model in manifest.models
+            if isinstance(model.source, SavedModelSource)
+        }
+        return any(
+            incomplete_reason(sources[name]) is None for name in self.waiting if name in sources
+        )
 
     def _reload(self) -> str | None:
         """Re-read the manifests; on error keep the last good ones and return the message."""
