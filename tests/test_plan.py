@@ -39,7 +39,7 @@ def fingerprint(t: Target, source: str = "src1", tools: dict[str, str] = TOOLS):
     )
 
 
-def record(t: Target, **kwargs) -> SignatureRecord:  # type: ignore[no-untyped-def]
+def record(t: Target, details: dict[str, str] | None = None, **kwargs) -> SignatureRecord:  # type: ignore[no-untyped-def]
     fp = fingerprint(t, **kwargs)
     return SignatureRecord(
         model=t.model,
@@ -53,6 +53,7 @@ def record(t: Target, **kwargs) -> SignatureRecord:  # type: ignore[no-untyped-d
         outputs=(),
         content_hash="",
         seconds=1.0,
+        details=details or {},
     )
 
 
@@ -124,33 +125,6 @@ def test_option_changes_name_dotted_keys() -> None:
     assert option_changes(before, now) == ["metadata", "quantization.float16"]
 
 
-def graph_record(t: Target, details: dict[str, str]) -> SignatureRecord:
-    fp = fingerprint_signature(
-        source="old",
-        source_kind="graph",
-        signature=t.signature,
-        tags=("serve",),
-        options=t.options,
-        output=t.output,
-        tools=TOOLS,
-        details=details,
-    )
-    return SignatureRecord(
-        model=t.model,
-        signature=t.signature,
-        output=t.output,
-        fingerprint=fp.digest,
-        parts=dict(fp.parts),
-        options=dict(fp.options),
-        files=(),
-        inputs=(),
-        outputs=(),
-        content_hash="",
-        seconds=1.0,
-        details=details,
-    )
-
-
 def explain(
     before: dict[str, str], now: dict[str, str], now_kind: str = "graph"
 ) -> tuple[str, ...]:
@@ -165,7 +139,7 @@ def explain(
         tools=TOOLS,
         details=now,
     )
-    (item,) = plan_build(MANIFEST, [t], {t.key: fp}, {}, {t.key: graph_record(t, before)})
+    (item,) = plan_build(MANIFEST, [t], {t.key: fp}, {}, {t.key: record(t, before, source="old")})
     return item.reasons
 
 

@@ -157,7 +157,6 @@ class ModelSpec:
     options: ConverterOptions  # model-level effective options, for signatures found by "*"
     location: Location
     source_location: Location
-    signatures_location: Location
 
     def source_paths(self) -> tuple[Path, ...]:
         if isinstance(self.source, SavedModelSource | KerasSource):
@@ -178,12 +177,6 @@ class Manifest:
     @property
     def state_dir(self) -> Path:
         return self.root / ".tfjs-build"
-
-    def model(self, name: str) -> ModelSpec:
-        for model in self.models:
-            if model.name == name:
-                return model
-        raise KeyError(name)
 
     def output_for(self, model: str, signature: str, override: str | None) -> str:
         """Relative output folder of one signature under `output_dir`, normalised."""
@@ -886,7 +879,6 @@ def _build(doc: _PositionedDocument) -> Manifest:
                 options=ConverterOptions.from_mapping(model_options),
                 location=doc.location(base),
                 source_location=doc.location((*base, kind), key=False),
-                signatures_location=doc.location((*base, "signatures")),
             )
         )
     return Manifest(
