@@ -401,3 +401,25 @@ def test_signatures_trading_output_folders_keep_both(multihead: Path) -> None:
 
     assert (output_keys("one"), output_keys("two")) == (["value"], ["features"])
     assert set(reasons(multihead).values()) == {()}
+
+
+def test_a_tf1_saved_model_builds_with_a_whole_model_fingerprint(
+    project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    manifest = project(
+        "version: 1\nmodels:\n  old:\n    saved_model: old\n", {"old": model_store("tf1")}
+    )
+    result = tfjsbuild.build([manifest], jobs=1)
+    assert statuses(result) == {"old:serving_default": "built"}, result.failed
+    x = np.ones([2, 8], dtype="float32")
+    expected = run_signature(manifest.parent / "old", "serving_default", {"x": x})
+    got = run_tfjs(manifest.parent / "dist/old/serving_default", {"x": x})
+    np.testing.assert_allclose(got["y"], expected["y"], rtol=1e-5)
+    project(
+        "version: 1\nmodels:\n  old:\n    saved_model: old\n", {"old": model_store("tf1", seed=9)}
+    )
+    assert reasons(manifest) == {
+        "old:serving_default": (
+            "source changed (whole-model fingerprint: a TF1 SavedModel without an object graph)",
+        )
+    }

@@ -17,6 +17,7 @@ from types import TracebackType
 
 import pytest
 
+import tfjsbuild
 from tfjsbuild.state import BuildLock, load_state
 from tfjsbuild.watch import Cycle, Watcher
 
@@ -252,3 +253,47 @@ def test_json_streams_one_object_per_cycle_and_sigterm_exits_0(
     os.killpg(watch.pid, signal.SIGTERM)
     watch.communicate(timeout=60)
     assert watch.returncode == 0
+
+
+def test_models_added_to_the_manifest_are_watched_and_removed_ones_pruned(
+    watched: tuple[Path, WatchThread], model_store: Callable[..., Path]
+) -> None:
+    manifest, watch = watched
+    root = manifest.parent
+    shutil.copytree(model_store("multihead"), root / "second")
+    manifest.write_text(
+        MANIFEST + "  second:\n    saved_model: second\n    signatures: [features]\n"
+    )
+    assert changes(watch.next_cycle()) == {"second:features": "built"}
+    # The new model is watched: retraining it starts a cycle.
+    replace_model(root / "second", model_store("multihead", backbone_seed=5))
+    assert changes(watch.next_cycle()) == {"second:features": "built"}
+    manifest.write_text(MANIFEST)
+    assert changes(watch.next_cycle()) == {"second:features": "removed"}
+    assert not (root / "second-out").exists()
+    # ...and no longer watched.
+    replace_model(root / "second", model_store("multihead"))
+    watch.assert_no_cycle(within=3)
+
+
+def test_changes_during_a_build_start_the_next_cycle(
+    project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    manifest = project(MANIFEST.replace("multi", "deep"), {"deep": model_store("deep")})
+    with WatchThread(manifest) as watch:
+        watch.next_cycle()
+        replace_model(manifest.parent / "deep", model_store("deep", seed=40))
+        # Wait for the rebuild to start, then change the model again while it converts.
+        state = manifest.parent / ".tfjs-build/staging"
+        deadline = time.monotonic() + 120
+        while not state.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert state.exists(), "the rebuild did not start"
+        replace_model(manifest.parent / "deep", model_store("deep", seed=41))
+        first = watch.next_cycle()
+        assert set(changes(first).values()) == {"built"}
+        second = watch.next_cycle()
+        assert set(changes(second).values()) == {"built"}
+        # The outputs are those of the last export.
+        watch.assert_no_cycle(within=3)
+    assert {item.action for item in tfjsbuild.plan([manifest]).items} == {"up-to-date"}
