@@ -230,9 +230,6 @@ def _print_cycle(cycle: Cycle, console: Console, err_console: Console) -> None:
     result = cycle.result
     if result is None:
         return
-    for item in result.results:
-        if item.status in ("built", "failed") and item.item.reasons:
-            console.print(f"  {item.item.key}: {escape('; '.join(item.item.reasons))}")
     built = sum(1 for r in result.results if r.status == "built")
     failed = sum(1 for r in result.results if r.status == "failed")
     console.print(

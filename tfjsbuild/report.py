@@ -68,7 +68,8 @@ class ConsoleReporter:
             if result.status == "built":
                 self.console.print(
                     f"[green]✓[/green] {item.key} → {item.output}  "
-                    f"{result.seconds:.1f}s  {human_bytes(result.bytes)}"
+                    f"{result.seconds:.1f}s  {human_bytes(result.bytes)}  "
+                    f"[dim]({escape('; '.join(item.reasons))})[/dim]"
                 )
             elif result.status == "removed":
                 self.console.print(f"[yellow]-[/yellow] {item.key} removed ({item.output})")
