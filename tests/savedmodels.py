@@ -134,20 +134,18 @@ def run_signature(
     return {key: value.numpy() for key, value in outputs.items()}
 
 
-class WithVocab(tf.Module):
-    """`encode` looks words up in a vocab asset; `score` does not touch the table."""
+class WithTable(tf.Module):
+    """`encode` looks words up in a table; `score` does not touch it."""
 
-    def __init__(self, vocab: Path) -> None:
+    def __init__(
+        self,
+        initializer: tf.lookup.KeyValueTensorInitializer | tf.lookup.TextFileInitializer,
+        default: int,
+        seed: int,
+    ) -> None:
         super().__init__()
-        initializer = tf.lookup.TextFileInitializer(
-            str(vocab),
-            tf.string,
-            tf.lookup.TextFileIndex.WHOLE_LINE,
-            tf.int64,
-            tf.lookup.TextFileIndex.LINE_NUMBER,
-        )
-        self.table = tf.lookup.StaticHashTable(initializer, default_value=-1)
-        self.w = tf.Variable(_weights(5, [8, 1]), name="w")
+        self.table = tf.lookup.StaticHashTable(initializer, default_value=default)
+        self.w = tf.Variable(_weights(seed, [8, 1]), name="w")
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="words")])
     def encode(self, words: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -158,17 +156,27 @@ class WithVocab(tf.Module):
         return {"score": tf.matmul(x, self.w)}
 
 
+def _save_table_module(path: Path, module: WithTable) -> Path:
+    tf.saved_model.save(
+        module, str(path), signatures={"encode": module.encode, "score": module.score}
+    )
+    return path
+
+
 def save_vocab(path: Path, words: str = "cat,dog,fish", vocab_dir: str = "vocab-a") -> Path:
     """The vocab file is written to `vocab_dir` (outside the SavedModel) before export."""
     folder = path.parent / f"{path.name}-{vocab_dir}"
     folder.mkdir(parents=True, exist_ok=True)
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(words.split(",")) + "\n")
-    module = WithVocab(vocab)
-    tf.saved_model.save(
-        module, str(path), signatures={"encode": module.encode, "score": module.score}
+    initializer = tf.lookup.TextFileInitializer(
+        str(vocab),
+        tf.string,
+        tf.lookup.TextFileIndex.WHOLE_LINE,
+        tf.int64,
+        tf.lookup.TextFileIndex.LINE_NUMBER,
     )
-    return path
+    return _save_table_module(path, WithTable(initializer, default=-1, seed=5))
 
 
 class WithConstants(tf.Module):
@@ -263,33 +271,11 @@ def save_tf1(path: Path, seed: int = 1) -> Path:
     return path
 
 
-class WithTable(tf.Module):
-    """A lookup table TensorFlow.js can run (initialised from tensors), used by one signature."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        keys = tf.constant(["cat", "dog", "fish"])
-        initializer = tf.lookup.KeyValueTensorInitializer(
-            keys, tf.constant([1, 2, 3], dtype=tf.int32)
-        )
-        self.table = tf.lookup.StaticHashTable(initializer, default_value=0)
-        self.w = tf.Variable(_weights(6, [8, 1]), name="w")
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="words")])
-    def encode(self, words: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"ids": self.table.lookup(words)}
-
-    @tf.function(input_signature=[X])
-    def score(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"score": tf.matmul(x, self.w)}
-
-
 def save_table(path: Path) -> Path:
-    module = WithTable()
-    tf.saved_model.save(
-        module, str(path), signatures={"encode": module.encode, "score": module.score}
-    )
-    return path
+    """A lookup table TensorFlow.js can run (initialised from tensors), used by one signature."""
+    keys = tf.constant(["cat", "dog", "fish"])
+    initializer = tf.lookup.KeyValueTensorInitializer(keys, tf.constant([1, 2, 3], dtype=tf.int32))
+    return _save_table_module(path, WithTable(initializer, default=0, seed=6))
 
 
 def _parse_setting(value: str) -> object:

@@ -148,3 +148,23 @@ def test_clean_removes_outputs_and_state(
         for p in tmp_path.rglob("*")
         if "m/" not in p.as_posix()[len(str(tmp_path)) :]
     ) == ["dist", "dist/keep.txt", "m", "tfjs-build.yaml"]
+
+
+def test_dry_run_shows_the_plan_and_writes_nothing(
+    tmp_path: Path, project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    project(
+        "version: 1\nmodels:\n  m:\n    saved_model: m\n    signatures: [regress]\n",
+        {"m": model_store("multihead")},
+    )
+    done = run_cli("run", "--dry-run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (
+        "  build       m:regress → dist/m/regress\n"
+        "      because: first build\n"
+        "1 to build, 0 up to date, 0 to remove\n"
+    )
+    report = json.loads(run_cli("run", "--dry-run", "--json", cwd=tmp_path).stdout)
+    jsonschema.validate(report, json.loads((REPO / "schemas/build-report.schema.json").read_text()))
+    assert (report["dry_run"], [s["status"] for s in report["signatures"]]) == (True, ["skipped"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "tfjs-build.yaml"]

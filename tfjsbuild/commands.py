@@ -14,7 +14,6 @@ from rich.markup import escape
 
 from tfjsbuild import api
 from tfjsbuild.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
-from tfjsbuild.execute import SignatureResult
 from tfjsbuild.report import ConsoleReporter, print_plan, print_summary
 from tfjsbuild.savedmodel import is_saved_model
 
@@ -44,36 +43,25 @@ def run(
 ) -> int:
     reporter = ConsoleReporter(err_console if json_output else console, quiet=quiet or json_output)
     try:
-        if dry_run:
-            build_plan = api.plan(
-                manifests, all_dirs=all_dirs, selection=selection, force=force, paranoid=paranoid
-            )
-            result = api.BuildResult(
-                [p.manifest.path for p in build_plan.manifests],
-                [SignatureResult(item, "skipped") for item in build_plan.items],
-                0.0,
-                dry_run=True,
-                warnings=build_plan.warnings,
-            )
-            if not json_output:
-                _warn(err_console, build_plan.warnings)
-                print_plan(console, build_plan.items)
-        else:
-            result = api.build(
-                manifests,
-                all_dirs=all_dirs,
-                selection=selection,
-                jobs=jobs,
-                force=force,
-                fail_fast=fail_fast,
-                paranoid=paranoid,
-                reporter=reporter,
-            )
+        result = api.build(
+            manifests,
+            all_dirs=all_dirs,
+            selection=selection,
+            jobs=jobs,
+            force=force,
+            dry_run=dry_run,
+            fail_fast=fail_fast,
+            paranoid=paranoid,
+            reporter=reporter,
+        )
     finally:
         reporter.close()
     if json_output:
         print(result.to_json())
-    elif not dry_run:
+    elif dry_run:
+        _warn(err_console, result.warnings)
+        print_plan(console, [r.item for r in result.results])
+    else:
         _warn(err_console, result.warnings)
         if not quiet:
             print_summary(console, result.results, result.seconds)
