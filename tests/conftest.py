@@ -28,7 +28,7 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]
     def get(kind: str, **kwargs: Any) -> Path:
         key = (kind, *sorted(kwargs.items()))
         if key not in made:
-            path = store / f"{kind}-{len(made)}"
+            path = store / f"{kind}-{len(made)}{savedmodels.FILE_SUFFIXES.get(kind, '')}"
             getattr(savedmodels, f"save_{kind}")(path, **kwargs)
             made[key] = path
         return made[key]
@@ -38,19 +38,37 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]
 
 @pytest.fixture
 def project(tmp_path: Path, model_store: Callable[..., Path]) -> Callable[..., Path]:
-    """Write a manifest into tmp_path and copy the named SavedModels beside it."""
+    """Write a manifest into tmp_path and copy the named models (folders or files) beside it."""
 
     def make(manifest: str, models: dict[str, Path] | None = None) -> Path:
         for name, source in (models or {}).items():
             target = tmp_path / name
-            if target.exists():
+            if target.is_dir():
                 shutil.rmtree(target)
-            shutil.copytree(source, target)
+            if source.is_dir():
+                shutil.copytree(source, target)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
         path = tmp_path / "tfjs-build.yaml"
         path.write_text(textwrap.dedent(manifest).lstrip())
         return path
 
     return make
+
+
+def export_fresh(kind: str, path: Path, **settings: object) -> Path:
+    """Export in a new Python process: other function numbering, other uids."""
+    args = [
+        f"{key}={str(value).lower() if isinstance(value, bool) else value}"
+        for key, value in settings.items()
+    ]
+    subprocess.run(
+        [sys.executable, str(TESTS / "savedmodels.py"), kind, str(path), *args],
+        check=True,
+        capture_output=True,
+    )
+    return path
 
 
 def run_cli(

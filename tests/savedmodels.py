@@ -11,6 +11,8 @@ import numpy as np
 import tensorflow as tf
 
 X = tf.TensorSpec([None, 8], tf.float32, name="x")
+# Models saved as one file need the suffix their Keras expects.
+FILE_SUFFIXES = {"keras_file": ".keras", "keras_h5": ".h5"}
 
 
 class MultiHead(tf.Module):
@@ -252,6 +254,35 @@ def save_tf_keras(
         "regress": tf.function(lambda x: {"value": model(x)[2]}, input_signature=spec),
     }
     model.save(str(path), save_format="tf", signatures=signatures)
+    return path
+
+
+def save_keras_file(
+    path: Path, backbone_seed: int = 1, head_a_seed: int = 2, head_b_seed: int = 3
+) -> Path:
+    """A Keras 3 `.keras` file (three outputs), the format tensorflowjs_converter 4.22 gets wrong."""
+    import keras
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _keras_heads(keras, backbone_seed, head_a_seed, head_b_seed).save(str(path))
+    return path
+
+
+def save_keras_h5(path: Path, seed: int = 4) -> Path:
+    """A tf.keras `.h5` file: one input, one output, as most Keras 2 models on disk."""
+    import tf_keras
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    inputs = tf_keras.Input(shape=(8,), name="x")
+    hidden = tf_keras.layers.Dense(16, activation="tanh", name="hidden")(inputs)
+    outputs = tf_keras.layers.Dense(3, activation="softmax", name="probs")(hidden)
+    model = tf_keras.Model(inputs, outputs)
+    for layer, offset in (("hidden", 0), ("probs", 1)):
+        kernel, bias = model.get_layer(layer).get_weights()
+        model.get_layer(layer).set_weights(
+            [_weights(seed + offset, list(kernel.shape)), _weights(seed + 50, list(bias.shape))]
+        )
+    model.save(str(path), save_format="h5")
     return path
 
 

@@ -386,6 +386,46 @@ def test_convert_concrete_function_writes_a_loadable_model(tmp_path: Path) -> No
     assert not (tmp_path / "other").exists()
 
 
+@pytest.mark.slow
+def test_fused_activations_tensorflow_js_lacks_are_refused(tmp_path: Path) -> None:
+    """With oneDNN on, grappler fuses Tanh into _FusedMatMul; TF.js fails on it at run time."""
+    script = (
+        "import os, sys\n"
+        "os.environ['TF_ENABLE_ONEDNN_OPTS'] = sys.argv[2]\n"
+        "import tensorflow as tf, tfjsbuild\n"
+        "w = tf.Variable(tf.ones([8, 4]))\n"
+        "b = tf.Variable(tf.ones([4]))\n"
+        "f = tf.function(lambda x: {'y': tf.tanh(tf.matmul(x, w) + b)},\n"
+        "                input_signature=[tf.TensorSpec([None, 8], tf.float32, name='x')])\n"
+        "try:\n"
+        "    tfjsbuild.convert_concrete_function(f, sys.argv[1])\n"
+        "except Exception as error:\n"
+        "    print(type(error).__name__, error)\n"
+    )
+    fused = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "fused"), "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert fused.stdout.startswith("ConversionError node Tanh fuses Tanh into _FusedMatMul")
+    assert "which TensorFlow.js cannot run" in fused.stdout
+    assert "set TF_ENABLE_ONEDNN_OPTS=0 before importing TensorFlow" in fused.stdout
+    assert not (tmp_path / "fused").exists()
+
+    plain = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "plain"), "0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert plain.stdout == ""
+    x = np.linspace(-1, 1, 16, dtype="float32").reshape(2, 8)
+    np.testing.assert_allclose(
+        run_tfjs(tmp_path / "plain", {"x": x})["y"], np.tanh(x @ np.ones([8, 4]) + 1), rtol=1e-5
+    )
+
+
 def test_signatures_trading_output_folders_keep_both(multihead: Path) -> None:
     swapped = "    signatures:\n      features: {output: one}\n      regress: {output: two}\n"
     multihead.write_text(MULTIHEAD + swapped)

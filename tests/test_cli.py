@@ -98,6 +98,44 @@ def test_inspect_lists_tags_signatures_and_tensors(
 
 
 @pytest.mark.slow
+def test_inspect_keras_files_and_python_sources(
+    model_store: Callable[..., Path], tmp_path: Path
+) -> None:
+    keras_file = model_store("keras_file")
+    done = run_cli("inspect", str(keras_file), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert re.sub(r"\b[0-9a-f]{16}\b", "<hex>", done.stdout) == (
+        f"Keras model {keras_file} (keras_v3)\n"
+        "  fingerprint <hex>\n"
+        "    signature serving_default\n"
+        "      input  x: float32 [?, 8]\n"
+        "      output output_0: float32 [?, 16]\n"
+        "      output output_1: float32 [?, 4]\n"
+        "      output output_2: float32 [?, 1]\n"
+    )
+    (tmp_path / "net.py").write_text(
+        "import tensorflow as tf\n"
+        "spec = tf.TensorSpec([None, 3], tf.int32, name='ids')\n"
+        "def build():\n"
+        "    return {'count': tf.function(lambda ids: {'n': tf.reduce_sum(ids, 1)}, "
+        "input_signature=[spec]),\n"
+        "            'untyped': tf.function(lambda ids: ids)}\n"
+    )
+    as_json = json.loads(run_cli("inspect", "--json", "net:build", cwd=tmp_path).stdout)
+    assert as_json["inputs"] == ["net.py"]
+    assert as_json["signatures"][0] == {
+        "name": "count",
+        "inputs": [{"name": "ids", "dtype": "int32", "shape": [None, 3]}],
+        "outputs": [{"name": "n", "dtype": "int32", "shape": [None]}],
+    }
+    assert as_json["signatures"][1]["name"] == "untyped"
+    assert "needs an input_signature" in as_json["signatures"][1]["error"]
+    missing = run_cli("inspect", "nothere:build", cwd=tmp_path)
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("tfjs-build: error: module 'nothere' is not in ")
+
+
+@pytest.mark.slow
 def test_run_json_follows_its_schema_and_fails_with_exit_1(
     tmp_path: Path, project: Callable[..., Path], model_store: Callable[..., Path]
 ) -> None:

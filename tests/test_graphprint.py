@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import savedmodels
+from conftest import export_fresh
 from tfjsbuild.fingerprint import StatCache
 from tfjsbuild.graphprint import GraphFingerprintError, SignatureGraph, signature_graphs
 
@@ -23,20 +22,6 @@ def changed(before: Path, after: Path, paranoid: bool = False) -> set[str]:
     old, new = graphs(before, paranoid), graphs(after, paranoid)
     assert set(old) == set(new)
     return {name for name in old if old[name].digest != new[name].digest}
-
-
-def export_fresh(kind: str, path: Path, **settings: object) -> Path:
-    """Export in a new Python process: other function numbering, other uids."""
-    args = [
-        f"{key}={str(value).lower() if isinstance(value, bool) else value}"
-        for key, value in settings.items()
-    ]
-    subprocess.run(
-        [sys.executable, str(TESTS / "savedmodels.py"), kind, str(path), *args],
-        check=True,
-        capture_output=True,
-    )
-    return path
 
 
 @pytest.fixture(scope="module")

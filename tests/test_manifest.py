@@ -6,7 +6,13 @@ from pathlib import Path
 import pytest
 
 from tfjsbuild.errors import ManifestError
-from tfjsbuild.manifest import ConverterOptions, SavedModelSource, load_manifest
+from tfjsbuild.manifest import (
+    ConverterOptions,
+    KerasSource,
+    PythonSource,
+    SavedModelSource,
+    load_manifest,
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -181,6 +187,76 @@ def test_a_model_needs_exactly_one_source(tmp_path: Path) -> None:
     ) == [
         "3:3: models.none: model 'none' has no source: add exactly one of saved_model, keras, python",
         "7:5: models.two.python: model 'two' has 2 sources (saved_model, python): keep exactly one",
+    ]
+
+
+def test_keras_and_python_sources_become_typed_values(tmp_path: Path) -> None:
+    manifest = load_manifest(
+        write(
+            tmp_path,
+            """
+            version: 1
+            models:
+              heads:
+                keras: models/heads.keras
+              legacy:
+                keras: models/legacy.H5
+                format: layers_model
+              folder:
+                keras: models/tfkeras
+              code:
+                python: models.net:build
+                inputs: ["models/**/*.py", data/scale.json]
+                signatures: [score]
+            """,
+        )
+    )
+    heads, legacy, folder, code = (model.source for model in manifest.models)
+    root = tmp_path.resolve()
+    assert heads == KerasSource(root / "models/heads.keras", "graph_model")
+    assert (heads.container, legacy.container, folder.container) == (
+        "keras_v3",
+        "h5",
+        "saved_model",
+    )
+    assert heads.as_saved_model() is None
+    assert folder.as_saved_model() == SavedModelSource(root / "models/tfkeras", ("serve",))
+    assert legacy == KerasSource(root / "models/legacy.H5", "layers_model")
+    assert legacy.as_saved_model() is None
+    assert code == PythonSource("models.net:build", ("models/**/*.py", "data/scale.json"), root)
+    assert (code.module, code.attribute) == ("models.net", "build")
+    assert code.module_files() == (root / "models/net.py", root / "models/net/__init__.py")
+
+
+def test_rules_for_keras_and_python_sources(tmp_path: Path) -> None:
+    assert problems(
+        tmp_path,
+        """
+        version: 1
+        models:
+          code:
+            python: models.net:build
+          everything:
+            python: models.net:build
+            signatures: "*"
+          keras3:
+            keras: models/heads.keras
+            format: layers_model
+          h5:
+            keras: models/small.h5
+            format: layers_model
+            inputs: [a.py]
+        """,
+    ) == [
+        "4:13: models.code.python: a python source needs `signatures:` naming the functions to "
+        "export (tfjs-build plans without running your code, so it cannot list them)",
+        "7:5: models.everything.signatures: a python source needs `signatures:` naming the "
+        "functions to export (tfjs-build plans without running your code, so it cannot list them)",
+        "10:13: models.keras3.format: format: layers_model is not supported for Keras 3 .keras "
+        "files: tensorflowjs 4.22 converts them with wrong weights or fails "
+        "(tensorflow/tfjs#8229, #8266); use format: graph_model (the default)",
+        "14:5: models.h5.inputs: 'inputs' applies to python sources only; remove it from this "
+        "keras model",
     ]
 
 

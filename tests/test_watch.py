@@ -297,3 +297,67 @@ def test_changes_during_a_build_start_the_next_cycle(
         # The outputs are those of the last export.
         watch.assert_no_cycle(within=3)
     assert {item.action for item in tfjsbuild.plan([manifest]).items} == {"up-to-date"}
+
+
+PYTHON_MODULE = """
+import tensorflow as tf
+
+SCALE = {scale}
+
+
+class Scaler(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    def scale(self, x):
+        return {{"y": x * SCALE}}
+
+
+def build():
+    return Scaler()
+"""
+
+
+def test_python_and_keras_sources_are_watched(
+    project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    manifest = project(
+        "version: 1\nmodels:\n"
+        "  code:\n    python: src.scaler:build\n    signatures: [scale]\n"
+        "  config:\n    python: src.scaler:build\n    inputs: ['conf/**/*.json']\n"
+        "    signatures: [scale]\n"
+        "  small:\n    keras: small.h5\n",
+        {"small.h5": model_store("keras_h5")},
+    )
+    root = manifest.parent
+    (root / "src").mkdir()
+    (root / "src" / "scaler.py").write_text(PYTHON_MODULE.format(scale=2.0))
+    (root / "conf" / "a").mkdir(parents=True)
+    (root / "conf" / "a" / "settings.json").write_text("{}")
+    (root / "src" / "notes.txt").write_text("")
+    with WatchThread(manifest) as watch:
+        assert set(changes(watch.next_cycle()).values()) == {"built"}
+        # Edited module: the model whose input it is rebuilds; `config` watches other files.
+        (root / "src" / "scaler.py").write_text(PYTHON_MODULE.format(scale=3.0))
+        assert changes(watch.next_cycle()) == {"code:scale": "built"}
+        # A new file matching a glob, in a new folder below the glob's fixed part.
+        (root / "conf" / "b").mkdir()
+        (root / "conf" / "b" / "more.json").write_text("{}")
+        assert changes(watch.next_cycle()) == {"config:scale": "built"}
+        # A Keras file replaced with other weights.
+        shutil.copyfile(model_store("keras_h5", seed=9), root / "small.h5")
+        assert changes(watch.next_cycle()) == {"small:serving_default": "built"}
+        # Files no model depends on start nothing.
+        (root / "src" / "notes.txt").write_text("edited")
+        (root / "conf" / "readme.txt").write_text("")
+        watch.assert_no_cycle(within=3)
+
+
+def test_glob_regex_follows_pathlib_globs() -> None:
+    from tfjsbuild.watch import glob_regex
+
+    assert glob_regex("conf/**/*.json").fullmatch("conf/settings.json")
+    assert glob_regex("conf/**/*.json").fullmatch("conf/a/b/settings.json")
+    assert not glob_regex("conf/**/*.json").fullmatch("conf/a/settings.txt")
+    assert glob_regex("models/*.py").fullmatch("models/net.py")
+    assert not glob_regex("models/*.py").fullmatch("models/sub/net.py")
+    assert glob_regex("data/v?.csv").fullmatch("data/v1.csv")
+    assert not glob_regex("data/v?.csv").fullmatch("data/v10.csv")

@@ -27,13 +27,21 @@ from tfjsbuild.execute import (
     execute,
     remove_recorded_output,
 )
-from tfjsbuild.fingerprint import StatCache, fingerprint_signature, tool_versions
+from tfjsbuild.fingerprint import (
+    StatCache,
+    fingerprint_signature,
+    python_input_files,
+    source_digest,
+    tool_versions,
+)
 from tfjsbuild.graphprint import GraphFingerprintError, ModelSources, signature_graphs
 from tfjsbuild.manifest import (
     BUILTIN_OPTIONS,
     MANIFEST_NAME,
     ConverterOptions,
+    KerasSource,
     Manifest,
+    PythonSource,
     SavedModelSource,
     load_manifest,
     manifest_schema,
@@ -134,22 +142,24 @@ def load_manifests(
 def _plan_manifest(manifest: Manifest, *, force: bool, prune: bool, paranoid: bool) -> ManifestPlan:
     state, warning = load_state(manifest.state_dir)
     stat_cache = StatCache(state.stat_cache)
-    sources = ModelSources(manifest.root, stat_cache, state.graph_cache, paranoid=paranoid)
+    sources = ModelSources(stat_cache, state.graph_cache, paranoid=paranoid)
     resolution = resolve_targets(manifest, sources.signature_names)
-    tools = tool_versions()
     fingerprints = {}
+    tools = {kind: tool_versions(kind) for kind in {t.source.kind for t in resolution.targets}}
     for target in resolution.targets:
         by_signature = sources.fingerprints(target.source)
         entry = by_signature.get(target.signature) or by_signature["*"]
+        source = target.source
         fingerprints[target.key] = fingerprint_signature(
             source=entry["digest"],
             source_kind=entry["kind"],
             signature=target.signature,
-            tags=target.source.tags if isinstance(target.source, SavedModelSource) else (),
+            tags=source.tags if isinstance(source, SavedModelSource) else (),
             options=target.options,
             output=target.output,
-            tools=tools,
+            tools=tools[source.kind],
             details=entry["details"],
+            format=source.format if isinstance(source, KerasSource) else "graph_model",
         )
     changes = {
         key: output_change(manifest.root, record)
@@ -326,6 +336,29 @@ def inspect_saved_model(path: str | Path, *, paranoid: bool = False) -> dict[str
             {"tags": list(meta.tags), "fingerprint_fallback": fallback, "signatures": signatures}
         )
     return {"path": str(folder), "meta_graphs": meta_graphs}
+
+
+def inspect_source(source: KerasSource | PythonSource) -> dict[str, Any]:
+    """A Keras file's or Python source's signatures, as a graph model build would convert them.
+
+    Unlike `inspect_saved_model` this imports TensorFlow, and for a Python source runs its code.
+    """
+    from tfjsbuild import loaders
+
+    digest = source_digest(source, StatCache())
+    with tempfile.TemporaryDirectory(prefix="tfjs-build-inspect-") as scratch:
+        signatures = loaders.describe(source, Path(scratch))
+    payload: dict[str, Any] = {"kind": source.kind, "fingerprint": digest}
+    if isinstance(source, KerasSource):
+        payload["path"] = str(source.path)
+        payload["container"] = source.container
+    else:
+        payload["python"] = source.target
+        payload["inputs"] = [
+            f.relative_to(source.root).as_posix() for f in python_input_files(source)
+        ]
+    payload["signatures"] = signatures
+    return payload
 
 
 def converter_options(**options: Any) -> ConverterOptions:

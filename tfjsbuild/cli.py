@@ -106,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     _manifest_options(clean)
 
     inspect = sub.add_parser(
-        "inspect", help="list a SavedModel's tag sets, signatures and their fingerprints"
+        "inspect",
+        help="list the signatures of a SavedModel, a Keras file or a Python source "
+        "(module:callable), with their fingerprints",
     )
     inspect.add_argument("path", metavar="PATH")
     inspect.add_argument("--paranoid", action="store_true", help=PARANOID_HELP)

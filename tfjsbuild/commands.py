@@ -14,6 +14,14 @@ from rich.markup import escape
 
 from tfjsbuild import api
 from tfjsbuild.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from tfjsbuild.fingerprint import python_source_problem
+from tfjsbuild.manifest import (
+    KERAS_H5_SUFFIXES,
+    KERAS_V3_SUFFIX,
+    PYTHON_TARGET,
+    KerasSource,
+    PythonSource,
+)
 from tfjsbuild.report import ConsoleReporter, print_plan, print_summary
 from tfjsbuild.savedmodel import is_saved_model
 
@@ -111,7 +119,7 @@ def clean(*, manifests: Sequence[str], all_dirs: Sequence[str], console: Console
 def inspect(*, path: str, paranoid: bool, json_output: bool, console: Console) -> int:
     folder = Path(path)
     if not is_saved_model(folder):
-        raise UsageError(f"{folder} is not a SavedModel folder (no saved_model.pb)")
+        return _inspect_source(path, json_output=json_output, console=console)
     payload = api.inspect_saved_model(folder, paranoid=paranoid)
     if json_output:
         print(json.dumps(payload, indent=2))
@@ -138,6 +146,43 @@ def inspect(*, path: str, paranoid: bool, json_output: bool, console: Console) -
                     console.print(
                         f"        {capture['kind']:<9} {capture['name']}  {capture['digest'][:24]}"
                     )
+    return EXIT_OK
+
+
+def _inspect_source(path: str, *, json_output: bool, console: Console) -> int:
+    """A Keras file, or `module:callable` (run from the current folder, as a manifest there)."""
+    file = Path(path)
+    source: KerasSource | PythonSource
+    if file.is_file() and file.suffix.lower() in (KERAS_V3_SUFFIX, *KERAS_H5_SUFFIXES):
+        source = KerasSource(file, "graph_model")
+    elif not file.exists() and PYTHON_TARGET.fullmatch(path):
+        source = PythonSource(path, (), Path.cwd())
+        problem = python_source_problem(source)
+        if problem is not None:
+            raise UsageError(problem)
+    else:
+        raise UsageError(
+            f"{path} is not a SavedModel folder (no saved_model.pb), a .keras or .h5 file, or "
+            "a Python source module:callable"
+        )
+    payload = api.inspect_source(source)
+    if json_output:
+        print(json.dumps(payload, indent=2))
+        return EXIT_OK
+    if isinstance(source, KerasSource):
+        console.print(f"Keras model {path} ({payload['container']})")
+    else:
+        console.print(f"Python source {path} (inputs: {', '.join(payload['inputs'])})")
+    console.print(f"  fingerprint {payload['fingerprint'][:16]}")
+    for sig in payload["signatures"]:
+        console.print(f"    signature [bold]{escape(sig['name'])}[/bold]")
+        if "error" in sig:
+            console.print(f"      [red]{escape(sig['error'])}[/red]")
+            continue
+        for side in ("inputs", "outputs"):
+            for tensor in sig[side]:
+                shape = "unknown rank" if tensor["shape"] is None else _shape(tensor["shape"])
+                console.print(f"      {side[:-1]:<6} {tensor['name']}: {tensor['dtype']} {shape}")
     return EXIT_OK
 
 

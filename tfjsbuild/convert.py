@@ -74,24 +74,15 @@ class LoadedSavedModel:
         return self._initializer
 
 
-_cache: dict[str, LoadedSavedModel] = {}
-
-
-def load_saved_model(
-    path: Path, tags: tuple[str, ...], cache_key: str | None = None
-) -> LoadedSavedModel:
-    """Load a SavedModel, reusing this process's last load when `cache_key` matches."""
-    if cache_key is not None and cache_key in _cache:
-        return _cache[cache_key]
+def load_saved_model(path: Path, tags: tuple[str, ...]) -> LoadedSavedModel:
     model = tfjs_v2._load_model(str(path), list(tags) if tags else None)
     try:
         tf_version = str(model.tensorflow_version)
     except AttributeError:
         tf_version = tf.__version__
     loaded = LoadedSavedModel(path=path, tags=tags, model=model, tf_version=tf_version)
-    if cache_key is not None:
-        _cache.clear()  # keep one model per worker: bounded memory, and the next task is likely the same model
-        _cache[cache_key] = loaded
+    # Read now: a Keras export's folder is removed after the build.
+    loaded.signature_def("")
     return loaded
 
 
@@ -122,13 +113,8 @@ def convert_signature(
     )
 
 
-def convert_concrete_function(
-    function: Any,
-    output_dir: Path,
-    options: ConverterOptions,
-    timings: dict[str, float] | None = None,
-) -> GraphModelOutput:
-    """Convert a `tf.function` (with an input signature) or a ConcreteFunction, no SavedModel."""
+def concrete_function(function: Any) -> Any:
+    """The ConcreteFunction of a `tf.function` with an input signature (or of itself)."""
     if isinstance(function, tf.types.experimental.GenericFunction):
         try:
             function = function.get_concrete_function()
@@ -141,8 +127,37 @@ def convert_concrete_function(
         raise ConversionError(
             f"expected a tf.function or ConcreteFunction, got {type(function).__name__}"
         )
+    return function
+
+
+def function_tensors(function: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A ConcreteFunction's input and output tensors as signature keys, dtypes and shapes."""
+    args, kwargs = function.structured_input_signature
+    flat = tf.nest.flatten(args)
+    inputs = [(spec.name or f"input_{i}", spec) for i, spec in enumerate(flat)]
+    inputs += [(str(path), spec) for path, spec in _flatten_with_paths(kwargs)]
+    outputs = list(zip(_output_keys(function), function.outputs, strict=False))
+
+    def tensor(key: str, spec: Any) -> dict[str, Any]:
+        shape = spec.shape
+        return {
+            "name": key,
+            "dtype": spec.dtype.name,
+            "shape": None if shape.rank is None else list(shape.as_list()),
+        }
+
+    return [tensor(k, s) for k, s in inputs], [tensor(k, t) for k, t in outputs]
+
+
+def convert_concrete_function(
+    function: Any,
+    output_dir: Path,
+    options: ConverterOptions,
+    timings: dict[str, float] | None = None,
+) -> GraphModelOutput:
+    """Convert a `tf.function` (with an input signature) or a ConcreteFunction, no SavedModel."""
     return _convert_function(
-        function,
+        concrete_function(function),
         output_dir,
         options,
         tf_version=tf.__version__,
@@ -150,6 +165,48 @@ def convert_concrete_function(
         expected=None,
         timings=timings,
     )
+
+
+def convert_layers_model(
+    path: Path,
+    container: str,
+    output_dir: Path,
+    options: ConverterOptions,
+    timings: dict[str, float] | None = None,
+) -> GraphModelOutput:
+    """A tf.keras `.h5` file or SavedModel folder to a TensorFlow.js layers model."""
+    from tensorflowjs.converters import converter as tfjs_converter
+
+    arguments: dict[str, Any] = {
+        "quantization_dtype_map": options.quantization_dtype_map() or None,
+        "weight_shard_size_bytes": options.weight_shard_size_bytes,
+        "metadata": options.metadata or None,
+    }
+    with _timed(timings, "write"):
+        try:
+            if container == "h5":
+                import h5py
+
+                with h5py.File(path, "r") as h5:
+                    if "layer_names" in h5.attrs:
+                        raise ConversionError(
+                            f"{path} holds weights only (model.save_weights); a layers model "
+                            "needs the architecture too: save it with model.save(...)"
+                        )
+                tfjs_converter.dispatch_keras_h5_to_tfjs_layers_model_conversion(
+                    str(path), str(output_dir), **arguments
+                )
+            else:
+                tfjs_converter.dispatch_keras_saved_model_to_tensorflowjs_conversion(
+                    str(path), str(output_dir), **arguments
+                )
+        except ConversionError:
+            raise
+        except Exception as error:
+            raise ConversionError(
+                f"converting {path} to a layers model failed: {type(error).__name__}: {error}"
+            ) from error
+    return check_graph_model(output_dir)
 
 
 @contextmanager
@@ -237,6 +294,8 @@ def _convert_function(
         except ValueError as error:
             raise ConversionError(str(error).replace("\n", ": ")) from error
 
+    _check_fused_activations(optimized)
+
     with _timed(timings, "write"):
         weights = tfjs_v2.extract_weights(optimized, initializer_graph_def)
         tfjs_v2.write_artifacts(
@@ -255,6 +314,33 @@ def _convert_function(
     # tensorflowjs has silently written nothing before (optimize_graph's API changed in 4.x):
     # an output only counts once it is on disk and adds up.
     return check_graph_model(output_dir)
+
+
+# What TensorFlow.js 4.22 can fuse into _FusedMatMul / FusedConv2D (backend applyActivation).
+TFJS_FUSED_ACTIVATIONS = frozenset({"relu", "relu6", "elu", "leakyrelu", "prelu", "sigmoid"})
+
+
+def _check_fused_activations(graph_def: Any) -> None:
+    """Refuse fused activations TensorFlow.js cannot run; they would fail only in the browser.
+
+    TensorFlow's oneDNN rewrites (on by default on x86) fuse e.g. Tanh into `_FusedMatMul`
+    (tensorflow/tensorflow#42173). Workers turn oneDNN off; a process that imported
+    TensorFlow with it on (the Python API) can still produce such a graph.
+    """
+    nodes = list(graph_def.node)
+    for function in graph_def.library.function:
+        nodes.extend(function.node_def)
+    for node in nodes:
+        if "fused_ops" not in node.attr:
+            continue
+        fused = [op.decode("utf-8") for op in node.attr["fused_ops"].list.s]
+        activation = fused[1] if len(fused) > 1 else None
+        if activation is not None and activation.lower() not in TFJS_FUSED_ACTIVATIONS:
+            raise ConversionError(
+                f"node {node.name} fuses {activation} into {node.op}, which TensorFlow.js cannot "
+                "run (it fuses only Relu, Relu6, Elu, LeakyRelu, Prelu and Sigmoid); TensorFlow's "
+                "oneDNN rewrites made it: set TF_ENABLE_ONEDNN_OPTS=0 before importing TensorFlow"
+            )
 
 
 def _stable_shared_names(graph_def: Any) -> None:

@@ -77,6 +77,14 @@ class LockHeldError(BuildError):
     """Another build holds this manifest's lock."""
 
 
+class SourceError(BuildError):
+    """A model source as a whole failed: the user's code raised, a Keras file would not load."""
+
+
+class SignatureError(BuildError):
+    """One signature of a loaded source failed: no such function, or tracing it raised."""
+
+
 def exit_code_for(error: BaseException) -> int:
     """The one place that maps an exception to the process exit code."""
     if isinstance(error, KeyboardInterrupt):

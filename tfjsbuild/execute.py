@@ -20,7 +20,7 @@ from tfjsbuild.artifacts import MODEL_JSON, check_graph_model
 from tfjsbuild.atomic import swap_directory, write_atomically
 from tfjsbuild.errors import BuildError
 from tfjsbuild.fingerprint import canonical_json
-from tfjsbuild.manifest import Manifest, SavedModelSource
+from tfjsbuild.manifest import Manifest
 from tfjsbuild.plan import PlanItem
 from tfjsbuild.state import BuildState, SignatureRecord, record_files, save_state
 from tfjsbuild.worker import ConversionOutcome, ConversionTask, init_worker, run_task
@@ -147,16 +147,15 @@ def _convert_all(
     for index, item in enumerate(builds):
         assert item.target is not None and item.fingerprint is not None
         source = item.target.source
-        assert isinstance(source, SavedModelSource)
-        staging = staging_roots[item.manifest] / f"{index:04d}-{item.model}-{item.signature}"
+        staging_root = staging_roots[item.manifest]
         task = ConversionTask(
             key=f"{index}",
-            source_path=str(source.path),
-            tags=source.tags,
+            source=source,
             signature=item.signature,
             options=item.target.options,
-            staging_dir=str(staging),
-            cache_key=f"{source.path}\0{item.fingerprint.parts['source']}",
+            staging_dir=str(staging_root / f"{index:04d}-{item.model}-{item.signature}"),
+            cache_key=f"{source}\0{item.fingerprint.parts['source']}",
+            scratch_dir=str(staging_root / "scratch"),
         )
         tasks[task.key] = (item, task)
 
@@ -244,7 +243,11 @@ def _finish(
         )
     if outcome.error is not None:
         return SignatureResult(
-            item, "failed", outcome.seconds, error=outcome.error, timings=outcome.timings
+            item,
+            "failed",
+            outcome.seconds,
+            error=_located(item, project.manifest, outcome),
+            timings=outcome.timings,
         )
     staging = Path(task.staging_dir)
     try:
@@ -279,6 +282,19 @@ def _finish(
     )
     project.save()
     return SignatureResult(item, "built", outcome.seconds, checked.bytes, timings=outcome.timings)
+
+
+def _located(item: PlanItem, manifest: Manifest, outcome: ConversionOutcome) -> str:
+    """A source's or signature's error at its manifest line, as manifest errors are shown."""
+    assert outcome.error is not None and item.target is not None
+    location = None
+    if outcome.error_at == "source":
+        location = item.target.source_location
+    elif outcome.error_at == "signature":
+        location = item.target.location or item.target.source_location
+    if location is None:
+        return outcome.error
+    return manifest.problem(location, outcome.error).format()
 
 
 def _check_replaceable(target: Path, record: SignatureRecord | None, root: Path) -> None:

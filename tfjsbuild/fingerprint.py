@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -21,6 +22,8 @@ from tfjsbuild.manifest import ConverterOptions, KerasSource, PythonSource, Save
 # Bump when what goes into a fingerprint changes: every signature then rebuilds once.
 SCHEME_VERSION = "1"
 TOOL_DISTRIBUTIONS = ("tensorflow", "tensorflowjs", "tfjs-build")
+# Keras files are read, and Python sources usually built, by Keras 3 or tf.keras.
+KERAS_DISTRIBUTIONS = ("keras", "tf-keras")
 
 
 @dataclass(frozen=True)
@@ -33,10 +36,13 @@ class SignatureFingerprint:
     details: Mapping[str, str] = field(default_factory=dict)
 
 
-def tool_versions() -> dict[str, str]:
+def tool_versions(source_kind: str = "saved_model") -> dict[str, str]:
     """Installed versions of the tools that shape the output, read without importing them."""
+    names: tuple[str, ...] = TOOL_DISTRIBUTIONS
+    if source_kind in ("keras", "python"):
+        names += KERAS_DISTRIBUTIONS
     versions = {}
-    for name in TOOL_DISTRIBUTIONS:
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -79,9 +85,7 @@ class StatCache:
         return dict(sorted(self._used.items()))
 
 
-def source_digest(
-    source: Source, root: Path, stat_cache: StatCache, *, paranoid: bool = False
-) -> str:
+def source_digest(source: Source, stat_cache: StatCache, *, paranoid: bool = False) -> str:
     """Content digest of a model source: every file, by relative path and content.
 
     A SavedModel's variable data shards are left out unless `paranoid`: `variables.index`
@@ -91,11 +95,82 @@ def source_digest(
         skip = None if paranoid else "variables/variables.data-"
         return _path_digest(source.path, stat_cache, skip)
     if isinstance(source, KerasSource):
-        return _path_digest(source.path, stat_cache)
+        if source.container == "keras_v3" and not paranoid:
+            archive = keras_archive_digest(source.path)
+            if archive is not None:
+                return archive
+        skip = None if paranoid else "variables/variables.data-"
+        return _path_digest(source.path, stat_cache, skip)
     assert isinstance(source, PythonSource)
-    files = sorted({p for pattern in source.inputs for p in root.glob(pattern) if p.is_file()})
-    lines = [f"{p.relative_to(root).as_posix()}\0{stat_cache.digest(p)}" for p in files]
+    lines = [
+        f"{p.relative_to(source.root).as_posix()}\0{stat_cache.digest(p)}"
+        for p in python_input_files(source)
+    ]
     return _sha256_text(f"python:{source.target}\n" + "\n".join(lines))
+
+
+def keras_archive_digest(path: Path) -> str | None:
+    """A `.keras` file by what it holds, not its bytes: saving the same model again is no change.
+
+    Keras 3 stamps every save: `date_saved` in metadata.json, Python object ids as
+    `shared_object_id` in config.json, the zip time of each member. Other members are taken by
+    name, size and the CRC-32 the archive stores (as a SavedModel's variables by the index's
+    crc32c; `--paranoid` hashes the bytes). None if this is not a zip archive.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            lines = []
+            for info in sorted(archive.infolist(), key=lambda i: i.filename):
+                if info.filename == "metadata.json":
+                    metadata = json.loads(archive.read(info))
+                    metadata.pop("date_saved", None)
+                    lines.append(f"{info.filename}\0{canonical_json(metadata)}")
+                elif info.filename == "config.json":
+                    config = _renumber_shared_objects(json.loads(archive.read(info)), {})
+                    lines.append(f"{info.filename}\0{canonical_json(config)}")
+                else:
+                    lines.append(f"{info.filename}\0{info.file_size}\0{info.CRC:08x}")
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+    return _sha256_text("keras archive\n" + "\n".join(lines))
+
+
+def _renumber_shared_objects(value: Any, ids: dict[Any, int]) -> Any:
+    """`shared_object_id`s numbered by first appearance instead of by Python's `id()`."""
+    if isinstance(value, dict):
+        return {
+            key: ids.setdefault(item, len(ids))
+            if key == "shared_object_id"
+            else _renumber_shared_objects(item, ids)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_renumber_shared_objects(item, ids) for item in value]
+    return value
+
+
+def python_input_files(source: PythonSource) -> list[Path]:
+    """The files a Python source's output depends on: its `inputs` globs, or its module file."""
+    if not source.inputs:
+        return [f for f in source.module_files() if f.is_file()][:1]
+    found = {p for pattern in source.inputs for p in source.root.glob(pattern) if p.is_file()}
+    return sorted(found)
+
+
+def python_source_problem(source: PythonSource) -> str | None:
+    """Why a Python source cannot be fingerprinted, before any of its code runs."""
+    if not source.inputs:
+        if any(f.is_file() for f in source.module_files()):
+            return None
+        looked = " and ".join(f.relative_to(source.root).as_posix() for f in source.module_files())
+        return (
+            f"module '{source.module}' is not in {source.root} (looked for {looked}); put it "
+            "there, or list the files the model is built from in `inputs:`"
+        )
+    for pattern in source.inputs:
+        if not any(p.is_file() for p in source.root.glob(pattern)):
+            return f"inputs pattern '{pattern}' matches no files in {source.root}"
+    return None
 
 
 def _path_digest(path: Path, stat_cache: StatCache, skip_prefix: str | None = None) -> str:
@@ -125,6 +200,7 @@ def fingerprint_signature(
     output: str,
     tools: Mapping[str, str],
     details: Mapping[str, str] | None = None,
+    format: str = "graph_model",
 ) -> SignatureFingerprint:
     option_values = options.as_dict()
     parts = {
@@ -137,6 +213,8 @@ def fingerprint_signature(
         "options": _sha256_text(canonical_json(option_values)),
         "output": output,
     }
+    if format != "graph_model":  # only then, so graph model fingerprints stay as they were
+        parts["format"] = format
     return SignatureFingerprint(
         digest=_sha256_text(canonical_json(parts)),
         parts=parts,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tfjsbuild.fingerprint import StatCache, source_digest
-from tfjsbuild.manifest import SavedModelSource, Source
+from tfjsbuild.manifest import KerasSource, SavedModelSource, Source
 from tfjsbuild.savedmodel import (
     VARIABLES_DIR,
     VARIABLES_INDEX,
@@ -400,20 +400,18 @@ class ModelSources:
 
     def __init__(
         self,
-        root: Path,
         stat_cache: StatCache,
         previous: dict[str, dict[str, Any]],
         *,
         paranoid: bool,
     ) -> None:
-        self.root = root
         self.stat_cache = stat_cache
         self.previous = previous
         self.paranoid = paranoid
         self.used: dict[str, dict[str, Any]] = {}
 
     def _entry(self, source: SavedModelSource) -> tuple[str, str, dict[str, Any]]:
-        digest = source_digest(source, self.root, self.stat_cache, paranoid=self.paranoid)
+        digest = source_digest(source, self.stat_cache, paranoid=self.paranoid)
         key = f"{digest}:{','.join(source.tags)}:{'paranoid' if self.paranoid else 'crc32c'}"
         if key not in self.used:
             self.used[key] = dict(self.previous.get(key, {}))
@@ -426,8 +424,11 @@ class ModelSources:
         return list(entry["names"])
 
     def fingerprints(self, source: Source) -> dict[str, SourceEntry]:
+        if isinstance(source, KerasSource):
+            # A tf.keras SavedModel folder converted to a graph model: its graph fingerprint.
+            source = source.as_saved_model() or source
         if not isinstance(source, SavedModelSource):
-            digest = source_digest(source, self.root, self.stat_cache)
+            digest = source_digest(source, self.stat_cache, paranoid=self.paranoid)
             return {"*": {"digest": digest, "kind": f"{source.kind}-content", "details": {}}}
         digest, _, entry = self._entry(source)
         if "sources" not in entry:

@@ -9,6 +9,7 @@ import difflib
 import hashlib
 import json
 import posixpath
+import re
 import string
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ LAYOUT_PLACEHOLDERS = ("model", "signature")
 DEFAULT_OUTPUT_DIR = "dist"
 DEFAULT_LAYOUT = "{model}/{signature}"
 ALL_SIGNATURES = "*"
+PYTHON_TARGET = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*")  # as in the schema
 
 # The converter's own defaults (tensorflowjs_converter 4.22), so an empty manifest means the same.
 BUILTIN_OPTIONS: Mapping[str, Any] = MappingProxyType(
@@ -123,18 +125,53 @@ class SavedModelSource:
     kind: str = "saved_model"
 
 
+KERAS_V3_SUFFIX = ".keras"
+KERAS_H5_SUFFIXES = (".h5", ".hdf5")
+KERAS_SIGNATURE = "serving_default"  # the one endpoint of a Keras model file
+
+
 @dataclass(frozen=True)
 class KerasSource:
     path: Path
-    format: str
+    format: str  # graph_model | layers_model
     kind: str = "keras"
+
+    def as_saved_model(self) -> SavedModelSource | None:
+        """A tf.keras SavedModel folder converted to a graph model is a plain SavedModel."""
+        if self.container == "saved_model" and self.format == "graph_model":
+            return SavedModelSource(self.path, ("serve",))
+        return None
+
+    @property
+    def container(self) -> str:
+        """keras_v3 (a Keras 3 `.keras` file), h5, or saved_model (a tf.keras SavedModel folder)."""
+        suffix = self.path.suffix.lower()
+        if suffix == KERAS_V3_SUFFIX:
+            return "keras_v3"
+        if suffix in KERAS_H5_SUFFIXES:
+            return "h5"
+        return "saved_model"
 
 
 @dataclass(frozen=True)
 class PythonSource:
-    target: str
-    inputs: tuple[str, ...]
+    target: str  # package.module:callable
+    inputs: tuple[str, ...]  # globs relative to root; empty means the module's own file
+    root: Path  # the manifest's folder, put on sys.path to import the module
     kind: str = "python"
+
+    @property
+    def module(self) -> str:
+        return self.target.partition(":")[0]
+
+    @property
+    def attribute(self) -> str:
+        return self.target.partition(":")[2]
+
+    def module_files(self) -> tuple[Path, ...]:
+        """Where the module would be found under root (as a file or a package)."""
+        base = self.root.joinpath(*self.module.split("."))
+        return (base.with_suffix(".py"), base / "__init__.py")
 
 
 Source = SavedModelSource | KerasSource | PythonSource
@@ -515,6 +552,29 @@ def _model_rule_problems(doc: _PositionedDocument) -> Iterator[Problem]:
                     (*base, key),
                     f"'{key}' applies to {kind} sources only; remove it from this {sources[0]} model",
                 )
+        if len(sources) != 1:
+            continue
+        if sources == ["python"] and model.get("signatures", ALL_SIGNATURES) == ALL_SIGNATURES:
+            where = (*base, "signatures") if "signatures" in model else (*base, "python")
+            yield doc.problem_at(
+                doc.key_mark(where) if "signatures" in model else doc.value_mark(where),
+                where,
+                "a python source needs `signatures:` naming the functions to export "
+                "(tfjs-build plans without running your code, so it cannot list them)",
+            )
+        keras_path = model.get("keras")
+        if (
+            isinstance(keras_path, str)
+            and keras_path.lower().endswith(KERAS_V3_SUFFIX)
+            and model.get("format") == "layers_model"
+        ):
+            yield doc.problem_at(
+                doc.value_mark((*base, "format")),
+                (*base, "format"),
+                "format: layers_model is not supported for Keras 3 .keras files: "
+                "tensorflowjs 4.22 converts them with wrong weights or fails "
+                "(tensorflow/tfjs#8229, #8266); use format: graph_model (the default)",
+            )
 
 
 def _option_scopes(data: Any) -> Iterator[tuple[KeyPath, dict[str, Any]]]:
@@ -840,7 +900,7 @@ def _build(doc: _PositionedDocument) -> Manifest:
         elif kind == "keras":
             source = KerasSource(manifest_dir / raw["keras"], raw.get("format", "graph_model"))
         else:
-            source = PythonSource(raw["python"], tuple(raw.get("inputs", ())))
+            source = PythonSource(raw["python"], tuple(raw.get("inputs", ())), manifest_dir)
         model_options = _merged_options(defaults, raw)
         raw_signatures = raw.get("signatures", ALL_SIGNATURES)
         signatures: tuple[SignatureSpec, ...] | None

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from tfjsbuild.fingerprint import SignatureFingerprint
 from tfjsbuild.graphprint import explain_source_change
-from tfjsbuild.manifest import ConverterOptions, Source
+from tfjsbuild.manifest import ConverterOptions, Location, Source
 from tfjsbuild.state import SignatureRecord
 
 Action = Literal["build", "up-to-date", "remove"]
@@ -28,6 +28,9 @@ class Target:
     source: Source
     options: ConverterOptions
     output: str  # relative to the manifest's folder, POSIX separators
+    # Where the manifest names the source and the signature, for errors found while converting.
+    source_location: Location | None = None
+    location: Location | None = None
 
     @property
     def key(self) -> str:

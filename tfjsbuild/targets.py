@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tfjsbuild.errors import ManifestError
+from tfjsbuild.fingerprint import python_source_problem
 from tfjsbuild.manifest import (
     ALL_SIGNATURES,
+    KERAS_SIGNATURE,
     KerasSource,
     Manifest,
     ModelSpec,
@@ -64,6 +66,8 @@ def resolve_targets(manifest: Manifest, lister: SignatureLister = list_signature
                     source=model.source,
                     options=spec.options if spec is not None else model.options,
                     output=Path(output).as_posix(),
+                    source_location=model.source_location,
+                    location=spec.location if spec is not None else None,
                 )
             )
     # "*" is expanded now: check layouts and outputs again with the real names.
@@ -110,21 +114,40 @@ def _signature_names(
         return [], {name: text for name in declared or [ALL_SIGNATURES]}
 
     source = model.source
-    if isinstance(source, KerasSource | PythonSource):
-        return whole_model(
-            f"{source.kind} sources are not implemented yet in this version of tfjs-build; "
-            "export a SavedModel and use `saved_model:` for now"
-        )
-    assert isinstance(source, SavedModelSource)
-    if not source.path.exists():
-        return whole_model(
-            f"SavedModel folder {source.path} does not exist (paths are relative to "
-            f"{manifest.root}); export the model there or fix the path"
-        )
-    try:
-        available = lister(source)
-    except SavedModelError as error:
-        return whole_model(str(error))
+    if isinstance(source, PythonSource):
+        # The planner does not run user code: the manifest names the signatures (a rule).
+        problem = python_source_problem(source)
+        if problem is not None:
+            return whole_model(problem)
+        return declared, {}
+    if isinstance(source, KerasSource):
+        if not source.path.exists():
+            return whole_model(
+                f"Keras model {source.path} does not exist (paths are relative to "
+                f"{manifest.root}); save the model there or fix the path"
+            )
+        if source.container == "saved_model" and not source.path.is_dir():
+            return whole_model(
+                f"{source.path} is not a Keras model: expected a .keras file, a .h5 file or a "
+                "tf.keras SavedModel folder"
+            )
+        if source.container != "saved_model" and not source.path.is_file():
+            return whole_model(f"{source.path} is a folder, not a {source.path.suffix} file")
+        saved_model = source.as_saved_model()
+        if saved_model is None:
+            available = [KERAS_SIGNATURE]
+        else:
+            source = saved_model
+    if isinstance(source, SavedModelSource):
+        if not source.path.exists():
+            return whole_model(
+                f"SavedModel folder {source.path} does not exist (paths are relative to "
+                f"{manifest.root}); export the model there or fix the path"
+            )
+        try:
+            available = lister(source)
+        except SavedModelError as error:
+            return whole_model(str(error))
     if model.signatures is None:
         if not available:
             return whole_model(f"{source.path} exports no signatures")

@@ -8,12 +8,15 @@ is built only once it is complete on disk. Which signatures to rebuild is the pl
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from watchdog.events import (
     EVENT_TYPE_CLOSED_NO_WRITE,
@@ -30,7 +33,7 @@ from watchdog.observers.api import BaseObserver
 from tfjsbuild import api
 from tfjsbuild.errors import ManifestError, TfjsBuildError, UsageError
 from tfjsbuild.execute import Reporter
-from tfjsbuild.manifest import KerasSource, Manifest, SavedModelSource
+from tfjsbuild.manifest import KerasSource, Manifest, SavedModelSource, Source
 from tfjsbuild.savedmodel import incomplete_reason
 
 DEFAULT_QUIET_PERIOD = 1.0
@@ -57,9 +60,13 @@ class _Scope:
 
     manifests: frozenset[Path]
     sources: dict[Path, str]  # source path -> model name
+    # A Python source's `inputs` globs: (folder they are relative to, pattern) -> model name.
+    globs: dict[tuple[Path, str], str] = field(default_factory=dict)
 
     def relevant(self, path: Path, event_type: str) -> bool:
         if path in self.manifests:
+            return True
+        if self._glob_model(path) is not None:
             return True
         for source in self.sources:
             if path == source or source in path.parents:
@@ -78,10 +85,25 @@ class _Scope:
         for source, model in self.sources.items():
             if path == source or source in path.parents or path in source.parents:
                 return model
+        return self._glob_model(path)
+
+    def _glob_model(self, path: Path) -> str | None:
+        for (root, pattern), model in self.globs.items():
+            if path.is_relative_to(root) and glob_regex(pattern).fullmatch(
+                path.relative_to(root).as_posix()
+            ):
+                return model
         return None
 
     def watches(self) -> set[tuple[Path, bool]]:
         watches = {(manifest.parent, False) for manifest in self.manifests}
+        for root, pattern in self.globs:
+            parts = PurePosixPath(pattern).parts
+            fixed = next((i for i, part in enumerate(parts) if set(part) & set("*?[")), len(parts))
+            base = root.joinpath(*parts[: max(0, min(fixed, len(parts) - 1))])
+            while not base.is_dir() and base != base.parent:
+                base = base.parent
+            watches.add((base, fixed < len(parts) - 1))
         for source in self.sources:
             if source.is_dir():
                 watches.add((source, True))
@@ -94,11 +116,43 @@ class _Scope:
 
 def scope_of(manifest_paths: Iterable[Path], manifests: Sequence[Manifest]) -> _Scope:
     sources: dict[Path, str] = {}
+    globs: dict[tuple[Path, str], str] = {}
     for manifest in manifests:
         for model in manifest.models:
-            if isinstance(model.source, SavedModelSource | KerasSource):
-                sources[Path(os.path.abspath(model.source.path))] = model.name
-    return _Scope(frozenset(Path(os.path.abspath(p)) for p in manifest_paths), sources)
+            source = model.source
+            if isinstance(source, SavedModelSource | KerasSource):
+                sources[Path(os.path.abspath(source.path))] = model.name
+            elif source.inputs:
+                for pattern in source.inputs:
+                    globs[(Path(os.path.abspath(source.root)), pattern)] = model.name
+            else:
+                for module_file in source.module_files():
+                    sources[Path(os.path.abspath(module_file))] = model.name
+    return _Scope(frozenset(Path(os.path.abspath(p)) for p in manifest_paths), sources, globs)
+
+
+@functools.cache
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A pathlib-style glob as a regex over POSIX relative paths: `**/` spans folders."""
+    regex = ""
+    index = 0
+    while index < len(pattern):
+        if pattern.startswith("**/", index):
+            regex += "(?:.*/)?"
+            index += 3
+        elif pattern.startswith("**", index):
+            regex += ".*"
+            index += 2
+        elif pattern[index] == "*":
+            regex += "[^/]*"
+            index += 1
+        elif pattern[index] == "?":
+            regex += "[^/]"
+            index += 1
+        else:
+            regex += re.escape(pattern[index])
+            index += 1
+    return re.compile(regex)
 
 
 class _Collector(FileSystemEventHandler):
@@ -224,13 +278,10 @@ class Watcher:
 
     def _waiting_model_ready(self) -> bool:
         sources = {
-            model.name: model.source.path
-            for manifest in self.manifests
-            for model in manifest.models
-            if isinstance(model.source, SavedModelSource)
+            model.name: model.source for manifest in self.manifests for model in manifest.models
         }
         return any(
-            incomplete_reason(sources[name]) is None for name in self.waiting if name in sources
+            source_incomplete(sources[name]) is None for name in self.waiting if name in sources
         )
 
     def _reload(self) -> str | None:
@@ -258,10 +309,9 @@ class Watcher:
         self.waiting = {}
         for manifest in self.manifests:
             for model in manifest.models:
-                if isinstance(model.source, SavedModelSource):
-                    reason = incomplete_reason(model.source.path)
-                    if reason is not None:
-                        self.waiting[model.name] = reason
+                reason = source_incomplete(model.source)
+                if reason is not None:
+                    self.waiting[model.name] = reason
         ready = [
             m.name
             for manifest in self.manifests
@@ -286,6 +336,23 @@ class Watcher:
                 text = error.format() if isinstance(error, ManifestError) else str(error)
                 cycle = replace(cycle, error=text)
         self.on_cycle(cycle)
+
+
+def source_incomplete(source: Source) -> str | None:
+    """Why a source looks half-written (worth waiting for), or None."""
+    if isinstance(source, KerasSource):
+        if not source.path.exists():
+            return f"{source.path} does not exist (yet)"
+        if source.container == "keras_v3" and source.path.is_file():
+            try:
+                with zipfile.ZipFile(source.path):
+                    return None
+            except (OSError, zipfile.BadZipFile) as error:
+                return f"{source.path.name} is not a complete .keras archive yet ({error})"
+        source = source.as_saved_model() or source
+    if isinstance(source, SavedModelSource):
+        return incomplete_reason(source.path)
+    return None
 
 
 def _relative(path: Path, root: Path) -> str:

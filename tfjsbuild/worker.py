@@ -1,7 +1,7 @@
 """What runs in a worker process: one signature conversion per task, the model loaded once.
 
-This module itself imports no TensorFlow; `run_task` imports `tfjsbuild.convert` on first use,
-inside the worker. Workers return outcomes and never touch the state file.
+This module itself imports no TensorFlow; `run_task` imports `tfjsbuild.loaders` (and so
+TensorFlow, Keras and a Python source's code) on first use, inside the worker. Workers return outcomes and never touch the state file.
 """
 
 from __future__ import annotations
@@ -13,20 +13,20 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tfjsbuild.errors import TfjsBuildError
-from tfjsbuild.manifest import ConverterOptions
+from tfjsbuild.errors import SignatureError, SourceError, TfjsBuildError
+from tfjsbuild.manifest import ConverterOptions, Source
 
 
 @dataclass(frozen=True)
 class ConversionTask:
     key: str
-    source_path: str
-    tags: tuple[str, ...]
+    source: Source
     signature: str
     options: ConverterOptions
     staging_dir: str
     # Identifies the source's content: a worker reuses its loaded model while this matches.
     cache_key: str
+    scratch_dir: str  # for Keras exports; the parent removes it after the build
 
 
 @dataclass(frozen=True)
@@ -35,11 +35,16 @@ class ConversionOutcome:
     error: str | None
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    # Where the manifest should point for this error: "source" or "signature" (None: no line).
+    error_at: str | None = None
 
 
 def init_worker(log_path: str | None) -> None:
     """Quiet TensorFlow, leave Ctrl-C to the parent, and send the worker's chatter to a log."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # With oneDNN on (the x86 default), grappler fuses MatMul+BiasAdd+Tanh (and more) into ops
+    # TensorFlow.js cannot run; without it the graph is the same on every machine.
+    os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if log_path is not None:
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -52,17 +57,22 @@ def run_task(task: ConversionTask) -> ConversionOutcome:
     start = time.perf_counter()
     timings: dict[str, float] = {}
     try:
-        from tfjsbuild import convert
+        from tfjsbuild import loaders
 
         load_start = time.perf_counter()
-        loaded = convert.load_saved_model(Path(task.source_path), task.tags, task.cache_key)
+        loaded = loaders.load(task.source, task.cache_key, Path(task.scratch_dir))
         if time.perf_counter() - load_start > 0.001:
             timings["load"] = time.perf_counter() - load_start
-        convert.convert_signature(
-            loaded, task.signature, Path(task.staging_dir), task.options, timings
-        )
+        loaded.convert(task.signature, Path(task.staging_dir), task.options, timings)
     except TfjsBuildError as error:
-        return ConversionOutcome(task.key, str(error), time.perf_counter() - start, timings)
+        error_at = None
+        if isinstance(error, SourceError):
+            error_at = "source"
+        elif isinstance(error, SignatureError):
+            error_at = "signature"
+        return ConversionOutcome(
+            task.key, str(error), time.perf_counter() - start, timings, error_at
+        )
     except Exception as error:
         # The converter's own error, with the innermost frame so a bug report can use it.
         frame = traceback.extract_tb(error.__traceback__)[-1]

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Run a converted TF.js graph model from disk with pure-JS @tensorflow/tfjs
+// Run a converted TF.js graph model (or layers model) from disk with pure-JS @tensorflow/tfjs
 // (CPU backend, no tfjs-node, no network), so tests can compare its outputs
 // with TensorFlow's, signature key by signature key.
 //
@@ -222,8 +222,9 @@ async function main(argv) {
   if (!isPlainObject(modelJson) || !isPlainObject(modelJson.modelTopology)) {
     fail(`${modelJsonPath}: no "modelTopology" object; is this a TF.js model.json?`);
   }
+  if (modelJson.format === 'layers-model') return runLayersModel(modelDir, modelJson, requestFile);
   if (modelJson.format != null && modelJson.format !== 'graph-model') {
-    fail(`${modelJsonPath}: format is ${JSON.stringify(modelJson.format)}, expected "graph-model"`);
+    fail(`${modelJsonPath}: format is ${JSON.stringify(modelJson.format)}, expected "graph-model" or "layers-model"`);
   }
 
   const request = await readJson(requestFile, 'request');
@@ -265,12 +266,7 @@ async function main(argv) {
          `signature output keys: ${JSON.stringify(outputKeys)}`);
   }
 
-  const tfModule = await import('@tensorflow/tfjs');
-  const tf = tfModule.default ?? tfModule;
-  if (!(await tf.setBackend('cpu'))) fail('could not initialise the tfjs "cpu" backend');
-  await tf.ready();
-  if (tf.getBackend() !== 'cpu') fail(`tfjs backend is ${tf.getBackend()}, expected cpu`);
-
+  const tf = await loadTf();
   const model = await tf.loadGraphModel(fileSystemHandler(modelDir, modelJson));
 
   const feeds = {};
@@ -286,6 +282,36 @@ async function main(argv) {
   }
   const outputs = {};
   for (const [i, key] of wanted.entries()) outputs[key] = await encodeOutput(key, result[i]);
+  return { outputs };
+}
+
+async function loadTf() {
+  const tfModule = await import('@tensorflow/tfjs');
+  const tf = tfModule.default ?? tfModule;
+  if (!(await tf.setBackend('cpu'))) fail('could not initialise the tfjs "cpu" backend');
+  await tf.ready();
+  if (tf.getBackend() !== 'cpu') fail(`tfjs backend is ${tf.getBackend()}, expected cpu`);
+  return tf;
+}
+
+// A layers model has no signature: inputs are keyed by the model's input names and outputs
+// by its output names (Keras layer names), as model.predict sees them.
+async function runLayersModel(modelDir, modelJson, requestFile) {
+  const request = await readJson(requestFile, 'request');
+  const reqInputs = isPlainObject(request?.inputs) ? request.inputs : fail('request "inputs" must be an object');
+  const tf = await loadTf();
+  const model = await tf.loadLayersModel(fileSystemHandler(modelDir, modelJson));
+  const missing = model.inputNames.filter((k) => !(k in reqInputs));
+  const unknown = Object.keys(reqInputs).filter((k) => !model.inputNames.includes(k));
+  if (missing.length || unknown.length) {
+    fail(`layers model inputs are ${JSON.stringify(model.inputNames)}; request has ` +
+         `${JSON.stringify(Object.keys(reqInputs))}`);
+  }
+  const feeds = model.inputNames.map((k) => makeInputTensor(tf, k, reqInputs[k]));
+  let result = model.predict(feeds.length === 1 ? feeds[0] : feeds);
+  if (!Array.isArray(result)) result = [result];
+  const outputs = {};
+  for (const [i, key] of model.outputNames.entries()) outputs[key] = await encodeOutput(key, result[i]);
   return { outputs };
 }
 
