@@ -1,10 +1,12 @@
-"""Make the example's SavedModels in code (no downloads): run before `tfjs-build run`.
+"""Make the example's models in code (no downloads): run before `tfjs-build run`.
 
-    python examples/make_models.py            # writes examples/models/{classifier,scorer}
+    python examples/make_models.py     # writes examples/models/{classifier,scorer,tagger.keras,legacy.h5}
 
 `classifier` is a small conv net with a shared backbone and three signatures (features, logits,
 probs); `scorer` has one signature with three outputs of the same shape, the case where
-tensorflowjs_converter 4.22 loses the output names.
+tensorflowjs_converter 4.22 loses the output names. `tagger.keras` is a Keras 3 file, which
+tensorflowjs_converter 4.22 cannot convert; `legacy.h5` a tf.keras (Keras 2) HDF5 file. The
+fourth model, `preprocess/normalize.py`, is Python code the manifest names directly.
 """
 
 from __future__ import annotations
@@ -73,7 +75,37 @@ def main(out: Path) -> None:
     tf.saved_model.save(
         scorer, str(out / "scorer"), signatures={"serving_default": scorer.serving_default}
     )
-    print(f"wrote {out / 'classifier'} and {out / 'scorer'}")
+    save_tagger(out / "tagger.keras")
+    save_legacy(out / "legacy.h5")
+    print(f"wrote classifier, scorer, tagger.keras and legacy.h5 in {out}")
+
+
+def save_tagger(path: Path) -> None:
+    """A Keras 3 model with two named outputs, saved as a `.keras` file."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    tokens = keras.Input(shape=(16,), name="embedding")
+    hidden = keras.layers.Dense(32, activation="relu", name="hidden")(tokens)
+    tags = keras.layers.Dense(5, activation="softmax", name="tags")(hidden)
+    score = keras.layers.Dense(1, activation="sigmoid", name="score")(hidden)
+    keras.Model(tokens, {"tags": tags, "score": score}, name="tagger").save(path)
+
+
+def save_legacy(path: Path) -> None:
+    """A tf.keras (Keras 2) model in the HDF5 format, as many older projects have on disk."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(4)
+    model = tf_keras.Sequential(
+        [
+            tf_keras.Input(shape=(8,), name="x"),
+            tf_keras.layers.Dense(16, activation="tanh", name="hidden"),
+            tf_keras.layers.Dense(3, activation="softmax", name="probs"),
+        ],
+        name="legacy",
+    )
+    model.save(path, save_format="h5")
 
 
 if __name__ == "__main__":
