@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +14,16 @@ import pytest
 
 TESTS = Path(__file__).parent
 REPO = TESTS.parent
-NODE_RUNNER = TESTS / "node" / "run_graph_model.mjs"
+# The TensorFlow.js runtime CI installs (`npm ci --prefix tfjsbuild/js`, as .ci/run does):
+# tests never install anything themselves. Worker and CLI subprocesses inherit it.
+TFJS_RUNTIME = REPO / "tfjsbuild" / "js"
+os.environ["TFJS_BUILD_TFJS_RUNTIME"] = str(TFJS_RUNTIME)
+if not (TFJS_RUNTIME / "node_modules" / "@tensorflow" / "tfjs").is_dir():
+    pytest.exit(
+        f"the TensorFlow.js runtime is not installed: run `npm ci --prefix {TFJS_RUNTIME}` "
+        "(.ci/run does)",
+        returncode=2,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -86,33 +95,8 @@ def run_cli(
 
 
 def run_tfjs(model_dir: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run a converted graph model in Node with pure-JS @tensorflow/tfjs; outputs by key."""
-    if not (TESTS / "node" / "node_modules" / "@tensorflow" / "tfjs").is_dir():
-        pytest.fail("tests/node is not installed: run `npm ci --prefix tests/node` (.ci/run does)")
-    request = {
-        "inputs": {
-            key: {
-                "dtype": "string" if value.dtype.kind in "US" else str(value.dtype),
-                "shape": list(value.shape),
-                "data": value.ravel().tolist(),
-            }
-            for key, value in inputs.items()
-        }
-    }
-    done = subprocess.run(
-        ["node", str(NODE_RUNNER), str(model_dir), "-"],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    outputs = json.loads(done.stdout)["outputs"]
-    return {
-        key: np.array(value["data"], dtype=_numpy_dtype(value["dtype"])).reshape(value["shape"])
-        for key, value in outputs.items()
-    }
+    """Run a converted model in Node with pure-JS @tensorflow/tfjs; outputs by key."""
+    from tfjsbuild.tfjs_runtime import find_runtime
 
-
-def _numpy_dtype(dtype: str) -> str | None:
-    return None if dtype == "string" else dtype
+    (outputs,) = find_runtime(install=False).run(model_dir, [inputs])
+    return outputs

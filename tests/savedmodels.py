@@ -286,6 +286,26 @@ def save_keras_h5(path: Path, seed: int = 4) -> Path:
     return path
 
 
+class Wide(tf.Module):
+    """y = x @ w with small weights and one far larger: quantization's worst case."""
+
+    def __init__(self, big: float, seed: int) -> None:
+        super().__init__()
+        weights = _weights(seed, [8, 4]) * 0.01
+        weights[0, 0] = big
+        self.w = tf.Variable(weights, name="wide")
+
+    @tf.function(input_signature=[X])
+    def predict(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"y": tf.matmul(x, self.w)}
+
+
+def save_wide(path: Path, big: float = 100.0, seed: int = 12) -> Path:
+    module = Wide(big, seed)
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.predict})
+    return path
+
+
 def save_tf1(path: Path, seed: int = 1) -> Path:
     """A TF1 SavedModel (no object graph): only a whole-model fingerprint is possible."""
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:

@@ -123,13 +123,18 @@ def test_changing_one_signatures_options_rebuilds_only_that_signature(multihead:
         MULTIHEAD.replace(
             "    saved_model: multi",
             "    saved_model: multi\n    signatures:\n"
-            "      features: {}\n      classify: {}\n      regress:\n        quantization: {uint8: ['*']}",
+            "      features: {}\n      classify: {}\n      regress:\n        quantization: {uint8: ['*']}"
+            # uint8 weights are 4x smaller and less precise: allow for it in TF.js.
+            "\n        verify: {atol: 0.5, rtol: 0.1}",
         )
     )
     assert reasons(multihead) == {
         "multi:features": (),
         "multi:classify": (),
-        "multi:regress": ("options changed: quantization.uint8",),
+        "multi:regress": (
+            "options changed: quantization.uint8",
+            "verification changed: atol, rtol",
+        ),
     }
     result = tfjsbuild.build([multihead], jobs=1)
     assert statuses(result) == {

@@ -206,3 +206,15 @@ def test_dry_run_shows_the_plan_and_writes_nothing(
     jsonschema.validate(report, json.loads((REPO / "schemas/build-report.schema.json").read_text()))
     assert (report["dry_run"], [s["status"] for s in report["signatures"]]) == (True, ["skipped"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "tfjs-build.yaml"]
+
+
+def test_run_keeps_going_after_a_failure_unless_told_to_stop() -> None:
+    from tfjsbuild.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["run"]).fail_fast is False
+    assert parser.parse_args(["run", "--keep-going"]).fail_fast is False
+    assert parser.parse_args(["run", "--fail-fast"]).fail_fast is True
+    assert parser.parse_args(["run"]).verify is True
+    assert parser.parse_args(["run", "--no-verify"]).verify is False
+    assert parser.parse_args(["watch", "--no-verify"]).verify is False

@@ -7,10 +7,12 @@ import pytest
 
 from tfjsbuild.errors import ManifestError
 from tfjsbuild.manifest import (
+    Checks,
     ConverterOptions,
     KerasSource,
     PythonSource,
     SavedModelSource,
+    VerifySettings,
     load_manifest,
 )
 
@@ -133,7 +135,7 @@ def test_unknown_keys_suggest_near_misses(tmp_path: Path) -> None:
         "8:5: models.a.colour: unknown key 'colour'; allowed here: quantization, "
         "weight_shard_size_bytes, strip_debug_ops, control_flow_v2, skip_op_check, "
         "use_structured_outputs_names, metadata, saved_model, keras, python, tags, signatures, "
-        "format, inputs",
+        "format, inputs, verify, max_bytes",
     ]
 
 
@@ -257,6 +259,66 @@ def test_rules_for_keras_and_python_sources(tmp_path: Path) -> None:
         "(tensorflow/tfjs#8229, #8266); use format: graph_model (the default)",
         "14:5: models.h5.inputs: 'inputs' applies to python sources only; remove it from this "
         "keras model",
+    ]
+
+
+def test_verify_settings_merge_key_by_key(tmp_path: Path) -> None:
+    manifest = load_manifest(
+        write(
+            tmp_path,
+            """
+            version: 1
+            defaults:
+              verify: {atol: 0.01, samples: 2}
+              max_bytes: 1000000
+            models:
+              a:
+                saved_model: m
+                verify: {rtol: 0.1, inputs: samples/a.npz}
+                signatures:
+                  loose: {verify: {atol: 0.5}, max_bytes: 2000}
+                  unverified: {verify: {enabled: false}}
+              b:
+                saved_model: m
+            """,
+        )
+    )
+    a, b = manifest.models
+    assert a.signatures is not None
+    loose, unverified = a.signatures
+    root = tmp_path.resolve()
+    assert loose.checks == Checks(
+        VerifySettings(True, 2, 0.5, 0.1, root / "samples/a.npz"), max_bytes=2000
+    )
+    assert unverified.checks.verify.enabled is False
+    assert unverified.checks.verify.as_dict(root) == {}
+    assert unverified.checks.max_bytes == 1000000
+    assert b.checks == Checks(VerifySettings(True, 2, 0.01, 0.001, None), 1000000)
+    assert loose.checks.verify.as_dict(root) == {
+        "samples": 2,
+        "atol": 0.5,
+        "rtol": 0.1,
+        "inputs": "samples/a.npz",
+    }
+    assert problems(
+        tmp_path,
+        """
+        version: 1
+        defaults:
+          verify: {atol: -1, samples: 0, inputs: x.csv, tolerance: 1}
+          max_bytes: 0
+        models:
+          a:
+            saved_model: m
+        """,
+    ) == [
+        "3:18: defaults.verify.atol: must be at least 0, got -1",
+        "3:31: defaults.verify.samples: must be at least 1, got 0",
+        "3:42: defaults.verify.inputs: expected a .npz file (numpy.savez, arrays keyed by input "
+        "name), got 'x.csv'",
+        "3:49: defaults.verify.tolerance: unknown key 'tolerance'; allowed here: enabled, "
+        "samples, atol, rtol, inputs",
+        "4:14: defaults.max_bytes: must be at least 1, got 0",
     ]
 
 
@@ -413,6 +475,6 @@ def test_a_passed_schema_check_is_remembered_only_beside_existing_state(tmp_path
         "5:5: models.a.colour: unknown key 'colour'; allowed here: quantization, "
         "weight_shard_size_bytes, strip_debug_ops, control_flow_v2, skip_op_check, "
         "use_structured_outputs_names, metadata, saved_model, keras, python, tags, signatures, "
-        "format, inputs"
+        "format, inputs, verify, max_bytes"
     ]
     assert (tmp_path / ".tfjs-build/manifest-checked").read_text() == remembered

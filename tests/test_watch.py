@@ -167,14 +167,15 @@ def test_invalid_manifest_edit_keeps_watching_then_the_fix_applies(
     assert changes(cycle) == {}  # the last good manifest: nothing to do
     manifest.write_text(
         MANIFEST
-        + "    signatures:\n      regress: {quantization: {uint8: ['*']}}\n      features: {}\n      classify: {}\n"
+        + "    signatures:\n      regress: {quantization: {uint8: ['*']}, verify: {atol: 0.5}}\n"
+        "      features: {}\n      classify: {}\n"
     )
     fixed = watch.next_cycle()
     assert fixed.manifest_error is None
     assert changes(fixed) == {"multi:regress": "built"}
     assert fixed.result is not None
     assert [r.item.reasons for r in fixed.result.results if r.status == "built"] == [
-        ("options changed: quantization.uint8",)
+        ("options changed: quantization.uint8", "verification changed: atol")
     ]
 
 

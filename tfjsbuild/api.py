@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tfjsbuild.artifacts import GraphModelOutput
+from tfjsbuild.artifacts import GraphModelOutput, size_parts
 from tfjsbuild.atomic import swap_directory
 from tfjsbuild.errors import UsageError
 from tfjsbuild.execute import (
@@ -46,11 +46,12 @@ from tfjsbuild.manifest import (
     load_manifest,
     manifest_schema,
 )
-from tfjsbuild.plan import PlanItem, plan_build, select
+from tfjsbuild.plan import PlanItem, Target, plan_build, select
 from tfjsbuild.report import SilentReporter, plan_json, results_json
 from tfjsbuild.savedmodel import read_meta_graphs
 from tfjsbuild.state import BuildLock, BuildState, load_state, output_change, state_path
 from tfjsbuild.targets import resolve_targets
+from tfjsbuild.tfjs_runtime import tfjs_version
 
 # Folders never searched by --all: build outputs, dependencies and VCS data.
 SKIPPED_FOLDERS = {".git", ".tfjs-build", "node_modules", "__pycache__", ".venv", "venv"}
@@ -160,6 +161,7 @@ def _plan_manifest(manifest: Manifest, *, force: bool, prune: bool, paranoid: bo
             tools=tools[source.kind],
             details=entry["details"],
             format=source.format if isinstance(source, KerasSource) else "graph_model",
+            verify=_verification_inputs(target, manifest.root, stat_cache),
         )
     changes = {
         key: output_change(manifest.root, record)
@@ -179,6 +181,17 @@ def _plan_manifest(manifest: Manifest, *, force: bool, prune: bool, paranoid: bo
     state.stat_cache = stat_cache.entries()
     state.graph_cache = sources.used
     return ManifestPlan(manifest, state, items, [warning] if warning else [])
+
+
+def _verification_inputs(target: Target, root: Path, stat_cache: StatCache) -> dict[str, Any]:
+    """What a signature's verification depends on: settings, sample inputs, the TF.js runtime."""
+    settings = target.checks.verify
+    described = settings.as_dict(root)
+    if described:
+        described["tfjs"] = tfjs_version()
+        if settings.inputs is not None:
+            described["inputs_sha256"] = stat_cache.digest(settings.inputs)
+    return described
 
 
 def _select(plans: Sequence[ManifestPlan], selection: Sequence[str]) -> None:
@@ -223,9 +236,13 @@ def build(
     dry_run: bool = False,
     fail_fast: bool = False,
     paranoid: bool = False,
+    verify: bool = True,
     reporter: Reporter | None = None,
 ) -> BuildResult:
-    """Build what changed; failed signatures are in the result (`result.ok` is False)."""
+    """Build what changed; failed signatures are in the result (`result.ok` is False).
+
+    `verify=False` skips running outputs in TensorFlow.js (they are verified by a later build).
+    """
     return build_manifests(
         load_manifests(manifests, all_dirs),
         selection=selection,
@@ -234,6 +251,7 @@ def build(
         dry_run=dry_run,
         fail_fast=fail_fast,
         paranoid=paranoid,
+        verify=verify,
         reporter=reporter,
     )
 
@@ -247,6 +265,7 @@ def build_manifests(
     dry_run: bool = False,
     fail_fast: bool = False,
     paranoid: bool = False,
+    verify: bool = True,
     reporter: Reporter | None = None,
 ) -> BuildResult:
     """`build` for manifests already loaded (watch keeps building the last valid ones)."""
@@ -275,6 +294,7 @@ def build_manifests(
             jobs=jobs,
             fail_fast=fail_fast,
             reporter=reporter or SilentReporter(),
+            verify=verify,
         )
     return BuildResult(paths, results, time.perf_counter() - start, False, build_plan.warnings)
 
@@ -298,6 +318,71 @@ def clean(
                 manifest.output_dir.rmdir()
         shutil.rmtree(manifest.state_dir, ignore_errors=True)
     return removed
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One built signature as `tfjs-build report` shows it, from the recorded state."""
+
+    manifest: Path
+    model: str
+    signature: str
+    output: str
+    model_json_bytes: int
+    weight_bytes: int
+    shards: int
+    quantization: dict[str, list[str]]
+    verification: dict[str, Any] | None
+    seconds: float
+
+    @property
+    def bytes(self) -> int:
+        return self.model_json_bytes + self.weight_bytes
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "manifest": str(self.manifest),
+            "model": self.model,
+            "signature": self.signature,
+            "output": self.output,
+            "bytes": self.bytes,
+            "model_json_bytes": self.model_json_bytes,
+            "weight_bytes": self.weight_bytes,
+            "shards": self.shards,
+            "quantization": self.quantization,
+            "verification": self.verification,
+            "seconds": self.seconds,
+        }
+
+
+def report(
+    manifests: Iterable[str | Path] = (), *, all_dirs: Iterable[str | Path] = ()
+) -> list[ReportRow]:
+    """What the last builds produced, per model and signature, in manifest order."""
+    rows = []
+    for manifest in load_manifests(manifests, all_dirs):
+        state, _ = load_state(manifest.state_dir)
+        order = {model.name: index for index, model in enumerate(manifest.models)}
+        records = sorted(
+            state.records.values(), key=lambda r: (order.get(r.model, len(order)), r.signature)
+        )
+        for record in records:
+            model_json, weights = size_parts(record.files)
+            rows.append(
+                ReportRow(
+                    manifest=manifest.path,
+                    model=record.model,
+                    signature=record.signature,
+                    output=record.output,
+                    model_json_bytes=model_json,
+                    weight_bytes=weights,
+                    shards=sum(1 for f in record.files if f.path.endswith(".bin")),
+                    quantization=dict(record.options.get("quantization", {})),
+                    verification=record.verification,
+                    seconds=record.seconds,
+                )
+            )
+    return rows
 
 
 def inspect_saved_model(path: str | Path, *, paranoid: bool = False) -> dict[str, Any]:

@@ -164,3 +164,55 @@ def _tensor_list(tensors: dict[str, Any]) -> tuple[dict[str, Any], ...]:
             }
         )
     return tuple(described)
+
+
+@dataclass(frozen=True)
+class StoredWeight:
+    name: str
+    dtype: str  # as stored: the quantized dtype for a quantized weight
+    shape: tuple[int, ...]
+    bytes: int
+
+
+def stored_weights(directory: Path) -> list[StoredWeight]:
+    """Every weight of the model in `directory`, biggest first, as its shards store it."""
+    try:
+        model = json.loads((directory / MODEL_JSON).read_text("utf-8"))
+    except (OSError, ValueError):
+        return []
+    weights = []
+    for group in model.get("weightsManifest", []):
+        for spec in group.get("weights", []):
+            quantization = spec.get("quantization") or {}
+            dtype = quantization.get("dtype", spec.get("dtype", "float32"))
+            shape = tuple(int(d) for d in spec.get("shape", []))
+            size = _weight_bytes(spec)
+            weights.append(StoredWeight(str(spec.get("name")), dtype, shape, size or 0))
+    return sorted(weights, key=lambda w: (-w.bytes, w.name))
+
+
+def size_parts(files: Any) -> tuple[int, int]:
+    """(model.json bytes, weight shard bytes) of an output's files (anything with path, size)."""
+    model_json = sum(f.size for f in files if f.path == MODEL_JSON)
+    return model_json, sum(f.size for f in files if f.path.endswith(".bin"))
+
+
+def over_budget_message(directory: Path, total: int, budget: int) -> str:
+    """Why an output is over `max_bytes`, naming the weights worth quantizing."""
+    biggest = stored_weights(directory)[:5]
+    named = ", ".join(
+        f"{w.name} ({w.dtype} {list(w.shape)}, {format_bytes(w.bytes)})" for w in biggest
+    )
+    return (
+        f"output is {format_bytes(total)} ({total} bytes), over its max_bytes budget of "
+        f"{format_bytes(budget)} ({budget} bytes); the biggest weights: {named or 'none'}. "
+        "Quantize them (e.g. quantization: {float16: [...]}) or raise max_bytes"
+    )
+
+
+def format_bytes(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")

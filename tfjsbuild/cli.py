@@ -35,6 +35,11 @@ def _manifest_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+NO_VERIFY_HELP = (
+    "do not run converted signatures in TensorFlow.js (a later build without it verifies them)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tfjs-build",
@@ -55,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", dest="json_output", action="store_true", help="print a JSON report")
     run.add_argument("-q", "--quiet", action="store_true", help="print failures only")
     run.add_argument("--paranoid", action="store_true", help=PARANOID_HELP)
+    run.add_argument("--no-verify", dest="verify", action="store_false", help=NO_VERIFY_HELP)
     failing = run.add_mutually_exclusive_group()
     failing.add_argument(
         "--keep-going",
@@ -65,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     failing.add_argument(
         "--fail-fast", dest="fail_fast", action="store_true", help="stop at the first failure"
     )
+    # Both flags share a dest; without this the first one's default (True) would win.
+    run.set_defaults(fail_fast=False)
 
     plan = sub.add_parser("plan", help="show what would be built and why")
     plan.add_argument("selection", nargs="*", metavar="MODEL[:SIGNATURE]")
@@ -101,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-q", "--quiet", action="store_true", help="print failures and cycle summaries only"
     )
     watch.add_argument("--paranoid", action="store_true", help=PARANOID_HELP)
+    watch.add_argument("--no-verify", dest="verify", action="store_false", help=NO_VERIFY_HELP)
 
     clean = sub.add_parser("clean", help="remove this manifest's outputs and state")
     _manifest_options(clean)
@@ -113,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("path", metavar="PATH")
     inspect.add_argument("--paranoid", action="store_true", help=PARANOID_HELP)
     inspect.add_argument("--json", dest="json_output", action="store_true", help="print JSON")
+
+    report = sub.add_parser(
+        "report", help="sizes, quantization, verification and build times of what was built"
+    )
+    _manifest_options(report)
+    report.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
+    report.add_argument("--json", dest="json_output", action="store_true", help="print JSON")
     return parser
 
 
@@ -127,6 +143,7 @@ def dispatch(args: argparse.Namespace, console: Console, err_console: Console) -
             dry_run=args.dry_run,
             fail_fast=args.fail_fast,
             paranoid=args.paranoid,
+            verify=args.verify,
             json_output=args.json_output,
             quiet=args.quiet,
             console=console,
@@ -156,11 +173,20 @@ def dispatch(args: argparse.Namespace, console: Console, err_console: Console) -
             manifests=args.manifests,
             jobs=args.jobs,
             paranoid=args.paranoid,
+            verify=args.verify,
             quiet_period=args.quiet_period,
             json_output=args.json_output,
             quiet=args.quiet,
             console=console,
             err_console=err_console,
+        )
+    if args.command == "report":
+        return commands.report(
+            manifests=args.manifests,
+            all_dirs=args.all_dirs,
+            html=args.html,
+            json_output=args.json_output,
+            console=console,
         )
     return commands.not_implemented(args.command, console=console)
 

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tfjsbuild import api
+from tfjsbuild.atomic import write_atomically
 from tfjsbuild.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from tfjsbuild.fingerprint import python_source_problem
 from tfjsbuild.manifest import (
@@ -22,7 +23,13 @@ from tfjsbuild.manifest import (
     KerasSource,
     PythonSource,
 )
-from tfjsbuild.report import ConsoleReporter, print_plan, print_summary
+from tfjsbuild.report import (
+    ConsoleReporter,
+    print_plan,
+    print_report,
+    print_summary,
+    report_html,
+)
 from tfjsbuild.savedmodel import is_saved_model
 
 if TYPE_CHECKING:
@@ -44,6 +51,7 @@ def run(
     dry_run: bool,
     fail_fast: bool,
     paranoid: bool,
+    verify: bool,
     json_output: bool,
     quiet: bool,
     console: Console,
@@ -60,6 +68,7 @@ def run(
             dry_run=dry_run,
             fail_fast=fail_fast,
             paranoid=paranoid,
+            verify=verify,
             reporter=reporter,
         )
     finally:
@@ -195,6 +204,7 @@ def watch(
     manifests: Sequence[str],
     jobs: int | None,
     paranoid: bool,
+    verify: bool,
     quiet_period: float,
     json_output: bool,
     quiet: bool,
@@ -232,6 +242,7 @@ def watch(
         manifests,
         jobs=jobs,
         paranoid=paranoid,
+        verify=verify,
         quiet_period=quiet_period,
         reporter=reporter,
         on_cycle=on_cycle,
@@ -269,6 +280,26 @@ def _print_cycle(cycle: Cycle, console: Console, err_console: Console) -> None:
         f"[bold]cycle {cycle.number}[/bold] ({escape(trigger)}): {built} built, {failed} failed "
         f"in {result.seconds:.1f}s; watching for changes (Ctrl-C to stop)"
     )
+
+
+def report(
+    *,
+    manifests: Sequence[str],
+    all_dirs: Sequence[str],
+    html: str | None,
+    json_output: bool,
+    console: Console,
+) -> int:
+    rows = api.report(manifests, all_dirs=all_dirs)
+    if html is not None:
+        write_atomically(Path(html), report_html(rows))
+    if json_output:
+        print(json.dumps({"signatures": [row.as_dict() for row in rows]}, indent=2))
+    else:
+        print_report(console, rows)
+        if html is not None:
+            console.print(f"Wrote {html}")
+    return EXIT_OK
 
 
 def not_implemented(command: str, *, console: Console) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # message whenever stdout is not a terminal, and fails where IPython is not installed.
 os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
 
+import numpy as np
 import tensorflow as tf
 from google.protobuf.json_format import MessageToDict
 from tensorflow.core.protobuf import meta_graph_pb2
@@ -147,6 +148,31 @@ def function_tensors(function: Any) -> tuple[list[dict[str, Any]], list[dict[str
         }
 
     return [tensor(k, s) for k, s in inputs], [tensor(k, t) for k, t in outputs]
+
+
+def run_function(function: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Run a function on numpy inputs keyed as its converted signature is; outputs likewise."""
+    concrete = concrete_function(function)
+    args, kwargs = concrete.structured_input_signature
+    keys = iter(_input_keys(concrete))
+    positional = [
+        tf.constant(inputs[next(keys)], dtype=spec.dtype) for spec in tf.nest.flatten(args)
+    ]
+    named = [tf.constant(inputs[next(keys)], dtype=spec.dtype) for spec in tf.nest.flatten(kwargs)]
+    result = concrete(
+        *tf.nest.pack_sequence_as(args, positional), **tf.nest.pack_sequence_as(kwargs, named)
+    )
+    return {
+        key: _numpy(tensor)
+        for key, tensor in zip(_output_keys(concrete), tf.nest.flatten(result), strict=True)
+    }
+
+
+def _numpy(tensor: Any) -> Any:
+    value = tensor.numpy()
+    if tensor.dtype == tf.string:  # bytes -> str, as TensorFlow.js returns them
+        return np.vectorize(lambda b: b.decode("utf-8", "replace"), otypes=[object])(value)
+    return value
 
 
 def convert_concrete_function(

@@ -16,17 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from tfjsbuild.artifacts import MODEL_JSON, check_graph_model
+from tfjsbuild.artifacts import MODEL_JSON, check_graph_model, over_budget_message, size_parts
 from tfjsbuild.atomic import swap_directory, write_atomically
 from tfjsbuild.errors import BuildError
 from tfjsbuild.fingerprint import canonical_json
-from tfjsbuild.manifest import Manifest
+from tfjsbuild.manifest import Manifest, VerifySettings
 from tfjsbuild.plan import PlanItem
 from tfjsbuild.state import BuildState, SignatureRecord, record_files, save_state
-from tfjsbuild.worker import ConversionOutcome, ConversionTask, init_worker, run_task
+from tfjsbuild.worker import ConversionOutcome, ConversionTask, VerifyTask, init_worker, run_task
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
+
+    from tfjsbuild.tfjs_runtime import Runtime
 
 Status = Literal["built", "up-to-date", "failed", "removed", "skipped"]
 INDEX_FILE = "tfjs-build.json"
@@ -43,6 +45,9 @@ class SignatureResult:
     bytes: int = 0
     error: str | None = None
     timings: Mapping[str, float] | None = None
+    model_json_bytes: int = 0
+    weight_bytes: int = 0
+    verification: Mapping[str, Any] | None = None
 
 
 @dataclass
@@ -77,6 +82,7 @@ def execute(
     jobs: int | None,
     fail_fast: bool,
     reporter: Reporter,
+    verify: bool = True,
 ) -> list[SignatureResult]:
     results: dict[tuple[Path, str], SignatureResult] = {}
     builds: list[PlanItem] = []
@@ -90,10 +96,7 @@ def execute(
     for item in items:
         project = projects[item.manifest]
         if item.action == "up-to-date":
-            record = project.record(item)
-            results[(item.manifest, item.key)] = SignatureResult(
-                item, "up-to-date", bytes=record.bytes if record else 0
-            )
+            results[(item.manifest, item.key)] = _up_to_date(item, project)
         elif item.action == "remove":
             results[(item.manifest, item.key)] = _remove(item, project)
         elif item.blocked is not None:
@@ -104,14 +107,53 @@ def execute(
         if result.status != "up-to-date":
             reporter.signature_finished(result)
     worker_count = jobs or default_jobs(len(builds))
+    runtime = None
+    if verify and any(_verify_settings(item) is not None for item in builds):
+        from tfjsbuild.tfjs_runtime import find_runtime
+
+        runtime = find_runtime()  # before any conversion: a missing Node.js fails fast
     if builds:
         reporter.build_started(builds, worker_count)
-        for result in _convert_all(builds, projects, worker_count, fail_fast, reporter):
+        for result in _convert_all(builds, projects, worker_count, fail_fast, reporter, runtime):
             results[(result.item.manifest, result.item.key)] = result
     for project in projects.values():
         project.save()
         write_index(project)
     return [results[(item.manifest, item.key)] for item in items]
+
+
+def _up_to_date(item: PlanItem, project: Project) -> SignatureResult:
+    """An output already built; it still fails if it is over a (new) size budget."""
+    record = project.record(item)
+    if record is None:
+        return SignatureResult(item, "up-to-date")
+    model_json, weights = size_parts(record.files)
+    budget = item.target.checks.max_bytes if item.target is not None else None
+    if budget is not None and record.bytes > budget:
+        directory = project.manifest.root / record.output
+        return SignatureResult(
+            item,
+            "failed",
+            bytes=record.bytes,
+            error=over_budget_message(directory, record.bytes, budget),
+            model_json_bytes=model_json,
+            weight_bytes=weights,
+            verification=record.verification,
+        )
+    return SignatureResult(
+        item,
+        "up-to-date",
+        bytes=record.bytes,
+        model_json_bytes=model_json,
+        weight_bytes=weights,
+        verification=record.verification,
+    )
+
+
+def _verify_settings(item: PlanItem) -> VerifySettings | None:
+    if item.target is None or not item.target.checks.verify.enabled:
+        return None
+    return item.target.checks.verify
 
 
 def _staging_root(project: Project) -> Path:
@@ -131,6 +173,7 @@ def _convert_all(
     worker_count: int,
     fail_fast: bool,
     reporter: Reporter,
+    runtime: Runtime | None,
 ) -> list[SignatureResult]:
     # Imported here: a no-op build never starts a worker and should not pay for these imports.
     import multiprocessing
@@ -156,6 +199,7 @@ def _convert_all(
             staging_dir=str(staging_root / f"{index:04d}-{item.model}-{item.signature}"),
             cache_key=f"{source}\0{item.fingerprint.parts['source']}",
             scratch_dir=str(staging_root / "scratch"),
+            verify=_verify_task(item, runtime),
         )
         tasks[task.key] = (item, task)
 
@@ -207,6 +251,21 @@ def _convert_all(
     return results
 
 
+def _verify_task(item: PlanItem, runtime: Runtime | None) -> VerifyTask | None:
+    settings = _verify_settings(item)
+    if settings is None or runtime is None:
+        return None
+    return VerifyTask(
+        samples=settings.samples,
+        atol=settings.atol,
+        rtol=settings.rtol,
+        inputs=None if settings.inputs is None else str(settings.inputs),
+        seed=item.key,
+        node=runtime.node,
+        runtime=str(runtime.folder),
+    )
+
+
 @contextmanager
 def _workers_ignore_ctrl_c() -> Iterator[None]:
     """Start workers with SIGINT ignored (an ignored signal stays ignored across exec).
@@ -248,10 +307,14 @@ def _finish(
             outcome.seconds,
             error=_located(item, project.manifest, outcome),
             timings=outcome.timings,
+            verification=outcome.verification,
         )
     staging = Path(task.staging_dir)
     try:
         checked = check_graph_model(staging)
+        budget = item.target.checks.max_bytes if item.target is not None else None
+        if budget is not None and checked.bytes > budget:
+            raise BuildError(over_budget_message(staging, checked.bytes, budget))
         target = project.manifest.root / item.output
         _check_replaceable(target, project.record(item), project.manifest.root)
         swap_directory(staging, target)
@@ -279,9 +342,20 @@ def _finish(
         content_hash=checked.content_hash,
         seconds=round(outcome.seconds, 3),
         details=dict(item.fingerprint.details),
+        verification=outcome.verification,
     )
     project.save()
-    return SignatureResult(item, "built", outcome.seconds, checked.bytes, timings=outcome.timings)
+    model_json, weights = size_parts(checked.files)
+    return SignatureResult(
+        item,
+        "built",
+        outcome.seconds,
+        checked.bytes,
+        timings=outcome.timings,
+        model_json_bytes=model_json,
+        weight_bytes=weights,
+        verification=outcome.verification,
+    )
 
 
 def _located(item: PlanItem, manifest: Manifest, outcome: ConversionOutcome) -> str:
@@ -344,6 +418,7 @@ def write_index(project: Project) -> None:
             "outputs": list(record.outputs),
             "bytes": record.bytes,
             "hash": record.content_hash,
+            "verification": _verification_summary(record.verification),
         }
     index = manifest.output_dir / INDEX_FILE
     if not models:
@@ -356,3 +431,14 @@ def write_index(project: Project) -> None:
     except OSError:
         pass
     write_atomically(index, text)
+
+
+def _verification_summary(verification: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """For the asset index: whether TF.js matched TensorFlow, and how closely."""
+    if verification is None:
+        return None
+    return {
+        key: verification[key]
+        for key in ("passed", "max_abs_error", "samples", "atol", "rtol")
+        if key in verification
+    }

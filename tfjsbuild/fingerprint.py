@@ -201,8 +201,12 @@ def fingerprint_signature(
     tools: Mapping[str, str],
     details: Mapping[str, str] | None = None,
     format: str = "graph_model",
+    verify: Mapping[str, Any] | None = None,
 ) -> SignatureFingerprint:
+    """`verify`: what a verification depends on (settings, input digest, runtime), or None."""
     option_values = options.as_dict()
+    if verify:
+        option_values["verify"] = dict(verify)
     parts = {
         "scheme": SCHEME_VERSION,
         "tools": ",".join(f"{name}={version}" for name, version in sorted(tools.items())),
@@ -210,7 +214,8 @@ def fingerprint_signature(
         "source_kind": source_kind,
         "signature": signature,
         "tags": ",".join(tags),
-        "options": _sha256_text(canonical_json(option_values)),
+        "options": _sha256_text(canonical_json(options.as_dict())),
+        "verify": _sha256_text(canonical_json(verify)) if verify else "",
         "output": output,
     }
     if format != "graph_model":  # only then, so graph model fingerprints stay as they were

@@ -49,6 +49,14 @@ class LoadedSource(Protocol):
         """Signature name -> the function a graph model would be converted from."""
         ...
 
+    def input_specs(self, signature: str) -> list[dict[str, Any]]:
+        """The inputs TensorFlow.js takes, as {name, dtype, shape}, keyed as in model.json."""
+        ...
+
+    def run(self, signature: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """TensorFlow's answer for one sample of inputs, keyed as the converted outputs are."""
+        ...
+
 
 @dataclass
 class SavedModelSignatures:
@@ -72,6 +80,12 @@ class SavedModelSignatures:
 
     def functions(self) -> dict[str, Any]:
         return dict(self.loaded.model.signatures)
+
+    def input_specs(self, signature: str) -> list[dict[str, Any]]:
+        return convert.function_tensors(self.loaded.model.signatures[signature])[0]
+
+    def run(self, signature: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        return convert.run_function(self.loaded.model.signatures[signature], inputs)
 
 
 @dataclass
@@ -118,10 +132,18 @@ class FunctionSignatures:
     def functions(self) -> dict[str, Any]:
         return dict(self.functions_by_name)
 
+    def input_specs(self, signature: str) -> list[dict[str, Any]]:
+        function = convert.concrete_function(self.functions_by_name[signature])
+        return convert.function_tensors(function)[0]
+
+    def run(self, signature: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        return convert.run_function(self.functions_by_name[signature], inputs)
+
 
 @dataclass
 class LayersModel:
     source: KerasSource
+    _model: Any = None  # the tf.keras model, loaded when verification needs it
 
     def convert(
         self,
@@ -140,6 +162,26 @@ class LayersModel:
 
     def functions(self) -> dict[str, Any]:
         return {}
+
+    def keras_model(self) -> Any:
+        if self._model is None:
+            import tf_keras
+
+            self._model = tf_keras.models.load_model(self.source.path, compile=False)
+        return self._model
+
+    def input_specs(self, signature: str) -> list[dict[str, Any]]:
+        model = self.keras_model()
+        return [
+            {"name": name, "dtype": tensor.dtype.name, "shape": tensor.shape.as_list()}
+            for name, tensor in zip(model.input_names, model.inputs, strict=True)
+        ]
+
+    def run(self, signature: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        model = self.keras_model()
+        outputs = model([tf.constant(inputs[name]) for name in model.input_names], training=False)
+        flat = outputs if isinstance(outputs, list | tuple) else [outputs]
+        return {name: tensor.numpy() for name, tensor in zip(model.output_names, flat, strict=True)}
 
 
 _cache: dict[str, LoadedSource] = {}

@@ -125,6 +125,32 @@ class SavedModelSource:
     kind: str = "saved_model"
 
 
+@dataclass(frozen=True)
+class VerifySettings:
+    """How a signature's conversion is checked against TensorFlow in TensorFlow.js."""
+
+    enabled: bool = True
+    samples: int = 3
+    atol: float = 1e-4
+    rtol: float = 1e-3
+    inputs: Path | None = None  # a .npz of real inputs instead of generated ones
+
+    def as_dict(self, root: Path) -> dict[str, Any]:
+        """What a verification depends on (nothing when disabled), for fingerprints and reasons."""
+        if not self.enabled:
+            return {}
+        inputs = None if self.inputs is None else posixpath.relpath(self.inputs, root)
+        return {"samples": self.samples, "atol": self.atol, "rtol": self.rtol, "inputs": inputs}
+
+
+@dataclass(frozen=True)
+class Checks:
+    """What a built signature must pass besides converting: parity and a size budget."""
+
+    verify: VerifySettings = field(default_factory=VerifySettings)
+    max_bytes: int | None = None
+
+
 KERAS_V3_SUFFIX = ".keras"
 KERAS_H5_SUFFIXES = (".h5", ".hdf5")
 KERAS_SIGNATURE = "serving_default"  # the one endpoint of a Keras model file
@@ -183,6 +209,7 @@ class SignatureSpec:
     options: ConverterOptions
     output: str | None  # explicit per-signature output folder, relative to output_dir
     location: Location
+    checks: Checks = field(default_factory=Checks)
 
 
 @dataclass(frozen=True)
@@ -194,6 +221,7 @@ class ModelSpec:
     options: ConverterOptions  # model-level effective options, for signatures found by "*"
     location: Location
     source_location: Location
+    checks: Checks = field(default_factory=Checks)  # model-level, for signatures found by "*"
 
     def source_paths(self) -> tuple[Path, ...]:
         if isinstance(self.source, SavedModelSource | KerasSource):
@@ -497,6 +525,10 @@ def _describe_error(doc: _PositionedDocument, error: ValidationError) -> Iterato
         message = "lists the same name twice"
     elif kind == "pattern" and path and path[-1] == "python":
         message = f"expected 'module:callable' (e.g. mypkg.export:build), got {instance!r}"
+    elif kind == "pattern" and path[-2:] == ("verify", "inputs"):
+        message = (
+            f"expected a .npz file (numpy.savez, arrays keyed by input name), got {instance!r}"
+        )
     else:
         message = error.message
     yield doc.problem_at(mark, path, message)
@@ -884,6 +916,18 @@ def _merged_options(*scopes: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _merged_checks(root: Path, *scopes: Mapping[str, Any]) -> Checks:
+    """`verify` merges key by key (a signature may change only `atol`); `max_bytes` replaces."""
+    verify: dict[str, Any] = {}
+    max_bytes = None
+    for scope in scopes:
+        verify.update(_mapping(scope.get("verify")))
+        max_bytes = scope.get("max_bytes", max_bytes)
+    inputs = verify.pop("inputs", None)
+    settings = VerifySettings(**verify, inputs=None if inputs is None else root / inputs)
+    return Checks(settings, max_bytes)
+
+
 def _build(doc: _PositionedDocument) -> Manifest:
     root: dict[str, Any] = doc.data
     manifest_dir = doc.path.parent.resolve()
@@ -928,6 +972,7 @@ def _build(doc: _PositionedDocument) -> Manifest:
                         ),
                         output=sig_raw.get("output"),
                         location=doc.location(sig_path),
+                        checks=_merged_checks(manifest_dir, defaults, raw, sig_raw),
                     )
                 )
             signatures = tuple(specs)
@@ -939,6 +984,7 @@ def _build(doc: _PositionedDocument) -> Manifest:
                 options=ConverterOptions.from_mapping(model_options),
                 location=doc.location(base),
                 source_location=doc.location((*base, kind), key=False),
+                checks=_merged_checks(manifest_dir, defaults, raw),
             )
         )
     return Manifest(

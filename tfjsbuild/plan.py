@@ -6,13 +6,13 @@ Nothing here reads files or imports TensorFlow; the inputs are gathered by `api.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from tfjsbuild.fingerprint import SignatureFingerprint
 from tfjsbuild.graphprint import explain_source_change
-from tfjsbuild.manifest import ConverterOptions, Location, Source
+from tfjsbuild.manifest import Checks, ConverterOptions, Location, Source
 from tfjsbuild.state import SignatureRecord
 
 Action = Literal["build", "up-to-date", "remove"]
@@ -31,6 +31,7 @@ class Target:
     # Where the manifest names the source and the signature, for errors found while converting.
     source_location: Location | None = None
     location: Location | None = None
+    checks: Checks = field(default_factory=Checks)
 
     @property
     def key(self) -> str:
@@ -127,15 +128,35 @@ def _reasons(
         if before.get("tags") != now["tags"]:
             reasons.append(f"tags changed: {before.get('tags')} -> {now['tags']}")
         if before.get("options") != now["options"]:
-            changed = option_changes(record.options, fingerprint.options)
+            changed = option_changes(
+                {k: v for k, v in record.options.items() if k != "verify"},
+                {k: v for k, v in fingerprint.options.items() if k != "verify"},
+            )
             reasons.append(f"options changed: {', '.join(changed) or 'options'}")
         if before.get("output") != now["output"]:
             reasons.append(f"output moved: {before.get('output')} -> {now['output']}")
+        if before.get("verify", "") != now["verify"]:
+            reasons.append(_verify_change(record.options.get("verify"), fingerprint.options))
         if not reasons:
             reasons.append("fingerprint changed")
+    elif now_verified(fingerprint) and record.verification is None:
+        reasons.append("not verified yet (built with --no-verify)")
     if output_change is not None:
         reasons.append(output_change)
     return reasons
+
+
+def now_verified(fingerprint: SignatureFingerprint) -> bool:
+    return bool(fingerprint.parts.get("verify"))
+
+
+def _verify_change(before: Mapping[str, Any] | None, now_options: Mapping[str, Any]) -> str:
+    now = now_options.get("verify")
+    if not now:
+        return "verification turned off"
+    if not before:
+        return "not verified yet"
+    return f"verification changed: {', '.join(option_changes(before, now)) or 'settings'}"
 
 
 def _tool_change(before: str, now: str) -> str:

@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
+import html
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 
+from tfjsbuild.artifacts import format_bytes
 from tfjsbuild.execute import SignatureResult
 from tfjsbuild.plan import PlanItem
 
+if TYPE_CHECKING:
+    from tfjsbuild.api import ReportRow
+
 JSON_REPORT_VERSION = 1
-
-
-def human_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 class ConsoleReporter:
@@ -68,7 +64,10 @@ class ConsoleReporter:
             if result.status == "built":
                 self.console.print(
                     f"[green]✓[/green] {item.key} → {item.output}  "
-                    f"{result.seconds:.1f}s  {human_bytes(result.bytes)}  "
+                    f"{result.seconds:.1f}s  {format_bytes(result.bytes)} "
+                    f"(model.json {format_bytes(result.model_json_bytes)}, "
+                    f"weights {format_bytes(result.weight_bytes)})  "
+                    f"{_verified(result.verification)}"
                     f"[dim]({escape('; '.join(item.reasons))})[/dim]"
                 )
             elif result.status == "removed":
@@ -85,6 +84,13 @@ class ConsoleReporter:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+def _verified(verification: Mapping[str, Any] | None) -> str:
+    if verification is None:
+        return ""
+    error = verification.get("max_abs_error", 0.0)
+    return f"verified (max error {error:.1e})  " if isinstance(error, int | float) else ""
 
 
 class SilentReporter:
@@ -160,6 +166,9 @@ def results_json(
             status=result.status,
             seconds=round(result.seconds, 3),
             bytes=result.bytes,
+            model_json_bytes=result.model_json_bytes,
+            weight_bytes=result.weight_bytes,
+            verification=dict(result.verification) if result.verification else None,
             error=result.error,
         )
         signatures.append(entry)
@@ -172,3 +181,117 @@ def results_json(
         "signatures": signatures,
     }
     return json.dumps(payload, indent=2)
+
+
+def quantization_text(quantization: Mapping[str, Sequence[str]]) -> str:
+    if not quantization:
+        return "none"
+    return "; ".join(
+        f"{dtype}: {', '.join(globs)}" for dtype, globs in sorted(quantization.items())
+    )
+
+
+def verification_text(verification: Mapping[str, Any] | None) -> str:
+    if verification is None:
+        return "not verified"
+    error = verification.get("max_abs_error", 0.0)
+    shown = f"{error:.2g}" if isinstance(error, int | float) else str(error)
+    verdict = "ok" if verification.get("passed") else "FAILED"
+    return (
+        f"{verdict}, max abs error {shown} ({verification.get('samples')} samples, "
+        f"atol {verification.get('atol'):g}, rtol {verification.get('rtol'):g})"
+    )
+
+
+def print_report(console: Console, rows: Sequence[ReportRow]) -> None:
+    from rich.table import Table
+
+    if not rows:
+        console.print("Nothing built yet: run `tfjs-build run` first.")
+        return
+    table = Table(show_lines=False)
+    for column in ("model", "signature", "size", "model.json", "weights", "quantization"):
+        table.add_column(
+            column, justify="right" if column in ("size", "model.json", "weights") else "left"
+        )
+    table.add_column("verification")
+    table.add_column("build", justify="right")
+    for row in rows:
+        table.add_row(
+            row.model,
+            row.signature,
+            format_bytes(row.bytes),
+            format_bytes(row.model_json_bytes),
+            f"{format_bytes(row.weight_bytes)} / {row.shards}",
+            escape(quantization_text(row.quantization)),
+            escape(verification_text(row.verification)),
+            f"{row.seconds:.1f}s",
+        )
+    console.print(table)
+    total = sum(row.bytes for row in rows)
+    console.print(f"{len(rows)} signatures, {format_bytes(total)} in all")
+
+
+def report_html(rows: Sequence[ReportRow]) -> str:
+    """A self-contained page (inline CSS, no scripts, nothing fetched) with a table per model."""
+    by_model: dict[tuple[str, str], list[ReportRow]] = {}
+    for row in rows:
+        by_model.setdefault((str(row.manifest), row.model), []).append(row)
+    sections = []
+    for (manifest, model), model_rows in by_model.items():
+        body = "\n".join(
+            "<tr>"
+            f"<td>{html.escape(r.signature)}</td>"
+            f"<td class=n>{format_bytes(r.bytes)}</td>"
+            f"<td class=n>{format_bytes(r.model_json_bytes)}</td>"
+            f"<td class=n>{format_bytes(r.weight_bytes)} in {r.shards} shard{'s' if r.shards != 1 else ''}</td>"
+            f"<td>{html.escape(quantization_text(r.quantization))}</td>"
+            f"<td class={_verdict_class(r.verification)}>"
+            f"{html.escape(verification_text(r.verification))}</td>"
+            f"<td class=n>{r.seconds:.1f} s</td>"
+            f"<td><code>{html.escape(r.output)}</code></td>"
+            "</tr>"
+            for r in model_rows
+        )
+        sections.append(
+            f"<h2>{html.escape(model)}</h2>\n<p class=dim>{html.escape(manifest)}</p>\n"
+            "<table><thead><tr><th>signature</th><th>size</th><th>model.json</th>"
+            "<th>weights</th><th>quantization</th><th>verification</th><th>build</th>"
+            f"<th>output</th></tr></thead>\n<tbody>\n{body}\n</tbody></table>"
+        )
+    total = sum(row.bytes for row in rows)
+    failed = sum(
+        1 for row in rows if row.verification is not None and not row.verification.get("passed")
+    )
+    unverified = sum(1 for row in rows if row.verification is None)
+    summary = (
+        f"{len(rows)} signatures, {format_bytes(total)} in all; "
+        f"{len(rows) - failed - unverified} verified, {unverified} not verified"
+    )
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>tfjs-build report</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
+th, td {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; }}
+th {{ background: #f4f4f4; }}
+td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
+.ok {{ color: #17692b; }} .bad {{ color: #b00020; font-weight: bold; }} .dim {{ color: #777; }}
+</style>
+</head>
+<body>
+<h1>tfjs-build report</h1>
+<p>{html.escape(summary)}</p>
+{chr(10).join(sections) or "<p>Nothing built yet.</p>"}
+</body>
+</html>
+"""
+
+
+def _verdict_class(verification: Mapping[str, Any] | None) -> str:
+    if verification is None:
+        return "dim"
+    return "ok" if verification.get("passed") else "bad"

@@ -48,6 +48,8 @@ class SignatureRecord:
     content_hash: str
     seconds: float
     details: dict[str, str] = field(default_factory=dict)
+    # The TensorFlow.js parity check this output passed; None when built without verifying.
+    verification: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -80,6 +82,7 @@ class SignatureRecord:
             content_hash=data["content_hash"],
             seconds=float(data["seconds"]),
             details=dict(data.get("details", {})),
+            verification=data.get("verification"),
         )
 
 

@@ -56,6 +56,18 @@ def resolve_targets(manifest: Manifest, lister: SignatureLister = list_signature
         specs = {spec.name: spec for spec in model.signatures or ()}
         for name in names:
             spec = specs.get(name)
+            checks = spec.checks if spec is not None else model.checks
+            inputs = checks.verify.inputs if checks.verify.enabled else None
+            if inputs is not None and not inputs.is_file():
+                location = spec.location if spec is not None else model.location
+                message = (
+                    f"verify.inputs {inputs} does not exist: save sample inputs there with "
+                    "numpy.savez (arrays keyed by input name), or remove verify.inputs"
+                )
+                resolution.blocked.append(
+                    _blocked(manifest, model, name, manifest.problem(location, message).format())
+                )
+                continue
             relative = manifest.output_for(model.name, name, spec.output if spec else None)
             output = os.path.relpath(manifest.output_dir / relative, manifest.root)
             resolution.targets.append(
@@ -68,6 +80,7 @@ def resolve_targets(manifest: Manifest, lister: SignatureLister = list_signature
                     output=Path(output).as_posix(),
                     source_location=model.source_location,
                     location=spec.location if spec is not None else None,
+                    checks=checks,
                 )
             )
     # "*" is expanded now: check layouts and outputs again with the real names.

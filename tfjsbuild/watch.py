@@ -228,6 +228,7 @@ class Watcher:
         *,
         jobs: int | None = None,
         paranoid: bool = False,
+        verify: bool = True,
         quiet_period: float = DEFAULT_QUIET_PERIOD,
         reporter: Reporter | None = None,
         on_cycle: Callable[[Cycle], None] = lambda cycle: None,
@@ -236,6 +237,7 @@ class Watcher:
         self.manifest_paths = [Path(m) for m in manifests] or [Path("tfjs-build.yaml")]
         self.jobs = jobs
         self.paranoid = paranoid
+        self.verify = verify
         self.quiet_period = quiet_period
         self.reporter = reporter
         self.on_cycle = on_cycle
@@ -329,6 +331,7 @@ class Watcher:
                     selection=ready if self.waiting else [],
                     jobs=self.jobs,
                     paranoid=self.paranoid,
+                    verify=self.verify,
                     reporter=self.reporter,
                 )
                 cycle = replace(cycle, result=result)

@@ -12,9 +12,23 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tfjsbuild.errors import SignatureError, SourceError, TfjsBuildError
 from tfjsbuild.manifest import ConverterOptions, Source
+
+
+@dataclass(frozen=True)
+class VerifyTask:
+    """Run the converted signature in TensorFlow.js and compare it with TensorFlow."""
+
+    samples: int
+    atol: float
+    rtol: float
+    inputs: str | None  # a .npz of real inputs; None: generate `samples` sets
+    seed: str  # generated inputs depend only on this (model:signature) and the input specs
+    node: str
+    runtime: str
 
 
 @dataclass(frozen=True)
@@ -27,6 +41,7 @@ class ConversionTask:
     # Identifies the source's content: a worker reuses its loaded model while this matches.
     cache_key: str
     scratch_dir: str  # for Keras exports; the parent removes it after the build
+    verify: VerifyTask | None = None
 
 
 @dataclass(frozen=True)
@@ -37,14 +52,20 @@ class ConversionOutcome:
     timings: dict[str, float] = field(default_factory=dict)
     # Where the manifest should point for this error: "source" or "signature" (None: no line).
     error_at: str | None = None
+    verification: dict[str, Any] | None = None
 
 
-def init_worker(log_path: str | None) -> None:
-    """Quiet TensorFlow, leave Ctrl-C to the parent, and send the worker's chatter to a log."""
+def prepare_environment() -> None:
+    """Before TensorFlow is imported in a worker: quiet, and the same graphs on every machine."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # With oneDNN on (the x86 default), grappler fuses MatMul+BiasAdd+Tanh (and more) into ops
     # TensorFlow.js cannot run; without it the graph is the same on every machine.
     os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
+
+
+def init_worker(log_path: str | None) -> None:
+    """Quiet TensorFlow, leave Ctrl-C to the parent, and send the worker's chatter to a log."""
+    prepare_environment()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if log_path is not None:
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -56,6 +77,7 @@ def init_worker(log_path: str | None) -> None:
 def run_task(task: ConversionTask) -> ConversionOutcome:
     start = time.perf_counter()
     timings: dict[str, float] = {}
+    verification: dict[str, Any] | None = None
     try:
         from tfjsbuild import loaders
 
@@ -64,6 +86,20 @@ def run_task(task: ConversionTask) -> ConversionOutcome:
         if time.perf_counter() - load_start > 0.001:
             timings["load"] = time.perf_counter() - load_start
         loaded.convert(task.signature, Path(task.staging_dir), task.options, timings)
+        if task.verify is not None:
+            verify_start = time.perf_counter()
+            try:
+                verification = verify_output(loaded, task.signature, task.staging_dir, task.verify)
+            finally:
+                timings["verify"] = time.perf_counter() - verify_start
+            if not verification["passed"]:
+                return ConversionOutcome(
+                    task.key,
+                    verification.pop("message"),
+                    time.perf_counter() - start,
+                    timings,
+                    verification=verification,
+                )
     except TfjsBuildError as error:
         error_at = None
         if isinstance(error, SourceError):
@@ -79,4 +115,52 @@ def run_task(task: ConversionTask) -> ConversionOutcome:
         where = f" (at {Path(frame.filename).name}:{frame.lineno})"
         message = f"{type(error).__name__}: {error}{where}"
         return ConversionOutcome(task.key, message, time.perf_counter() - start, timings)
-    return ConversionOutcome(task.key, None, time.perf_counter() - start, timings)
+    return ConversionOutcome(
+        task.key, None, time.perf_counter() - start, timings, verification=verification
+    )
+
+
+def verify_output(
+    loaded: Any, signature: str, output_dir: str, settings: VerifyTask
+) -> dict[str, Any]:
+    """TensorFlow (the loaded source) against TensorFlow.js (Node.js) on the same inputs."""
+    from tfjsbuild import verify
+    from tfjsbuild.tfjs_runtime import Runtime
+
+    specs = loaded.input_specs(signature)
+    if settings.inputs is not None:
+        samples = verify.load_inputs(Path(settings.inputs), specs)
+    else:
+        samples = verify.generate_inputs(specs, settings.samples, settings.seed)
+    try:
+        expected = [loaded.run(signature, sample) for sample in samples]
+    except Exception as error:  # e.g. generated shapes the model cannot take
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise verify.VerificationError(
+            f"TensorFlow could not run the signature on the verification inputs "
+            f"({type(error).__name__}: {first}); give inputs it accepts with verify.inputs "
+            "(a .npz keyed by input name)"
+        ) from error
+    got = Runtime(settings.node, Path(settings.runtime)).run(Path(output_dir), samples)
+    comparisons = verify.compare(expected, got, settings.atol, settings.rtol)
+    passed = all(c.passed for c in comparisons)
+    result: dict[str, Any] = {
+        "passed": passed,
+        "samples": len(samples),
+        "inputs": settings.inputs or "generated",
+        "atol": settings.atol,
+        "rtol": settings.rtol,
+        "max_abs_error": max(
+            (c.as_dict()["max_abs_error"] for c in comparisons), default=0.0, key=_error_key
+        ),
+        "outputs": {c.key: c.as_dict() for c in comparisons},
+    }
+    if not passed:
+        result["message"] = verify.failure_message(
+            comparisons, len(samples), settings.atol, settings.rtol
+        )
+    return result
+
+
+def _error_key(value: float | str) -> float:
+    return float("inf") if isinstance(value, str) else value

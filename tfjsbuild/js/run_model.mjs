@@ -1,25 +1,28 @@
 #!/usr/bin/env node
-// Run a converted TF.js graph model (or layers model) from disk with pure-JS @tensorflow/tfjs
-// (CPU backend, no tfjs-node, no network), so tests can compare its outputs
-// with TensorFlow's, signature key by signature key.
+// Run a converted TF.js model (graph model or layers model) from disk with the pure-JS
+// @tensorflow/tfjs package (CPU backend, no tfjs-node, no network), so that tfjs-build can
+// compare its outputs with TensorFlow's, signature key by signature key.
 //
-// Usage: node run_graph_model.mjs MODEL_DIR REQUEST.json
-//        node run_graph_model.mjs MODEL_DIR - < REQUEST.json
+// Usage: node run_model.mjs RUNTIME_DIR MODEL_DIR REQUEST.json   ("-": read REQUEST from stdin)
 //
-// REQUEST: {"inputs": {"<signature input key>": {"dtype": "float32"|"int32"|"bool"|"string",
-//                                                "shape": [..], "data": [flat values]}},
-//           "outputs": ["<signature output key>", ...]}   (optional; default: all
-//                                                          signature output keys, sorted)
-// stdout:  {"outputs": {"<key>": {"dtype": ..., "shape": [...], "data": [flat values]}}}
+// RUNTIME_DIR: a folder whose node_modules holds @tensorflow/tfjs (tfjs-build installs one).
+// REQUEST: {"samples": [{"inputs": {"<signature input key>": {"dtype": "float32"|"int32"|
+//           "bool"|"string", "shape": [..], "data": [flat values]}}}, ...],
+//           "outputs": ["<signature output key>", ...]}   (optional; default: all keys)
+//          or one sample as {"inputs": {...}}.
+// stdout:  {"samples": [{"outputs": {"<key>": {"dtype", "shape", "data"}}}, ...]}
+//          (or {"outputs": {...}} for a one-sample request). A layers model has no signature:
+//          its inputs and outputs are keyed by the model's input and output names.
 //
-// Non-finite floats are written as the strings "NaN", "Infinity", "-Infinity"
-// (JSON has no literal for them); the same strings are accepted in float32
-// input data. bool data is written as JSON true/false.
-// On any error: a message on stderr, nothing on stdout, exit status 1.
+// Non-finite floats are written as the strings "NaN", "Infinity", "-Infinity" (JSON has no
+// literal for them); the same strings are accepted in float32 input data. bool data is
+// written as JSON true/false. On any error: a message on stderr, nothing on stdout, exit 1.
 
 import { Console } from 'node:console';
 import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 
 // tfjs prints a banner and warnings through console.*: keep stdout pure JSON by
 // sending every console method to stderr. This must happen before tfjs is
@@ -38,7 +41,7 @@ for (const method of ['log', 'info', 'warn', 'debug', 'trace', 'dir', 'table']) 
   };
 }
 
-const USAGE = 'usage: node run_graph_model.mjs MODEL_DIR REQUEST.json  (or "-" to read REQUEST from stdin)';
+const USAGE = 'usage: node run_model.mjs RUNTIME_DIR MODEL_DIR REQUEST.json  (or "-" to read REQUEST from stdin)';
 
 class UserError extends Error {}
 
@@ -214,26 +217,57 @@ async function encodeOutput(key, t) {
 }
 
 async function main(argv) {
-  if (argv.length !== 2) fail(USAGE);
-  const [modelDir, requestFile] = argv;
+  if (argv.length !== 3) fail(USAGE);
+  const [runtimeDir, modelDir, requestFile] = argv;
 
   const modelJsonPath = path.join(modelDir, 'model.json');
   const modelJson = await readJson(modelJsonPath, 'model file');
   if (!isPlainObject(modelJson) || !isPlainObject(modelJson.modelTopology)) {
     fail(`${modelJsonPath}: no "modelTopology" object; is this a TF.js model.json?`);
   }
-  if (modelJson.format === 'layers-model') return runLayersModel(modelDir, modelJson, requestFile);
-  if (modelJson.format != null && modelJson.format !== 'graph-model') {
+  const layers = modelJson.format === 'layers-model';
+  if (!layers && modelJson.format != null && modelJson.format !== 'graph-model') {
     fail(`${modelJsonPath}: format is ${JSON.stringify(modelJson.format)}, expected "graph-model" or "layers-model"`);
   }
 
   const request = await readJson(requestFile, 'request');
-  if (!isPlainObject(request)) fail('request must be a JSON object {"inputs": {...}, "outputs": [...]}');
-  const unknownFields = Object.keys(request).filter((k) => k !== 'inputs' && k !== 'outputs');
+  if (!isPlainObject(request)) fail('request must be a JSON object {"samples": [...], "outputs": [...]}');
+  const unknownFields = Object.keys(request).filter((k) => !['inputs', 'samples', 'outputs'].includes(k));
   if (unknownFields.length) fail(`request has unknown fields: ${unknownFields.join(', ')}`);
-  const reqInputs = request.inputs ?? {};
-  if (!isPlainObject(reqInputs)) fail('request "inputs" must be an object keyed by signature input key');
+  const single = request.samples == null;
+  const samples = single ? [{ inputs: request.inputs ?? {} }] : request.samples;
+  if (!Array.isArray(samples) || samples.length === 0) fail('request "samples" must be a non-empty array');
+  for (const [i, sample] of samples.entries()) {
+    if (!isPlainObject(sample) || !isPlainObject(sample.inputs ?? {})) {
+      fail(`request samples[${i}] must be {"inputs": {...}} keyed by input name`);
+    }
+  }
 
+  const tf = await loadTf(runtimeDir);
+  const run = layers
+    ? await layersModelRunner(tf, modelDir, modelJson)
+    : await graphModelRunner(tf, modelDir, modelJson, modelJsonPath, request.outputs);
+  const results = [];
+  for (const sample of samples) {
+    results.push({ outputs: await run(sample.inputs ?? {}) });
+  }
+  return single ? results[0] : { samples: results };
+}
+
+function checkInputKeys(given, expected, what) {
+  const unknown = Object.keys(given).filter((k) => !expected.includes(k));
+  if (unknown.length) {
+    fail(`request inputs ${JSON.stringify(unknown)} are not in the ${what}; ` +
+         `its input keys: ${JSON.stringify(expected)}`);
+  }
+  const missing = expected.filter((k) => !(k in given));
+  if (missing.length) {
+    fail(`request is missing ${what} inputs ${JSON.stringify(missing)}; ` +
+         `its input keys: ${JSON.stringify(expected)}`);
+  }
+}
+
+async function graphModelRunner(tf, modelDir, modelJson, modelJsonPath, requestedOutputs) {
   // GraphModel uses userDefinedMetadata.signature over signature when present;
   // resolve keys against the same one.
   const signature = modelJson.userDefinedMetadata?.signature ?? modelJson.signature;
@@ -244,18 +278,7 @@ async function main(argv) {
   // Inputs backed by a resource (e.g. a hash table) are fed by the model itself.
   const feedable = Object.keys(sigInputs).filter((k) => sigInputs[k]?.resourceId == null).sort();
 
-  const unknownInputs = Object.keys(reqInputs).filter((k) => !feedable.includes(k));
-  if (unknownInputs.length) {
-    fail(`request inputs ${JSON.stringify(unknownInputs)} are not in the model signature; ` +
-         `signature input keys: ${JSON.stringify(feedable)}`);
-  }
-  const missingInputs = feedable.filter((k) => !(k in reqInputs));
-  if (missingInputs.length) {
-    fail(`request is missing signature inputs ${JSON.stringify(missingInputs)}; ` +
-         `signature input keys: ${JSON.stringify(feedable)}`);
-  }
-
-  let wanted = request.outputs ?? outputKeys;
+  let wanted = requestedOutputs ?? outputKeys;
   if (!Array.isArray(wanted) || wanted.length === 0 || !wanted.every((k) => typeof k === 'string')) {
     fail('request "outputs" must be a non-empty array of signature output keys');
   }
@@ -266,27 +289,55 @@ async function main(argv) {
          `signature output keys: ${JSON.stringify(outputKeys)}`);
   }
 
-  const tf = await loadTf();
   const model = await tf.loadGraphModel(fileSystemHandler(modelDir, modelJson));
-
-  const feeds = {};
-  for (const key of feedable) feeds[key] = makeInputTensor(tf, key, reqInputs[key]);
-
-  // tfjs 4.22's GraphExecutor maps signature keys to tensor names itself
-  // (mapInputs/mapOutputs look the key up in the model's signature), so the
-  // keys are passed as they are; they were checked against that signature above.
-  let result = await model.executeAsync(feeds, wanted);
-  if (!Array.isArray(result)) result = [result];
-  if (result.length !== wanted.length) {
-    fail(`model returned ${result.length} tensors for ${wanted.length} requested outputs`);
-  }
-  const outputs = {};
-  for (const [i, key] of wanted.entries()) outputs[key] = await encodeOutput(key, result[i]);
-  return { outputs };
+  return async (inputs) => {
+    checkInputKeys(inputs, feedable, 'model signature');
+    const feeds = {};
+    for (const key of feedable) feeds[key] = makeInputTensor(tf, key, inputs[key]);
+    // tfjs 4.22's GraphExecutor maps signature keys to tensor names itself
+    // (mapInputs/mapOutputs look the key up in the model's signature), so the
+    // keys are passed as they are; they were checked against that signature above.
+    let result = await model.executeAsync(feeds, wanted);
+    if (!Array.isArray(result)) result = [result];
+    if (result.length !== wanted.length) {
+      fail(`model returned ${result.length} tensors for ${wanted.length} requested outputs`);
+    }
+    const outputs = {};
+    for (const [i, key] of wanted.entries()) outputs[key] = await encodeOutput(key, result[i]);
+    tf.dispose([...Object.values(feeds), ...result]);
+    return outputs;
+  };
 }
 
-async function loadTf() {
-  const tfModule = await import('@tensorflow/tfjs');
+// A layers model has no signature: inputs are keyed by the model's input names and outputs
+// by its output names (Keras layer names), as model.predict sees them.
+async function layersModelRunner(tf, modelDir, modelJson) {
+  const model = await tf.loadLayersModel(fileSystemHandler(modelDir, modelJson));
+  // A Sequential model leaves inputNames/outputNames empty; its layers name them as Keras does.
+  const layerNames = (tensors) => tensors.map((t) => t.sourceLayer.name);
+  const inputNames = model.inputNames.length ? model.inputNames : layerNames(model.inputs);
+  const outputNames = model.outputNames.length ? model.outputNames : layerNames(model.outputs);
+  return async (inputs) => {
+    checkInputKeys(inputs, inputNames, 'layers model');
+    const feeds = inputNames.map((k) => makeInputTensor(tf, k, inputs[k]));
+    let result = model.predict(feeds.length === 1 ? feeds[0] : feeds);
+    if (!Array.isArray(result)) result = [result];
+    const outputs = {};
+    for (const [i, key] of outputNames.entries()) outputs[key] = await encodeOutput(key, result[i]);
+    tf.dispose([...feeds, ...result]);
+    return outputs;
+  };
+}
+
+async function loadTf(runtimeDir) {
+  // Resolved from RUNTIME_DIR, not from this script's folder: the runtime is installed apart.
+  let entry;
+  try {
+    entry = createRequire(path.join(path.resolve(runtimeDir), 'package.json')).resolve('@tensorflow/tfjs');
+  } catch (e) {
+    fail(`@tensorflow/tfjs is not installed in ${runtimeDir} (${e.code ?? e.message})`);
+  }
+  const tfModule = await import(pathToFileURL(entry).href);
   const tf = tfModule.default ?? tfModule;
   if (!(await tf.setBackend('cpu'))) fail('could not initialise the tfjs "cpu" backend');
   await tf.ready();
@@ -294,29 +345,8 @@ async function loadTf() {
   return tf;
 }
 
-// A layers model has no signature: inputs are keyed by the model's input names and outputs
-// by its output names (Keras layer names), as model.predict sees them.
-async function runLayersModel(modelDir, modelJson, requestFile) {
-  const request = await readJson(requestFile, 'request');
-  const reqInputs = isPlainObject(request?.inputs) ? request.inputs : fail('request "inputs" must be an object');
-  const tf = await loadTf();
-  const model = await tf.loadLayersModel(fileSystemHandler(modelDir, modelJson));
-  const missing = model.inputNames.filter((k) => !(k in reqInputs));
-  const unknown = Object.keys(reqInputs).filter((k) => !model.inputNames.includes(k));
-  if (missing.length || unknown.length) {
-    fail(`layers model inputs are ${JSON.stringify(model.inputNames)}; request has ` +
-         `${JSON.stringify(Object.keys(reqInputs))}`);
-  }
-  const feeds = model.inputNames.map((k) => makeInputTensor(tf, k, reqInputs[k]));
-  let result = model.predict(feeds.length === 1 ? feeds[0] : feeds);
-  if (!Array.isArray(result)) result = [result];
-  const outputs = {};
-  for (const [i, key] of model.outputNames.entries()) outputs[key] = await encodeOutput(key, result[i]);
-  return { outputs };
-}
-
 process.on('unhandledRejection', (e) => {
-  process.stderr.write(`run_graph_model: unhandled rejection: ${e?.stack ?? e}\n`);
+  process.stderr.write(`run_model: unhandled rejection: ${e?.stack ?? e}\n`);
   process.exit(1);
 });
 
@@ -327,6 +357,6 @@ try {
   process.exitCode = 0;
 } catch (e) {
   const msg = e instanceof UserError ? e.message : (e?.stack ?? String(e));
-  process.stderr.write(`run_graph_model: error: ${msg}\n`);
+  process.stderr.write(`run_model: error: ${msg}\n`);
   process.exitCode = 1;
 }

@@ -1,0 +1,430 @@
+"""Verification: converted signatures run in TensorFlow.js and compared with TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tfjsbuild
+from conftest import run_cli
+from tfjsbuild.state import load_state
+from tfjsbuild.verify import (
+    UNKNOWN_DIM,
+    OutputComparison,
+    VerificationError,
+    compare,
+    generate_inputs,
+    load_inputs,
+)
+
+SPECS = [
+    {"name": "image", "dtype": "float32", "shape": [None, 4, 4, 3]},
+    {"name": "ids", "dtype": "int64", "shape": [None, None]},
+    {"name": "words", "dtype": "string", "shape": [2]},
+    {"name": "mask", "dtype": "bool", "shape": None},
+]
+
+
+def test_generated_inputs_are_deterministic_and_follow_the_specs() -> None:
+    first = generate_inputs(SPECS, 2, "model:signature")
+    assert len(first) == 2
+    sample = first[0]
+    assert sample["image"].shape == (1, 4, 4, 3) and sample["image"].dtype == np.float32
+    assert sample["image"].min() >= -1 and sample["image"].max() <= 1
+    assert sample["ids"].shape == (1, UNKNOWN_DIM) and sample["ids"].dtype == np.int32
+    assert sample["words"].shape == (2,) and all(isinstance(w, str) for w in sample["words"])
+    assert sample["mask"].shape == (1, UNKNOWN_DIM) and sample["mask"].dtype == bool
+    again = generate_inputs(SPECS, 2, "model:signature")
+    for a, b in zip(first, again, strict=True):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    other = generate_inputs(SPECS, 1, "model:other")
+    assert not np.array_equal(other[0]["image"], first[0]["image"])
+    assert not np.array_equal(first[0]["image"], first[1]["image"])
+    with pytest.raises(VerificationError, match="dtype complex128; give real inputs"):
+        generate_inputs([{"name": "z", "dtype": "complex128", "shape": [1]}], 1, "s")
+
+
+def test_inputs_from_a_npz_file(tmp_path: Path) -> None:
+    path = tmp_path / "inputs.npz"
+    np.savez(path, x=np.ones([2, 8], "float32"), extra=np.zeros(1))
+    (sample,) = load_inputs(path, [{"name": "x", "dtype": "float32", "shape": [None, 8]}])
+    np.testing.assert_array_equal(sample["x"], np.ones([2, 8]))
+    with pytest.raises(VerificationError, match=r"has no array for input y \(it has: extra, x\)"):
+        load_inputs(path, [{"name": "y", "dtype": "float32", "shape": [1]}])
+
+
+def test_compare_uses_atol_plus_rtol_and_names_the_worst_sample() -> None:
+    want = [{"y": np.array([1.0, 100.0]), "ids": np.array([1, 2])} for _ in range(2)]
+    got = [
+        {"y": np.array([1.00005, 100.05]), "ids": np.array([1, 2])},
+        {"y": np.array([1.0, 100.2]), "ids": np.array([1, 3])},
+    ]
+    ids, y = compare(want, got, atol=1e-4, rtol=1e-3)
+    assert ids == OutputComparison("ids", 1.0, 1.0, False, 1)
+    assert y.key == "y" and y.sample == 1 and not y.passed
+    assert y.max_abs_error == pytest.approx(0.2)
+    assert y.max_rel_error == pytest.approx(0.002)
+    (y_loose, _) = compare(want[:1], got[:1], atol=1e-4, rtol=1e-3)[::-1]
+    assert y_loose.passed
+
+
+def test_compare_handles_non_finite_values() -> None:
+    want = [{"y": np.array([np.nan, np.inf, 1.0], "float32")}]
+    same = [{"y": np.array([np.nan, np.inf, 1.0], "float32")}]
+    assert compare(want, same, 0.0, 0.0)[0].passed
+    overflow = [{"y": np.array([np.nan, np.inf, np.inf], "float32")}]
+    (result,) = compare(want, overflow, 1.0, 1.0)
+    assert not result.passed and result.max_abs_error == np.inf
+    assert result.as_dict()["max_abs_error"] == "Infinity"
+    with pytest.raises(VerificationError, match=r"output 'y' has shape \[2\] in TensorFlow.js"):
+        compare(want, [{"y": np.zeros(2)}], 1.0, 1.0)
+
+
+WIDE = """
+version: 1
+models:
+  wide:
+    saved_model: wide
+"""
+
+
+def record(root: Path, key: str) -> dict[str, object] | None:
+    state, _ = load_state(root / ".tfjs-build")
+    return state.records[key].verification
+
+
+@pytest.mark.slow
+def test_a_float32_build_is_verified_and_recorded(
+    project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    manifest = project(
+        WIDE + "    verify: {atol: 1.0e-6, rtol: 1.0e-5, samples: 4}\n",
+        {"wide": model_store("wide")},
+    )
+    result = tfjsbuild.build([manifest])
+    assert result.ok, [r.error for r in result.failed]
+    (built,) = result.results
+    verification = built.verification
+    assert verification is not None
+    assert verification["passed"] is True
+    assert verification["samples"] == 4 and verification["inputs"] == "generated"
+    assert verification["outputs"]["y"]["passed"] is True
+    assert float(verification["max_abs_error"]) < 1e-5
+    assert record(manifest.parent, "wide:serving_default") == verification
+    index = json.loads((manifest.parent / "dist/tfjs-build.json").read_text())
+    assert index["models"]["wide"]["serving_default"]["verification"]["passed"] is True
+    # An unchanged, verified signature is not verified again.
+    again = tfjsbuild.build([manifest])
+    assert [r.status for r in again.results] == ["up-to-date"]
+
+
+@pytest.mark.slow
+def test_uint8_that_breaks_the_model_fails_and_keeps_the_previous_output(
+    project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    manifest = project(WIDE, {"wide": model_store("wide")})
+    root = manifest.parent
+    assert tfjsbuild.build([manifest]).ok
+    before = (root / "dist/wide/serving_default/group1-shard1of1.bin").read_bytes()
+    state_before = (root / ".tfjs-build/state.json").read_text()
+
+    manifest.write_text(WIDE + "    quantization: {uint8: ['*']}\n")
+    result = tfjsbuild.build([manifest])
+    (failed,) = result.failed
+    assert failed.error is not None
+    assert failed.error.startswith(
+        "TensorFlow.js does not match TensorFlow: output 'y' differs by up to "
+    )
+    assert "(allowed: atol 0.0001 + rtol 0.001 x |expected|). The previous output is kept." in (
+        failed.error
+    )
+    assert failed.verification is not None and failed.verification["passed"] is False
+    # The previous output and state stay as they were; the next run tries again.
+    assert (root / "dist/wide/serving_default/group1-shard1of1.bin").read_bytes() == before
+    assert (root / ".tfjs-build/state.json").read_text() == state_before
+    assert [i.action for i in tfjsbuild.plan([manifest]).items] == ["build"]
+
+    # Through the CLI: exit code 1, and the JSON report carries the errors per output.
+    done = run_cli("run", "--json", cwd=root)
+    assert done.returncode == 1
+    (entry,) = json.loads(done.stdout)["signatures"]
+    assert entry["status"] == "failed"
+    assert entry["verification"]["outputs"]["y"]["passed"] is False
+    assert entry["verification"]["outputs"]["y"]["max_abs_error"] > 0.01
+
+
+@pytest.mark.slow
+def test_float16_overflow_is_caught(
+    project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    manifest = project(
+        WIDE + "    quantization: {float16: ['*']}\n", {"wide": model_store("wide", big=1.0e5)}
+    )
+    result = tfjsbuild.build([manifest])
+    (failed,) = result.failed
+    assert failed.verification is not None
+    assert failed.verification["outputs"]["y"]["max_abs_error"] == "Infinity"
+    assert "output 'y' differs by up to inf" in (failed.error or "")
+    assert not (manifest.parent / "dist/wide").exists()
+
+
+@pytest.mark.slow
+def test_real_inputs_and_no_verify(
+    project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    manifest = project(WIDE, {"wide": model_store("wide")})
+    root = manifest.parent
+    assert tfjsbuild.build([manifest], verify=False).ok
+    assert record(root, "wide:serving_default") is None
+    assert [i.reasons for i in tfjsbuild.plan([manifest]).items] == [
+        ("not verified yet (built with --no-verify)",)
+    ]
+    np.savez(root / "samples.npz", x=np.full([5, 8], 0.5, "float32"))
+    manifest.write_text(WIDE + "    verify: {inputs: samples.npz}\n")
+    result = tfjsbuild.build([manifest])
+    assert result.ok, [r.error for r in result.failed]
+    verification = record(root, "wide:serving_default")
+    assert verification is not None
+    assert verification["inputs"] == str(root / "samples.npz")
+    assert verification["samples"] == 1
+    # Other sample inputs: verified again.
+    np.savez(root / "samples.npz", x=np.full([5, 8], -0.5, "float32"))
+    assert [i.reasons for i in tfjsbuild.plan([manifest]).items] == [
+        ("verification changed: inputs_sha256",)
+    ]
+    (root / "samples.npz").unlink()
+    (blocked,) = tfjsbuild.plan([manifest]).items
+    assert blocked.blocked is not None and "verify.inputs" in blocked.blocked
+    assert "does not exist: save sample inputs there with numpy.savez" in blocked.blocked
+
+
+@pytest.mark.slow
+def test_over_budget_fails_naming_the_biggest_weights(
+    project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    manifest = project(
+        "version: 1\nmodels:\n  multi:\n    saved_model: multi\n    signatures: [classify]\n"
+        "    max_bytes: 600\n",
+        {"multi": model_store("multihead")},
+    )
+    done = run_cli("run", cwd=manifest.parent)
+    assert done.returncode == 1
+    # Weights are named as model.json names them: what quantization globs match.
+    assert done.stdout.splitlines()[1] == (
+        "✗ multi:classify failed: output is 3.2 KB (3303 bytes), over its max_bytes budget of "
+        "600 B (600 bytes); the biggest weights: StatefulPartitionedCall/MatMul/ReadVariableOp "
+        "(float32 [8, 16], 512 B), StatefulPartitionedCall/MatMul_1/ReadVariableOp (float32 "
+        "[16, 4], 256 B). Quantize them (e.g. quantization: {float16: [...]}) or raise max_bytes"
+    )
+    assert not (manifest.parent / "dist/multi").exists()
+    # Within budget it builds; lowering the budget later fails the build without rebuilding.
+    manifest.write_text(manifest.read_text().replace("max_bytes: 600", "max_bytes: 100000"))
+    assert run_cli("run", cwd=manifest.parent).returncode == 0
+    manifest.write_text(manifest.read_text().replace("max_bytes: 100000", "max_bytes: 700"))
+    result = tfjsbuild.build([manifest])
+    (failed,) = result.failed
+    assert "over its max_bytes budget of 700 B" in (failed.error or "")
+    assert (manifest.parent / "dist/multi/classify/model.json").is_file()
+
+
+@pytest.mark.slow
+def test_missing_node_is_a_clear_error(
+    project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    manifest = project(WIDE, {"wide": model_store("wide")})
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}
+    done = subprocess.run(
+        [sys.executable, "-m", "tfjsbuild", "run"],
+        cwd=manifest.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "tfjs-build: error: verification runs each converted model in Node.js, and `node` is "
+        "not on PATH: install Node.js 18 or newer, or build with --no-verify (or "
+        "`verify: {enabled: false}` in the manifest)"
+    )
+    assert not (manifest.parent / "dist").exists()
+    offline = subprocess.run(
+        [sys.executable, "-m", "tfjsbuild", "run", "--no-verify", "-q"],
+        cwd=manifest.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert offline.returncode == 0, offline.stderr
+
+
+@pytest.mark.slow
+def test_report_tables_and_a_self_contained_html_page(
+    project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    manifest = project(
+        "version: 1\nmodels:\n  multi:\n    saved_model: multi\n"
+        "    signatures:\n      features: {}\n"
+        "      classify: {quantization: {float16: ['*']}, verify: {atol: 0.01}}\n",
+        {"multi": model_store("multihead")},
+    )
+    root = manifest.parent
+    assert tfjsbuild.build([manifest], jobs=2).ok
+    done = run_cli("report", "--json", "--html", "report.html", cwd=root)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)["signatures"]
+    assert [(r["model"], r["signature"]) for r in rows] == [
+        ("multi", "classify"),
+        ("multi", "features"),
+    ]
+    classify = rows[0]
+    assert classify["quantization"] == {"float16": ["*"]}
+    assert classify["bytes"] == classify["model_json_bytes"] + classify["weight_bytes"]
+    assert classify["weight_bytes"] == (8 * 16 + 16 * 4) * 2  # float16 weights
+    assert classify["verification"]["passed"] is True
+    page = (root / "report.html").read_text()
+    assert page.startswith("<!doctype html>")
+    assert "<td>classify</td>" in page and "float16: *" in page and "ok, max abs error" in page
+    assert "http" not in page and "<script" not in page and "<link" not in page
+    text = run_cli("report", cwd=root)
+    assert "classify" in text.stdout and "2 signatures" in text.stdout
+
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+PAGE = """<!doctype html>
+<meta charset="utf-8">
+<script src="/tf.min.js"></script>
+<script>
+(async () => {
+  let body;
+  try {
+    await tf.setBackend("cpu");
+    const model = await tf.loadGraphModel("/model/model.json");
+    const request = %s;
+    const x = tf.tensor(request.data, request.shape, "float32");
+    const outputs = await model.executeAsync({x}, request.outputs);
+    const values = {};
+    for (const [i, key] of request.outputs.entries()) values[key] = Array.from(await outputs[i].data());
+    body = JSON.stringify({backend: tf.getBackend(), outputs: values});
+  } catch (error) {
+    body = JSON.stringify({error: String(error && error.stack || error)});
+  }
+  await fetch("/result", {method: "POST", body});
+})();
+</script>
+"""
+
+
+@pytest.mark.slow
+def test_a_built_model_runs_in_headless_chromium_like_in_node(
+    project: Callable[..., Path], model_store: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Where users run these models: tf.loadGraphModel over HTTP in a real browser."""
+    import http.server
+    import shutil
+    import threading
+
+    from conftest import TFJS_RUNTIME, run_tfjs
+    from savedmodels import run_signature
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Debian's chromium is not installed: apt-get install chromium (.ci/run does)")
+    manifest = project(
+        "version: 1\nmodels:\n  multi:\n    saved_model: multi\n    signatures: [classify]\n",
+        {"multi": model_store("multihead")},
+    )
+    assert tfjsbuild.build([manifest]).ok
+    site = tmp_path / "site"
+    shutil.copytree(manifest.parent / "dist/multi/classify", site / "model")
+    shutil.copyfile(
+        TFJS_RUNTIME / "node_modules/@tensorflow/tfjs/dist/tf.min.js", site / "tf.min.js"
+    )
+    x = np.random.RandomState(3).uniform(-1, 1, [4, 8]).astype("float32")
+    request = {"data": x.ravel().tolist(), "shape": [4, 8], "outputs": ["logits", "probs"]}
+    (site / "index.html").write_text(PAGE % json.dumps(request))
+
+    received: dict[str, object] = {}
+    arrived = threading.Event()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=str(site), **kwargs)  # type: ignore[arg-type]
+
+        def do_POST(self) -> None:
+            length = int(self.headers["Content-Length"])
+            received.update(json.loads(self.rfile.read(length)))
+            self.send_response(204)
+            self.end_headers()
+            arrived.set()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    browser = subprocess.Popen(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert arrived.wait(120), "the page never reported back"
+    finally:
+        browser.kill()
+        browser.wait()
+        server.shutdown()
+    assert "error" not in received, received.get("error")
+    assert received["backend"] == "cpu"
+    in_browser = {k: np.array(v, "float32").reshape(4, -1) for k, v in received["outputs"].items()}  # type: ignore[attr-defined]
+    in_node = run_tfjs(manifest.parent / "dist/multi/classify", {"x": x})
+    expected = run_signature(manifest.parent / "multi", "classify", {"x": x})
+    for key in ("logits", "probs"):
+        np.testing.assert_array_equal(in_browser[key], in_node[key])
+        np.testing.assert_allclose(in_browser[key], expected[key], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_inputs_the_model_cannot_take_ask_for_real_ones(tmp_path: Path) -> None:
+    (tmp_path / "picky.py").write_text(
+        "import tensorflow as tf\n"
+        "spec = tf.TensorSpec([None], tf.float32, name='x')\n"
+        "def build():\n"
+        "    return {'rows': tf.function(lambda x: {'y': tf.reshape(x, [-1, 7])},"
+        " input_signature=[spec])}\n"
+    )
+    manifest = tmp_path / "tfjs-build.yaml"
+    manifest.write_text(
+        "version: 1\nmodels:\n  picky:\n    python: picky:build\n    signatures: [rows]\n"
+    )
+    (failed,) = tfjsbuild.build([manifest]).failed
+    assert (failed.error or "").startswith(
+        "TensorFlow could not run the signature on the verification inputs (InvalidArgumentError: "
+    )
+    assert (failed.error or "").endswith(
+        "give inputs it accepts with verify.inputs (a .npz keyed by input name)"
+    )
+    np.savez(tmp_path / "rows.npz", x=np.arange(14, dtype="float32"))
+    manifest.write_text(manifest.read_text() + "    verify: {inputs: rows.npz}\n")
+    assert tfjsbuild.build([manifest]).ok

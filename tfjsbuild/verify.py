@@ -1,0 +1,196 @@
+"""Parity between TensorFlow and TensorFlow.js: sample inputs, and outputs compared per key.
+
+Inputs are generated from the converted signature's input specs, deterministically (seeded by
+the model and signature names), unless the manifest gives real ones in a `.npz` file. No
+TensorFlow here; the worker runs both sides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tfjsbuild.errors import BuildError
+
+# Unknown dimensions of a generated input: the first (batch) is 1, the others this.
+UNKNOWN_DIM = 16
+INT_RANGE = (0, 10)  # ids small enough for any embedding or vocabulary
+WORDS = ("the", "cat", "dog", "fish", "a", "model", "unknown-word", "")
+
+
+Array = npt.NDArray[Any]
+
+
+class VerificationError(BuildError):
+    """TensorFlow.js answered differently from TensorFlow (or could not be compared)."""
+
+
+@dataclass(frozen=True)
+class OutputComparison:
+    key: str
+    max_abs_error: float
+    max_rel_error: float
+    passed: bool
+    sample: int  # the sample with the largest error (0-based)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "max_abs_error": _json_float(self.max_abs_error),
+            "max_rel_error": _json_float(self.max_rel_error),
+            "passed": self.passed,
+        }
+
+
+def generate_inputs(
+    specs: Sequence[Mapping[str, Any]], samples: int, seed_text: str
+) -> list[dict[str, Array]]:
+    """`samples` input sets for specs [{name, dtype, shape}], the same for the same seed text."""
+    seed = int.from_bytes(hashlib.sha256(seed_text.encode()).digest()[:8], "little")
+    rng = np.random.default_rng(seed)
+    generated = []
+    for _ in range(samples):
+        sample = {}
+        for spec in specs:
+            shape = _concrete_shape(spec.get("shape"))
+            dtype = str(spec.get("dtype", "float32"))
+            sample[str(spec["name"])] = _random_tensor(rng, dtype, shape, str(spec["name"]))
+        generated.append(sample)
+    return generated
+
+
+def _concrete_shape(shape: Sequence[int | None] | None) -> list[int]:
+    if shape is None:
+        return [1, UNKNOWN_DIM]  # unknown rank: a batch of one vector
+    return [
+        (1 if index == 0 else UNKNOWN_DIM) if dim is None or dim < 0 else int(dim)
+        for index, dim in enumerate(shape)
+    ]
+
+
+def _random_tensor(rng: np.random.Generator, dtype: str, shape: list[int], name: str) -> Array:
+    if dtype in ("float32", "float16", "float64", "bfloat16"):
+        return rng.uniform(-1.0, 1.0, shape).astype("float32")
+    if dtype in ("int32", "int64", "int16", "int8", "uint8", "uint16"):
+        return rng.integers(*INT_RANGE, size=shape).astype("int32")
+    if dtype == "bool":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    if dtype == "string":
+        return np.array(rng.choice(WORDS, size=shape), dtype=object)
+    raise VerificationError(
+        f"cannot generate values for input '{name}' of dtype {dtype}; give real inputs with "
+        "`verify: {inputs: file.npz}`"
+    )
+
+
+def load_inputs(path: Path, specs: Sequence[Mapping[str, Any]]) -> list[dict[str, Array]]:
+    """One sample from a `.npz` file keyed by input name (arrays as fed, batch included)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError) as error:
+        raise VerificationError(f"cannot read verification inputs {path}: {error}") from error
+    names = [str(spec["name"]) for spec in specs]
+    missing = [name for name in names if name not in arrays]
+    if missing:
+        raise VerificationError(
+            f"{path} has no array for input {', '.join(missing)} (it has: "
+            f"{', '.join(sorted(arrays)) or 'none'}); key each array by its input name"
+        )
+    return [{name: arrays[name] for name in names}]
+
+
+def compare(
+    expected: Sequence[Mapping[str, Array]],
+    got: Sequence[Mapping[str, Array]],
+    atol: float,
+    rtol: float,
+) -> list[OutputComparison]:
+    """Per output key, over every sample: |got - expected| <= atol + rtol * |expected|."""
+    keys = sorted(expected[0])
+    missing = [key for key in keys if key not in got[0]]
+    if missing:
+        raise VerificationError(
+            f"TensorFlow.js returned no output {', '.join(missing)} (it returned: "
+            f"{', '.join(sorted(got[0]))})"
+        )
+    comparisons = []
+    for key in keys:
+        per_sample = [
+            _compare_one(key, want[key], have[key], atol, rtol, index)
+            for index, (want, have) in enumerate(zip(expected, got, strict=True))
+        ]
+        # Report the sample that failed worst (or, if all passed, the largest error).
+        worst = max(per_sample, key=lambda c: (not c.passed, c.max_abs_error))
+        comparisons.append(
+            OutputComparison(
+                key,
+                worst.max_abs_error,
+                max(c.max_rel_error for c in per_sample),
+                all(c.passed for c in per_sample),
+                worst.sample,
+            )
+        )
+    return comparisons
+
+
+def _compare_one(
+    key: str, want: Array, got: Array, atol: float, rtol: float, sample: int
+) -> OutputComparison:
+    want = np.asarray(want)
+    got = np.asarray(got)
+    if want.shape != got.shape:
+        raise VerificationError(
+            f"output '{key}' has shape {list(got.shape)} in TensorFlow.js but "
+            f"{list(want.shape)} in TensorFlow"
+        )
+    if want.dtype.kind not in "fc":
+        # ids, booleans and strings must match exactly
+        if want.dtype.kind in "USO":
+            same = np.array_equal(want.astype(str), got.astype(str))
+        else:
+            same = np.array_equal(want, got)
+        mismatches = 0.0 if same else 1.0
+        return OutputComparison(key, mismatches, mismatches, same, sample)
+    want64 = want.astype("float64")
+    got64 = got.astype("float64")
+    both_nan = np.isnan(want64) & np.isnan(got64)
+    same_inf = np.isinf(want64) & (want64 == got64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.where(both_nan | same_inf, 0.0, np.abs(got64 - want64))
+        diff = np.where(np.isnan(diff), math.inf, diff)  # NaN on one side only
+        ok = diff <= atol + rtol * np.abs(np.where(np.isfinite(want64), want64, 0.0))
+        rel = diff / np.maximum(np.abs(want64), np.finfo("float32").tiny)
+    max_abs = float(diff.max()) if diff.size else 0.0
+    max_rel = float(rel.max()) if rel.size else 0.0
+    return OutputComparison(key, max_abs, max_rel, bool(ok.all()), sample)
+
+
+def failure_message(
+    comparisons: Sequence[OutputComparison], samples: int, atol: float, rtol: float
+) -> str:
+    failed = [c for c in comparisons if not c.passed]
+    parts = [
+        f"output '{c.key}' differs by up to {c.max_abs_error:.4g} (relative {c.max_rel_error:.3g}) "
+        f"on sample {c.sample + 1} of {samples}"
+        for c in failed
+    ]
+    return (
+        "TensorFlow.js does not match TensorFlow: "
+        + "; ".join(parts)
+        + f" (allowed: atol {atol:g} + rtol {rtol:g} x |expected|). The previous output is kept. "
+        "Quantization and float16 overflow are the usual causes: quantize fewer weights, "
+        "loosen verify.atol/rtol for this signature, or give real inputs with verify.inputs"
+    )
+
+
+def _json_float(value: float) -> float | str:
+    if math.isfinite(value):
+        return round(value, 9)
+    return "Infinity" if value > 0 else "NaN"
