@@ -8,6 +8,7 @@ every output checked on disk before it counts.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -232,6 +233,7 @@ def convert_layers_model(
             raise ConversionError(
                 f"converting {path} to a layers model failed: {type(error).__name__}: {error}"
             ) from error
+    _canonical_model_json(output_dir)
     return check_graph_model(output_dir)
 
 
@@ -339,7 +341,18 @@ def _convert_function(
         )
     # tensorflowjs has silently written nothing before (optimize_graph's API changed in 4.x):
     # an output only counts once it is on disk and adds up.
+    _canonical_model_json(output_dir)
     return check_graph_model(output_dir)
+
+
+def _canonical_model_json(output_dir: Path) -> None:
+    """Rewrite model.json with sorted keys: tensorflowjs writes protobuf maps (node attributes)
+    in an order that differs between processes, so the same conversion gave different bytes
+    on different workers, defeating content hashes and caches. TF.js reads either."""
+    model_json = output_dir / "model.json"
+    if model_json.is_file():
+        data = json.loads(model_json.read_text("utf-8"))
+        model_json.write_text(json.dumps(data, sort_keys=True), "utf-8")
 
 
 # What TensorFlow.js 4.22 can fuse into _FusedMatMul / FusedConv2D (backend applyActivation).
