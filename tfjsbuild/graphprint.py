@@ -409,9 +409,15 @@ class ModelSources:
         self.previous = previous
         self.paranoid = paranoid
         self.used: dict[str, dict[str, Any]] = {}
+        self._digests: dict[Source, str] = {}  # each source is walked once per plan
+
+    def _digest(self, source: Source) -> str:
+        if source not in self._digests:
+            self._digests[source] = source_digest(source, self.stat_cache, paranoid=self.paranoid)
+        return self._digests[source]
 
     def _entry(self, source: SavedModelSource) -> tuple[str, str, dict[str, Any]]:
-        digest = source_digest(source, self.stat_cache, paranoid=self.paranoid)
+        digest = self._digest(source)
         key = f"{digest}:{','.join(source.tags)}:{'paranoid' if self.paranoid else 'crc32c'}"
         if key not in self.used:
             self.used[key] = dict(self.previous.get(key, {}))
@@ -428,7 +434,7 @@ class ModelSources:
             # A tf.keras SavedModel folder converted to a graph model: its graph fingerprint.
             source = source.as_saved_model() or source
         if not isinstance(source, SavedModelSource):
-            digest = source_digest(source, self.stat_cache, paranoid=self.paranoid)
+            digest = self._digest(source)
             return {"*": {"digest": digest, "kind": f"{source.kind}-content", "details": {}}}
         digest, _, entry = self._entry(source)
         if "sources" not in entry:

@@ -230,6 +230,15 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class CacheSettings:
+    """The manifest's `cache:` block (environment and flags may override it)."""
+
+    dir: Path | None = None
+    remote: str | None = None
+    mode: str = "rw"
+
+
+@dataclass(frozen=True)
 class Manifest:
     path: Path
     root: Path
@@ -238,6 +247,7 @@ class Manifest:
     layout_location: Location
     models: tuple[ModelSpec, ...]
     lines: tuple[str, ...] = field(repr=False, compare=False)
+    cache: CacheSettings = field(default_factory=CacheSettings)
 
     @property
     def state_dir(self) -> Path:
@@ -720,7 +730,12 @@ def output_problems(
     `layout_signature_problems`, which says so in one message.
     """
     found: list[tuple[Location, str]] = []
-    kept: list[tuple[OutputClaim, str]] = []
+    # Indexes instead of pairwise checks: a 1,000-signature monorepo plans in milliseconds.
+    kept: dict[str, OutputClaim] = {}  # normalised output -> claim
+    below: dict[str, str] = {}  # every proper ancestor of a kept output -> that output
+    resolved = [(model, path.resolve()) for model, paths in sources.items() for path in paths]
+    source_at = {path: model for model, path in resolved}
+    source_below = {parent: (model, path) for model, path in resolved for parent in path.parents}
     for claim in claims:
         normal = posixpath.normpath(claim.relative)
         if posixpath.isabs(claim.relative) or normal == "." or normal.split("/")[0] == "..":
@@ -732,9 +747,11 @@ def output_problems(
                 )
             )
             continue
-        clash = next((other for other in kept if _nested(other[1], normal)), None)
-        if clash is not None:
-            other, other_path = clash
+        parts = normal.split("/")
+        ancestors = ["/".join(parts[:i]) for i in range(1, len(parts))]
+        other_path = next((p for p in [normal, *ancestors] if p in kept), below.get(normal))
+        if other_path is not None:
+            other = kept[other_path]
             if (
                 "{signature}" not in layout
                 and other.model == claim.model
@@ -751,25 +768,23 @@ def output_problems(
                 )
             )
             continue
-        kept.append((claim, normal))
+        kept[normal] = claim
+        for ancestor in ancestors:
+            below.setdefault(ancestor, normal)
         target = (output_dir / normal).resolve()
-        for model, paths in sources.items():
-            for source in paths:
-                source = source.resolve()
-                if target == source or source in target.parents or target in source.parents:
-                    found.append(
-                        (
-                            claim.location,
-                            f"output '{normal}' of {claim.label} overlaps the source of model "
-                            f"'{model}' ({source}): outputs are replaced on every build, so keep "
-                            "them apart",
-                        )
-                    )
+        overlaps = [(source_at[t], t) for t in (target, *target.parents) if t in source_at]
+        if target in source_below:
+            overlaps.append(source_below[target])
+        for model, source in overlaps:
+            found.append(
+                (
+                    claim.location,
+                    f"output '{normal}' of {claim.label} overlaps the source of model "
+                    f"'{model}' ({source}): outputs are replaced on every build, so keep "
+                    "them apart",
+                )
+            )
     return found
-
-
-def _nested(a: str, b: str) -> bool:
-    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
 
 
 # --------------------------------------------------------------------------- loading
@@ -932,6 +947,7 @@ def _build(doc: _PositionedDocument) -> Manifest:
     root: dict[str, Any] = doc.data
     manifest_dir = doc.path.parent.resolve()
     defaults = _mapping(root.get("defaults"))
+    cache = _mapping(root.get("cache"))
     models = []
     for name, raw in root["models"].items():
         base: KeyPath = ("models", name)
@@ -995,4 +1011,9 @@ def _build(doc: _PositionedDocument) -> Manifest:
         layout_location=doc.location(("layout",), key=False),
         models=tuple(models),
         lines=doc.lines,
+        cache=CacheSettings(
+            dir=manifest_dir / cache["dir"] if "dir" in cache else None,
+            remote=cache.get("remote"),
+            mode=cache.get("mode", "rw"),
+        ),
     )
