@@ -66,6 +66,7 @@ def test_first_build_converts_every_signature_faithfully(multihead: Path) -> Non
         assert files == ["group1-shard1of1.bin", "model.json"]
     # No staging folder is left behind, and the state names every output it wrote.
     assert sorted(p.name for p in (root / ".tfjs-build").iterdir()) == [
+        "cache",
         "lock",
         "state.json",
         "worker.log",
@@ -176,10 +177,19 @@ def test_output_missing_or_modified_is_rebuilt(multihead: Path) -> None:
         "multi:features": ("output missing: web/multi/features/group1-shard1of1.bin",),
         "multi:regress": ("output modified: web/multi/regress/model.json",),
     }
+    # The cache holds what was built: the outputs are restored, not converted again.
     result = tfjsbuild.build([multihead], jobs=1)
-    assert set(statuses(result).values()) == {"built"}
+    assert set(statuses(result).values()) == {"restored"}
     assert not (web / "classify/group1-shard2of2.bin").exists()
     assert set(reasons(multihead).values()) == {()}
+    # Without a cache they are converted again.
+    (web / "features/group1-shard1of1.bin").unlink()
+    result = tfjsbuild.build([multihead], jobs=1, cache="off")
+    assert statuses(result) == {
+        "multi:classify": "up-to-date",
+        "multi:features": "built",
+        "multi:regress": "up-to-date",
+    }
 
 
 def test_force_rebuilds_everything(multihead: Path) -> None:
@@ -334,7 +344,7 @@ def test_corrupt_state_means_a_full_rebuild_with_a_warning(multihead: Path) -> N
     state_file = multihead.parent / ".tfjs-build/state.json"
     state_file.write_text("{ not json")
     result = tfjsbuild.build([multihead], jobs=1)
-    assert set(statuses(result).values()) == {"built"}
+    assert set(statuses(result).values()) == {"restored"}  # from the cache, not reconverted
     assert result.warnings[0].startswith(f"{state_file} is unreadable (JSONDecodeError")
     assert json.loads(state_file.read_text())["version"] == 1
 

@@ -11,18 +11,26 @@ __version__ = "0.1.0"
 from tfjsbuild.api import (
     BuildPlan,
     BuildResult,
+    ReportRow,
     build,
+    cache_prune,
+    cache_stats,
     clean,
     convert_concrete_function,
     plan,
+    report,
 )
 
 __all__ = [
     "BuildPlan",
     "BuildResult",
+    "ReportRow",
     "__version__",
     "build",
+    "cache_prune",
+    "cache_stats",
     "clean",
     "convert_concrete_function",
     "plan",
+    "report",
 ]

@@ -11,12 +11,13 @@ import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from tfjsbuild.artifacts import GraphModelOutput, size_parts
 from tfjsbuild.atomic import swap_directory
+from tfjsbuild.cache import Store, cache_key, first_entry, resolve_config
 from tfjsbuild.errors import UsageError
 from tfjsbuild.execute import (
     INDEX_FILE,
@@ -63,6 +64,7 @@ class ManifestPlan:
     state: BuildState
     items: list[PlanItem]
     warnings: list[str] = field(default_factory=list)
+    stores: list[Store] = field(default_factory=list)
 
 
 @dataclass
@@ -140,7 +142,9 @@ def load_manifests(
     ]
 
 
-def _plan_manifest(manifest: Manifest, *, force: bool, prune: bool, paranoid: bool) -> ManifestPlan:
+def _plan_manifest(
+    manifest: Manifest, *, force: bool, prune: bool, paranoid: bool, cache: str | None = None
+) -> ManifestPlan:
     state, warning = load_state(manifest.state_dir)
     stat_cache = StatCache(state.stat_cache)
     sources = ModelSources(stat_cache, state.graph_cache, paranoid=paranoid)
@@ -180,7 +184,20 @@ def _plan_manifest(manifest: Manifest, *, force: bool, prune: bool, paranoid: bo
     )
     state.stat_cache = stat_cache.entries()
     state.graph_cache = sources.used
-    return ManifestPlan(manifest, state, items, [warning] if warning else [])
+    config = resolve_config(manifest, cache)
+    # Stores are opened only when something is to be built: a no-op plan stays cheap.
+    needed = any(item.action == "build" and item.blocked is None for item in items)
+    stores = config.stores() if needed else []
+    items = [_with_cache(item, stores, force) for item in items]
+    return ManifestPlan(manifest, state, items, [warning] if warning else [], stores)
+
+
+def _with_cache(item: PlanItem, stores: Sequence[Store], force: bool) -> PlanItem:
+    """Mark a build the cache can restore (a cheap lookup of one small file per store)."""
+    if item.action != "build" or item.blocked is not None or item.fingerprint is None or force:
+        return item
+    found = first_entry(stores, cache_key(item.fingerprint))
+    return item if found is None else replace(item, cached=found[0].label)
 
 
 def _verification_inputs(target: Target, root: Path, stat_cache: StatCache) -> dict[str, Any]:
@@ -216,10 +233,11 @@ def plan(
     selection: Sequence[str] = (),
     force: bool = False,
     paranoid: bool = False,
+    cache: str | None = None,
 ) -> BuildPlan:
     """What a build would do and why, without building or writing anything."""
     plans = [
-        _plan_manifest(m, force=force, prune=not selection, paranoid=paranoid)
+        _plan_manifest(m, force=force, prune=not selection, paranoid=paranoid, cache=cache)
         for m in load_manifests(manifests, all_dirs)
     ]
     _select(plans, selection)
@@ -236,6 +254,9 @@ def build(
     dry_run: bool = False,
     fail_fast: bool = False,
     paranoid: bool = False,
+    cache: str | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
     verify: bool = True,
     reporter: Reporter | None = None,
 ) -> BuildResult:
@@ -252,6 +273,9 @@ def build(
         fail_fast=fail_fast,
         paranoid=paranoid,
         verify=verify,
+        cache=cache,
+        executor=executor,
+        ray_address=ray_address,
         reporter=reporter,
     )
 
@@ -265,11 +289,16 @@ def build_manifests(
     dry_run: bool = False,
     fail_fast: bool = False,
     paranoid: bool = False,
+    cache: str | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
     verify: bool = True,
     reporter: Reporter | None = None,
 ) -> BuildResult:
     """`build` for manifests already loaded (watch keeps building the last valid ones)."""
     start = time.perf_counter()
+    if executor not in ("local", "ray"):
+        raise UsageError(f"--executor must be local or ray, got {executor!r}")
     if jobs is not None and jobs < 1:
         raise UsageError(f"-j/--jobs must be at least 1, got {jobs}")
     with ExitStack() as stack:
@@ -277,7 +306,8 @@ def build_manifests(
             for manifest in sorted(loaded, key=lambda m: str(m.state_dir)):
                 stack.enter_context(BuildLock(manifest.state_dir))
         plans = [
-            _plan_manifest(m, force=force, prune=not selection, paranoid=paranoid) for m in loaded
+            _plan_manifest(m, force=force, prune=not selection, paranoid=paranoid, cache=cache)
+            for m in loaded
         ]
         _select(plans, selection)
         build_plan = BuildPlan(plans)
@@ -287,7 +317,7 @@ def build_manifests(
             return BuildResult(
                 paths, results, time.perf_counter() - start, True, build_plan.warnings
             )
-        projects = {p.manifest.path: Project(p.manifest, p.state) for p in plans}
+        projects = {p.manifest.path: Project(p.manifest, p.state, p.stores) for p in plans}
         results = execute(
             build_plan.items,
             projects,
@@ -295,6 +325,8 @@ def build_manifests(
             fail_fast=fail_fast,
             reporter=reporter or SilentReporter(),
             verify=verify,
+            executor=executor,
+            ray_address=ray_address,
         )
     return BuildResult(paths, results, time.perf_counter() - start, False, build_plan.warnings)
 
@@ -383,6 +415,41 @@ def report(
                 )
             )
     return rows
+
+
+def _cache_stores(
+    manifests: Iterable[str | Path], all_dirs: Iterable[str | Path], cache: str | None
+) -> list[Store]:
+    stores: dict[str, Store] = {}
+    for manifest in load_manifests(manifests, all_dirs):
+        for store in resolve_config(manifest, cache).stores():
+            stores.setdefault(store.url, store)
+    return list(stores.values())
+
+
+def cache_stats(
+    manifests: Iterable[str | Path] = (),
+    *,
+    all_dirs: Iterable[str | Path] = (),
+    cache: str | None = None,
+) -> list[tuple[str, str, dict[str, int]]]:
+    """(label, url, {entries, blobs, bytes}) of every cache the manifests use."""
+    return [(s.label, s.url, s.stats()) for s in _cache_stores(manifests, all_dirs, cache)]
+
+
+def cache_prune(
+    manifests: Iterable[str | Path] = (),
+    *,
+    all_dirs: Iterable[str | Path] = (),
+    cache: str | None = None,
+    max_bytes: int,
+) -> list[tuple[str, str, dict[str, int]]]:
+    """Shrink every writable cache to `max_bytes`, least recently used entries first."""
+    return [
+        (s.label, s.url, s.prune(max_bytes))
+        for s in _cache_stores(manifests, all_dirs, cache)
+        if s.writable
+    ]
 
 
 def inspect_saved_model(path: str | Path, *, paranoid: bool = False) -> dict[str, Any]:

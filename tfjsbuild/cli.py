@@ -35,6 +35,10 @@ def _manifest_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+CACHE_HELP = (
+    "which caches to use: local:MODE,remote:MODE with MODE rw, r or off (e.g. local:rw,remote:r), "
+    "or off"
+)
 NO_VERIFY_HELP = (
     "do not run converted signatures in TensorFlow.js (a later build without it verifies them)"
 )
@@ -61,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quiet", action="store_true", help="print failures only")
     run.add_argument("--paranoid", action="store_true", help=PARANOID_HELP)
     run.add_argument("--no-verify", dest="verify", action="store_false", help=NO_VERIFY_HELP)
+    run.add_argument("--cache", metavar="SPEC", help=CACHE_HELP)
+    run.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="where conversions run: worker processes here (default) or Ray tasks",
+    )
+    run.add_argument(
+        "--ray-address", metavar="ADDRESS", help="Ray cluster to use (default: $RAY_ADDRESS)"
+    )
     failing = run.add_mutually_exclusive_group()
     failing.add_argument(
         "--keep-going",
@@ -80,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--force", action="store_true", help="plan as if everything changed")
     plan.add_argument("--json", dest="json_output", action="store_true", help="print JSON")
     plan.add_argument("--paranoid", action="store_true", help=PARANOID_HELP)
+    plan.add_argument("--cache", metavar="SPEC", help=CACHE_HELP)
 
     validate = sub.add_parser("validate", help="check manifests without building")
     _manifest_options(validate)
@@ -110,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     watch.add_argument("--paranoid", action="store_true", help=PARANOID_HELP)
     watch.add_argument("--no-verify", dest="verify", action="store_false", help=NO_VERIFY_HELP)
+    watch.add_argument("--cache", metavar="SPEC", help=CACHE_HELP)
 
     clean = sub.add_parser("clean", help="remove this manifest's outputs and state")
     _manifest_options(clean)
@@ -129,6 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
     _manifest_options(report)
     report.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
     report.add_argument("--json", dest="json_output", action="store_true", help="print JSON")
+
+    cache = sub.add_parser("cache", help="the cache of built signatures: stats, prune")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    stats = cache_sub.add_parser("stats", help="entries and bytes in each cache")
+    _manifest_options(stats)
+    stats.add_argument("--cache", metavar="SPEC", help=CACHE_HELP)
+    prune = cache_sub.add_parser("prune", help="drop least recently used entries")
+    _manifest_options(prune)
+    prune.add_argument("--cache", metavar="SPEC", help=CACHE_HELP)
+    prune.add_argument(
+        "--max-bytes", type=int, required=True, help="shrink each writable cache to this size"
+    )
     return parser
 
 
@@ -144,6 +172,9 @@ def dispatch(args: argparse.Namespace, console: Console, err_console: Console) -
             fail_fast=args.fail_fast,
             paranoid=args.paranoid,
             verify=args.verify,
+            cache=args.cache,
+            executor=args.executor,
+            ray_address=args.ray_address,
             json_output=args.json_output,
             quiet=args.quiet,
             console=console,
@@ -156,6 +187,7 @@ def dispatch(args: argparse.Namespace, console: Console, err_console: Console) -
             selection=args.selection,
             force=args.force,
             paranoid=args.paranoid,
+            cache=args.cache,
             json_output=args.json_output,
             console=console,
             err_console=err_console,
@@ -174,6 +206,7 @@ def dispatch(args: argparse.Namespace, console: Console, err_console: Console) -
             jobs=args.jobs,
             paranoid=args.paranoid,
             verify=args.verify,
+            cache=args.cache,
             quiet_period=args.quiet_period,
             json_output=args.json_output,
             quiet=args.quiet,
@@ -186,6 +219,15 @@ def dispatch(args: argparse.Namespace, console: Console, err_console: Console) -
             all_dirs=args.all_dirs,
             html=args.html,
             json_output=args.json_output,
+            console=console,
+        )
+    if args.command == "cache":
+        return commands.cache(
+            action=args.cache_command,
+            manifests=args.manifests,
+            all_dirs=args.all_dirs,
+            cache=args.cache,
+            max_bytes=getattr(args, "max_bytes", None),
             console=console,
         )
     return commands.not_implemented(args.command, console=console)

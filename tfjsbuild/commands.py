@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tfjsbuild import api
+from tfjsbuild.artifacts import format_bytes
 from tfjsbuild.atomic import write_atomically
 from tfjsbuild.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from tfjsbuild.fingerprint import python_source_problem
@@ -52,6 +53,9 @@ def run(
     fail_fast: bool,
     paranoid: bool,
     verify: bool,
+    cache: str | None,
+    executor: str,
+    ray_address: str | None,
     json_output: bool,
     quiet: bool,
     console: Console,
@@ -69,6 +73,9 @@ def run(
             fail_fast=fail_fast,
             paranoid=paranoid,
             verify=verify,
+            cache=cache,
+            executor=executor,
+            ray_address=ray_address,
             reporter=reporter,
         )
     finally:
@@ -92,12 +99,18 @@ def plan(
     selection: Sequence[str],
     force: bool,
     paranoid: bool,
+    cache: str | None,
     json_output: bool,
     console: Console,
     err_console: Console,
 ) -> int:
     build_plan = api.plan(
-        manifests, all_dirs=all_dirs, selection=selection, force=force, paranoid=paranoid
+        manifests,
+        all_dirs=all_dirs,
+        selection=selection,
+        force=force,
+        paranoid=paranoid,
+        cache=cache,
     )
     if json_output:
         print(build_plan.to_json())
@@ -205,6 +218,7 @@ def watch(
     jobs: int | None,
     paranoid: bool,
     verify: bool,
+    cache: str | None,
     quiet_period: float,
     json_output: bool,
     quiet: bool,
@@ -243,6 +257,7 @@ def watch(
         jobs=jobs,
         paranoid=paranoid,
         verify=verify,
+        cache=cache,
         quiet_period=quiet_period,
         reporter=reporter,
         on_cycle=on_cycle,
@@ -299,6 +314,35 @@ def report(
         print_report(console, rows)
         if html is not None:
             console.print(f"Wrote {html}")
+    return EXIT_OK
+
+
+def cache(
+    *,
+    action: str,
+    manifests: Sequence[str],
+    all_dirs: Sequence[str],
+    cache: str | None,
+    max_bytes: int | None,
+    console: Console,
+) -> int:
+    if action == "prune":
+        assert max_bytes is not None
+        if max_bytes < 0:
+            raise UsageError(f"--max-bytes must be at least 0, got {max_bytes}")
+        for label, url, stats in api.cache_prune(
+            manifests, all_dirs=all_dirs, cache=cache, max_bytes=max_bytes
+        ):
+            console.print(
+                f"{label} cache {url}: removed {stats['removed_entries']} entries; "
+                f"{stats['entries']} left, {format_bytes(stats['bytes'])}"
+            )
+        return EXIT_OK
+    for label, url, stats in api.cache_stats(manifests, all_dirs=all_dirs, cache=cache):
+        console.print(
+            f"{label} cache {url}: {stats['entries']} entries, {stats['blobs']} blobs, "
+            f"{format_bytes(stats['bytes'])}"
+        )
     return EXIT_OK
 
 

@@ -6,18 +6,29 @@ build keeps every signature finished before the interruption and nothing half-wr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import threading
+import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from tfjsbuild.artifacts import MODEL_JSON, check_graph_model, over_budget_message, size_parts
+from tfjsbuild.artifacts import (
+    MODEL_JSON,
+    GraphModelOutput,
+    OutputFile,
+    check_graph_model,
+    over_budget_message,
+    size_parts,
+)
 from tfjsbuild.atomic import swap_directory, write_atomically
+from tfjsbuild.cache import CacheEntry, Store, cache_key
 from tfjsbuild.errors import BuildError
 from tfjsbuild.fingerprint import canonical_json
 from tfjsbuild.manifest import Manifest, VerifySettings
@@ -30,7 +41,7 @@ if TYPE_CHECKING:
 
     from tfjsbuild.tfjs_runtime import Runtime
 
-Status = Literal["built", "up-to-date", "failed", "removed", "skipped"]
+Status = Literal["built", "restored", "up-to-date", "failed", "removed", "skipped"]
 INDEX_FILE = "tfjs-build.json"
 INDEX_VERSION = 1
 STAGING_DIR = "staging"
@@ -48,6 +59,7 @@ class SignatureResult:
     model_json_bytes: int = 0
     weight_bytes: int = 0
     verification: Mapping[str, Any] | None = None
+    cache: str | None = None  # restored: from which cache ("local" or "remote")
 
 
 @dataclass
@@ -56,6 +68,7 @@ class Project:
 
     manifest: Manifest
     state: BuildState
+    stores: Sequence[Store] = ()  # the caches to restore from and store into
 
     def record(self, item: PlanItem) -> SignatureRecord | None:
         return self.state.records.get(item.key)
@@ -83,6 +96,8 @@ def execute(
     fail_fast: bool,
     reporter: Reporter,
     verify: bool = True,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> list[SignatureResult]:
     results: dict[tuple[Path, str], SignatureResult] = {}
     builds: list[PlanItem] = []
@@ -101,6 +116,8 @@ def execute(
             results[(item.manifest, item.key)] = _remove(item, project)
         elif item.blocked is not None:
             results[(item.manifest, item.key)] = SignatureResult(item, "failed", error=item.blocked)
+        elif item.cached is not None and (restored := _restore(item, project)) is not None:
+            results[(item.manifest, item.key)] = restored
         else:
             builds.append(item)
     for result in results.values():
@@ -114,7 +131,17 @@ def execute(
         runtime = find_runtime()  # before any conversion: a missing Node.js fails fast
     if builds:
         reporter.build_started(builds, worker_count)
-        for result in _convert_all(builds, projects, worker_count, fail_fast, reporter, runtime):
+        converted = _convert_all(
+            builds,
+            projects,
+            worker_count,
+            fail_fast,
+            reporter,
+            runtime,
+            executor,
+            ray_address,
+        )
+        for result in converted:
             results[(result.item.manifest, result.item.key)] = result
     for project in projects.values():
         project.save()
@@ -150,6 +177,85 @@ def _up_to_date(item: PlanItem, project: Project) -> SignatureResult:
     )
 
 
+def _restore(item: PlanItem, project: Project) -> SignatureResult | None:
+    """Put a cached build in place as a conversion would; None if the entry is unusable."""
+    assert item.fingerprint is not None
+    start = time.perf_counter()
+    key = cache_key(item.fingerprint)
+    staging_root = _staging_root(project)
+    staging = staging_root / f"restore-{item.model}-{item.signature}"
+    for store in project.stores:
+        entry = store.get(key)
+        if entry is None:
+            continue
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        try:
+            problem = store.fetch(entry, staging)
+            if problem is None:
+                outcome = _place(item, project, staging, entry.verification, entry.seconds)
+                if isinstance(outcome, SignatureResult):
+                    return outcome  # over budget, or the folder is not ours: a real failure
+                checked = outcome
+                # A remote hit also fills the local cache, so the next restore is local.
+                target = project.manifest.root / item.output
+                _store(item, project, target, project.state.records[item.key], exclude=store)
+                seconds = time.perf_counter() - start
+                model_json, weights = size_parts(checked.files)
+                return SignatureResult(
+                    item,
+                    "restored",
+                    seconds,
+                    checked.bytes,
+                    timings={"restore": seconds},
+                    model_json_bytes=model_json,
+                    weight_bytes=weights,
+                    verification=entry.verification,
+                    cache=store.label,
+                )
+        except OSError as error:
+            problem = str(error)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                staging_root.rmdir()  # only if empty: leave nothing behind
+        # A corrupt or partial entry is never restored: convert instead (and overwrite it).
+        warnings.warn(
+            f"{store.label} cache entry for {item.key} is unusable ({problem})", stacklevel=1
+        )
+    return None
+
+
+def _store(
+    item: PlanItem,
+    project: Project,
+    output: Path,
+    record: SignatureRecord,
+    exclude: Store | None = None,
+) -> None:
+    """Offer a fresh build to the writable caches; a cache that fails is only a warning."""
+    if item.fingerprint is None:
+        return
+    if record.verification is None and item.fingerprint.parts.get("verify"):
+        return  # built with --no-verify: an entry must carry the verification it promises
+    entry = CacheEntry(
+        key=cache_key(item.fingerprint),
+        files=tuple(OutputFile(f.path, f.size, f.sha256) for f in record.files),
+        inputs=record.inputs,
+        outputs=record.outputs,
+        verification=record.verification,
+        seconds=record.seconds,
+    )
+    for store in project.stores:
+        if store.writable and store is not exclude:
+            try:
+                store.put(entry, output)
+            except Exception as error:  # network, permissions, quota: the build itself is fine
+                warnings.warn(
+                    f"could not store {item.key} in the {store.label} cache: {error}", stacklevel=1
+                )
+
+
 def _verify_settings(item: PlanItem) -> VerifySettings | None:
     if item.target is None or not item.target.checks.verify.enabled:
         return None
@@ -174,81 +280,115 @@ def _convert_all(
     fail_fast: bool,
     reporter: Reporter,
     runtime: Runtime | None,
+    executor: str,
+    ray_address: str | None,
 ) -> list[SignatureResult]:
     # Imported here: a no-op build never starts a worker and should not pay for these imports.
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, wait
 
     staging_roots = {path: _staging_root(project) for path, project in projects.items()}
-    for root in set(staging_roots.values()):
-        root.mkdir(parents=True, exist_ok=True)
-    log_dir = next(iter(projects.values())).manifest.state_dir
-    log_path = log_dir / "worker.log"
-    log_path.write_text("")
-
-    tasks: dict[str, tuple[PlanItem, ConversionTask]] = {}
-    for index, item in enumerate(builds):
-        assert item.target is not None and item.fingerprint is not None
-        source = item.target.source
-        staging_root = staging_roots[item.manifest]
-        task = ConversionTask(
-            key=f"{index}",
-            source=source,
-            signature=item.signature,
-            options=item.target.options,
-            staging_dir=str(staging_root / f"{index:04d}-{item.model}-{item.signature}"),
-            cache_key=f"{source}\0{item.fingerprint.parts['source']}",
-            scratch_dir=str(staging_root / "scratch"),
-            verify=_verify_task(item, runtime),
-        )
-        tasks[task.key] = (item, task)
-
-    results: list[SignatureResult] = []
-    pool = ProcessPoolExecutor(
-        max_workers=worker_count,
-        mp_context=multiprocessing.get_context("spawn"),  # TensorFlow does not survive fork
-        initializer=init_worker,
-        initargs=(str(log_path),),
-    )
+    # Removed however this ends (even Ctrl-C before the workers start): never left behind.
     try:
-        with _workers_ignore_ctrl_c():
-            pending: dict[Future[ConversionOutcome], str] = {
-                pool.submit(run_task, task): key for key, (_, task) in tasks.items()
-            }
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                key = pending.pop(future)
-                item, task = tasks[key]
-                result = _finish(item, task, future, projects[item.manifest], log_path)
-                results.append(result)
-                reporter.signature_finished(result)
-                if result.status == "failed" and fail_fast:
-                    for other in pending:
-                        other.cancel()
-            if fail_fast and any(r.status == "failed" for r in results):
-                for future, key in list(pending.items()):
-                    if future.cancelled():
-                        skipped = SignatureResult(
-                            tasks[key][0],
-                            "skipped",
-                            error="not built: --fail-fast stopped the build",
-                        )
-                        results.append(skipped)
-                        reporter.signature_finished(skipped)
-                        del pending[future]
-    except BaseException:
-        # Ctrl-C or a bug: stop the workers now rather than wait for their conversions.
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.terminate()
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    else:
-        pool.shutdown(wait=True)
+        for root in set(staging_roots.values()):
+            root.mkdir(parents=True, exist_ok=True)
+        log_dir = next(iter(projects.values())).manifest.state_dir
+        log_path = log_dir / "worker.log"
+        log_path.write_text("")
+
+        tasks: dict[str, tuple[PlanItem, ConversionTask]] = {}
+        for index, item in enumerate(builds):
+            assert item.target is not None and item.fingerprint is not None
+            source = item.target.source
+            staging_root = staging_roots[item.manifest]
+            task = ConversionTask(
+                key=f"{index}",
+                source=source,
+                signature=item.signature,
+                options=item.target.options,
+                staging_dir=str(staging_root / f"{index:04d}-{item.model}-{item.signature}"),
+                cache_key=f"{source}\0{item.fingerprint.parts['source']}",
+                scratch_dir=str(staging_root / "scratch"),
+                verify=_verify_task(item, runtime),
+            )
+            tasks[task.key] = (item, task)
+
+        results: list[SignatureResult] = []
+        pool: TaskExecutor
+        if executor == "ray":
+            from tfjsbuild.ray_executor import RayExecutor
+
+            pool = RayExecutor(ray_address)
+        else:
+            pool = LocalExecutor(worker_count, log_path)
+        try:
+            with _workers_ignore_ctrl_c():
+                pending: dict[Future[ConversionOutcome], str] = {
+                    pool.submit(task): key for key, (_, task) in tasks.items()
+                }
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    key = pending.pop(future)
+                    item, task = tasks[key]
+                    result = _finish(item, task, future, projects[item.manifest], log_path)
+                    results.append(result)
+                    reporter.signature_finished(result)
+                    if result.status == "failed" and fail_fast:
+                        for other in pending:
+                            other.cancel()
+                if fail_fast and any(r.status == "failed" for r in results):
+                    for future, key in list(pending.items()):
+                        if future.cancelled():
+                            skipped = SignatureResult(
+                                tasks[key][0],
+                                "skipped",
+                                error="not built: --fail-fast stopped the build",
+                            )
+                            results.append(skipped)
+                            reporter.signature_finished(skipped)
+                            del pending[future]
+        except BaseException:
+            # Ctrl-C or a bug: stop the workers now rather than wait for their conversions.
+            pool.shutdown(abort=True)
+            raise
+        else:
+            pool.shutdown(abort=False)
     finally:
         for root in set(staging_roots.values()):
             shutil.rmtree(root, ignore_errors=True)
     return results
+
+
+class TaskExecutor(Protocol):
+    """Runs conversion tasks somewhere; each future resolves once the output is in staging."""
+
+    def submit(self, task: ConversionTask) -> Future[ConversionOutcome]: ...
+
+    def shutdown(self, *, abort: bool) -> None: ...
+
+
+class LocalExecutor:
+    """Spawned worker processes on this machine (the default)."""
+
+    def __init__(self, worker_count: int, log_path: Path) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.pool = ProcessPoolExecutor(
+            max_workers=worker_count,
+            mp_context=multiprocessing.get_context("spawn"),  # TensorFlow does not survive fork
+            initializer=init_worker,
+            initargs=(str(log_path),),
+        )
+
+    def submit(self, task: ConversionTask) -> Future[ConversionOutcome]:
+        return self.pool.submit(run_task, task)
+
+    def shutdown(self, *, abort: bool) -> None:
+        if abort:
+            for process in list(getattr(self.pool, "_processes", {}).values()):
+                process.terminate()
+        self.pool.shutdown(wait=True, cancel_futures=abort)
 
 
 def _verify_task(item: PlanItem, runtime: Runtime | None) -> VerifyTask | None:
@@ -300,6 +440,10 @@ def _finish(
             "failed",
             error=f"the worker process died (out of memory or a crash in TensorFlow); see {log_path}",
         )
+    except Exception as error:  # a remote executor's task or transfer failed
+        return SignatureResult(
+            item, "failed", error=f"the conversion task failed: {type(error).__name__}: {error}"
+        )
     if outcome.error is not None:
         return SignatureResult(
             item,
@@ -309,7 +453,32 @@ def _finish(
             timings=outcome.timings,
             verification=outcome.verification,
         )
-    staging = Path(task.staging_dir)
+    placed = _place(item, project, Path(task.staging_dir), outcome.verification, outcome.seconds)
+    if isinstance(placed, SignatureResult):
+        return replace(placed, seconds=outcome.seconds, timings=outcome.timings)
+    record = project.state.records[item.key]
+    _store(item, project, project.manifest.root / item.output, record)
+    model_json, weights = size_parts(placed.files)
+    return SignatureResult(
+        item,
+        "built",
+        outcome.seconds,
+        placed.bytes,
+        timings=outcome.timings,
+        model_json_bytes=model_json,
+        weight_bytes=weights,
+        verification=outcome.verification,
+    )
+
+
+def _place(
+    item: PlanItem,
+    project: Project,
+    staging: Path,
+    verification: dict[str, Any] | None,
+    seconds: float,
+) -> GraphModelOutput | SignatureResult:
+    """Check a staged output, swap it into place and record it; a failed result if it cannot."""
     try:
         checked = check_graph_model(staging)
         budget = item.target.checks.max_bytes if item.target is not None else None
@@ -319,9 +488,7 @@ def _finish(
         _check_replaceable(target, project.record(item), project.manifest.root)
         swap_directory(staging, target)
     except (BuildError, OSError) as error:
-        return SignatureResult(
-            item, "failed", outcome.seconds, error=str(error), timings=outcome.timings
-        )
+        return SignatureResult(item, "failed", error=str(error), verification=verification)
     previous = project.record(item)
     if previous is not None and previous.output != item.output:
         # Signatures may trade folders between builds: keep a folder another one now owns.
@@ -340,22 +507,12 @@ def _finish(
         inputs=checked.inputs,
         outputs=checked.outputs,
         content_hash=checked.content_hash,
-        seconds=round(outcome.seconds, 3),
+        seconds=round(seconds, 3),
         details=dict(item.fingerprint.details),
-        verification=outcome.verification,
+        verification=verification,
     )
     project.save()
-    model_json, weights = size_parts(checked.files)
-    return SignatureResult(
-        item,
-        "built",
-        outcome.seconds,
-        checked.bytes,
-        timings=outcome.timings,
-        model_json_bytes=model_json,
-        weight_bytes=weights,
-        verification=outcome.verification,
-    )
+    return checked
 
 
 def _located(item: PlanItem, manifest: Manifest, outcome: ConversionOutcome) -> str:

@@ -58,6 +58,14 @@ class LoadedSource(Protocol):
         ...
 
 
+def _require(signature: str, available: Mapping[str, Any], origin: str) -> None:
+    if signature not in available:
+        raise SignatureError(
+            f"{origin} has no signature '{signature}' (it has: "
+            f"{', '.join(sorted(available)) or 'none'})"
+        )
+
+
 @dataclass
 class SavedModelSignatures:
     loaded: convert.LoadedSavedModel
@@ -70,12 +78,7 @@ class SavedModelSignatures:
         options: ConverterOptions,
         timings: dict[str, float] | None,
     ) -> GraphModelOutput:
-        available = sorted(self.loaded.model.signatures.keys())
-        if signature not in available:
-            raise SignatureError(
-                f"{self.origin} has no signature '{signature}' (it has: "
-                f"{', '.join(available) or 'none'})"
-            )
+        _require(signature, self.loaded.model.signatures, self.origin)
         return convert.convert_signature(self.loaded, signature, output_dir, options, timings)
 
     def functions(self) -> dict[str, Any]:
@@ -104,11 +107,7 @@ class FunctionSignatures:
         options: ConverterOptions,
         timings: dict[str, float] | None,
     ) -> GraphModelOutput:
-        if signature not in self.functions_by_name:
-            raise SignatureError(
-                f"{self.origin} has no signature '{signature}' (it has: "
-                f"{', '.join(sorted(self.functions_by_name)) or 'none'})"
-            )
+        _require(signature, self.functions_by_name, self.origin)
         try:
             function = convert.concrete_function(self.functions_by_name[signature])
         except convert.ConversionError as error:

@@ -50,6 +50,8 @@ class PlanItem:
     target: Target | None = None
     # Known before converting that this signature cannot build (e.g. not in the SavedModel).
     blocked: str | None = None
+    # "local" or "remote": the cache holds this build; it is restored instead of converted.
+    cached: str | None = None
 
     @property
     def key(self) -> str:

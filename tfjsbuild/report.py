@@ -70,6 +70,13 @@ class ConsoleReporter:
                     f"{_verified(result.verification)}"
                     f"[dim]({escape('; '.join(item.reasons))})[/dim]"
                 )
+            elif result.status == "restored":
+                self.console.print(
+                    f"[green]↺[/green] {item.key} → {item.output}  restored from the "
+                    f"{result.cache} cache in {result.seconds:.2f}s  {format_bytes(result.bytes)}  "
+                    f"{_verified(result.verification)}"
+                    f"[dim]({escape('; '.join(item.reasons))})[/dim]"
+                )
             elif result.status == "removed":
                 self.console.print(f"[yellow]-[/yellow] {item.key} removed ({item.output})")
             elif result.status == "skipped":
@@ -111,7 +118,8 @@ def print_plan(console: Console, items: Sequence[PlanItem]) -> None:
         elif item.action == "remove":
             console.print(f"  [yellow]remove[/yellow]      {item.key}  ({item.output})")
         else:
-            console.print(f"  [cyan]build[/cyan]       {item.key} → {item.output or '?'}")
+            restore = f"  (restore from the {item.cached} cache)" if item.cached else ""
+            console.print(f"  [cyan]build[/cyan]       {item.key} → {item.output or '?'}{restore}")
             if item.blocked is not None:
                 for line in item.blocked.splitlines():
                     console.print(f"      [red]{escape(line)}[/red]")
@@ -130,7 +138,7 @@ def print_summary(console: Console, results: Sequence[SignatureResult], seconds:
     counts: dict[str, int] = {}
     for result in results:
         counts[result.status] = counts.get(result.status, 0) + 1
-    order = ("built", "up-to-date", "removed", "failed", "skipped")
+    order = ("built", "restored", "up-to-date", "removed", "failed", "skipped")
     parts = [f"{counts[status]} {status}" for status in order if counts.get(status)]
     console.print(f"{', '.join(parts) or 'nothing to do'} in {seconds:.1f}s")
 
@@ -144,6 +152,7 @@ def item_json(item: PlanItem) -> dict[str, Any]:
         "action": item.action,
         "reasons": list(item.reasons) if item.blocked is None else [item.blocked],
         "fingerprint": item.fingerprint.digest if item.fingerprint is not None else None,
+        "cache": item.cached,
     }
 
 
@@ -191,12 +200,14 @@ def quantization_text(quantization: Mapping[str, Sequence[str]]) -> str:
     )
 
 
-def verification_text(verification: Mapping[str, Any] | None) -> str:
+def verification_text(verification: Mapping[str, Any] | None, *, short: bool = False) -> str:
     if verification is None:
         return "not verified"
     error = verification.get("max_abs_error", 0.0)
     shown = f"{error:.2g}" if isinstance(error, int | float) else str(error)
     verdict = "ok" if verification.get("passed") else "FAILED"
+    if short:
+        return f"{verdict} {shown}"
     return (
         f"{verdict}, max abs error {shown} ({verification.get('samples')} samples, "
         f"atol {verification.get('atol'):g}, rtol {verification.get('rtol'):g})"
@@ -204,17 +215,20 @@ def verification_text(verification: Mapping[str, Any] | None) -> str:
 
 
 def print_report(console: Console, rows: Sequence[ReportRow]) -> None:
+    from rich import box
     from rich.table import Table
 
     if not rows:
         console.print("Nothing built yet: run `tfjs-build run` first.")
         return
-    table = Table(show_lines=False)
-    for column in ("model", "signature", "size", "model.json", "weights", "quantization"):
-        table.add_column(
-            column, justify="right" if column in ("size", "model.json", "weights") else "left"
-        )
-    table.add_column("verification")
+    if not console.is_terminal:
+        # A log or a pipe has no width to fit: rich's 80-column default would fold every cell.
+        console = Console(file=console.file, width=200, highlight=False, color_system=None)
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("model", "signature", "size", "model.json", "weights/shards", "quantization"):
+        numeric = column in ("size", "model.json", "weights/shards")
+        table.add_column(column, justify="right" if numeric else "left")
+    table.add_column("verified (max error)")
     table.add_column("build", justify="right")
     for row in rows:
         table.add_row(
@@ -224,7 +238,7 @@ def print_report(console: Console, rows: Sequence[ReportRow]) -> None:
             format_bytes(row.model_json_bytes),
             f"{format_bytes(row.weight_bytes)} / {row.shards}",
             escape(quantization_text(row.quantization)),
-            escape(verification_text(row.verification)),
+            escape(verification_text(row.verification, short=True)),
             f"{row.seconds:.1f}s",
         )
     console.print(table)

@@ -229,6 +229,7 @@ class Watcher:
         jobs: int | None = None,
         paranoid: bool = False,
         verify: bool = True,
+        cache: str | None = None,
         quiet_period: float = DEFAULT_QUIET_PERIOD,
         reporter: Reporter | None = None,
         on_cycle: Callable[[Cycle], None] = lambda cycle: None,
@@ -238,6 +239,7 @@ class Watcher:
         self.jobs = jobs
         self.paranoid = paranoid
         self.verify = verify
+        self.cache = cache
         self.quiet_period = quiet_period
         self.reporter = reporter
         self.on_cycle = on_cycle
@@ -332,6 +334,7 @@ class Watcher:
                     jobs=self.jobs,
                     paranoid=self.paranoid,
                     verify=self.verify,
+                    cache=self.cache,
                     reporter=self.reporter,
                 )
                 cycle = replace(cycle, result=result)
