@@ -195,7 +195,9 @@ def main() -> None:
     retrain_seconds, retrain_rebuilt = export_and_build(work, embed_seed=3)  # head B retrained
 
     # Verification on: every signature is converted again and run in TF.js (3 samples each).
-    (work / "tfjs-build.yaml").write_text(MANIFEST.replace("  verify: {enabled: false}\n", ""))
+    (work / "tfjs-build.yaml").write_text(
+        MANIFEST.replace("defaults:\n  verify: {enabled: false}\n", "")
+    )
     start = time.perf_counter()
     verified = statuses(work)
     verify_seconds = time.perf_counter() - start
