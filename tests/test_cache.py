@@ -264,3 +264,27 @@ def test_a_remote_cache_written_by_ci_and_read_by_a_laptop(
         for file in (ci.parent / "dist/multi" / signature).iterdir():
             copy = fresh.parent / "dist/multi" / signature / file.name
             assert copy.read_bytes() == file.read_bytes()
+
+
+@pytest.mark.slow
+def test_an_unreachable_remote_cache_is_a_warning_not_a_failure(
+    tmp_path: Path, model_store: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",  # nothing listens there
+        "AWS_MAX_ATTEMPTS": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    manifest = _write(
+        tmp_path / "p",
+        MANIFEST + "    signatures: [regress]\ncache: {remote: 's3://models/tfjs-cache'}\n",
+    )
+    shutil.copytree(model_store("multihead"), manifest.parent / "multi")
+    with pytest.warns(UserWarning, match=r"remote cache s3://models/tfjs-cache is unreachable"):
+        result = tfjsbuild.build([manifest])
+    assert [r.status for r in result.results] == ["built"]
+    # The local cache still took the build.
+    assert Store(str(manifest.parent / ".tfjs-build/cache"), "r", "local").stats()["entries"] == 1

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,7 @@ class Store:
         self.url = url
         self.mode = mode
         self.label = label  # "local" or "remote", for plans and reports
+        self.unreachable: str | None = None  # set on the first failure that is not a miss
         try:
             self.fs, self.root = fsspec.core.url_to_fs(url)
         except (ImportError, ValueError) as error:  # e.g. s3:// without s3fs installed
@@ -112,9 +114,19 @@ class Store:
         return f"{self.root}/blobs/{sha256[:2]}/{sha256}"
 
     def get(self, key: str) -> CacheEntry | None:
+        if self.unreachable is not None:
+            return None
         try:
             text = self.fs.cat_file(self._entry_path(key))
-        except (FileNotFoundError, OSError):
+        except FileNotFoundError:
+            return None
+        except Exception as error:  # network, credentials: build without this cache, once
+            self.unreachable = f"{type(error).__name__}: {error}"
+            warnings.warn(
+                f"{self.label} cache {self.url} is unreachable ({self.unreachable}); "
+                "building without it",
+                stacklevel=1,
+            )
             return None
         entry = CacheEntry.from_json(key, text)
         if entry is not None and self.label == "local":
@@ -127,7 +139,7 @@ class Store:
         for item in entry.files:
             try:
                 data = self.fs.cat_file(self._blob_path(item.sha256))
-            except (FileNotFoundError, OSError) as error:
+            except Exception as error:  # missing, or the store went away mid-restore
                 return f"blob {item.sha256[:12]} of {item.path} is missing ({error})"
             if len(data) != item.size or hashlib.sha256(data).hexdigest() != item.sha256:
                 return f"blob {item.sha256[:12]} of {item.path} is corrupt or truncated"

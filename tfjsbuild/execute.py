@@ -247,7 +247,7 @@ def _store(
         seconds=record.seconds,
     )
     for store in project.stores:
-        if store.writable and store is not exclude:
+        if store.writable and store is not exclude and store.unreachable is None:
             try:
                 store.put(entry, output)
             except Exception as error:  # network, permissions, quota: the build itself is fine
