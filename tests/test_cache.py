@@ -112,8 +112,13 @@ def test_a_store_never_restores_a_corrupt_or_partial_entry(tmp_path: Path) -> No
     assert store.fetch(entry, tmp_path / "again") == (
         f"blob {shard.sha256[:12]} of group1-shard1of1.bin is corrupt or truncated"
     )
+    # Storing the rebuilt output replaces the bad blob; the entry restores again.
+    store.put(entry, output)
+    assert store.fetch(entry, tmp_path / "healed") is None
     blob.unlink()
     assert "is missing" in (store.fetch(entry, tmp_path / "again") or "")
+    store.put(entry, output)
+    assert store.fetch(entry, tmp_path / "healed-again") is None
     # An entry manifest that is not ours or not complete JSON is no entry at all.
     entry_file = next((tmp_path / "cache/entries").rglob("*.json"))
     entry_file.write_text('{"version": 1, "key": "')

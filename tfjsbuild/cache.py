@@ -95,6 +95,7 @@ class Store:
         self.mode = mode
         self.label = label  # "local" or "remote", for plans and reports
         self.unreachable: str | None = None  # set on the first failure that is not a miss
+        self.bad_blobs: set[str] = set()  # found corrupt or missing: overwritten by `put`
         try:
             self.fs, self.root = fsspec.core.url_to_fs(url)
         except (ImportError, ValueError) as error:  # e.g. s3:// without s3fs installed
@@ -140,8 +141,10 @@ class Store:
             try:
                 data = self.fs.cat_file(self._blob_path(item.sha256))
             except Exception as error:  # missing, or the store went away mid-restore
+                self.bad_blobs.add(item.sha256)
                 return f"blob {item.sha256[:12]} of {item.path} is missing ({error})"
             if len(data) != item.size or hashlib.sha256(data).hexdigest() != item.sha256:
+                self.bad_blobs.add(item.sha256)
                 return f"blob {item.sha256[:12]} of {item.path} is corrupt or truncated"
             target = destination / item.path
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -152,10 +155,18 @@ class Store:
         """Blobs first (temporary name, then moved), the entry's manifest last."""
         for item in entry.files:
             blob = self._blob_path(item.sha256)
-            if self.fs.exists(blob):
+            if item.sha256 not in self.bad_blobs and self._has(blob, item.size):
                 continue
             self._publish(blob, (source / item.path).read_bytes())
+            self.bad_blobs.discard(item.sha256)
         self._publish(self._entry_path(entry.key), entry.to_json().encode())
+
+    def _has(self, blob: str, size: int) -> bool:
+        """A blob already there, of the right size (a truncated upload is replaced)."""
+        try:
+            return bool(self.fs.size(blob) == size)
+        except FileNotFoundError:
+            return False
 
     def _publish(self, path: str, data: bytes) -> None:
         folder = path.rsplit("/", 1)[0]
