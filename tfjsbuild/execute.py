@@ -155,14 +155,13 @@ def _up_to_date(item: PlanItem, project: Project) -> SignatureResult:
     if record is None:
         return SignatureResult(item, "up-to-date")
     model_json, weights = size_parts(record.files)
-    budget = item.target.checks.max_bytes if item.target is not None else None
-    if budget is not None and record.bytes > budget:
-        directory = project.manifest.root / record.output
+    over_budget = _over_budget(item, project.manifest.root / record.output, record.bytes)
+    if over_budget is not None:
         return SignatureResult(
             item,
             "failed",
             bytes=record.bytes,
-            error=over_budget_message(directory, record.bytes, budget),
+            error=over_budget,
             model_json_bytes=model_json,
             weight_bytes=weights,
             verification=record.verification,
@@ -254,6 +253,14 @@ def _store(
                 warnings.warn(
                     f"could not store {item.key} in the {store.label} cache: {error}", stacklevel=1
                 )
+
+
+def _over_budget(item: PlanItem, directory: Path, size: int) -> str | None:
+    """Why the output in `directory` breaks its `max_bytes`, or None."""
+    budget = item.target.checks.max_bytes if item.target is not None else None
+    if budget is None or size <= budget:
+        return None
+    return over_budget_message(directory, size, budget)
 
 
 def _verify_settings(item: PlanItem) -> VerifySettings | None:
@@ -481,9 +488,9 @@ def _place(
     """Check a staged output, swap it into place and record it; a failed result if it cannot."""
     try:
         checked = check_graph_model(staging)
-        budget = item.target.checks.max_bytes if item.target is not None else None
-        if budget is not None and checked.bytes > budget:
-            raise BuildError(over_budget_message(staging, checked.bytes, budget))
+        over_budget = _over_budget(item, staging, checked.bytes)
+        if over_budget is not None:
+            raise BuildError(over_budget)
         target = project.manifest.root / item.output
         _check_replaceable(target, project.record(item), project.manifest.root)
         swap_directory(staging, target)

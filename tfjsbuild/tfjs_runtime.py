@@ -10,7 +10,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -152,6 +151,8 @@ def encode_tensors(tensors: Mapping[str, Array]) -> dict[str, Any]:
     """Arrays as the runner's JSON: flat data, non-finite floats as strings."""
     import numpy as np  # only verification needs it; planning imports this module
 
+    from tfjsbuild.verify import json_float
+
     encoded = {}
     for key, value in tensors.items():
         array = np.asarray(value)
@@ -165,15 +166,9 @@ def encode_tensors(tensors: Mapping[str, Array]) -> dict[str, Any]:
             dtype, data = "int32", array.astype("int64").ravel().tolist()
         else:
             dtype = "float32"
-            data = [_encode_float(v) for v in array.astype("float32").ravel().tolist()]
+            data = [json_float(v) for v in array.astype("float32").ravel().tolist()]
         encoded[key] = {"dtype": dtype, "shape": list(array.shape), "data": data}
     return encoded
-
-
-def _encode_float(value: float) -> float | str:
-    if math.isfinite(value):
-        return value
-    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
 def decode_tensors(encoded: Mapping[str, Any]) -> dict[str, Array]:

@@ -42,8 +42,8 @@ class OutputComparison:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "max_abs_error": _json_float(self.max_abs_error),
-            "max_rel_error": _json_float(self.max_rel_error),
+            "max_abs_error": json_float(round(self.max_abs_error, 9)),
+            "max_rel_error": json_float(round(self.max_rel_error, 9)),
             "passed": self.passed,
         }
 
@@ -190,7 +190,8 @@ def failure_message(
     )
 
 
-def _json_float(value: float) -> float | str:
+def json_float(value: float) -> float | str:
+    """A float for JSON, which has no literal for NaN or the infinities."""
     if math.isfinite(value):
-        return round(value, 9)
-    return "Infinity" if value > 0 else "NaN"
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
