@@ -151,8 +151,13 @@ def test_lock_held_by_another_build(tmp_path: Path) -> None:
 def test_failed_build_and_blocked_plan_are_reports(tmp_path: Path) -> None:
     (tmp_path / "tfjs-build.yaml").write_text("version: 1\nmodels:\n  a:\n    saved_model: m\n")
     for command in ("plan", "run"):
+        (tmp_path / ".tfjs-build").mkdir(exist_ok=True)
+        state_path(tmp_path / ".tfjs-build").write_text("{")
         done = run_cli(command, "--json", cwd=tmp_path)
         assert done.returncode == 1
+        # Warnings are not lost with --json: they go to stderr with the progress.
+        warning = f"warning: {tmp_path}/.tfjs-build/state.json is unreadable (JSONDecodeError: "
+        assert warning in done.stderr
         report = one_json_object(done.stdout)
         assert (report["ok"], report["exit_code"], "error" in report) == (False, 1, False)
         (signature,) = report["signatures"]

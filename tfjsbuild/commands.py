@@ -82,15 +82,13 @@ def run(
         )
     finally:
         reporter.close()
+    _warn(err_console, result.warnings)  # stderr: with --json too
     if json_output:
         print(result.to_json(), file=json_out)
     elif dry_run:
-        _warn(err_console, result.warnings)
         print_plan(console, [r.item for r in result.results])
-    else:
-        _warn(err_console, result.warnings)
-        if not quiet:
-            print_summary(console, result.results, result.seconds)
+    elif not quiet:
+        print_summary(console, result.results, result.seconds)
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
@@ -115,10 +113,10 @@ def plan(
         paranoid=paranoid,
         cache=cache,
     )
+    _warn(err_console, build_plan.warnings)  # stderr: with --json too
     if json_output:
         print(build_plan.to_json(), file=json_out)
     else:
-        _warn(err_console, build_plan.warnings)
         print_plan(console, build_plan.items)
     return EXIT_FAILED if any(item.blocked for item in build_plan.items) else EXIT_OK
 
