@@ -97,6 +97,21 @@ def save_with_unsupported(path: Path) -> Path:
     return path
 
 
+class MarkupNames(tf.Module):
+    """One function exported under names rich would read as markup or emoji codes."""
+
+    @tf.function(input_signature=[X])
+    def double(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"y[/]z": x * 2.0}
+
+
+def save_markup_names(path: Path) -> Path:
+    module = MarkupNames()
+    signatures = {"x[/]y": module.double, "[bold]:smile:": module.double}
+    tf.saved_model.save(module, str(path), signatures=signatures)
+    return path
+
+
 class Deep(tf.Module):
     """Signatures with a few hundred ops each, so that one conversion takes a noticeable time."""
 

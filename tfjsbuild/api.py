@@ -44,8 +44,10 @@ from tfjsbuild.manifest import (
     Manifest,
     PythonSource,
     SavedModelSource,
+    format_key_path,
     load_manifest,
     manifest_schema,
+    non_finite_numbers,
 )
 from tfjsbuild.plan import PlanItem, Target, plan_build, select
 from tfjsbuild.report import SilentReporter, plan_json, results_json
@@ -524,6 +526,11 @@ def converter_options(**options: Any) -> ConverterOptions:
     except jsonschema.ValidationError as error:
         where = ".".join(str(p) for p in error.absolute_path) or "options"
         raise UsageError(f"invalid converter option {where}: {error.message}") from None
+    for path, value in non_finite_numbers(options):  # JSON Schema cannot say "finite"
+        raise UsageError(
+            f"invalid converter option {format_key_path(path)}: {value} is not a finite number "
+            "(model.json is JSON, which has no NaN or infinity)"
+        )
     return ConverterOptions.from_mapping({**BUILTIN_OPTIONS, **options})
 
 

@@ -6,11 +6,14 @@ import argparse
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import NoReturn, TextIO
 
 from rich.console import Console
 
 from tfjsbuild import __version__, commands
-from tfjsbuild.errors import EXIT_INTERRUPTED, ManifestError, TfjsBuildError, exit_code_for
+from tfjsbuild.errors import ManifestError, TfjsBuildError, UsageError, exit_code_for
+from tfjsbuild.report import error_json
+from tfjsbuild.streams import stdout_reserved
 
 PARANOID_HELP = "digest variables by their bytes instead of the checkpoint's crc32c"
 
@@ -44,8 +47,33 @@ NO_VERIFY_HELP = (
 )
 
 
+class CommandLineError(UsageError):
+    """A command line argparse refused; raised (not exited) so `--json` can report it too."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        self.prog = prog
+        super().__init__(message)
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        raise CommandLineError(self.prog, message)
+
+
+def _asks_for_json(argv: Sequence[str]) -> bool:
+    """Whether a command line that did not parse asked for --json (as argparse would read it,
+    abbreviations included), so its usage error is reported as JSON too."""
+    for arg in argv:
+        if arg == "--":
+            return False
+        if arg.startswith("--js") and "--json".startswith(arg):
+            return True
+    return False
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="tfjs-build",
         description="Declarative, incremental TensorFlow.js graph model builds.",
     )
@@ -160,7 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def dispatch(args: argparse.Namespace, console: Console, err_console: Console) -> int:
+def dispatch(
+    args: argparse.Namespace,
+    console: Console,
+    err_console: Console,
+    json_out: TextIO | None = None,
+) -> int:
     if args.command == "run":
         return commands.run(
             manifests=args.manifests,
@@ -176,6 +209,7 @@ def dispatch(args: argparse.Namespace, console: Console, err_console: Console) -
             executor=args.executor,
             ray_address=args.ray_address,
             json_output=args.json_output,
+            json_out=json_out,
             quiet=args.quiet,
             console=console,
             err_console=err_console,
@@ -189,6 +223,7 @@ def dispatch(args: argparse.Namespace, console: Console, err_console: Console) -
             paranoid=args.paranoid,
             cache=args.cache,
             json_output=args.json_output,
+            json_out=json_out,
             console=console,
             err_console=err_console,
         )
@@ -198,7 +233,11 @@ def dispatch(args: argparse.Namespace, console: Console, err_console: Console) -
         return commands.clean(manifests=args.manifests, all_dirs=args.all_dirs, console=console)
     if args.command == "inspect":
         return commands.inspect(
-            path=args.path, paranoid=args.paranoid, json_output=args.json_output, console=console
+            path=args.path,
+            paranoid=args.paranoid,
+            json_output=args.json_output,
+            json_out=json_out,
+            console=console,
         )
     if args.command == "watch":
         return commands.watch(
@@ -209,6 +248,7 @@ def dispatch(args: argparse.Namespace, console: Console, err_console: Console) -
             cache=args.cache,
             quiet_period=args.quiet_period,
             json_output=args.json_output,
+            json_out=json_out,
             quiet=args.quiet,
             console=console,
             err_console=err_console,
@@ -219,6 +259,7 @@ def dispatch(args: argparse.Namespace, console: Console, err_console: Console) -
             all_dirs=args.all_dirs,
             html=args.html,
             json_output=args.json_output,
+            json_out=json_out,
             console=console,
         )
     if args.command == "cache":
@@ -234,33 +275,53 @@ def dispatch(args: argparse.Namespace, console: Console, err_console: Console) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    console = Console(highlight=False, soft_wrap=True)
-    err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+    arguments = sys.argv[1:] if argv is None else list(argv)
     try:
-        return dispatch(args, console, err_console)
-    except ManifestError as error:
-        print(error.format(), file=sys.stderr)
+        args = build_parser().parse_args(arguments)
+    except CommandLineError as error:
+        print(f"{error.prog}: error: {error}", file=sys.stderr)
+        if _asks_for_json(arguments):
+            print(error_json(error, exit_code=exit_code_for(error), message=str(error)))
         return exit_code_for(error)
-    except TfjsBuildError as error:
-        if args.debug:
+    json_output = bool(getattr(args, "json_output", False))
+    # No emoji codes: a signature named `:smile:` is shown as written.
+    console = Console(highlight=False, soft_wrap=True, emoji=False)
+    err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+    # With --json nothing but the one JSON object reaches stdout, whatever user code prints.
+    with stdout_reserved(json_output) as json_out:
+        try:
+            return dispatch(args, console, err_console, json_out)
+        except (Exception, KeyboardInterrupt) as error:
+            code, message = _report_error(error, debug=args.debug)
+            if json_output:
+                print(error_json(error, exit_code=code, message=message), file=json_out)
+            return code
+
+
+def _report_error(error: BaseException, *, debug: bool) -> tuple[int, str]:
+    """Print an error to stderr as text; return its exit code and its message for --json."""
+    code = exit_code_for(error)
+    if isinstance(error, ManifestError):
+        message = error.format()
+        print(message, file=sys.stderr)
+    elif isinstance(error, TfjsBuildError):
+        if debug:
             traceback.print_exc()
-        print(f"tfjs-build: error: {error}", file=sys.stderr)
-        return exit_code_for(error)
-    except KeyboardInterrupt:
-        print("tfjs-build: interrupted; finished outputs and state are kept", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception as error:
-        if args.debug:
+        message = str(error)
+        print(f"tfjs-build: error: {message}", file=sys.stderr)
+    elif isinstance(error, KeyboardInterrupt):
+        message = "interrupted; finished outputs and state are kept"
+        print(f"tfjs-build: {message}", file=sys.stderr)
+    else:
+        message = (
+            f"{type(error).__name__}: {error}\n"
+            "This is a bug in tfjs-build: rerun with --debug for the traceback and report it."
+        )
+        if debug:
             traceback.print_exc()
         else:
-            print(
-                f"tfjs-build: internal error: {type(error).__name__}: {error}\n"
-                "This is a bug in tfjs-build: rerun with --debug for the traceback and report it.",
-                file=sys.stderr,
-            )
-        return exit_code_for(error)
+            print(f"tfjs-build: internal error: {message}", file=sys.stderr)
+    return code, message
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import signal
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -15,7 +15,7 @@ from rich.markup import escape
 from tfjsbuild import api
 from tfjsbuild.artifacts import format_bytes
 from tfjsbuild.atomic import write_atomically
-from tfjsbuild.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from tfjsbuild.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, SourceError, UsageError
 from tfjsbuild.fingerprint import python_source_problem
 from tfjsbuild.manifest import (
     KERAS_H5_SUFFIXES,
@@ -26,6 +26,7 @@ from tfjsbuild.manifest import (
 )
 from tfjsbuild.report import (
     ConsoleReporter,
+    command_json,
     print_plan,
     print_report,
     print_summary,
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 def _warn(console: Console, warnings: Sequence[str]) -> None:
     for warning in warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
 
 def run(
@@ -60,6 +61,7 @@ def run(
     quiet: bool,
     console: Console,
     err_console: Console,
+    json_out: TextIO | None = None,
 ) -> int:
     reporter = ConsoleReporter(err_console if json_output else console, quiet=quiet or json_output)
     try:
@@ -80,15 +82,13 @@ def run(
         )
     finally:
         reporter.close()
+    _warn(err_console, result.warnings)  # stderr: with --json too
     if json_output:
-        print(result.to_json())
+        print(result.to_json(), file=json_out)
     elif dry_run:
-        _warn(err_console, result.warnings)
         print_plan(console, [r.item for r in result.results])
-    else:
-        _warn(err_console, result.warnings)
-        if not quiet:
-            print_summary(console, result.results, result.seconds)
+    elif not quiet:
+        print_summary(console, result.results, result.seconds)
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
@@ -103,6 +103,7 @@ def plan(
     json_output: bool,
     console: Console,
     err_console: Console,
+    json_out: TextIO | None = None,
 ) -> int:
     build_plan = api.plan(
         manifests,
@@ -112,10 +113,10 @@ def plan(
         paranoid=paranoid,
         cache=cache,
     )
+    _warn(err_console, build_plan.warnings)  # stderr: with --json too
     if json_output:
-        print(build_plan.to_json())
+        print(build_plan.to_json(), file=json_out)
     else:
-        _warn(err_console, build_plan.warnings)
         print_plan(console, build_plan.items)
     return EXIT_FAILED if any(item.blocked for item in build_plan.items) else EXIT_OK
 
@@ -124,41 +125,48 @@ def validate(*, manifests: Sequence[str], all_dirs: Sequence[str], console: Cons
     loaded = api.load_manifests(manifests, all_dirs)
     for manifest in loaded:
         count = len(manifest.models)
-        console.print(f"{manifest.path}: ok ({count} model{'s' if count != 1 else ''})")
+        console.print(
+            f"{escape(str(manifest.path))}: ok ({count} model{'s' if count != 1 else ''})"
+        )
     return EXIT_OK
 
 
 def clean(*, manifests: Sequence[str], all_dirs: Sequence[str], console: Console) -> int:
     removed = api.clean(manifests, all_dirs=all_dirs)
     for output in removed:
-        console.print(f"removed {output}")
+        console.print(f"removed {escape(output)}")
     console.print(
         f"Removed {len(removed)} output{'s' if len(removed) != 1 else ''} and the build state."
     )
     return EXIT_OK
 
 
-def inspect(*, path: str, paranoid: bool, json_output: bool, console: Console) -> int:
+def inspect(
+    *,
+    path: str,
+    paranoid: bool,
+    json_output: bool,
+    console: Console,
+    json_out: TextIO | None = None,
+) -> int:
     folder = Path(path)
     if not is_saved_model(folder):
-        return _inspect_source(path, json_output=json_output, console=console)
+        return _inspect_source(path, json_output=json_output, console=console, json_out=json_out)
     payload = api.inspect_saved_model(folder, paranoid=paranoid)
     if json_output:
-        print(json.dumps(payload, indent=2))
+        print(command_json(payload), file=json_out)
         return EXIT_OK
-    console.print(f"SavedModel {folder}")
+    # Everything below comes from the model file: escaped, as rich would read `[x]` as markup.
+    console.print(f"SavedModel {escape(str(folder))}")
     for meta in payload["meta_graphs"]:
-        console.print(f"  tags: {', '.join(meta['tags']) or '(none)'}")
+        console.print(f"  tags: {escape(', '.join(meta['tags'])) or '(none)'}")
         if meta["fingerprint_fallback"]:
-            console.print(f"  fingerprint: whole model ({meta['fingerprint_fallback']})")
+            console.print(f"  fingerprint: whole model ({escape(meta['fingerprint_fallback'])})")
         for sig in meta["signatures"]:
-            console.print(f"    signature [bold]{sig['name']}[/bold]")
+            console.print(f"    signature [bold]{escape(sig['name'])}[/bold]")
             for side in ("inputs", "outputs"):
                 for tensor in sig[side]:
-                    shape = "unknown rank" if tensor["shape"] is None else _shape(tensor["shape"])
-                    console.print(
-                        f"      {side[:-1]:<6} {tensor['name']}: {tensor['dtype']} {shape}"
-                    )
+                    console.print(f"      {side[:-1]:<6} {_tensor_text(tensor)}")
             fingerprint = sig.get("fingerprint")
             if fingerprint:
                 console.print(
@@ -166,12 +174,15 @@ def inspect(*, path: str, paranoid: bool, json_output: bool, console: Console) -
                 )
                 for capture in fingerprint["captures"]:
                     console.print(
-                        f"        {capture['kind']:<9} {capture['name']}  {capture['digest'][:24]}"
+                        f"        {capture['kind']:<9} {escape(capture['name'])}  "
+                        f"{capture['digest'][:24]}"
                     )
     return EXIT_OK
 
 
-def _inspect_source(path: str, *, json_output: bool, console: Console) -> int:
+def _inspect_source(
+    path: str, *, json_output: bool, console: Console, json_out: TextIO | None
+) -> int:
     """A Keras file, or `module:callable` (run from the current folder, as a manifest there)."""
     file = Path(path)
     source: KerasSource | PythonSource
@@ -187,14 +198,20 @@ def _inspect_source(path: str, *, json_output: bool, console: Console) -> int:
             f"{path} is not a SavedModel folder (no saved_model.pb), a .keras or .h5 file, or "
             "a Python source module:callable"
         )
-    payload = api.inspect_source(source)
+    try:
+        payload = api.inspect_source(source)
+    except SystemExit as exit:  # the user's code called sys.exit(): inspecting it failed
+        raise SourceError(
+            f"inspecting {path} failed: its code called sys.exit({exit.code!r})"
+        ) from None
     if json_output:
-        print(json.dumps(payload, indent=2))
+        print(command_json(payload), file=json_out)
         return EXIT_OK
     if isinstance(source, KerasSource):
-        console.print(f"Keras model {path} ({payload['container']})")
+        console.print(f"Keras model {escape(path)} ({payload['container']})")
     else:
-        console.print(f"Python source {path} (inputs: {', '.join(payload['inputs'])})")
+        inputs = ", ".join(payload["inputs"])
+        console.print(f"Python source {escape(path)} (inputs: {escape(inputs)})")
     console.print(f"  fingerprint {payload['fingerprint'][:16]}")
     for sig in payload["signatures"]:
         console.print(f"    signature [bold]{escape(sig['name'])}[/bold]")
@@ -203,9 +220,14 @@ def _inspect_source(path: str, *, json_output: bool, console: Console) -> int:
             continue
         for side in ("inputs", "outputs"):
             for tensor in sig[side]:
-                shape = "unknown rank" if tensor["shape"] is None else _shape(tensor["shape"])
-                console.print(f"      {side[:-1]:<6} {tensor['name']}: {tensor['dtype']} {shape}")
+                console.print(f"      {side[:-1]:<6} {_tensor_text(tensor)}")
     return EXIT_OK
+
+
+def _tensor_text(tensor: dict[str, Any]) -> str:
+    """`name: dtype [shape]`, escaped for rich (names come from the model)."""
+    shape = "unknown rank" if tensor["shape"] is None else _shape(tensor["shape"])
+    return escape(f"{tensor['name']}: {tensor['dtype']} {shape}")
 
 
 def _shape(shape: Sequence[int | None]) -> str:
@@ -224,6 +246,7 @@ def watch(
     quiet: bool,
     console: Console,
     err_console: Console,
+    json_out: TextIO | None = None,
 ) -> int:
     from tfjsbuild.watch import Watcher
 
@@ -243,7 +266,7 @@ def watch(
                 "error": cycle.error,
                 "report": report,
             }
-            print(json.dumps(entry), flush=True)
+            print(json.dumps(entry, allow_nan=False), file=json_out, flush=True)
             return
         _print_cycle(cycle, console, err_console)
 
@@ -304,16 +327,20 @@ def report(
     html: str | None,
     json_output: bool,
     console: Console,
+    json_out: TextIO | None = None,
 ) -> int:
     rows = api.report(manifests, all_dirs=all_dirs)
     if html is not None:
-        write_atomically(Path(html), report_html(rows))
+        try:
+            write_atomically(Path(html), report_html(rows))
+        except OSError as error:
+            raise UsageError(f"cannot write --html {html}: {error.strerror or error}") from error
     if json_output:
-        print(json.dumps({"signatures": [row.as_dict() for row in rows]}, indent=2))
+        print(command_json({"signatures": [row.as_dict() for row in rows]}), file=json_out)
     else:
         print_report(console, rows)
         if html is not None:
-            console.print(f"Wrote {html}")
+            console.print(f"Wrote {escape(html)}")
     return EXIT_OK
 
 
@@ -334,13 +361,13 @@ def cache(
             manifests, all_dirs=all_dirs, cache=cache, max_bytes=max_bytes
         ):
             console.print(
-                f"{label} cache {url}: removed {stats['removed_entries']} entries; "
+                f"{label} cache {escape(url)}: removed {stats['removed_entries']} entries; "
                 f"{stats['entries']} left, {format_bytes(stats['bytes'])}"
             )
         return EXIT_OK
     for label, url, stats in api.cache_stats(manifests, all_dirs=all_dirs, cache=cache):
         console.print(
-            f"{label} cache {url}: {stats['entries']} entries, {stats['blobs']} blobs, "
+            f"{label} cache {escape(url)}: {stats['entries']} entries, {stats['blobs']} blobs, "
             f"{format_bytes(stats['bytes'])}"
         )
     return EXIT_OK

@@ -352,7 +352,14 @@ def _canonical_model_json(output_dir: Path) -> None:
     model_json = output_dir / "model.json"
     if model_json.is_file():
         data = json.loads(model_json.read_text("utf-8"))
-        model_json.write_text(json.dumps(data, sort_keys=True), "utf-8")
+        try:
+            text = json.dumps(data, sort_keys=True, allow_nan=False)
+        except ValueError as error:  # Python's json reads NaN; TensorFlow.js's JSON.parse not
+            raise ConversionError(
+                f"tensorflowjs wrote a model.json holding NaN or infinity ({error}), which "
+                "TensorFlow.js cannot parse"
+            ) from error
+        model_json.write_text(text, "utf-8")
 
 
 # What TensorFlow.js 4.22 can fuse into _FusedMatMul / FusedConv2D (backend applyActivation).

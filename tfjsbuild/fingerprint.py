@@ -50,8 +50,10 @@ def tool_versions(source_kind: str = "saved_model") -> dict[str, str]:
     return versions
 
 
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+def canonical_json(value: Any, *, allow_nan: bool = False) -> str:
+    """Sorted, compact JSON. A NaN or infinity raises: JSON has none (a written file with one
+    fails `JSON.parse`), so one reaching here is a bug to fix where it came from."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=allow_nan)
 
 
 def _sha256_text(text: str) -> str:
@@ -124,10 +126,11 @@ def keras_archive_digest(path: Path) -> str | None:
                 if info.filename == "metadata.json":
                     metadata = json.loads(archive.read(info))
                     metadata.pop("date_saved", None)
-                    lines.append(f"{info.filename}\0{canonical_json(metadata)}")
+                    # Only hashed, never written: a model's own NaN must not fail the build.
+                    lines.append(f"{info.filename}\0{canonical_json(metadata, allow_nan=True)}")
                 elif info.filename == "config.json":
                     config = _renumber_shared_objects(json.loads(archive.read(info)), {})
-                    lines.append(f"{info.filename}\0{canonical_json(config)}")
+                    lines.append(f"{info.filename}\0{canonical_json(config, allow_nan=True)}")
                 else:
                     lines.append(f"{info.filename}\0{info.file_size}\0{info.CRC:08x}")
     except (OSError, ValueError, zipfile.BadZipFile):

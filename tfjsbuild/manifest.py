@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import posixpath
 import re
 import string
@@ -90,7 +91,7 @@ class ConverterOptions:
             control_flow_v2=bool(raw["control_flow_v2"]),
             skip_op_check=bool(raw["skip_op_check"]),
             use_structured_outputs_names=bool(raw["use_structured_outputs_names"]),
-            metadata_json=json.dumps(raw["metadata"], sort_keys=True),
+            metadata_json=json.dumps(raw["metadata"], sort_keys=True, allow_nan=False),
         )
 
     @property
@@ -278,6 +279,79 @@ class Manifest:
 
 _PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
+# What a manifest may make the loader do. A few hundred bytes of nested aliases (a "billion
+# laughs") expand to billions of values: 300 bytes took 50 s and 3.5 GB before these limits.
+# A 1,000-model manifest sharing settings by `<<: *base` is ~94 KB and ~27,000 values.
+MAX_MANIFEST_BYTES = 1024 * 1024
+MAX_EXPANDED_VALUES = 100_000
+MAX_NESTING = 100  # the schema needs 6 levels; metadata a few more; Python recursion ~300
+
+
+class _LimitExceeded(yaml.MarkedYAMLError):
+    """A document the loader refuses to expand; located at the alias or value that crossed."""
+
+
+class _LimitedLoader(yaml.SafeLoader):
+    """SafeLoader that counts, while composing (before anything is constructed), how many
+    values the document holds with every alias expanded where it is used, and refuses it
+    past `MAX_EXPANDED_VALUES`, nested past `MAX_NESTING`, or containing itself."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.expanded = 0
+        self.depth = 0
+        self.sizes: dict[int, int] = {}  # id(node) -> values in it, aliases expanded
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped stub
+        if isinstance(event, yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            size = self.sizes.get(id(node)) if node is not None else 1
+            if size is None:  # its anchor's value is still being composed
+                raise self._refuse(
+                    event,
+                    f"alias *{event.anchor} is inside the value it names, which would make "
+                    "the manifest infinite: use an alias only after the value it names ends",
+                )
+            self._count(event, size, f"alias *{event.anchor}")
+            return node
+        self.depth += 1
+        try:
+            if self.depth > MAX_NESTING:
+                raise self._refuse(
+                    event,
+                    f"values nested more than {MAX_NESTING} levels deep: a manifest needs "
+                    "a handful",
+                )
+            node = super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        size = 1 + sum(self.sizes[id(child)] for child in children)
+        if node is not None:
+            self.sizes[id(node)] = size
+        self._count(event, 1, "this value")
+        return node
+
+    def _count(self, event: yaml.Event, values: int, what: str) -> None:
+        self.expanded += values
+        if self.expanded > MAX_EXPANDED_VALUES:
+            raise self._refuse(
+                event,
+                f"{what} makes the manifest more than {MAX_EXPANDED_VALUES:,} values with "
+                "its aliases expanded (each alias is a full copy of what it names): "
+                "write shared settings once under `defaults:` instead",
+            )
+
+    @staticmethod
+    def _refuse(event: yaml.Event, message: str) -> _LimitExceeded:
+        mark: Any = event.start_mark  # the stubs have two Mark classes for one thing
+        return _LimitExceeded(problem=message, problem_mark=mark)
+
 
 @dataclass(frozen=True)
 class _Mark:
@@ -298,12 +372,16 @@ class _PositionedDocument:
         self._load(text)
 
     def _load(self, text: str) -> None:
-        loader = yaml.SafeLoader(text)
+        loader = _LimitedLoader(text)
         try:
             node = loader.get_single_node()
             if node is not None:
                 self.value_marks[()] = _mark(node)
                 self.data = self._construct(loader, node, ())
+        except _LimitExceeded as error:
+            mark = error.problem_mark
+            line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+            self.problems.append(self.problem(line, column, "", str(error.problem)))
         except yaml.MarkedYAMLError as error:
             mark = error.problem_mark or error.context_mark
             line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -672,7 +750,8 @@ def _metadata_problems(doc: _PositionedDocument) -> Iterator[Problem]:
         if "metadata" not in options:
             continue
         try:
-            json.dumps(options["metadata"])
+            # Only the types; a NaN is reported by _finite_number_problems, at its own line.
+            json.dumps(options["metadata"], allow_nan=True)
         except (TypeError, ValueError):
             path = (*scope, "metadata")
             yield doc.problem_at(
@@ -680,6 +759,38 @@ def _metadata_problems(doc: _PositionedDocument) -> Iterator[Problem]:
                 path,
                 "metadata must be plain JSON values (quote dates and times)",
             )
+
+
+def non_finite_numbers(value: Any, path: KeyPath = ()) -> Iterator[tuple[KeyPath, float]]:
+    """Every NaN or infinity in plain data, with its key path. JSON Schema cannot say
+    "finite", and JSON (reports, the state, the asset index, model.json) cannot hold them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from non_finite_numbers(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from non_finite_numbers(item, (*path, index))
+
+
+def _finite_number_problems(doc: _PositionedDocument) -> Iterator[Problem]:
+    for path, value in non_finite_numbers(doc.data):
+        mark = doc.value_mark(path)
+        written = re.match(
+            r"[^\s,\]}#]+", (_line_at(doc.lines, mark.line) or "")[mark.column - 1 :]
+        )
+        if written is None:
+            written_text = ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
+        else:
+            written_text = written.group()
+        message = (
+            f"{written_text} is not a finite number (reports and the state are JSON, which has "
+            "no NaN or infinity): write a number"
+        )
+        if path[-2:] in (("verify", "atol"), ("verify", "rtol")):
+            message += "; to accept any difference, set `verify: {enabled: false}`"
+        yield doc.problem_at(mark, path, message)
 
 
 def layout_problems(layout: str) -> list[str]:
@@ -827,13 +938,30 @@ def find_manifest(path: str | Path | None) -> Path:
     return candidate
 
 
+def _read_manifest_text(path: Path) -> str:
+    """The manifest's text; one past `MAX_MANIFEST_BYTES` is refused without being read whole."""
+    try:
+        with path.open(encoding="utf-8") as file:
+            text = file.read(MAX_MANIFEST_BYTES + 1)  # characters: at least as many bytes
+        size = len(text.encode("utf-8"))
+        if size > MAX_MANIFEST_BYTES:
+            size = max(size, path.stat().st_size)
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read manifest {path}: {error}") from error
+    if size > MAX_MANIFEST_BYTES:
+        message = (
+            f"the manifest is {size:,} bytes, more than the {MAX_MANIFEST_BYTES:,} (1 MiB) "
+            "tfjs-build reads: split it into one manifest per folder and build them together "
+            "with --all"
+        )
+        raise ManifestError([Problem(path, 1, 1, "", message)])
+    return text
+
+
 def load_manifest(path: str | Path | None = None) -> Manifest:
     """Parse and validate a manifest; raise ManifestError listing every problem at once."""
     manifest_path = find_manifest(path)
-    try:
-        text = manifest_path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise UsageError(f"cannot read manifest {manifest_path}: {error}") from error
+    text = _read_manifest_text(manifest_path)
     doc = _PositionedDocument(manifest_path, text)
     if doc.problems and doc.data is None:
         raise ManifestError(doc.problems)
@@ -852,6 +980,8 @@ def load_manifest(path: str | Path | None = None) -> Manifest:
     problems += _model_rule_problems(doc)
     problems += _quantization_problems(doc)
     problems += _metadata_problems(doc)
+    reported = {(p.line, p.column) for p in problems}  # e.g. -.inf is below `minimum: 0`
+    problems += [p for p in _finite_number_problems(doc) if (p.line, p.column) not in reported]
     root = _mapping(doc.data)
     layout = root.get("layout", DEFAULT_LAYOUT)
     if isinstance(layout, str):

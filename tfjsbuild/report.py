@@ -12,6 +12,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from tfjsbuild.artifacts import format_bytes
+from tfjsbuild.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    LockHeldError,
+    ManifestError,
+    TfjsBuildError,
+    UsageError,
+)
 from tfjsbuild.execute import SignatureResult
 from tfjsbuild.plan import PlanItem
 
@@ -59,11 +67,13 @@ class ConsoleReporter:
     def signature_finished(self, result: SignatureResult) -> None:
         item = result.item
         if result.status == "failed":
-            self.console.print(f"[red]✗[/red] {item.key} failed: {escape(result.error or '')}")
+            self.console.print(
+                f"[red]✗[/red] {escape(item.key)} failed: {escape(result.error or '')}"
+            )
         elif not self.quiet:
             if result.status == "built":
                 self.console.print(
-                    f"[green]✓[/green] {item.key} → {item.output}  "
+                    f"[green]✓[/green] {escape(item.key)} → {escape(item.output)}  "
                     f"{result.seconds:.1f}s  {format_bytes(result.bytes)} "
                     f"(model.json {format_bytes(result.model_json_bytes)}, "
                     f"weights {format_bytes(result.weight_bytes)})  "
@@ -72,15 +82,17 @@ class ConsoleReporter:
                 )
             elif result.status == "restored":
                 self.console.print(
-                    f"[green]↺[/green] {item.key} → {item.output}  restored from the "
+                    f"[green]↺[/green] {escape(item.key)} → {escape(item.output)}  restored from the "
                     f"{result.cache} cache in {result.seconds:.2f}s  {format_bytes(result.bytes)}  "
                     f"{_verified(result.verification)}"
                     f"[dim]({escape('; '.join(item.reasons))})[/dim]"
                 )
             elif result.status == "removed":
-                self.console.print(f"[yellow]-[/yellow] {item.key} removed ({item.output})")
+                self.console.print(
+                    f"[yellow]-[/yellow] {escape(item.key)} removed ({escape(item.output)})"
+                )
             elif result.status == "skipped":
-                self.console.print(f"[yellow]·[/yellow] {item.key} skipped")
+                self.console.print(f"[yellow]·[/yellow] {escape(item.key)} skipped")
         if self._progress is not None and result.status in ("built", "failed", "skipped"):
             self._progress.advance(self._task)
             if self._progress.finished:
@@ -114,12 +126,17 @@ def print_plan(console: Console, items: Sequence[PlanItem]) -> None:
         return
     for item in items:
         if item.action == "up-to-date":
-            console.print(f"  [dim]up-to-date[/dim]  {item.key}")
+            console.print(f"  [dim]up-to-date[/dim]  {escape(item.key)}")
         elif item.action == "remove":
-            console.print(f"  [yellow]remove[/yellow]      {item.key}  ({item.output})")
+            console.print(
+                f"  [yellow]remove[/yellow]      {escape(item.key)}  ({escape(item.output)})"
+            )
         else:
             restore = f"  (restore from the {item.cached} cache)" if item.cached else ""
-            console.print(f"  [cyan]build[/cyan]       {item.key} → {item.output or '?'}{restore}")
+            console.print(
+                f"  [cyan]build[/cyan]       {escape(item.key)} → "
+                f"{escape(item.output or '?')}{restore}"
+            )
             if item.blocked is not None:
                 for line in item.blocked.splitlines():
                     console.print(f"      [red]{escape(line)}[/red]")
@@ -157,12 +174,13 @@ def item_json(item: PlanItem) -> dict[str, Any]:
 
 
 def plan_json(manifests: Sequence[Path], items: Sequence[PlanItem]) -> str:
+    ok = not any(item.blocked for item in items)
     payload = {
-        "version": JSON_REPORT_VERSION,
+        **_outcome(EXIT_OK if ok else EXIT_FAILED),
         "manifests": [str(m) for m in manifests],
         "signatures": [item_json(item) for item in items],
     }
-    return json.dumps(payload, indent=2)
+    return _dumps(payload)
 
 
 def results_json(
@@ -181,15 +199,70 @@ def results_json(
             error=result.error,
         )
         signatures.append(entry)
+    ok = all(r.status != "failed" for r in results)
     payload = {
-        "version": JSON_REPORT_VERSION,
+        **_outcome(EXIT_OK if ok else EXIT_FAILED),
         "manifests": [str(m) for m in manifests],
         "dry_run": dry_run,
-        "ok": all(r.status != "failed" for r in results),
         "seconds": round(seconds, 3),
         "signatures": signatures,
     }
-    return json.dumps(payload, indent=2)
+    return _dumps(payload)
+
+
+def command_json(payload: Mapping[str, Any], *, exit_code: int = EXIT_OK) -> str:
+    """Any other command's --json output: the same version, ok and exit_code first."""
+    return _dumps({**_outcome(exit_code), **payload})
+
+
+def error_json(error: BaseException, *, exit_code: int, message: str) -> str:
+    """The --json output of a command that ended in an error instead of its report: the same
+    version, ok and exit_code as a report, then what went wrong (the text stderr shows)."""
+    problems = error.problems if isinstance(error, ManifestError) else []
+    payload = {
+        **_outcome(exit_code),
+        "error": {
+            "kind": error_kind(error),
+            "message": message,
+            "problems": [
+                {
+                    "file": str(problem.file),
+                    "line": problem.line,
+                    "column": problem.column,
+                    "key_path": problem.key_path,
+                    "message": problem.message,
+                }
+                for problem in problems
+            ],
+        },
+    }
+    return _dumps(payload)
+
+
+def error_kind(error: BaseException) -> str:
+    """What a script may branch on: manifest, usage, lock (retry later), build, interrupted,
+    or internal (a bug in tfjs-build)."""
+    if isinstance(error, ManifestError):
+        return "manifest"
+    if isinstance(error, UsageError):
+        return "usage"
+    if isinstance(error, LockHeldError):
+        return "lock"
+    if isinstance(error, TfjsBuildError):
+        return "build"
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    return "internal"
+
+
+def _outcome(exit_code: int) -> dict[str, Any]:
+    return {"version": JSON_REPORT_VERSION, "ok": exit_code == EXIT_OK, "exit_code": exit_code}
+
+
+def _dumps(payload: Mapping[str, Any]) -> str:
+    # allow_nan=False: JSON.parse rejects NaN and Infinity, so one reaching here is a bug to fix
+    # where it came from (`verify.json_float` writes measured ones as strings).
+    return json.dumps(payload, indent=2, allow_nan=False)
 
 
 def quantization_text(quantization: Mapping[str, Sequence[str]]) -> str:
@@ -223,7 +296,9 @@ def print_report(console: Console, rows: Sequence[ReportRow]) -> None:
         return
     if not console.is_terminal:
         # A log or a pipe has no width to fit: rich's 80-column default would fold every cell.
-        console = Console(file=console.file, width=200, highlight=False, color_system=None)
+        console = Console(
+            file=console.file, width=200, highlight=False, color_system=None, emoji=False
+        )
     table = Table(box=box.SIMPLE_HEAD)
     for column in ("model", "signature", "size", "model.json", "weights/shards", "quantization"):
         numeric = column in ("size", "model.json", "weights/shards")
@@ -231,9 +306,9 @@ def print_report(console: Console, rows: Sequence[ReportRow]) -> None:
     table.add_column("verified (max error)")
     table.add_column("build", justify="right")
     for row in rows:
-        table.add_row(
-            row.model,
-            row.signature,
+        table.add_row(  # a str cell is read as markup: escape what came from manifests and models
+            escape(row.model),
+            escape(row.signature),
             format_bytes(row.bytes),
             format_bytes(row.model_json_bytes),
             f"{format_bytes(row.weight_bytes)} / {row.shards}",

@@ -105,7 +105,7 @@ class BuildState:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_payload(), sort_keys=True, indent=1) + "\n"
+        return json.dumps(self.to_payload(), sort_keys=True, indent=1, allow_nan=False) + "\n"
 
 
 def state_path(state_dir: Path) -> Path:
@@ -144,7 +144,8 @@ def save_state(state_dir: Path, state: BuildState) -> bool:
     payload = state.to_payload()
     if payload == state.saved_payload and path.exists():
         return False
-    write_atomically(path, json.dumps(payload, sort_keys=True, indent=1) + "\n")
+    text = json.dumps(payload, sort_keys=True, indent=1, allow_nan=False) + "\n"
+    write_atomically(path, text)
     state.saved_payload = payload
     return True
 

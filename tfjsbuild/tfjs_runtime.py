@@ -46,7 +46,7 @@ class Runtime:
         try:
             done = subprocess.run(
                 [self.node, str(RUNNER), str(self.folder), str(model_dir), "-"],
-                input=json.dumps(request),
+                input=json.dumps(request, allow_nan=False),
                 capture_output=True,
                 text=True,
                 timeout=timeout,
