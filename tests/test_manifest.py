@@ -478,3 +478,48 @@ def test_a_passed_schema_check_is_remembered_only_beside_existing_state(tmp_path
         "format, inputs, verify, max_bytes"
     ]
     assert (tmp_path / ".tfjs-build/manifest-checked").read_text() == remembered
+
+
+def test_merge_keys_are_overridden_not_duplicates(tmp_path: Path) -> None:
+    manifest = load_manifest(
+        write(
+            tmp_path,
+            """
+            version: 1
+            models:
+              a: &base
+                saved_model: models/a
+                weight_shard_size_bytes: 1024
+                strip_debug_ops: false
+              m: &more {saved_model: models/m, weight_shard_size_bytes: 2048, control_flow_v2: true}
+              o:
+                <<: *base
+                weight_shard_size_bytes: 4096
+              b: &b
+                <<: [*more, *base]
+                saved_model: models/b
+              c: *b
+            """,
+        )
+    )
+    _, _, o, b, c = manifest.models
+    assert o.options.weight_shard_size_bytes == 4096  # the key written here wins
+    assert not o.options.strip_debug_ops
+    # The first merge source listed wins over later ones, as YAML's merge key says.
+    assert b.options.weight_shard_size_bytes == 2048
+    assert b.options.control_flow_v2
+    assert b.source == SavedModelSource(tmp_path.resolve() / "models/b", ("serve",))
+    assert c.options == b.options  # an alias of a merged mapping is read again the same way
+    assert problems(
+        tmp_path,
+        """
+        version: 1
+        models:
+          a:
+            saved_model: models/a
+            saved_model: models/b
+        """,
+    ) == [
+        "5:5: models.a.saved_model: duplicate key 'saved_model' (first defined on line 4); "
+        "YAML keeps only one of them: remove or rename the other"
+    ]

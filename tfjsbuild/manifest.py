@@ -278,6 +278,7 @@ class Manifest:
 
 
 _PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 # What a manifest may make the loader do. A few hundred bytes of nested aliases (a "billion
 # laughs") expand to billions of values: 300 bytes took 50 s and 3.5 GB before these limits.
@@ -366,6 +367,7 @@ class _PositionedDocument:
         self.path = path
         self.lines = tuple(text.splitlines())
         self.key_marks: dict[KeyPath, _Mark] = {}
+        self.merged_pairs: dict[int, int] = {}  # id(mapping node) -> pairs merged in by `<<`
         self.value_marks: dict[KeyPath, _Mark] = {}
         self.problems: list[Problem] = []
         self.data: Any = None
@@ -403,9 +405,17 @@ class _PositionedDocument:
             )
             return None
         if isinstance(node, yaml.MappingNode):
-            loader.flatten_mapping(node)  # resolves `<<` merge keys like SafeLoader does
+            if id(node) not in self.merged_pairs:  # an alias constructs the same node again
+                explicit = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE_TAG)
+                loader.flatten_mapping(node)  # resolves `<<` merge keys like SafeLoader does
+                self.merged_pairs[id(node)] = len(node.value) - explicit
+            # flatten_mapping puts the merged pairs first: a key given here overrides a merged
+            # one, and a later merge source an earlier one, as YAML says; only keys written
+            # twice in this mapping itself are duplicates.
+            merged = self.merged_pairs[id(node)]
             result: dict[str, Any] = {}
-            for key_node, value_node in node.value:
+            explicit_keys: set[KeyPath] = set()
+            for index, (key_node, value_node) in enumerate(node.value):
                 key = loader.construct_object(key_node, deep=True)
                 if not isinstance(key, str):
                     self.problems.append(
@@ -413,6 +423,10 @@ class _PositionedDocument:
                     )
                     continue
                 child = (*path, key)
+                if key in result and child not in explicit_keys:
+                    if index < merged:
+                        continue  # merged twice: the first source listed wins
+                    del result[key]  # a merged value, overridden by the key written here
                 if key in result:
                     first = self.key_marks[child]
                     self.problems.append(
@@ -426,6 +440,8 @@ class _PositionedDocument:
                     continue
                 self.key_marks[child] = _mark(key_node)
                 self.value_marks[child] = _mark(value_node)
+                if index >= merged:
+                    explicit_keys.add(child)
                 result[key] = self._construct(loader, value_node, child)
             return result
         if isinstance(node, yaml.SequenceNode):
