@@ -7,6 +7,7 @@ build keeps every signature finished before the interruption and nothing half-wr
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -30,6 +31,7 @@ from tfjsbuild.artifacts import (
 from tfjsbuild.atomic import swap_directory, write_atomically
 from tfjsbuild.cache import CacheEntry, Store, cache_key
 from tfjsbuild.errors import BuildError
+from tfjsbuild.filesystem import OUTPUT_REMEDY, STATE_REMEDY, refusals_reported
 from tfjsbuild.fingerprint import canonical_json
 from tfjsbuild.manifest import Manifest, VerifySettings
 from tfjsbuild.plan import PlanItem
@@ -45,7 +47,7 @@ Status = Literal["built", "restored", "up-to-date", "failed", "removed", "skippe
 INDEX_FILE = "tfjs-build.json"
 INDEX_VERSION = 1
 STAGING_DIR = "staging"
-OUTPUT_STAGING_DIR = ".tfjs-build-staging"  # when .tfjs-build is on another filesystem
+OUTPUT_STAGING_DIR = ".tfjs-build-staging"  # when .tfjs-build is on another mount
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,8 @@ def execute(
             results[(item.manifest, item.key)] = _remove(item, project)
         elif item.blocked is not None:
             results[(item.manifest, item.key)] = SignatureResult(item, "failed", error=item.blocked)
+        elif (linked := _output_link_problem(item, project)) is not None:
+            results[(item.manifest, item.key)] = SignatureResult(item, "failed", error=linked)
         elif item.cached is not None and (restored := _restore(item, project)) is not None:
             results[(item.manifest, item.key)] = restored
         else:
@@ -270,14 +274,30 @@ def _verify_settings(item: PlanItem) -> VerifySettings | None:
 
 
 def _staging_root(project: Project) -> Path:
-    """Staging must sit on the outputs' filesystem so that the swap is a rename."""
+    """Where to stage outputs: on the outputs' mount, so that the swap is a rename.
+
+    Tried, not guessed: a bind mount has the device number of the folder it shows, yet a rename
+    across two mounts fails (EXDEV), and so does a rename out of a full or read-only
+    `.tfjs-build`. An empty folder renamed from `.tfjs-build/staging` into output_dir tells;
+    if it cannot be, outputs are staged beside them, in `output_dir/.tfjs-build-staging`.
+    Creating that folder is also the check that output_dir is writable, before any conversion.
+    """
     state_staging = project.manifest.state_dir / STAGING_DIR
     output_dir = project.manifest.output_dir
-    output_dir.mkdir(parents=True, exist_ok=True)
-    state_staging.parent.mkdir(parents=True, exist_ok=True)
-    if os.stat(state_staging.parent).st_dev == os.stat(output_dir).st_dev:
-        return state_staging
-    return output_dir / OUTPUT_STAGING_DIR
+    beside = output_dir / OUTPUT_STAGING_DIR
+    with refusals_reported(output_dir, "output folder", OUTPUT_REMEDY):
+        beside.mkdir(parents=True, exist_ok=True)
+    probe = state_staging / "rename-probe"
+    try:
+        probe.mkdir(parents=True, exist_ok=True)
+        os.rename(probe, beside / probe.name)
+    except OSError:
+        with contextlib.suppress(OSError):
+            probe.rmdir()
+            state_staging.rmdir()  # only if empty: leave nothing behind
+        return beside
+    shutil.rmtree(beside, ignore_errors=True)
+    return state_staging
 
 
 def _convert_all(
@@ -293,14 +313,15 @@ def _convert_all(
     # Imported here: a no-op build never starts a worker and should not pay for these imports.
     from concurrent.futures import FIRST_COMPLETED, wait
 
-    staging_roots = {path: _staging_root(project) for path, project in projects.items()}
+    staging_roots: dict[Path, Path] = {}
     # Removed however this ends (even Ctrl-C before the workers start): never left behind.
     try:
-        for root in set(staging_roots.values()):
-            root.mkdir(parents=True, exist_ok=True)
+        for path, project in projects.items():
+            staging_roots[path] = _staging_root(project)  # made, and output_dir is writable
         log_dir = next(iter(projects.values())).manifest.state_dir
         log_path = log_dir / "worker.log"
-        log_path.write_text("")
+        with refusals_reported(log_dir, "state folder", STATE_REMEDY):
+            log_path.write_text("")
 
         tasks: dict[str, tuple[PlanItem, ConversionTask]] = {}
         for index, item in enumerate(builds):
@@ -492,8 +513,11 @@ def _place(
         if over_budget is not None:
             raise BuildError(over_budget)
         target = project.manifest.root / item.output
+        linked = _output_link_problem(item, project)  # again: the link may be new
+        if linked is not None:
+            raise BuildError(linked)
         _check_replaceable(target, project.record(item), project.manifest.root)
-        swap_directory(staging, target)
+        _swap_into_place(staging, target)
     except (BuildError, OSError) as error:
         return SignatureResult(item, "failed", error=str(error), verification=verification)
     previous = project.record(item)
@@ -520,6 +544,80 @@ def _place(
     )
     project.save()
     return checked
+
+
+def _swap_into_place(staging: Path, target: Path) -> None:
+    """`swap_directory`, across mounts too, with what the filesystem refused said plainly."""
+    try:
+        with refusals_reported(target, "output folder", OUTPUT_REMEDY):
+            try:
+                swap_directory(staging, target)
+            except OSError as error:
+                if error.errno != errno.EXDEV:
+                    raise
+                # A mount inside output_dir (staging is on output_dir's own mount): copy the
+                # staged output beside the target, on its mount, and swap from there.
+                beside = target.parent / f".{target.name}{OUTPUT_STAGING_DIR}"
+                shutil.rmtree(beside, ignore_errors=True)
+                try:
+                    shutil.copytree(staging, beside)
+                    swap_directory(beside, target)
+                finally:
+                    shutil.rmtree(beside, ignore_errors=True)
+    except OSError as error:
+        if error.errno != errno.EBUSY:
+            raise
+        raise BuildError(
+            f"output folder {target} is a mount point: outputs are replaced by renaming a new "
+            "folder into place, which cannot replace a mount point; mount the folder above it "
+            "instead"
+        ) from error
+
+
+def _output_link_problem(item: PlanItem, project: Project) -> str | None:
+    """Why a signature's output folder cannot be replaced: it is a symbolic link, or lies under
+    one, below output_dir. None when it can (it is a real folder or does not exist yet).
+
+    Refused rather than followed. Replacing an output renames a new folder into its place: for
+    a link that would replace the link itself, leaving the folder it points to stale (and a
+    symlinked deploy folder silently disconnected); through a linked folder it would write
+    wherever the link points, outside what this tool owns, and the next run would not trust a
+    record through a link (`readback.resolve_inside`). output_dir itself may be a link (common
+    in monorepos): it is resolved when the manifest is loaded, so this looks only below it.
+    """
+    output_dir = project.manifest.output_dir
+    target = project.manifest.root / item.output
+    relative = os.path.relpath(target, output_dir)
+    if relative.split(os.sep)[0] in (os.curdir, os.pardir):
+        return None  # not below output_dir: the manifest's own checks report that
+    folder = output_dir
+    for part in Path(relative).parts:
+        folder = folder / part
+        if not folder.is_symlink():
+            continue
+        try:
+            points_to = f" (to {os.readlink(folder)})"
+        except OSError:
+            points_to = ""
+        if folder == target:
+            problem = (
+                f"is a symbolic link{points_to}: outputs are replaced by renaming a new folder "
+                "into place, which would replace the link, not the folder it points to"
+            )
+        else:
+            problem = (
+                f"lies under {folder}, a symbolic link{points_to}: outputs are written only "
+                "into real folders below output_dir, never through a link to elsewhere"
+            )
+        message = (
+            f"output folder {target} {problem}. Replace the link by a real folder, or point "
+            "output_dir (which may be a link) where the outputs should go"
+        )
+        location = None
+        if item.target is not None:
+            location = item.target.location or item.target.source_location
+        return message if location is None else project.manifest.problem(location, message).format()
+    return None
 
 
 def _located(item: PlanItem, manifest: Manifest, outcome: ConversionOutcome) -> str:
@@ -563,7 +661,9 @@ def remove_recorded_output(manifest: Manifest, record: SignatureRecord) -> None:
 def _remove(item: PlanItem, project: Project) -> SignatureResult:
     record = project.state.records.pop(item.key, None)
     if record is not None:
-        remove_recorded_output(project.manifest, record)
+        output_dir = project.manifest.output_dir
+        with refusals_reported(output_dir, "output folder", OUTPUT_REMEDY):
+            remove_recorded_output(project.manifest, record)
         project.save()
     return SignatureResult(item, "removed")
 
@@ -585,16 +685,19 @@ def write_index(project: Project) -> None:
             "verification": _verification_summary(record.verification),
         }
     index = manifest.output_dir / INDEX_FILE
-    if not models:
-        index.unlink(missing_ok=True)
-        return
-    text = canonical_json({"version": INDEX_VERSION, "models": models})
-    try:
-        if index.read_text("utf-8") == text:
+    # Checked before writing: a read-only output_dir with nothing to change is no failure.
+    with refusals_reported(manifest.output_dir, "output folder", OUTPUT_REMEDY):
+        if not models:
+            if index.exists():
+                index.unlink()
             return
-    except OSError:
-        pass
-    write_atomically(index, text)
+        text = canonical_json({"version": INDEX_VERSION, "models": models})
+        try:
+            if index.read_text("utf-8") == text:
+                return
+        except OSError:
+            pass
+        write_atomically(index, text)
 
 
 def _verification_summary(verification: Mapping[str, Any] | None) -> dict[str, Any] | None:

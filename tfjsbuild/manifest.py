@@ -937,10 +937,16 @@ def _schema_checked(manifest_path: Path) -> str | None:
 
 def _remember_schema_check(state_dir: Path, key: str) -> None:
     """Remember a passed schema check (the JSON Schema validator costs more than a no-op
-    build's whole plan); written only where a build already keeps its state."""
+    build's whole plan); written only where a build already keeps its state.
+
+    Only an optimisation: on a full disk or a read-only checkout the next load validates again,
+    so a failed write is ignored (`write_atomically` leaves no temporary file behind)."""
+    import contextlib
+
     from tfjsbuild.atomic import write_atomically
 
-    write_atomically(state_dir / SCHEMA_CHECK_FILE, key)
+    with contextlib.suppress(OSError):
+        write_atomically(state_dir / SCHEMA_CHECK_FILE, key)
 
 
 def find_manifest(path: str | Path | None) -> Path:

@@ -6,6 +6,7 @@ only when its content changed.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -18,6 +19,7 @@ from typing import Any
 from tfjsbuild.artifacts import OutputFile, file_sha256
 from tfjsbuild.atomic import write_atomically
 from tfjsbuild.errors import LockHeldError
+from tfjsbuild.filesystem import STATE_REMEDY, refusals_reported
 
 STATE_VERSION = 1
 STATE_FILE = "state.json"
@@ -145,7 +147,16 @@ def save_state(state_dir: Path, state: BuildState) -> bool:
     if payload == state.saved_payload and path.exists():
         return False
     text = json.dumps(payload, sort_keys=True, indent=1, allow_nan=False) + "\n"
-    write_atomically(path, text)
+    # The file is replaced whole or not at all: on failure it still describes the outputs of
+    # the previous records, and an output swapped in since is "changed" to the next plan.
+    with refusals_reported(
+        state_dir,
+        "state folder",
+        STATE_REMEDY,
+        doing=f"cannot write {path}: ",
+        after="; the next run checks again what this one built but could not record",
+    ):
+        write_atomically(path, text)
     state.saved_payload = payload
     return True
 
@@ -188,8 +199,12 @@ class BuildLock:
         self._fd: int | None = None
 
     def __enter__(self) -> BuildLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        folder = self.path.parent
+        with refusals_reported(
+            folder, "state folder", STATE_REMEDY, doing=f"cannot create the lock {self.path}: "
+        ):
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -200,7 +215,12 @@ class BuildLock:
                 "or stop it, then run again"
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        # Who holds the lock is only shown to a waiting build; a full disk must not stop this one
+        # (the lock is the flock, held already).
+        with contextlib.suppress(OSError):
+            os.pwrite(
+                fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0
+            )
         self._fd = fd
         return self
 
