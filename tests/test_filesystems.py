@@ -469,3 +469,28 @@ def test_write_atomically_on_a_full_disk_keeps_the_old_file_and_no_temporary(
     assert result.stdout == f"{errno.ENOSPC}\n"
     assert os.listdir(namespace.path(folder)) == ["state.json"]
     assert namespace.path(folder / "state.json").read_text() == "old"
+
+
+@pytest.mark.slow
+def test_clean_on_a_read_only_output_is_a_clear_error_not_a_bug(
+    namespace: MountNamespace, project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    # The safety net in `cli`: a refusal no command worded itself is still exit 1, not 3.
+    manifest = project(MANIFEST, {"m": model_store("constants")})
+    root = manifest.parent
+    assert run_cli("run", cwd=root).returncode == 0
+    outputs_before = files(root / "dist")
+    state_before = (root / ".tfjs-build/state.json").read_bytes()
+    folder = root / "dist"
+    namespace.mount("--bind", str(folder), str(folder))
+    namespace.mount("-o", "remount,ro,bind", str(folder))
+
+    result = namespace.cli("clean", cwd=root)
+
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == (
+        f"tfjs-build: error: {folder / 'm/first/model.json'}: Read-only file system (EROFS); "
+        "the filesystem refused: free space there or make it writable, then run again\n"
+    )
+    assert files(root / "dist") == outputs_before
+    assert (root / ".tfjs-build/state.json").read_bytes() == state_before

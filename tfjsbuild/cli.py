@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import traceback
 from collections.abc import Sequence
@@ -11,7 +12,13 @@ from typing import NoReturn, TextIO
 from rich.console import Console
 
 from tfjsbuild import __version__, commands
-from tfjsbuild.errors import ManifestError, TfjsBuildError, UsageError, exit_code_for
+from tfjsbuild.errors import (
+    ManifestError,
+    TfjsBuildError,
+    UsageError,
+    exit_code_for,
+    is_refusal,
+)
 from tfjsbuild.report import error_json
 from tfjsbuild.streams import stdout_reserved
 
@@ -312,6 +319,17 @@ def _report_error(error: BaseException, *, debug: bool) -> tuple[int, str]:
     elif isinstance(error, KeyboardInterrupt):
         message = "interrupted; finished outputs and state are kept"
         print(f"tfjs-build: {message}", file=sys.stderr)
+    elif isinstance(error, OSError) and is_refusal(error):
+        # A refusal the command did not word itself (see `filesystem.py` for those that are).
+        if debug:
+            traceback.print_exc()
+        name = errno.errorcode.get(error.errno or 0, "")
+        where = f"{error.filename}: " if error.filename is not None else ""
+        message = (
+            f"{where}{error.strerror} ({name}); the filesystem refused: free space there or "
+            "make it writable, then run again"
+        )
+        print(f"tfjs-build: error: {message}", file=sys.stderr)
     else:
         message = (
             f"{type(error).__name__}: {error}\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,10 +86,23 @@ class SignatureError(BuildError):
     """One signature of a loaded source failed: no such function, or tracing it raised."""
 
 
+# What the machine refused (a full disk, a read-only mount, a denied permission, a failing disk):
+# not a bug in tfjs-build wherever it surfaces, so a user error (exit 1), never exit 3.
+REFUSAL_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+)
+
+
+def is_refusal(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in REFUSAL_ERRNOS
+
+
 def exit_code_for(error: BaseException) -> int:
     """The one place that maps an exception to the process exit code."""
     if isinstance(error, KeyboardInterrupt):
         return EXIT_INTERRUPTED
     if isinstance(error, TfjsBuildError):
         return error.exit_code
+    if is_refusal(error):
+        return EXIT_FAILED
     return EXIT_INTERNAL

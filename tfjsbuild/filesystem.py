@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tfjsbuild.errors import BuildError
+from tfjsbuild.errors import REFUSAL_ERRNOS, BuildError
 
 # Errors that describe the machine, not this tool: reported as a user error wherever they occur.
 _FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
@@ -22,7 +22,7 @@ _DENIED = {errno.EACCES: "permission denied", errno.EPERM: "operation not permit
 
 def is_refusal(error: OSError) -> bool:
     """A full disk, a read-only mount, a denied permission or a failing disk."""
-    return error.errno in (*_FULL, *_DENIED, errno.EROFS, errno.EIO)
+    return error.errno in REFUSAL_ERRNOS
 
 
 def describe(error: OSError, folder: Path, role: str, remedy: str) -> str:
