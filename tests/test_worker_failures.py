@@ -271,6 +271,34 @@ def test_a_dying_worker_takes_down_only_its_own_task(
     assert len(loads) == len(set(loads)) >= 1
 
 
+@pytest.mark.slow
+def test_fail_fast_skips_what_is_queued_after_a_misbehaving_source(
+    project: Callable[..., Path], model_store: Callable[..., Path], tmp_path: Path
+) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/exits.py").write_text(MISBEHAVING["exits"][0])
+    manifest = project(
+        """
+        version: 1
+        models:
+          exits:
+            python: models.exits:build
+            signatures: [a]
+          good:
+            saved_model: multi
+            signatures: [regress, features, classify]
+        """,
+        {"multi": model_store("multihead")},
+    )
+    result = tfjsbuild.build([manifest], jobs=1, fail_fast=True)
+    statuses = {r.item.key: r.status for r in result.results}
+    # The one worker may have started `regress` before the parent heard of the failure.
+    assert statuses.pop("good:regress") in ("built", "skipped")
+    assert statuses == {"exits:a": "failed", "good:features": "skipped", "good:classify": "skipped"}
+    skipped = [r.error for r in result.results if r.item.key == "good:classify"]
+    assert skipped == ["not built: --fail-fast stopped the build"]
+
+
 HANG_MODULE = """
 import os
 from pathlib import Path
