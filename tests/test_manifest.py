@@ -7,6 +7,7 @@ import pytest
 
 from tfjsbuild.errors import ManifestError
 from tfjsbuild.manifest import (
+    DEFAULT_TIMEOUT,
     Checks,
     ConverterOptions,
     KerasSource,
@@ -135,7 +136,7 @@ def test_unknown_keys_suggest_near_misses(tmp_path: Path) -> None:
         "8:5: models.a.colour: unknown key 'colour'; allowed here: quantization, "
         "weight_shard_size_bytes, strip_debug_ops, control_flow_v2, skip_op_check, "
         "use_structured_outputs_names, metadata, saved_model, keras, python, tags, signatures, "
-        "format, inputs, verify, max_bytes",
+        "format, inputs, verify, max_bytes, timeout",
     ]
 
 
@@ -322,6 +323,34 @@ def test_verify_settings_merge_key_by_key(tmp_path: Path) -> None:
     ]
 
 
+def test_timeout_is_looked_up_signature_model_defaults(tmp_path: Path) -> None:
+    manifest = load_manifest(
+        write(
+            tmp_path,
+            """
+            version: 1
+            defaults:
+              timeout: 600
+            models:
+              a:
+                saved_model: m
+                timeout: 120.5
+                signatures:
+                  quick: {timeout: 10}
+                  usual:
+              b:
+                saved_model: m
+            """,
+        )
+    )
+    a, b = manifest.models
+    assert a.signatures is not None
+    assert [s.checks.timeout for s in a.signatures] == [10.0, 120.5]
+    assert (a.checks.timeout, b.checks.timeout) == (120.5, 600.0)
+    plain = load_manifest(write(tmp_path, "version: 1\nmodels:\n  a:\n    saved_model: m\n"))
+    assert plain.models[0].checks.timeout == DEFAULT_TIMEOUT == 3600
+
+
 def test_quantization_conflicts_tensorflowjs_would_reject(tmp_path: Path) -> None:
     assert problems(
         tmp_path,
@@ -475,7 +504,7 @@ def test_a_passed_schema_check_is_remembered_only_beside_existing_state(tmp_path
         "5:5: models.a.colour: unknown key 'colour'; allowed here: quantization, "
         "weight_shard_size_bytes, strip_debug_ops, control_flow_v2, skip_op_check, "
         "use_structured_outputs_names, metadata, saved_model, keras, python, tags, signatures, "
-        "format, inputs, verify, max_bytes"
+        "format, inputs, verify, max_bytes, timeout"
     ]
     assert (tmp_path / ".tfjs-build/manifest-checked").read_text() == remembered
 

@@ -10,12 +10,9 @@ import contextlib
 import errno
 import os
 import shutil
-import signal
-import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -36,7 +33,7 @@ from tfjsbuild.fingerprint import canonical_json
 from tfjsbuild.manifest import Manifest, VerifySettings
 from tfjsbuild.plan import PlanItem
 from tfjsbuild.state import BuildState, SignatureRecord, record_files, save_state
-from tfjsbuild.worker import ConversionOutcome, ConversionTask, VerifyTask, init_worker, run_task
+from tfjsbuild.worker import ConversionOutcome, ConversionTask, VerifyTask
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -337,6 +334,7 @@ def _convert_all(
                 cache_key=f"{source}\0{item.fingerprint.parts['source']}",
                 scratch_dir=str(staging_root / "scratch"),
                 verify=_verify_task(item, runtime),
+                timeout=item.target.checks.timeout,
             )
             tasks[task.key] = (item, task)
 
@@ -347,18 +345,19 @@ def _convert_all(
 
             pool = RayExecutor(ray_address)
         else:
-            pool = LocalExecutor(worker_count, log_path)
+            from tfjsbuild.worker_pool import WorkerPool
+
+            pool = WorkerPool(worker_count, log_path)
         try:
-            with _workers_ignore_ctrl_c():
-                pending: dict[Future[ConversionOutcome], str] = {
-                    pool.submit(task): key for key, (_, task) in tasks.items()
-                }
+            pending: dict[Future[ConversionOutcome], str] = {
+                pool.submit(task): key for key, (_, task) in tasks.items()
+            }
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     key = pending.pop(future)
                     item, task = tasks[key]
-                    result = _finish(item, task, future, projects[item.manifest], log_path)
+                    result = _finish(item, task, future, projects[item.manifest])
                     results.append(result)
                     reporter.signature_finished(result)
                     if result.status == "failed" and fail_fast:
@@ -395,30 +394,6 @@ class TaskExecutor(Protocol):
     def shutdown(self, *, abort: bool) -> None: ...
 
 
-class LocalExecutor:
-    """Spawned worker processes on this machine (the default)."""
-
-    def __init__(self, worker_count: int, log_path: Path) -> None:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        self.pool = ProcessPoolExecutor(
-            max_workers=worker_count,
-            mp_context=multiprocessing.get_context("spawn"),  # TensorFlow does not survive fork
-            initializer=init_worker,
-            initargs=(str(log_path),),
-        )
-
-    def submit(self, task: ConversionTask) -> Future[ConversionOutcome]:
-        return self.pool.submit(run_task, task)
-
-    def shutdown(self, *, abort: bool) -> None:
-        if abort:
-            for process in list(getattr(self.pool, "_processes", {}).values()):
-                process.terminate()
-        self.pool.shutdown(wait=True, cancel_futures=abort)
-
-
 def _verify_task(item: PlanItem, runtime: Runtime | None) -> VerifyTask | None:
     settings = _verify_settings(item)
     if settings is None or runtime is None:
@@ -434,44 +409,23 @@ def _verify_task(item: PlanItem, runtime: Runtime | None) -> VerifyTask | None:
     )
 
 
-@contextmanager
-def _workers_ignore_ctrl_c() -> Iterator[None]:
-    """Start workers with SIGINT ignored (an ignored signal stays ignored across exec).
-
-    Ctrl-C reaches the whole process group; a worker still starting up would die with a
-    traceback before its initializer could ignore it. The parent handles Ctrl-C for all.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be changed from the main thread
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def _finish(
     item: PlanItem,
     task: ConversionTask,
     future: Future[ConversionOutcome],
     project: Project,
-    log_path: Path,
 ) -> SignatureResult:
-    from concurrent.futures.process import BrokenProcessPool
-
-    try:
-        outcome = future.result()
-    except BrokenProcessPool:
-        return SignatureResult(
-            item,
-            "failed",
-            error=f"the worker process died (out of memory or a crash in TensorFlow); see {log_path}",
-        )
-    except Exception as error:  # a remote executor's task or transfer failed
-        return SignatureResult(
-            item, "failed", error=f"the conversion task failed: {type(error).__name__}: {error}"
-        )
+    # The local pool reports a dead or stopped worker as a failed outcome. Anything else an
+    # executor raises (even SystemExit or KeyboardInterrupt from a remote task) fails only this
+    # signature: `exception()` hands it over instead of raising it here.
+    error = future.exception()
+    if error is not None:
+        message = f"the conversion task failed: {type(error).__name__}: {error}"
+        location = item.target.source_location if item.target is not None else None
+        if location is not None:
+            message = project.manifest.problem(location, message).format()
+        return SignatureResult(item, "failed", error=message)
+    outcome = future.result()
     if outcome.error is not None:
         return SignatureResult(
             item,

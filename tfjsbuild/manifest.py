@@ -144,12 +144,19 @@ class VerifySettings:
         return {"samples": self.samples, "atol": self.atol, "rtol": self.rtol, "inputs": inputs}
 
 
+DEFAULT_TIMEOUT = 3600.0  # seconds; generous: a big model converts and verifies in minutes
+
+
 @dataclass(frozen=True)
 class Checks:
-    """What a built signature must pass besides converting: parity and a size budget."""
+    """What a built signature must pass besides converting: parity, a size budget, a time limit.
+
+    `timeout` bounds the work, not the result: it is no part of any fingerprint.
+    """
 
     verify: VerifySettings = field(default_factory=VerifySettings)
     max_bytes: int | None = None
+    timeout: float = DEFAULT_TIMEOUT
 
 
 KERAS_V3_SUFFIX = ".keras"
@@ -621,6 +628,8 @@ def _describe_error(doc: _PositionedDocument, error: ValidationError) -> Iterato
             message += f"; did you mean '{suggestion}'?"
     elif kind == "minimum":
         message = f"must be at least {schema['minimum']}, got {instance!r}"
+    elif kind == "exclusiveMinimum":
+        message = f"must be more than {schema['exclusiveMinimum']}, got {instance!r}"
     elif kind in ("minLength", "minItems", "minProperties"):
         message = "must not be empty"
         if path == ("models",):
@@ -1084,15 +1093,17 @@ def _merged_options(*scopes: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _merged_checks(root: Path, *scopes: Mapping[str, Any]) -> Checks:
-    """`verify` merges key by key (a signature may change only `atol`); `max_bytes` replaces."""
+    """`verify` merges key by key (a signature may change only `atol`); the others replace."""
     verify: dict[str, Any] = {}
     max_bytes = None
+    timeout = DEFAULT_TIMEOUT
     for scope in scopes:
         verify.update(_mapping(scope.get("verify")))
         max_bytes = scope.get("max_bytes", max_bytes)
+        timeout = float(scope.get("timeout", timeout))
     inputs = verify.pop("inputs", None)
     settings = VerifySettings(**verify, inputs=None if inputs is None else root / inputs)
-    return Checks(settings, max_bytes)
+    return Checks(settings, max_bytes, timeout)
 
 
 def _build(doc: _PositionedDocument) -> Manifest:

@@ -2,6 +2,7 @@
 
 This module itself imports no TensorFlow; `run_task` imports `tfjsbuild.loaders` (and so
 TensorFlow, Keras and a Python source's code) on first use, inside the worker. Workers return outcomes and never touch the state file.
+How worker processes are started, watched and replaced is `worker_pool.py`'s business.
 """
 
 from __future__ import annotations
@@ -10,12 +11,21 @@ import os
 import signal
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tfjsbuild.errors import SignatureError, SourceError, TfjsBuildError
-from tfjsbuild.manifest import ConverterOptions, Source
+from tfjsbuild.manifest import ConverterOptions, PythonSource, Source
+
+# What a task is doing, as errors say it ("... while converting"); the parent hears of each.
+STARTING = "starting the worker"
+LOADING = "loading the source"
+CONVERTING = "converting"
+VERIFYING = "verifying in TensorFlow.js"
+
+Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,8 @@ class ConversionTask:
     cache_key: str
     scratch_dir: str  # for Keras exports; the parent removes it after the build
     verify: VerifyTask | None = None
+    # Seconds the work may take once the worker starts it (the local pool stops it after).
+    timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -74,19 +86,57 @@ def init_worker(log_path: str | None) -> None:
         os.close(log_fd)
 
 
-def run_task(task: ConversionTask) -> ConversionOutcome:
+def located_at(phase: str) -> str:
+    """Where the manifest should point for a failure in `phase`: the source or the signature."""
+    return "signature" if phase in (CONVERTING, VERIFYING) else "source"
+
+
+def user_frame(frames: Iterable[tuple[str, int]], source: Source) -> str:
+    """` (at models/net.py:12)`: the first of `frames` (innermost first) in a python: source's
+    folder, outside installed packages; "" for other sources or when there is none."""
+    if not isinstance(source, PythonSource):
+        return ""
+    for filename, line in frames:
+        path = Path(filename)
+        if path.is_relative_to(source.root) and "site-packages" not in path.parts:
+            return f" (at {path.relative_to(source.root).as_posix()}:{line})"
+    return ""
+
+
+def _ended_by(error: BaseException) -> str:
+    """What user code did to end the worker, in its own words."""
+    if isinstance(error, SystemExit):
+        code = "" if error.code is None else repr(error.code)
+        return f"sys.exit({code}) was called"
+    message = str(error)
+    return f"{type(error).__name__} was raised" + (f" ({message})" if message else "")
+
+
+def run_task(task: ConversionTask, progress: Progress | None = None) -> ConversionOutcome:
+    """Convert (and verify) one signature; `progress` hears each phase as it starts."""
     start = time.perf_counter()
     timings: dict[str, float] = {}
     verification: dict[str, Any] | None = None
+    phase = LOADING
+
+    def enter(next_phase: str) -> None:
+        nonlocal phase
+        phase = next_phase
+        if progress is not None:
+            progress(next_phase)
+
     try:
         from tfjsbuild import loaders
 
+        enter(LOADING)  # the time limit starts now, with TensorFlow imported
         load_start = time.perf_counter()
         loaded = loaders.load(task.source, task.cache_key, Path(task.scratch_dir))
         if time.perf_counter() - load_start > 0.001:
             timings["load"] = time.perf_counter() - load_start
+        enter(CONVERTING)
         loaded.convert(task.signature, Path(task.staging_dir), task.options, timings)
         if task.verify is not None:
+            enter(VERIFYING)
             verify_start = time.perf_counter()
             try:
                 verification = verify_output(loaded, task.signature, task.staging_dir, task.verify)
@@ -115,6 +165,20 @@ def run_task(task: ConversionTask) -> ConversionOutcome:
         where = f" (at {Path(frame.filename).name}:{frame.lineno})"
         message = f"{type(error).__name__}: {error}{where}"
         return ConversionOutcome(task.key, message, time.perf_counter() - start, timings)
+    except BaseException as error:
+        # SystemExit, KeyboardInterrupt, GeneratorExit: user code tried to end the worker (its
+        # Ctrl-C is ignored, so none comes from the terminal). Only this signature fails.
+        traceback.print_exc()  # the whole story, in the worker log
+        frames = [(f.filename, f.lineno or 0) for f in traceback.extract_tb(error.__traceback__)]
+        where = user_frame(reversed(frames), task.source)
+        if not where and frames:
+            where = f" (at {Path(frames[-1][0]).name}:{frames[-1][1]})"
+        message = f"{_ended_by(error)} while {phase}{where}"
+        if isinstance(error, SystemExit):
+            message += "; to fail, raise an exception instead of exiting"
+        return ConversionOutcome(
+            task.key, message, time.perf_counter() - start, timings, located_at(phase)
+        )
     return ConversionOutcome(
         task.key, None, time.perf_counter() - start, timings, verification=verification
     )

@@ -1,0 +1,509 @@
+"""The local executor: a few worker processes on this machine, one task at a time each.
+
+A worker that dies (`os._exit`, a segfault, the OOM killer) or overruns its task's time limit
+fails only the task it was running, is replaced by a fresh one, and every other task, running
+or queued, goes on. Workers die with the parent (`PR_SET_PDEATHSIG`), never see the terminal's
+Ctrl-C (they run in their own process group; the parent stops them), and keep their loaded
+model for the next task of the same source: a free worker is given such a task first.
+
+Both ends of the conversation live here: `WorkerPool` in the parent, `serve` in the worker.
+The parent side imports no TensorFlow; `serve` runs `worker.run_task`, which does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import faulthandler
+import json
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import IO, Any
+
+from tfjsbuild.manifest import PythonSource
+from tfjsbuild.worker import (
+    LOADING,
+    STARTING,
+    ConversionOutcome,
+    ConversionTask,
+    init_worker,
+    located_at,
+    run_task,
+    user_frame,
+)
+
+# A worker that has not begun its task this long after it was given it is stuck starting up
+# (importing TensorFlow takes seconds); the task's own time limit starts when it begins.
+STARTUP_LIMIT = 600.0
+# After a SIGUSR1, how long a worker that overran its time limit may take to write its stacks.
+STACK_DUMP_WAIT = 2.0
+# How long a worker told to stop may take to exit before it is killed.
+STOP_WAIT = 10.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+# The worker's first Python: the parent's sys.path (as multiprocessing's spawn passes it), then
+# `serve(connection fd, stack dump fd, parent pid, log path)`.
+BOOTSTRAP = (
+    "import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
+    "from tfjsbuild.worker_pool import serve; "
+    "serve(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])"
+)
+FATAL_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT}
+DUMP_FRAME = re.compile(r'^\s*File "(.+)", line (\d+) in ', re.MULTILINE)
+
+
+# --------------------------------------------------------------------------- in the worker
+
+
+def serve(connection_fd: int, dump_fd: int, parent_pid: int, log_path: str) -> None:
+    """A worker's life: run the tasks the parent sends, one at a time, until told to stop."""
+    _die_with_parent(parent_pid)
+    init_worker(log_path)
+    # A crash, or the parent's SIGUSR1 when the time limit is up, writes every Python thread's
+    # stack to `dump_fd`: the parent reads the user's file and line from it.
+    faulthandler.enable(file=dump_fd, all_threads=True)
+    faulthandler.register(signal.SIGUSR1, file=dump_fd, all_threads=True)
+    connection = Connection(connection_fd)
+    while True:
+        try:
+            task = connection.recv()
+        except EOFError:
+            return  # the parent is gone
+        if task is None:
+            return
+        outcome = run_task(task, lambda phase: connection.send(("phase", phase)))
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # the log is complete even if this worker is killed later
+        connection.send(("done", outcome))
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """No worker outlives the build: a killed parent takes its ~1 GB workers with it."""
+    if sys.platform.startswith("linux"):
+        # Sent when the thread that started this process ends (the pool's, or the process's).
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    else:
+        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    if os.getppid() != parent_pid:
+        os._exit(1)  # the parent died before prctl: nobody is left to give us work
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(1)
+    os._exit(1)
+
+
+# --------------------------------------------------------------------------- in the parent
+
+
+@dataclass
+class _Job:
+    task: ConversionTask
+    future: Future[ConversionOutcome]
+    claimed: bool = False  # the future is marked running: it can no longer be cancelled
+    started: float = 0.0  # when a worker was given it (monotonic)
+    deadline: float = math.inf
+    phase: str = STARTING
+
+
+@dataclass
+class _Worker:
+    process: subprocess.Popen[bytes]
+    connection: Connection
+    dump: IO[bytes]  # an unlinked file the worker's stacks are written to
+    exited: int | None  # a pidfd, readable once the process has exited (None: not supported)
+    job: _Job | None = None
+    loaded: str | None = None  # the cache key of the source it loaded last
+
+
+class WorkerPool:
+    """Runs `ConversionTask`s in `worker_count` processes; each future resolves in staging.
+
+    Every submitted future is resolved, with the outcome or a failed outcome saying what
+    happened to the worker, unless it was cancelled while still queued.
+    """
+
+    def __init__(self, worker_count: int, log_path: Path) -> None:
+        self.worker_count = max(1, worker_count)
+        self.log_path = log_path
+        self._queue: deque[_Job] = deque()
+        self._workers: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._closing = False
+        self._aborting = False
+        self._failure: BaseException | None = None  # a bug in the pool's thread
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_write, False)
+        # Workers are started by this thread only: their parent-death signal is tied to it.
+        self._thread = threading.Thread(target=self._run, name="tfjs-build workers", daemon=True)
+        self._thread.start()
+
+    def submit(self, task: ConversionTask) -> Future[ConversionOutcome]:
+        future: Future[ConversionOutcome] = Future()
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("the worker pool is shut down")
+            self._queue.append(_Job(task, future))
+        self._wake()
+        return future
+
+    def shutdown(self, *, abort: bool) -> None:
+        """Wait for the tasks given (abort: kill the workers now); then no worker is left."""
+        with self._lock:
+            self._closing = True
+            self._aborting = self._aborting or abort
+        self._wake()
+        self._thread.join()
+        for fd in (self._wake_read, self._wake_write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if self._failure is not None and not abort:  # abort: the caller has its own exception
+            raise self._failure  # a bug: the caller reports it as one (exit 3)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_write, b".")
+
+    # ------------------------------------------------------------------ the pool's thread
+
+    def _run(self) -> None:
+        try:
+            self._serve_tasks()
+        except BaseException as error:  # a bug here must not leave the build waiting forever
+            with self._lock:
+                self._closing = True  # no more submissions
+            self._failure = error
+            self._fail_everything(f"the worker pool failed: {type(error).__name__}: {error}")
+        finally:
+            self._stop_workers()
+
+    def _serve_tasks(self) -> None:
+        while True:
+            with self._lock:
+                closing, aborting = self._closing, self._aborting
+            if aborting:
+                self._fail_everything("the build was interrupted")
+                return
+            self._dispatch()
+            busy = [w for w in self._workers if w.job is not None]
+            if closing and not busy and not self._live_queue():
+                return
+            waiting: dict[Any, _Worker | None] = {self._wake_read: None}
+            for worker in self._workers:
+                waiting[worker.connection] = worker
+                if worker.exited is not None:
+                    waiting[worker.exited] = worker
+            deadline = min((w.job.deadline for w in busy if w.job is not None), default=math.inf)
+            timeout = None if deadline == math.inf else max(0.0, deadline - time.monotonic())
+            for ready in wait(list(waiting), timeout):
+                speaker = waiting[ready]
+                if speaker is None:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_read, 4096)
+                elif speaker in self._workers:
+                    self._hear(speaker)
+            now = time.monotonic()
+            for worker in list(self._workers):
+                if worker.job is not None and worker.job.deadline <= now:
+                    self._hear(worker)  # it may have finished just in time
+                    if worker in self._workers and worker.job is not None:
+                        self._expire(worker)
+
+    def _live_queue(self) -> bool:
+        with self._lock:
+            return any(job.claimed or not job.future.cancelled() for job in self._queue)
+
+    def _dispatch(self) -> None:
+        """Give queued tasks to free workers: first those of the source a worker has loaded
+        (no reloading), then the rest in order; start workers for what is left."""
+        idle = [w for w in self._workers if w.job is None]
+        for worker in list(idle):
+            job = self._take(worker.loaded)
+            if job is not None:
+                idle.remove(worker)
+                self._give(worker, job)
+        for worker in idle:
+            job = self._take(None)
+            if job is None:
+                return
+            self._give(worker, job)
+        while len(self._workers) < self.worker_count:
+            job = self._take(None)
+            if job is None:
+                return
+            self._give(self._start_worker(), job)
+
+    def _take(self, loaded: str | None) -> _Job | None:
+        """The first queued task of source `loaded`, or (None) the first of any."""
+        while True:
+            with self._lock:
+                self._queue = deque(j for j in self._queue if j.claimed or not j.future.cancelled())
+                if loaded is None:
+                    job = self._queue[0] if self._queue else None
+                else:
+                    job = next((j for j in self._queue if j.task.cache_key == loaded), None)
+                if job is None:
+                    return None
+                self._queue.remove(job)
+            if job.claimed or job.future.set_running_or_notify_cancel():
+                job.claimed = True
+                return job
+            # cancelled (--fail-fast) between the two looks: take another
+
+    def _give(self, worker: _Worker, job: _Job) -> None:
+        job.started = time.monotonic()
+        job.phase = STARTING
+        job.deadline = job.started + STARTUP_LIMIT
+        worker.job = job
+        worker.loaded = job.task.cache_key
+        try:
+            worker.connection.send(job.task)
+        except OSError:
+            # The worker died while idle, before it could take the task: not the task's fault.
+            worker.job = None
+            with self._lock:
+                self._queue.appendleft(job)
+            self._bury(worker)
+
+    def _start_worker(self) -> _Worker:
+        ours, theirs = socket.socketpair()
+        dump = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
+        log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    BOOTSTRAP,
+                    json.dumps([str(entry) for entry in sys.path]),
+                    str(theirs.fileno()),
+                    str(dump.fileno()),
+                    str(os.getpid()),
+                    str(self.log_path),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                pass_fds=(theirs.fileno(), dump.fileno()),
+                # Its own process group: the terminal's Ctrl-C reaches only the parent, which
+                # stops the workers itself (a worker still starting up would print a traceback).
+                process_group=0,
+            )
+        finally:
+            os.close(log)
+            theirs.close()
+        exited: int | None = None
+        with contextlib.suppress(AttributeError, OSError):
+            exited = os.pidfd_open(process.pid)
+        worker = _Worker(process, Connection(ours.detach()), dump, exited)
+        self._workers.append(worker)
+        return worker
+
+    def _hear(self, worker: _Worker) -> None:
+        """Take what the worker said; bury it if it is gone."""
+        try:
+            while worker.connection.poll():
+                kind, value = worker.connection.recv()
+                job = worker.job
+                if job is None:
+                    continue
+                if kind == "phase":
+                    job.phase = value
+                    if value == LOADING:
+                        job.deadline = time.monotonic() + _limit(job.task)
+                elif kind == "done":
+                    worker.job = None
+                    job.future.set_result(value)
+        except (EOFError, OSError):
+            self._bury(worker)
+            return
+        except Exception:  # a message that makes no sense: this worker cannot be trusted
+            _kill(worker.process)
+            self._bury(worker)
+            return
+        if worker.process.poll() is not None:
+            self._bury(worker)
+
+    def _bury(self, worker: _Worker) -> None:
+        """A worker has exited or stopped answering: fail its task, never another one."""
+        self._forget(worker)
+        try:
+            status = worker.process.wait(timeout=STOP_WAIT)
+        except subprocess.TimeoutExpired:  # closed its connection yet lives on: stop it
+            _kill(worker.process)
+            status = worker.process.wait()
+        dump = _read_dump(worker.dump)
+        worker.dump.close()
+        job = worker.job
+        if job is None:
+            self._log(f"an idle worker (pid {worker.process.pid}) {_exit_status(status)}\n{dump}")
+            return
+        where = user_frame(_dump_frames(dump), job.task.source)
+        self._log(
+            f"the worker (pid {worker.process.pid}) converting {_label(job.task)} "
+            f"{_exit_status(status)} while {job.phase}\n{dump}"
+        )
+        self._resolve(
+            job,
+            f"the worker process {_exit_status(status)} while {job.phase}{where}; "
+            f"see {self.log_path}",
+        )
+
+    def _expire(self, worker: _Worker) -> None:
+        """Stop a worker whose task overran its time limit; the stack says where it was."""
+        job = worker.job
+        assert job is not None
+        self._forget(worker)
+        if job.phase != STARTING:  # before `serve` registers it, SIGUSR1 would kill outright
+            with contextlib.suppress(OSError):
+                worker.process.send_signal(signal.SIGUSR1)
+            _wait_for_dump(worker.dump)
+        _kill(worker.process)
+        worker.process.wait()
+        dump = _read_dump(worker.dump)
+        worker.dump.close()
+        if job.phase == STARTING:
+            self._log(f"the worker (pid {worker.process.pid}) did not start\n{dump}")
+            self._resolve(
+                job,
+                f"the worker process did not start within {STARTUP_LIMIT:g} s; see {self.log_path}",
+            )
+            return
+        limit = _limit(job.task)
+        self._log(
+            f"the worker (pid {worker.process.pid}) converting {_label(job.task)} was stopped "
+            f"after {limit:g} s (timeout) while {job.phase}; its stacks:\n{dump}"
+        )
+        where = user_frame(_dump_frames(dump), job.task.source)
+        self._resolve(
+            job,
+            f"did not finish within {limit:g} s (timeout) while {job.phase}{where}; "
+            "raise `timeout` in tfjs-build.yaml if it needs longer",
+        )
+
+    def _resolve(self, job: _Job, error: str) -> None:
+        seconds = time.monotonic() - job.started
+        job.future.set_result(
+            ConversionOutcome(job.task.key, error, seconds, error_at=located_at(job.phase))
+        )
+
+    def _forget(self, worker: _Worker) -> None:
+        if worker in self._workers:
+            self._workers.remove(worker)
+        worker.connection.close()
+        if worker.exited is not None:
+            os.close(worker.exited)
+            worker.exited = None
+
+    def _fail_everything(self, error: str) -> None:
+        """Resolve every future not yet resolved, so that nobody waits for them."""
+        with self._lock:
+            queued = list(self._queue)
+            self._queue.clear()
+        for job in queued:
+            if not job.future.cancel() and not job.future.done():
+                self._resolve(job, error)
+        for worker in self._workers:
+            if worker.job is not None and not worker.job.future.done():
+                self._resolve(worker.job, error)
+                worker.job = None
+
+    def _stop_workers(self) -> None:
+        """Idle workers exit when told (flushing their output); busy or stuck ones are killed."""
+        with self._lock:
+            aborting = self._aborting
+        for worker in self._workers:
+            if aborting or worker.job is not None:
+                _kill(worker.process)
+            else:
+                with contextlib.suppress(OSError):
+                    worker.connection.send(None)
+        deadline = time.monotonic() + STOP_WAIT
+        for worker in list(self._workers):
+            try:
+                worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _kill(worker.process)
+                worker.process.wait()
+            self._forget(worker)
+            worker.dump.close()
+
+    def _log(self, text: str) -> None:
+        with contextlib.suppress(OSError), open(self.log_path, "a", encoding="utf-8") as log:
+            log.write(f"tfjs-build: {text.rstrip()}\n")
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a worker and what it started (Node.js verifying, the user's own children).
+
+    Its process group is its pid (`process_group=0`), which no other process can take while
+    the worker is not yet waited for.
+    """
+    with contextlib.suppress(OSError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.kill()
+
+
+def _limit(task: ConversionTask) -> float:
+    if task.timeout is None or not math.isfinite(task.timeout):
+        return math.inf
+    return task.timeout
+
+
+def _label(task: ConversionTask) -> str:
+    source = task.source
+    origin = source.target if isinstance(source, PythonSource) else str(source.path)
+    return f"signature '{task.signature}' of {origin}"
+
+
+def _exit_status(status: int) -> str:
+    """How a worker ended, as a sentence's verb: "was killed by SIGKILL (out of memory?)"."""
+    if status >= 0:
+        return f"exited with status {status}"
+    try:
+        name = signal.Signals(-status).name
+    except ValueError:
+        name = f"signal {-status}"
+    if -status == signal.SIGKILL:
+        return f"was killed by {name} (out of memory?)"
+    if -status in FATAL_SIGNALS:
+        return f"crashed with {name}"
+    return f"was killed by {name}"
+
+
+def _read_dump(dump: IO[bytes]) -> str:
+    with contextlib.suppress(OSError, ValueError):
+        size = os.fstat(dump.fileno()).st_size
+        return os.pread(dump.fileno(), size, 0).decode("utf-8", "replace")
+    return ""
+
+
+def _wait_for_dump(dump: IO[bytes]) -> None:
+    """Until the stacks a SIGUSR1 asked for are written (their size stops growing)."""
+    deadline = time.monotonic() + STACK_DUMP_WAIT
+    size = -1
+    while time.monotonic() < deadline:
+        now = os.fstat(dump.fileno()).st_size
+        if now > 0 and now == size:
+            return
+        size = now
+        time.sleep(0.05)
+
+
+def _dump_frames(dump: str) -> list[tuple[str, int]]:
+    """The frames of a faulthandler dump, innermost first (as faulthandler writes them)."""
+    return [(match[1], int(match[2])) for match in DUMP_FRAME.finditer(dump)]
