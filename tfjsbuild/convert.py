@@ -155,6 +155,8 @@ def _convert_tf1_signature(
     key_value_init/LookupTableImportV2 doesn't exist in graph"). tensorflowjs_converter falls
     back to freezing in a TF1 session for any model its TF2 path fails on; here every TF1 model
     takes that path, so how a model converts does not depend on which error came first.
+    The session lives for one signature, so memory stays bounded; the TF2-loaded model is
+    still what verification runs.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     metadata = options.metadata
@@ -436,7 +438,11 @@ def _native_log(lines: list[str]) -> Iterator[None]:
     check error log for more info" and logs the reason. In a worker, stderr is the worker log.
     """
     sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to capture (a daemon closed it): nothing was logged either
+        yield
+        return
     try:
         with tempfile.TemporaryFile() as capture:
             os.dup2(capture.fileno(), 2)
