@@ -473,9 +473,11 @@ def _with_native_cause(error: BaseException, log: list[str], *, with_type: bool 
         match = _NATIVE_ERROR.match(line.strip())
         if match is not None and match.group(1) not in causes:
             causes.append(match.group(1))
-    if causes:
-        message = re.sub(r",? *check (?:the )?error log for more info(?:rmation)?\.?", "", message)
-        message = f"{message.rstrip('. ')}: {'; '.join(causes)}"
+    # Only where TensorFlow points at the log: other errors say it all, and grappler also logs
+    # errors it recovers from.
+    pointer = re.compile(r",? *check (?:the )?error log for more info(?:rmation)?\.?")
+    if causes and pointer.search(message):
+        message = f"{pointer.sub('', message).rstrip('. ')}: {'; '.join(causes)}"
     return f"{type(error).__name__}: {message}" if with_type else message
 
 
