@@ -337,6 +337,63 @@ def save_tf1(path: Path, seed: int = 1) -> Path:
     return path
 
 
+TF1_VOCABULARY = ("cat", "dog", "fish")
+
+
+def save_tf1_lookup(path: Path, seed: int = 1, initialized: bool = True) -> Path:
+    """A TF1 SavedModel whose `serving_default` looks words up in a table `main_op` fills.
+
+    serving_default: `words` (strings) in; `ids` (int64, -1 for an unknown word) and `scores`
+    (an embedding row per word, row 0 for unknown words) out. `embed`: `vectors` [N, 2] in,
+    `similarity` [N, 4] out, no table. `initialized=False` leaves the table unfilled: no
+    main_op and an empty `table_initializer` collection.
+    """
+    with tf.Graph().as_default() as graph, tf.compat.v1.Session() as session:
+        words = tf.compat.v1.placeholder(tf.string, [None], name="words")
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(list(TF1_VOCABULARY)),
+                tf.constant(list(range(len(TF1_VOCABULARY))), dtype=tf.int64),
+            ),
+            default_value=-1,
+        )
+        ids = table.lookup(words)
+        embedding = tf.compat.v1.get_variable(
+            "embedding", initializer=_weights(seed, [len(TF1_VOCABULARY) + 1, 2])
+        )
+        scores = tf.gather(embedding, ids + 1)
+        vectors = tf.compat.v1.placeholder(tf.float32, [None, 2], name="vectors")
+        similarity = tf.matmul(vectors, embedding, transpose_b=True)
+        session.run(tf.compat.v1.global_variables_initializer())
+        main_op = tf.compat.v1.tables_initializer() if initialized else None
+        if not initialized:
+            graph.clear_collection(tf.compat.v1.GraphKeys.TABLE_INITIALIZERS)
+        builder = tf.compat.v1.saved_model.Builder(str(path))
+        predict = tf.compat.v1.saved_model.predict_signature_def
+        builder.add_meta_graph_and_variables(
+            session,
+            ["serve"],
+            signature_def_map={
+                "serving_default": predict({"words": words}, {"ids": ids, "scores": scores}),
+                "embed": predict({"vectors": vectors}, {"similarity": similarity}),
+            },
+            main_op=main_op,
+        )
+        builder.save()
+    return path
+
+
+def run_tf1(path: Path, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A TF1 SavedModel's own answer: loaded in a session (which runs its main_op), as TF1 does."""
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(path))
+        signature_def = meta_graph.signature_def[signature]
+        fetches = {key: info.name for key, info in signature_def.outputs.items()}
+        feed = {signature_def.inputs[key].name: value for key, value in inputs.items()}
+        result: dict[str, np.ndarray] = session.run(fetches, feed)
+    return result
+
+
 def save_table(path: Path) -> Path:
     """A lookup table TensorFlow.js can run (initialised from tensors), used by one signature."""
     keys = tf.constant(["cat", "dog", "fish"])

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -59,6 +62,12 @@ class LoadedSavedModel:
             self._meta_graph = tfjs_v2.get_meta_graph_def(str(self.path), ",".join(self.tags))
         return self._meta_graph.signature_def.get(name, None)
 
+    @property
+    def is_tf1(self) -> bool:
+        """Saved without an object graph, as TF1's `SavedModelBuilder` saves."""
+        self.signature_def("")
+        return not self._meta_graph.object_graph_def.nodes
+
     def initializer(self, control_flow_v2: bool) -> tuple[Any, Any] | None:
         """(initializer concrete function, its frozen graph) for lookup tables and the like.
 
@@ -104,6 +113,8 @@ def convert_signature(
         )
     concrete_func = signatures[signature_name]
     expected = loaded.signature_def(signature_name)
+    if loaded.is_tf1:
+        return _convert_tf1_signature(loaded, signature_name, output_dir, options, timings)
     return _convert_function(
         concrete_func,
         output_dir,
@@ -113,6 +124,178 @@ def convert_signature(
         expected=expected,
         timings=timings,
     )
+
+
+# The lookup tables TensorFlow.js runs, and the ops that fill them (tfjs-converter's op list;
+# the text-file ones are there to be refused by name, as for TF2 models).
+_TABLE_OPS = frozenset({"HashTable", "HashTableV2"})
+_TABLE_INIT_OPS = frozenset(
+    {
+        "InitializeTable",
+        "InitializeTableV2",
+        "LookupTableImport",
+        "LookupTableImportV2",
+        "InitializeTableFromTextFile",
+        "InitializeTableFromTextFileV2",
+    }
+)
+
+
+def _convert_tf1_signature(
+    loaded: LoadedSavedModel,
+    signature_name: str,
+    output_dir: Path,
+    options: ConverterOptions,
+    timings: dict[str, float] | None,
+) -> GraphModelOutput:
+    """A signature of a TF1 SavedModel, frozen in a session as TensorFlow Serving runs it.
+
+    Loaded in TF2, a TF1 model's signatures are functions pruned from its graph, without the
+    `main_op` that fills its lookup tables; grappler then refuses them ("Init node
+    key_value_init/LookupTableImportV2 doesn't exist in graph"). tensorflowjs_converter falls
+    back to freezing in a TF1 session for any model its TF2 path fails on; here every TF1 model
+    takes that path, so how a model converts does not depend on which error came first.
+    The session lives for one signature, so memory stays bounded; the TF2-loaded model is
+    still what verification runs.
+    """
+    output_dir.mkdir(parents=True, exist_ok=True)
+    metadata = options.metadata
+    if options.use_structured_outputs_names:
+        metadata[STRUCTURED_OUTPUTS_KEYS_KEY] = _structured_output_keys_for_metadata(
+            loaded.model.signatures[signature_name]
+        )
+    expected = loaded.signature_def(signature_name)
+    with _timed(timings, "freeze"):
+        native_log: list[str] = []
+        try:
+            with _native_log(native_log):
+                frozen_graph, initializer_graph_def = _freeze_tf1(loaded, expected)
+        except ConversionError:
+            raise
+        except Exception as error:
+            raise ConversionError(
+                f"freezing the graph failed: {_with_native_cause(error, native_log)}"
+            ) from error
+        initializer_graph = None
+        if initializer_graph_def is not None:
+            _check_initializer_ops(initializer_graph_def, options)
+            initializer_graph = tf.Graph()
+            with initializer_graph.as_default():
+                tf.import_graph_def(initializer_graph_def, name="")
+        signature = _tf1_signature_def(frozen_graph, expected)
+        _check_keys(signature, expected)
+    # No initializer signature and no resource ids: TensorFlow.js runs the whole initializer
+    # graph once and shares each table with the model by its node name, as for
+    # tensorflowjs_converter's TF1 output.
+    return _optimize_and_write(
+        frozen_graph,
+        signature,
+        output_dir,
+        options,
+        tf_version=loaded.tf_version,
+        saved_model=loaded.path,
+        initializer_graph=initializer_graph,
+        initializer_graph_def=initializer_graph_def,
+        initializer_signature_def=None,
+        resource_ids_maps=None,
+        metadata=metadata,
+        timings=timings,
+    )
+
+
+def _freeze_tf1(loaded: LoadedSavedModel, signature_def: Any) -> tuple[Any, Any]:
+    """(frozen graph, frozen initializer GraphDef or None) for one signature of a TF1 model.
+
+    The initializer holds only the table initializers of the tables this signature uses.
+    """
+    tensors = [*signature_def.inputs.values(), *signature_def.outputs.values()]
+    composite = [info for info in tensors if not info.name]
+    if composite:
+        raise ConversionError(
+            "the signature takes or returns composite (sparse or ragged) tensors, which "
+            "TensorFlow.js cannot: give it dense tensors"
+        )
+    # Inputs too: a placeholder no output needs stays, so TF.js accepts every signature key.
+    keep = sorted({info.name.split(":")[0] for info in tensors})
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+        tf.compat.v1.saved_model.loader.load(session, list(loaded.tags), str(loaded.path))
+        graph_def = graph.as_graph_def()
+        frozen_def = tf.compat.v1.graph_util.convert_variables_to_constants(
+            session, graph_def, keep
+        )
+        _stable_shared_names(frozen_def)
+        tables = {node.name for node in frozen_def.node if node.op in _TABLE_OPS}
+        initializers = _table_initializers(graph, tables)
+        initializer_def = None
+        if initializers:
+            initializer_def = tf.compat.v1.graph_util.convert_variables_to_constants(
+                session, graph_def, initializers
+            )
+            _stable_shared_names(initializer_def)
+    frozen_graph = tf.Graph()
+    with frozen_graph.as_default():
+        tf.import_graph_def(frozen_def, name="")
+    return frozen_graph, initializer_def
+
+
+def _table_initializers(graph: Any, tables: set[str]) -> list[str]:
+    """Names of the ops that fill `tables` when the model loads; every table must have one.
+
+    Those are the ops `main_op` (or the older `legacy_init_op`) runs, and the
+    `table_initializer` collection tensorflowjs_converter reads.
+    """
+    if not tables:
+        return []
+    roots = [
+        op
+        for key in (
+            tf.compat.v1.saved_model.constants.MAIN_OP_KEY,
+            tf.compat.v1.saved_model.constants.LEGACY_INIT_OP_KEY,
+            tf.compat.v1.GraphKeys.TABLE_INITIALIZERS,
+        )
+        for op in graph.get_collection(key)
+        if isinstance(op, tf.Operation)
+    ]
+    found: dict[str, str] = {}  # initializer op -> its table
+    seen: set[str] = set()
+    while roots:
+        op = roots.pop()
+        if op.name in seen:
+            continue
+        seen.add(op.name)
+        if op.type in _TABLE_INIT_OPS and op.inputs:
+            table = op.inputs[0]
+            while table.op.type == "Identity" and table.op.inputs:
+                table = table.op.inputs[0]
+            if table.op.name in tables:
+                found[op.name] = table.op.name
+        roots.extend(tensor.op for tensor in op.inputs)
+        roots.extend(op.control_inputs)
+    missing = sorted(tables - set(found.values()))
+    if missing:
+        raise ConversionError(
+            f"lookup table {', '.join(missing)} is not filled when the model loads (no "
+            "initializer in main_op, legacy_init_op or the table_initializer collection), so "
+            "TensorFlow.js would answer every lookup with the default value; export the "
+            "SavedModel with main_op=tf.compat.v1.tables_initializer()"
+        )
+    return sorted(found)
+
+
+def _tf1_signature_def(frozen_graph: Any, expected: Any) -> Any:
+    """The SignatureDef as saved, for the tensors that survived freezing."""
+    signature = meta_graph_pb2.SignatureDef()
+    for side in ("inputs", "outputs"):
+        for key, info in getattr(expected, side).items():
+            try:
+                op = frozen_graph.get_operation_by_name(info.name.split(":")[0])
+            except KeyError:
+                continue
+            if side == "inputs" and op.type == "Const":
+                continue
+            getattr(signature, side)[key].CopyFrom(info)
+    return signature
 
 
 def concrete_function(function: Any) -> Any:
@@ -247,6 +430,72 @@ def _timed(timings: dict[str, float] | None, phase: str) -> Iterator[None]:
             timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start
 
 
+@contextmanager
+def _native_log(lines: list[str]) -> Iterator[None]:
+    """Collect what TensorFlow's C++ code writes to stderr meanwhile, and still pass it on.
+
+    Some TensorFlow errors only point there: grappler raises "Failed to import metagraph,
+    check error log for more info" and logs the reason. In a worker, stderr is the worker log.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to capture (a daemon closed it): nothing was logged either
+        yield
+        return
+    try:
+        with tempfile.TemporaryFile() as capture:
+            os.dup2(capture.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                capture.seek(0)
+                data = capture.read()
+                with os.fdopen(os.dup(2), "wb") as stderr:
+                    stderr.write(data)
+                lines.extend(data.decode("utf-8", "replace").splitlines())
+    finally:
+        os.close(saved)
+
+
+# `E0000 00:00:1795804163.814682    6498 file.cc:675] message` (absl) or
+# `2024-01-01 12:00:00.000000: E path/file.cc:675] message` (older TensorFlow).
+_NATIVE_ERROR = re.compile(r"^(?:[EF]\d{4} \S+\s+\d+ |\S+ \S+: [EF] )\S+:\d+\] (.+)$")
+
+
+def _with_native_cause(error: BaseException, log: list[str], *, with_type: bool = True) -> str:
+    """`Type: message`, with the errors TensorFlow logged in place of "check error log"."""
+    message = str(error).strip()
+    causes = []
+    for line in log:
+        match = _NATIVE_ERROR.match(line.strip())
+        if match is not None and match.group(1) not in causes:
+            causes.append(match.group(1))
+    # Only where TensorFlow points at the log: other errors say it all, and grappler also logs
+    # errors it recovers from.
+    pointer = re.compile(r",? *check (?:the )?error log for more info(?:rmation)?\.?")
+    if causes and pointer.search(message):
+        message = f"{pointer.sub('', message).rstrip('. ')}: {'; '.join(causes)}"
+    return f"{type(error).__name__}: {message}" if with_type else message
+
+
+def _check_initializer_ops(initializer_graph_def: Any, options: ConverterOptions) -> None:
+    """tensorflowjs checks only the inference graph; a table initialised from a text file
+    converts "fine" and then fails in the browser (and embeds a local file path)."""
+    unsupported = tfjs_v2.validate(
+        initializer_graph_def, options.skip_op_check, options.strip_debug_ops
+    )
+    if unsupported:
+        raise ConversionError(
+            "Unsupported Ops in the model's resource initializer: "
+            + ", ".join(sorted(unsupported))
+            + " (TensorFlow.js cannot run them; e.g. initialise lookup tables from tensors "
+            "with tf.lookup.KeyValueTensorInitializer instead of a vocabulary file)"
+        )
+
+
 def _convert_function(
     concrete_func: Any,
     output_dir: Path,
@@ -263,11 +512,15 @@ def _convert_function(
         metadata[STRUCTURED_OUTPUTS_KEYS_KEY] = _structured_output_keys_for_metadata(concrete_func)
 
     with _timed(timings, "freeze"):
+        native_log: list[str] = []
         try:
-            frozen_graph = tfjs_v2._freeze_saved_model_v2(concrete_func, options.control_flow_v2)
+            with _native_log(native_log):
+                frozen_graph = tfjs_v2._freeze_saved_model_v2(
+                    concrete_func, options.control_flow_v2
+                )
         except Exception as error:
             raise ConversionError(
-                f"freezing the graph failed: {type(error).__name__}: {error}"
+                f"freezing the graph failed: {_with_native_cause(error, native_log)}"
             ) from error
         initializer = loaded.initializer(options.control_flow_v2) if loaded is not None else None
         resource_ids_maps: tuple[dict[str, int], dict[str, int]] | None = None
@@ -284,18 +537,7 @@ def _convert_function(
             _, init_graph = initializer
             initializer_graph_def = init_graph.as_graph_def()  # a fresh proto: writing mutates it
             _stable_shared_names(initializer_graph_def)
-            # tensorflowjs checks only the inference graph; a table initialised from a text file
-            # converts "fine" and then fails in the browser (and embeds a local file path).
-            unsupported = tfjs_v2.validate(
-                initializer_graph_def, options.skip_op_check, options.strip_debug_ops
-            )
-            if unsupported:
-                raise ConversionError(
-                    "Unsupported Ops in the model's resource initializer: "
-                    + ", ".join(sorted(unsupported))
-                    + " (TensorFlow.js cannot run them; e.g. initialise lookup tables from tensors "
-                    "with tf.lookup.KeyValueTensorInitializer instead of a vocabulary file)"
-                )
+            _check_initializer_ops(initializer_graph_def, options)
             if hasattr(init_graph, "outputs"):
                 initializer_signature_def = tfjs_v2._build_signature_def(
                     init_graph, [], init_graph.outputs
@@ -304,23 +546,58 @@ def _convert_function(
         if expected is not None:
             _check_keys(signature, expected)
 
-    if loaded is not None:
+    return _optimize_and_write(
+        frozen_graph,
+        signature,
+        output_dir,
+        options,
+        tf_version=tf_version,
+        saved_model=loaded.path if loaded is not None else None,
+        initializer_graph=initializer[1] if initializer is not None else None,
+        initializer_graph_def=initializer_graph_def,
+        initializer_signature_def=initializer_signature_def,
+        resource_ids_maps=resource_ids_maps,
+        metadata=metadata,
+        timings=timings,
+    )
+
+
+def _optimize_and_write(
+    frozen_graph: Any,
+    signature: Any,
+    output_dir: Path,
+    options: ConverterOptions,
+    *,
+    tf_version: str,
+    saved_model: Path | None,
+    initializer_graph: Any,
+    initializer_graph_def: Any,
+    initializer_signature_def: Any,
+    resource_ids_maps: tuple[dict[str, int], dict[str, int]] | None,
+    metadata: dict[str, Any],
+    timings: dict[str, float] | None,
+) -> GraphModelOutput:
+    """Grappler, the checks TF.js needs, and the files: the same for TF2 and TF1 freezing."""
+    if saved_model is not None:
         model_ops = set(tfjs_v2._get_frozen_graph_ops(frozen_graph))
-        if initializer is not None:
-            model_ops |= set(tfjs_v2._get_frozen_graph_ops(initializer[1]))
+        if initializer_graph is not None:
+            model_ops |= set(tfjs_v2._get_frozen_graph_ops(initializer_graph))
         if tfjs_v2._is_assets_required(model_ops):
-            tfjs_v2._copy_assets(str(loaded.path), str(output_dir))
+            tfjs_v2._copy_assets(str(saved_model), str(output_dir))
 
     with _timed(timings, "optimize"):
+        native_log: list[str] = []
         try:
-            optimized = tfjs_v2.optimize_graph(
-                frozen_graph,
-                signature,
-                skip_op_check=options.skip_op_check,
-                strip_debug_ops=options.strip_debug_ops,
-            )
+            with _native_log(native_log):
+                optimized = tfjs_v2.optimize_graph(
+                    frozen_graph,
+                    signature,
+                    skip_op_check=options.skip_op_check,
+                    strip_debug_ops=options.strip_debug_ops,
+                )
         except ValueError as error:
-            raise ConversionError(str(error).replace("\n", ": ")) from error
+            message = _with_native_cause(error, native_log, with_type=False)
+            raise ConversionError(message.replace("\n", ": ")) from error
 
     _check_fused_activations(optimized)
 

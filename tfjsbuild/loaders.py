@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import tensorflow as tf
 
-from tfjsbuild import convert
+from tfjsbuild import convert, savedmodel
 from tfjsbuild.artifacts import GraphModelOutput
 from tfjsbuild.errors import SignatureError, SourceError
 from tfjsbuild.manifest import (
@@ -155,9 +155,13 @@ class LayersModel:
             raise SignatureError(
                 f"a layers model has one signature, '{KERAS_SIGNATURE}', not '{signature}'"
             )
-        return convert.convert_layers_model(
-            self.source.path, self.source.container, output_dir, options, timings
-        )
+        try:
+            return convert.convert_layers_model(
+                self.source.path, self.source.container, output_dir, options, timings
+            )
+        except convert.ConversionError as error:
+            # A layers model is its source: whatever is wrong is at the `keras:` line.
+            raise SourceError(str(error)) from error
 
     def functions(self) -> dict[str, Any]:
         return {}
@@ -184,6 +188,8 @@ class LayersModel:
 
 
 _cache: dict[str, LoadedSource] = {}
+# A model file that failed to load fails the same way for its next signature: not loaded again.
+_failed: dict[str, SourceError] = {}
 _exports = count()
 
 
@@ -194,7 +200,15 @@ def load(source: Source, cache_key: str, scratch: Path) -> LoadedSource:
     """
     if cache_key in _cache:
         return _cache[cache_key]
-    loaded = _load_uncached(source, scratch)
+    if cache_key in _failed:
+        raise SourceError(str(_failed[cache_key]))
+    try:
+        loaded = _load_uncached(source, scratch)
+    except SourceError as error:
+        if not isinstance(source, PythonSource):  # user code runs again, as it may differ
+            _failed.clear()
+            _failed[cache_key] = error
+        raise
     _cache.clear()  # one model per worker: bounded memory, and the next task is likely the same
     _cache[cache_key] = loaded
     return loaded
@@ -222,22 +236,35 @@ def describe(source: Source, scratch: Path) -> list[dict[str, Any]]:
 
 def _load_uncached(source: Source, scratch: Path) -> LoadedSource:
     if isinstance(source, SavedModelSource):
-        return SavedModelSignatures(
-            convert.load_saved_model(source.path, source.tags), str(source.path)
-        )
+        return _load_saved_model(source.path, source.tags, "the SavedModel")
     if isinstance(source, KerasSource):
         return _load_keras(source, scratch)
     return _load_python(source, scratch)
 
 
+def _load_saved_model(path: Path, tags: tuple[str, ...], what: str) -> SavedModelSignatures:
+    """Model files are untrusted: any failure to load them names the file and what to do."""
+    try:
+        loaded = convert.load_saved_model(path, tags)
+    except Exception as error:
+        raise SourceError(
+            _load_failure(what, path, error, _saved_model_damage(path, error), "re-export it")
+        ) from error
+    return SavedModelSignatures(loaded, str(path))
+
+
 def _load_keras(source: KerasSource, scratch: Path) -> LoadedSource:
     if source.format == "layers_model":
+        # tensorflowjs loads the file while converting; a broken one is found here instead.
+        damaged = _keras_damage(source, None)
+        if damaged is not None:
+            raise SourceError(
+                f"could not load the Keras model {source.path}: {damaged}; save it again"
+            )
         return LayersModel(source)
     saved_model = source.as_saved_model()
     if saved_model is not None:
-        return SavedModelSignatures(
-            convert.load_saved_model(saved_model.path, saved_model.tags), str(source.path)
-        )
+        return _load_saved_model(saved_model.path, saved_model.tags, "the Keras model")
     if source.container == "keras_v3" and not _saved_by_tf_keras(source.path):
         import keras
 
@@ -245,8 +272,7 @@ def _load_keras(source: KerasSource, scratch: Path) -> LoadedSource:
             model = keras.saving.load_model(source.path, compile=False)
         except Exception as error:
             raise SourceError(
-                f"Keras {keras.__version__} could not load {source.path}: "
-                f"{type(error).__name__}: {error}"
+                _keras_load_failure(source, f"Keras {keras.__version__}", error)
             ) from error
     else:
         import tf_keras
@@ -255,10 +281,86 @@ def _load_keras(source: KerasSource, scratch: Path) -> LoadedSource:
             model = tf_keras.models.load_model(source.path, compile=False)
         except Exception as error:
             raise SourceError(
-                f"tf.keras {tf_keras.__version__} could not load {source.path}: "
-                f"{type(error).__name__}: {error}"
+                _keras_load_failure(source, f"tf.keras {tf_keras.__version__}", error)
             ) from error
     return _export_keras_model(model, scratch, str(source.path))
+
+
+def _keras_load_failure(source: KerasSource, loader: str, error: Exception) -> str:
+    damaged = _keras_damage(source, error)
+    if damaged is None:
+        return f"{loader} could not load {source.path}: {type(error).__name__}: {error}"
+    return _load_failure("the Keras model", source.path, error, damaged, "save it again")
+
+
+def _load_failure(
+    what: str, path: Path, error: BaseException, damaged: str | None, remedy: str
+) -> str:
+    summary = _error_summary(error)
+    if damaged is None:
+        return f"could not load {what} {path}: {summary}"
+    return f"could not load {what} {path}: {damaged} ({summary}); {remedy}"
+
+
+def _error_summary(error: BaseException) -> str:
+    """`Type: the line that says what went wrong`, without TensorFlow's graph-execution preamble."""
+    lines = []
+    for line in str(error).splitlines():
+        line = line.strip()
+        if line and not line.startswith(
+            ("Graph execution error", "Detected at node", 'File "', "[[")
+        ):
+            lines.append(line)
+    text = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", lines[0] if lines else "")
+    text = re.sub(r"\s*\[Op:[^\]]*\]$", "", text)
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _saved_model_damage(path: Path, error: BaseException | None) -> str | None:
+    """The broken file, from the files themselves, else from what TensorFlow said."""
+    try:
+        found = savedmodel.damage(path)
+    except OSError as os_error:
+        return f"its files cannot be read ({os_error})"
+    if found is not None or error is None:
+        return found
+    text = str(error)
+    index = f"{savedmodel.VARIABLES_DIR}/{savedmodel.VARIABLES_INDEX}"
+    if index in text or "sstable" in text or "block checksum mismatch" in text:
+        return f"{index} is corrupt"
+    match = re.search(r"shard (\d+) \([^)]*\): Checksum does not match", text)
+    if match is not None:
+        try:
+            shard = savedmodel.data_shard_path(path / savedmodel.VARIABLES_DIR, int(match[1]))
+        except savedmodel.SavedModelError:
+            return None
+        return f"{savedmodel.VARIABLES_DIR}/{shard.name} is corrupt"
+    return None
+
+
+def _keras_damage(source: KerasSource, error: BaseException | None) -> str | None:
+    """What is wrong with a Keras file (or tf.keras SavedModel folder), None if it looks whole."""
+    path = source.path
+    if source.container == "saved_model":
+        return _saved_model_damage(path, error)
+    if source.container == "h5":
+        import h5py
+
+        try:
+            with h5py.File(path, "r"):
+                return None
+        except OSError:
+            return "it is not a readable HDF5 file (truncated or corrupt)"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return "it is not a readable zip archive, as .keras files are (truncated or corrupt)"
+    if bad is not None:
+        return f"its member {bad} is corrupt"
+    return None
 
 
 def _saved_by_tf_keras(path: Path) -> bool:

@@ -206,10 +206,22 @@ class BundleEntry:
 
 
 def read_bundle_index(path: Path) -> dict[str, BundleEntry]:
-    """Every tensor of a checkpoint's `variables.index` (a LevelDB-format table), by key."""
+    """Every tensor of a checkpoint's `variables.index` (a LevelDB-format table), by key.
+
+    The file is untrusted: whatever is wrong with it is a SavedModelError naming it.
+    """
     data = path.read_bytes()
     if len(data) < 48 or int.from_bytes(data[-8:], "little") != _TABLE_MAGIC:
         raise SavedModelError(f"{path} is not a checkpoint index (bad table magic)")
+    try:
+        return _bundle_entries(data)
+    except SavedModelError as error:
+        raise SavedModelError(f"{path}: {error}") from error
+    except (ValueError, IndexError) as error:  # e.g. a key that is not UTF-8
+        raise SavedModelError(f"{path}: corrupt entry ({type(error).__name__})") from error
+
+
+def _bundle_entries(data: bytes) -> dict[str, BundleEntry]:
     footer = data[-48:]
     _, position = _varint(footer, 0)  # metaindex offset
     _, position = _varint(footer, position)  # metaindex size
@@ -315,13 +327,57 @@ def read_checkpoint_object_graph(variables_dir: Path, entries: dict[str, BundleE
     entry = entries.get(OBJECT_GRAPH_KEY)
     if entry is None:
         raise SavedModelError(f"{variables_dir / VARIABLES_INDEX} has no {OBJECT_GRAPH_KEY}")
-    with data_shard_path(variables_dir, entry.shard_id).open("rb") as handle:
+    shard = data_shard_path(variables_dir, entry.shard_id)
+    with shard.open("rb") as handle:
         handle.seek(entry.offset)
         raw = handle.read(entry.size)
     # A scalar string tensor: varint length, a 4-byte checksum of the lengths, then the bytes.
-    length, position = _varint(raw, 0)
-    payload = raw[position + 4 : position + 4 + length]
-    return trackable_object_graph_pb2.TrackableObjectGraph.FromString(payload)
+    try:
+        length, position = _varint(raw, 0)
+        payload = raw[position + 4 : position + 4 + length]
+        return trackable_object_graph_pb2.TrackableObjectGraph.FromString(payload)
+    except Exception as error:  # protobuf's DecodeError and friends: the bytes are damaged
+        raise SavedModelError(f"cannot parse the object graph in {shard}: {error}") from error
+
+
+def damage(path: Path) -> str | None:
+    """Which file of the SavedModel at `path` is broken, e.g. `variables/variables.index is
+    corrupt`, or None when its files look whole (checksums are TensorFlow's to check).
+
+    For messages after TensorFlow failed to load the model: they name the file to re-export.
+    """
+    pb = path / SAVED_MODEL_PB
+    if not pb.is_file() and not (path / CHUNKED_SAVED_MODEL).is_file():
+        return f"{SAVED_MODEL_PB} is missing"
+    if pb.is_file():
+        try:
+            _parse_saved_model(path)
+        except SavedModelError:
+            return f"{SAVED_MODEL_PB} is corrupt"
+    variables = path / VARIABLES_DIR
+    if not variables.is_dir():
+        return None
+    index = variables / VARIABLES_INDEX
+    index_name = f"{VARIABLES_DIR}/{VARIABLES_INDEX}"
+    if not index.is_file():
+        return f"{index_name} is missing"
+    try:
+        entries = read_bundle_index(index)
+    except (SavedModelError, OSError):
+        return f"{index_name} is corrupt"
+    sizes: dict[int, int] = {}
+    for entry in entries.values():
+        try:
+            shard = data_shard_path(variables, entry.shard_id)
+        except SavedModelError:
+            return f"every {VARIABLES_DIR}/variables.data-* shard is missing"
+        if entry.shard_id not in sizes:
+            sizes[entry.shard_id] = shard.stat().st_size if shard.is_file() else -1
+        if sizes[entry.shard_id] < 0:
+            return f"{VARIABLES_DIR}/{shard.name} is missing"
+        if entry.offset + entry.size > sizes[entry.shard_id]:
+            return f"{VARIABLES_DIR}/{shard.name} is truncated"
+    return None
 
 
 def incomplete_reason(path: Path) -> str | None:
