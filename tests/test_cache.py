@@ -24,6 +24,28 @@ models:
 """
 
 
+VERIFICATION = {
+    "passed": True,
+    "samples": 3,
+    "inputs": "generated",
+    "atol": 1e-4,
+    "rtol": 1e-3,
+    "max_abs_error": 2.4e-7,
+    "outputs": {"value": {"max_abs_error": 2.4e-7, "max_rel_error": 4.5e-7, "passed": True}},
+}
+
+
+MODEL_JSON = {
+    "modelTopology": {},
+    "weightsManifest": [
+        {
+            "paths": ["group1-shard1of1.bin"],
+            "weights": [{"name": "w", "shape": [16], "dtype": "float32"}],
+        }
+    ],
+}
+
+
 def fingerprint(**changes: object) -> str:
     arguments: dict[str, object] = {
         "source": "graph-digest",
@@ -92,12 +114,12 @@ def _write(folder: Path, text: str) -> Path:
 def test_a_store_never_restores_a_corrupt_or_partial_entry(tmp_path: Path) -> None:
     output = tmp_path / "output"
     output.mkdir()
-    (output / "model.json").write_text('{"modelTopology": {}}')
+    (output / "model.json").write_text(json.dumps(MODEL_JSON))
     (output / "group1-shard1of1.bin").write_bytes(b"\x00" * 64)
     from tfjsbuild.artifacts import check_graph_model
 
     files = check_graph_model(output).files
-    entry = CacheEntry("k" * 64, files, (), (), {"passed": True}, 1.5)
+    entry = CacheEntry("ab" * 32, files, (), (), VERIFICATION, 1.5)
     store = Store(str(tmp_path / "cache"), "rw", "local")
     assert store.get(entry.key) is None
     store.put(entry, output)
@@ -110,13 +132,13 @@ def test_a_store_never_restores_a_corrupt_or_partial_entry(tmp_path: Path) -> No
     blob = tmp_path / "cache/blobs" / shard.sha256[:2] / shard.sha256
     blob.write_bytes(b"\x00" * 10)  # truncated
     assert store.fetch(entry, tmp_path / "again") == (
-        f"blob {shard.sha256[:12]} of group1-shard1of1.bin is corrupt or truncated"
+        f"blob {shard.sha256[:12]} of 'group1-shard1of1.bin' is corrupt or truncated"
     )
     # Storing the rebuilt output replaces the bad blob; the entry restores again.
     store.put(entry, output)
     assert store.fetch(entry, tmp_path / "healed") is None
     blob.unlink()
-    assert "is missing" in (store.fetch(entry, tmp_path / "again") or "")
+    assert "is missing" in (store.fetch(entry, tmp_path / "again-missing") or "")
     store.put(entry, output)
     assert store.fetch(entry, tmp_path / "healed-again") is None
     # An entry manifest that is not ours or not complete JSON is no entry at all.
