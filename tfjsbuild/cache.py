@@ -13,6 +13,7 @@ from the storage library's usual environment and configuration, never from the m
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import hmac
 import json
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tfjsbuild import nofollow, readback
-from tfjsbuild.artifacts import MODEL_JSON, OutputFile, shard_paths
+from tfjsbuild.artifacts import MODEL_JSON, OutputCheckError, OutputFile, shard_paths
 from tfjsbuild.errors import UsageError
 from tfjsbuild.fingerprint import SignatureFingerprint, canonical_json
 from tfjsbuild.manifest import Manifest
@@ -251,10 +252,11 @@ class Store:
         if problem is not None:
             return problem
         try:
-            model = json.loads(data)
-            referenced = {MODEL_JSON, *shard_paths(model, MODEL_JSON)}
-        except (ValueError, RecursionError) as error:  # OutputCheckError is a ValueError
-            return f"its {MODEL_JSON} is not a TensorFlow.js model ({error})"
+            referenced = {MODEL_JSON, *shard_paths(json.loads(data), MODEL_JSON)}
+        except (ValueError, RecursionError) as error:
+            return f"its {MODEL_JSON} is not JSON ({error})"
+        except OutputCheckError as error:
+            return str(error)
         listed = {f.path for f in entry.files}
         unexpected = sorted(listed - referenced)
         if unexpected:
@@ -303,9 +305,14 @@ class Store:
         """At most `limit` bytes of a file of the store (a bigger file is refused by its caller)."""
         if self.local_root is not None:
             return nofollow.read_file(self.local_root, relative, limit)
-        if limit <= 1:  # a Range request on an empty object is an error on some stores
-            return bytes(self.fs.cat_file(f"{self.root}/{relative}"))[:limit]
-        return bytes(self.fs.cat_file(f"{self.root}/{relative}", start=0, end=limit))
+        path = f"{self.root}/{relative}"
+        try:
+            return bytes(self.fs.cat_file(path, start=0, end=limit))
+        except OSError as error:
+            # S3 answers a Range request on an empty object with 416 (EINVAL from s3fs).
+            if error.errno == errno.EINVAL and self.fs.size(path) == 0:
+                return b""
+            raise
 
     def _has(self, blob: str, size: int) -> bool:
         """A blob already there, of the right size (a truncated upload is replaced)."""
@@ -359,7 +366,8 @@ class Store:
             if skipped:
                 self._warn(
                     f"ignoring {len(skipped)} symbolic link(s) or special file(s) under {kind}/ "
-                    f"(e.g. {skipped[0]!r}): tfjs-build never writes them"
+                    f"(e.g. {skipped[0]!r}): tfjs-build never writes one, nor follows or "
+                    "deletes it"
                 )
         else:
             try:

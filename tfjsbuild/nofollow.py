@@ -85,27 +85,31 @@ def touch(root: Path, relative: str) -> None:
 
 
 def list_files(root: Path, folder: str) -> tuple[list[tuple[str, int, float]], list[str]]:
-    """(relative path, size, modification time) of the regular files in `root/folder/*/`, and
-    the relative paths of what was skipped there because it is a link or not a file or folder."""
+    """(relative path, size, modification time) of the regular files in `root/folder` and its
+    subfolders one level down, and the relative paths of the links and special files skipped
+    there (never followed, never listed)."""
     found: list[tuple[str, int, float]] = []
     skipped: list[str] = []
+
+    def scan(fd: int, relative: str, depth: int) -> None:
+        with os.scandir(fd) as items:
+            for item in sorted(items, key=lambda e: e.name):
+                path = f"{relative}/{item.name}"
+                if item.is_file(follow_symlinks=False):
+                    info = item.stat(follow_symlinks=False)
+                    found.append((path, info.st_size, info.st_mtime))
+                elif item.is_dir(follow_symlinks=False) and depth > 0:
+                    try:
+                        with _folder(root, path.split("/"), create=False) as sub_fd:
+                            scan(sub_fd, path, depth - 1)
+                    except (UnsafePath, FileNotFoundError):  # swapped or removed since listed
+                        skipped.append(path)
+                elif not item.is_dir(follow_symlinks=False):
+                    skipped.append(path)
+
     try:
-        with _folder(root, [folder], create=False) as fd, os.scandir(fd) as groups:
-            for group in sorted(groups, key=lambda e: e.name):
-                if not group.is_dir(follow_symlinks=False):
-                    skipped.append(f"{folder}/{group.name}")
-                    continue
-                try:
-                    with _folder(root, [folder, group.name], create=False) as group_fd:
-                        for item in os.scandir(group_fd):
-                            relative = f"{folder}/{group.name}/{item.name}"
-                            if not item.is_file(follow_symlinks=False):
-                                skipped.append(relative)
-                                continue
-                            info = item.stat(follow_symlinks=False)
-                            found.append((relative, info.st_size, info.st_mtime))
-                except (UnsafePath, FileNotFoundError):  # swapped or removed since it was listed
-                    skipped.append(f"{folder}/{group.name}")
+        with _folder(root, [folder], create=False) as fd:
+            scan(fd, folder, 1)
     except FileNotFoundError:
         pass
     return found, skipped
