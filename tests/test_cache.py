@@ -6,12 +6,14 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 import tfjsbuild
 from conftest import run_cli
+from tfjsbuild.artifacts import OutputFile
 from tfjsbuild.cache import ENTRY_MAX_BYTES, CacheEntry, Store, cache_key, resolve_config, sign
 from tfjsbuild.errors import UsageError
 from tfjsbuild.fingerprint import fingerprint_signature
@@ -199,6 +201,34 @@ def test_signed_entries_are_read_with_the_key_or_without_one(tmp_path: Path) -> 
         f"local cache {url}: refusing unsigned entries, as TFJS_BUILD_CACHE_SIGNATURE_KEY is "
         "set; each is a cache miss"
     ]
+
+
+def test_a_restore_writes_model_json_and_its_shards_whatever_the_entry_says(
+    tmp_path: Path,
+) -> None:
+    output, entry = _built_output(tmp_path)
+    store = Store(str(tmp_path / "cache"), "rw", "local")
+    store.put(entry, output)
+    model_json, shard = entry.files
+    # Listed in another order: each file still gets its own bytes.
+    reordered = replace(entry, files=(shard, model_json))
+    assert store.fetch(reordered, tmp_path / "a") is None
+    for name in ("model.json", "group1-shard1of1.bin"):
+        assert (tmp_path / "a" / name).read_bytes() == (output / name).read_bytes()
+    # A size no blob has is not read in full, nor allocated: the blob is corrupt.
+    huge = replace(shard, size=10**15)
+    assert store.fetch(replace(entry, files=(model_json, huge)), tmp_path / "b") == (
+        f"blob {shard.sha256[:12]} of 'group1-shard1of1.bin' is corrupt or truncated"
+    )
+    # model.json not referencing a listed file, or referencing one the entry lacks.
+    extra = OutputFile("x.py", model_json.size, model_json.sha256)
+    assert store.fetch(replace(entry, files=(*entry.files, extra)), tmp_path / "c") == (
+        "it lists 'x.py', which model.json does not reference"
+    )
+    assert store.fetch(replace(entry, files=(model_json,)), tmp_path / "d") == (
+        "its model.json references 'group1-shard1of1.bin', which the entry does not hold"
+    )
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
 
 
 def test_a_local_store_never_reads_or_writes_through_a_link(tmp_path: Path) -> None:

@@ -6,6 +6,11 @@ verification result. Blobs are uploaded first under temporary names and moved in
 entry's manifest is published last, so a reader sees a complete entry or none. Every blob is
 checked against its hash on restore: a corrupt or partial entry is a miss, never restored.
 
+Nothing read back is trusted (a cache may be shared, restored or tampered with): an entry is
+size-capped and checked like the state (`readback`) before use, may be signed with a shared key
+(`TFJS_BUILD_CACHE_SIGNATURE_KEY`), and a restore writes only model.json and the shards it
+lists. A local folder is read and written without following links below it (`nofollow`).
+
 Locations are fsspec URLs (a local folder, `file://`, `s3://`, `gs://`, ...); credentials come
 from the storage library's usual environment and configuration, never from the manifest.
 """
@@ -248,11 +253,11 @@ class Store:
         entry is unusable. An entry listing any other file is unusable: a restore writes nothing
         a conversion would not have."""
         model_item = next(f for f in entry.files if f.path == MODEL_JSON)
-        data, problem = self._blob(model_item)
+        model_data, problem = self._blob(model_item)
         if problem is not None:
             return problem
         try:
-            referenced = {MODEL_JSON, *shard_paths(json.loads(data), MODEL_JSON)}
+            referenced = {MODEL_JSON, *shard_paths(json.loads(model_data), MODEL_JSON)}
         except (ValueError, RecursionError) as error:
             return f"its {MODEL_JSON} is not JSON ({error})"
         except OutputCheckError as error:
@@ -267,10 +272,9 @@ class Store:
             named = ", ".join(repr(name) for name in missing)
             return f"its {MODEL_JSON} references {named}, which the entry does not hold"
         for item in entry.files:
-            if item is not model_item:
-                data, problem = self._blob(item)
-                if problem is not None:
-                    return problem
+            data, problem = (model_data, None) if item is model_item else self._blob(item)
+            if problem is not None:
+                return problem
             target = destination / item.path
             target.parent.mkdir(parents=True, exist_ok=True)
             with target.open("xb") as handle:  # exclusive: never through anything already there

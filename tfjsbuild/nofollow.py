@@ -41,7 +41,15 @@ def read_file(root: Path, relative: str, limit: int | None = None) -> bytes:
         with os.fdopen(file_fd, "rb") as handle:
             if not stat.S_ISREG(os.fstat(file_fd).st_mode):
                 raise UnsafePath(f"{root / relative} is not a regular file")
-            return handle.read() if limit is None else handle.read(limit)
+            if limit is None:
+                return handle.read()
+            # In blocks: read(limit) would allocate `limit` bytes up front, and a limit comes
+            # from a size an entry declares.
+            chunks = []
+            while limit > 0 and (chunk := handle.read(min(limit, 1 << 20))):
+                chunks.append(chunk)
+                limit -= len(chunk)
+            return b"".join(chunks)
 
 
 def file_size(root: Path, relative: str) -> int:
