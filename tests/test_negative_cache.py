@@ -98,7 +98,7 @@ def test_hostile_cache_entry(
     cache = project / ".tfjs-build/cache"
     shutil.copytree(built.cache, cache, symlinks=True)
 
-    values = placeholders(built, outside, case)
+    values = {**placeholders(built, outside, case), "project": str(project)}
     entry = plant(case, built, values)
     if remote:
         request.getfixturevalue("s3")
