@@ -374,6 +374,17 @@ def test_going_back_to_an_earlier_model_restores_it(
     assert (root / "dist/multi/regress/group1-shard1of1.bin").read_bytes() == before
 
 
+@pytest.fixture(autouse=True)
+def _fresh_s3_clients() -> Iterator[None]:
+    """s3fs keeps one client per set of arguments, and the endpoint (AWS_ENDPOINT_URL) is not one
+    of them: a test must not talk to the server of the test before it."""
+    from s3fs import S3FileSystem
+
+    S3FileSystem.clear_instance_cache()
+    yield
+    S3FileSystem.clear_instance_cache()
+
+
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A real S3 API on loopback (moto's server), and a bucket in it."""
