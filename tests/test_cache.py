@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 import tfjsbuild
 from conftest import run_cli
-from tfjsbuild.cache import CacheEntry, Store, cache_key, resolve_config
+from tfjsbuild.artifacts import OutputFile
+from tfjsbuild.cache import ENTRY_MAX_BYTES, CacheEntry, Store, cache_key, resolve_config, sign
 from tfjsbuild.errors import UsageError
 from tfjsbuild.fingerprint import fingerprint_signature
 from tfjsbuild.manifest import ConverterOptions, load_manifest
@@ -22,6 +25,28 @@ models:
   multi:
     saved_model: multi
 """
+
+
+VERIFICATION = {
+    "passed": True,
+    "samples": 3,
+    "inputs": "generated",
+    "atol": 1e-4,
+    "rtol": 1e-3,
+    "max_abs_error": 2.4e-7,
+    "outputs": {"value": {"max_abs_error": 2.4e-7, "max_rel_error": 4.5e-7, "passed": True}},
+}
+
+
+MODEL_JSON = {
+    "modelTopology": {},
+    "weightsManifest": [
+        {
+            "paths": ["group1-shard1of1.bin"],
+            "weights": [{"name": "w", "shape": [16], "dtype": "float32"}],
+        }
+    ],
+}
 
 
 def fingerprint(**changes: object) -> str:
@@ -92,12 +117,12 @@ def _write(folder: Path, text: str) -> Path:
 def test_a_store_never_restores_a_corrupt_or_partial_entry(tmp_path: Path) -> None:
     output = tmp_path / "output"
     output.mkdir()
-    (output / "model.json").write_text('{"modelTopology": {}}')
+    (output / "model.json").write_text(json.dumps(MODEL_JSON))
     (output / "group1-shard1of1.bin").write_bytes(b"\x00" * 64)
     from tfjsbuild.artifacts import check_graph_model
 
     files = check_graph_model(output).files
-    entry = CacheEntry("k" * 64, files, (), (), {"passed": True}, 1.5)
+    entry = CacheEntry("ab" * 32, files, (), (), VERIFICATION, 1.5)
     store = Store(str(tmp_path / "cache"), "rw", "local")
     assert store.get(entry.key) is None
     store.put(entry, output)
@@ -110,19 +135,181 @@ def test_a_store_never_restores_a_corrupt_or_partial_entry(tmp_path: Path) -> No
     blob = tmp_path / "cache/blobs" / shard.sha256[:2] / shard.sha256
     blob.write_bytes(b"\x00" * 10)  # truncated
     assert store.fetch(entry, tmp_path / "again") == (
-        f"blob {shard.sha256[:12]} of group1-shard1of1.bin is corrupt or truncated"
+        f"blob {shard.sha256[:12]} of 'group1-shard1of1.bin' is corrupt or truncated"
     )
     # Storing the rebuilt output replaces the bad blob; the entry restores again.
     store.put(entry, output)
     assert store.fetch(entry, tmp_path / "healed") is None
     blob.unlink()
-    assert "is missing" in (store.fetch(entry, tmp_path / "again") or "")
+    assert "is missing" in (store.fetch(entry, tmp_path / "again-missing") or "")
     store.put(entry, output)
     assert store.fetch(entry, tmp_path / "healed-again") is None
     # An entry manifest that is not ours or not complete JSON is no entry at all.
     entry_file = next((tmp_path / "cache/entries").rglob("*.json"))
     entry_file.write_text('{"version": 1, "key": "')
-    assert store.get(entry.key) is None
+    with pytest.warns(UserWarning) as caught:
+        assert store.get(entry.key) is None
+    assert [str(w.message) for w in caught] == [
+        f"local cache {tmp_path}/cache: entry entries/ab/{entry.key}.json is invalid: not JSON: "
+        "Unterminated string starting at: line 1 column 23 (char 22); a cache miss"
+    ]
+
+
+def _built_output(folder: Path) -> tuple[Path, CacheEntry]:
+    """A small graph model on disk (no conversion) and the cache entry describing it."""
+    from tfjsbuild.artifacts import check_graph_model
+
+    output = folder / "output"
+    output.mkdir(parents=True)
+    (output / "model.json").write_text(json.dumps(MODEL_JSON))
+    (output / "group1-shard1of1.bin").write_bytes(b"\x01" * 64)
+    files = check_graph_model(output).files
+    return output, CacheEntry("ab" * 32, files, (), (), VERIFICATION, 1.5)
+
+
+def _messages(caught: pytest.WarningsRecorder) -> list[str]:
+    return [str(w.message) for w in caught]
+
+
+def test_signed_entries_are_read_with_the_key_or_without_one(tmp_path: Path) -> None:
+    output, entry = _built_output(tmp_path)
+    url = str(tmp_path / "cache")
+    Store(url, "rw", "local", signature_key="ci-key").put(entry, output)
+    text = next((tmp_path / "cache/entries").rglob("*.json")).read_text()
+    assert json.loads(text)["signature"] == sign(json.loads(entry.to_json()), "ci-key")
+    assert Store(url, "r", "local", signature_key="ci-key").get(entry.key) == entry
+    assert Store(url, "r", "local").get(entry.key) == entry  # no key: signatures are ignored
+    other = Store(url, "r", "local", signature_key="laptop-key")
+    with pytest.warns(UserWarning) as caught:
+        assert other.get(entry.key) is None
+        assert other.get(entry.key) is None  # looked up again (plan, then build): told once
+    assert _messages(caught) == [
+        f"local cache {url}: refusing entries whose signature does not match "
+        "TFJS_BUILD_CACHE_SIGNATURE_KEY (signed with another key, or changed since); "
+        "each is a cache miss"
+    ]
+    # The key comes from the environment; without it entries are written unsigned.
+    manifest = load_manifest(_write(tmp_path / "p", MANIFEST))
+    config = resolve_config(manifest, environ={"TFJS_BUILD_CACHE_SIGNATURE_KEY": "ci-key"})
+    assert {store.signature_key for store in config.stores()} == {"ci-key"}
+    assert "ci-key" not in repr(config)
+    assert resolve_config(manifest, environ={}).signature_key is None
+    Store(url, "rw", "local").put(entry, output)
+    with pytest.warns(UserWarning) as caught:
+        assert Store(url, "r", "local", signature_key="ci-key").get(entry.key) is None
+    assert _messages(caught) == [
+        f"local cache {url}: refusing unsigned entries, as TFJS_BUILD_CACHE_SIGNATURE_KEY is "
+        "set; each is a cache miss"
+    ]
+
+
+def test_a_restore_writes_model_json_and_its_shards_whatever_the_entry_says(
+    tmp_path: Path,
+) -> None:
+    output, entry = _built_output(tmp_path)
+    store = Store(str(tmp_path / "cache"), "rw", "local")
+    store.put(entry, output)
+    model_json, shard = entry.files
+    # Listed in another order: each file still gets its own bytes.
+    reordered = replace(entry, files=(shard, model_json))
+    assert store.fetch(reordered, tmp_path / "a") is None
+    for name in ("model.json", "group1-shard1of1.bin"):
+        assert (tmp_path / "a" / name).read_bytes() == (output / name).read_bytes()
+    # A size no blob has is not read in full, nor allocated: the blob is corrupt.
+    huge = replace(shard, size=10**15)
+    assert store.fetch(replace(entry, files=(model_json, huge)), tmp_path / "b") == (
+        f"blob {shard.sha256[:12]} of 'group1-shard1of1.bin' is corrupt or truncated"
+    )
+    # model.json not referencing a listed file, or referencing one the entry lacks.
+    extra = OutputFile("x.py", model_json.size, model_json.sha256)
+    assert store.fetch(replace(entry, files=(*entry.files, extra)), tmp_path / "c") == (
+        "it lists 'x.py', which model.json does not reference"
+    )
+    assert store.fetch(replace(entry, files=(model_json,)), tmp_path / "d") == (
+        "its model.json references 'group1-shard1of1.bin', which the entry does not hold"
+    )
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+
+
+def test_a_local_store_never_reads_or_writes_through_a_link(tmp_path: Path) -> None:
+    output, entry = _built_output(tmp_path)
+    cache = tmp_path / "cache"
+    store = Store(str(cache), "rw", "local")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    bashrc = outside / ".bashrc"
+    bashrc.write_text("# mine\n")
+    entry_dir = cache / "entries" / entry.key[:2]
+    entry_dir.mkdir(parents=True)
+    (entry_dir / f"{entry.key}.json").symlink_to(bashrc)
+    with pytest.raises(OSError, match=f"{entry_dir}/{entry.key}.json is a symbolic link"):
+        store.put(entry, output)
+    assert bashrc.read_text() == "# mine\n"
+    assert [p.name for p in outside.iterdir()] == [".bashrc"]
+    with pytest.warns(UserWarning, match=r"is refused \(.* is a symbolic link\); a cache miss"):
+        assert store.get(entry.key) is None
+    # A FIFO planted as an entry is refused at once (opening it must not wait for a writer).
+    (entry_dir / f"{entry.key}.json").unlink()
+    os.mkfifo(entry_dir / f"{entry.key}.json")
+    with pytest.warns(UserWarning, match=r"is not a regular file\); a cache miss"):
+        assert store.get(entry.key) is None
+    (entry_dir / f"{entry.key}.json").unlink()
+    # A planted blob folder: nothing is written into it.
+    shard = entry.files[1]
+    shutil.rmtree(cache / "blobs" / shard.sha256[:2])  # written by the first put
+    (cache / "blobs" / shard.sha256[:2]).symlink_to(outside, target_is_directory=True)
+    with pytest.raises(OSError, match="is a symbolic link"):
+        store.put(entry, output)
+    assert [p.name for p in outside.iterdir()] == [".bashrc"]
+    assert not (entry_dir / f"{entry.key}.json").exists()  # the entry is published last
+
+
+def test_prune_survives_hostile_entries_and_deletes_only_its_own_files(tmp_path: Path) -> None:
+    output, entry = _built_output(tmp_path)
+    cache = tmp_path / "cache"
+    store = Store(str(cache), "rw", "local")
+    store.put(entry, output)
+    valid_bytes = store.stats()["bytes"]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.json").write_text("{}")
+    (outside / ("cd" * 32 + ".json")).write_text("{}")
+    hostile = {
+        "nul": '{"version": 1, "key": "%s", "files": [{"path": "a\\u0000b"}]}',
+        "not-json": "{",
+        "oversize": " " * (ENTRY_MAX_BYTES + 1),
+        "deep": "[" * 100_000,
+        "nan": '{"version": 1, "key": "%s", "seconds": NaN}',
+    }
+    for number, text in enumerate(hostile.values()):
+        key = f"{number:02d}" * 32
+        (cache / "entries" / key[:2]).mkdir(parents=True, exist_ok=True)
+        (cache / "entries" / key[:2] / f"{key}.json").write_text(text.replace("%s", key))
+    (cache / "entries" / "cd").symlink_to(outside, target_is_directory=True)
+    (cache / "blobs" / "README").write_text("not a blob")
+    (cache / "blobs" / "ef").mkdir()
+    (cache / "blobs" / "ef" / ("ef" * 32)).symlink_to(outside / "keep.json")
+
+    with pytest.warns(UserWarning) as caught:
+        assert store.stats()["entries"] == 6
+    assert _messages(caught) == [
+        f"local cache {cache}: ignoring 1 symbolic link(s) or special file(s) under entries/ "
+        "(e.g. 'entries/cd'): tfjs-build never writes one, nor follows or deletes it",
+        f"local cache {cache}: ignoring 1 symbolic link(s) or special file(s) under blobs/ "
+        f"(e.g. 'blobs/ef/{'ef' * 32}'): tfjs-build never writes one, nor follows or deletes it",
+    ]
+    # The invalid entries go first, however recently written; the valid one stays.
+    kept = store.prune(max_bytes=valid_bytes)
+    assert kept == {"removed_entries": 5, "entries": 1, "bytes": valid_bytes}
+    assert store.get(entry.key) == entry
+    assert store.prune(max_bytes=0)["entries"] == 0
+    assert sorted(p.name for p in outside.iterdir()) == [("cd" * 32) + ".json", "keep.json"]
+    left = sorted(
+        p.relative_to(cache).as_posix()
+        for p in cache.rglob("*")
+        if p.is_symlink() or not p.is_dir()
+    )
+    assert left == ["blobs/README", "blobs/ef/" + "ef" * 32, "entries/cd"]
 
 
 @pytest.mark.slow
@@ -185,6 +372,17 @@ def test_going_back_to_an_earlier_model_restores_it(
         "multi:regress": "restored"
     }
     assert (root / "dist/multi/regress/group1-shard1of1.bin").read_bytes() == before
+
+
+@pytest.fixture(autouse=True)
+def _fresh_s3_clients() -> Iterator[None]:
+    """s3fs keeps one client per set of arguments, and the endpoint (AWS_ENDPOINT_URL) is not one
+    of them: a test must not talk to the server of the test before it."""
+    from s3fs import S3FileSystem
+
+    S3FileSystem.clear_instance_cache()
+    yield
+    S3FileSystem.clear_instance_cache()
 
 
 @pytest.fixture
@@ -261,7 +459,7 @@ def test_a_remote_cache_written_by_ci_and_read_by_a_laptop(
     client.delete_object(Bucket="models", Key=blob_of[second])
     fresh = _write(tmp_path / "fresh", MANIFEST + f"cache: {{remote: '{remote}', mode: r}}\n")
     shutil.copytree(model_store("multihead"), fresh.parent / "multi")
-    with pytest.warns(UserWarning, match="remote cache entry for multi:.* is unusable"):
+    with pytest.warns(UserWarning, match=f"remote cache {remote}: entry for multi:.* is unusable"):
         result = tfjsbuild.build([fresh], cache="local:off,remote:r", jobs=2)
     assert result.ok
     assert sorted(r.status for r in result.results) == ["built", "built", "restored"]
@@ -293,3 +491,31 @@ def test_an_unreachable_remote_cache_is_a_warning_not_a_failure(
     assert [r.status for r in result.results] == ["built"]
     # The local cache still took the build.
     assert Store(str(manifest.parent / ".tfjs-build/cache"), "r", "local").stats()["entries"] == 1
+
+
+def test_a_remote_entry_is_read_capped_and_checked(tmp_path: Path, s3: str) -> None:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3)
+    url = "s3://models/tfjs-cache"
+    output, entry = _built_output(tmp_path)
+    store = Store(url, "rw", "remote")
+    store.put(entry, output)
+    assert store.get(entry.key) == entry
+    key = f"tfjs-cache/entries/ab/{entry.key}.json"
+    relative = f"entries/ab/{entry.key}.json"
+    cases = {
+        b" " * (ENTRY_MAX_BYTES + 1): "larger than 1048576 bytes (an entry is a few KB)",
+        b"": "not JSON: Expecting value: line 1 column 1 (char 0)",
+        entry.to_json().replace('"version":1', '"version":2').encode(): "",
+    }
+    for body, detail in cases.items():
+        client.put_object(Bucket="models", Key=key, Body=body)
+        reader = Store(url, "r", "remote")
+        with pytest.warns(UserWarning) as caught:
+            assert reader.get(entry.key) is None
+        expected = f"is invalid: {detail}" if detail else "is invalid at version: expected 1, got 2"
+        assert _messages(caught) == [
+            f"remote cache {url}: entry {relative} {expected}; a cache miss"
+        ]
+        assert reader.unreachable is None  # a bad entry is a miss, not an unreachable store

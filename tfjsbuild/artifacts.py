@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tfjsbuild.errors import BuildError
+from tfjsbuild.readback import InvalidData, resolve_inside, safe_relative_path
 
 MODEL_JSON = "model.json"
 
@@ -77,32 +78,97 @@ def file_sha256(path: Path) -> str:
 
 def check_graph_model(directory: Path) -> GraphModelOutput:
     """Fail loudly unless `directory` holds a model.json whose every shard exists and adds up."""
+    files, inputs, outputs = _checked_model(directory)
+    described = tuple(
+        OutputFile(name, (directory / name).stat().st_size, file_sha256(directory / name))
+        for name in files
+    )
+    return GraphModelOutput(files=described, inputs=inputs, outputs=outputs)
+
+
+def validate_graph_model(directory: Path) -> None:
+    """Every check of `check_graph_model`, without hashing the files (a restore hashed them)."""
+    _checked_model(directory)
+
+
+def shard_paths(model: Any, where: str) -> list[str]:
+    """The weight shard files a parsed model.json lists, in order, each a safe relative name.
+
+    model.json is read back from converters and caches: a shard path must never make this tool
+    look (or a restore write) outside the model's folder.
+    """
+    manifest = model.get("weightsManifest", []) if isinstance(model, dict) else None
+    if not isinstance(manifest, list):
+        raise OutputCheckError(f"{where}: weightsManifest is not a list")
+    shards: list[str] = []
+    for index, group in enumerate(manifest):
+        paths = group.get("paths", []) if isinstance(group, dict) else None
+        if not isinstance(paths, list):
+            raise OutputCheckError(f"{where}: weightsManifest[{index}].paths is not a list")
+        for number, path in enumerate(paths):
+            try:
+                shard = safe_relative_path(path, f"weightsManifest[{index}].paths[{number}]")
+            except InvalidData as error:
+                raise OutputCheckError(f"{where}: {error}") from error
+            if shard == MODEL_JSON or shard in shards:
+                problem = "is model.json itself" if shard == MODEL_JSON else "is listed twice"
+                raise OutputCheckError(
+                    f"{where}: weightsManifest[{index}].paths[{number}]: {shard!r} {problem}"
+                )
+            shards.append(shard)
+    return shards
+
+
+def _checked_model(
+    directory: Path,
+) -> tuple[list[str], tuple[dict[str, Any], ...], tuple[dict[str, Any], ...]]:
+    """(files, inputs, outputs) of the graph model in `directory`, or OutputCheckError."""
     model_json = directory / MODEL_JSON
+    if model_json.is_symlink():
+        raise OutputCheckError(f"{model_json} is a symbolic link; an output holds only files")
     if not model_json.is_file():
         raise OutputCheckError(f"the converter wrote no {MODEL_JSON} in {directory}")
     try:
         model = json.loads(model_json.read_text("utf-8"))
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:
         raise OutputCheckError(f"{model_json} is not valid JSON: {error}") from error
     if not isinstance(model, dict) or "modelTopology" not in model:
         raise OutputCheckError(f"{model_json} is not a TensorFlow.js model (no modelTopology)")
 
-    shards: list[str] = []
-    expected_bytes = 0
-    variable_size = False
-    for group in model.get("weightsManifest", []):
-        shards.extend(group.get("paths", []))
-        for spec in group.get("weights", []):
-            size = _weight_bytes(spec)
-            if size is None:
-                variable_size = True
-            else:
-                expected_bytes += size
-    missing = [shard for shard in shards if not (directory / shard).is_file()]
+    shards = shard_paths(model, str(model_json))
+    missing = []
+    for shard in shards:
+        try:
+            path = resolve_inside(directory, shard, shard)
+        except InvalidData as error:
+            raise OutputCheckError(
+                f"{model_json} lists a weight shard through a symbolic link: {error}"
+            ) from error
+        if not path.is_file():
+            missing.append(shard)
     if missing:
         raise OutputCheckError(
             f"{model_json} lists weight shards that were not written: {', '.join(missing)}"
         )
+    try:
+        expected_bytes = 0
+        variable_size = False
+        for group in model.get("weightsManifest", []):
+            for spec in group.get("weights", []):
+                size = _weight_bytes(spec)
+                if size is None:
+                    variable_size = True
+                else:
+                    expected_bytes += size
+        signature = model.get("signature") or {}
+        inputs = _tensor_list(signature.get("inputs", {}))
+        outputs = _tensor_list(signature.get("outputs", {}))
+    except (AttributeError, TypeError, ValueError) as error:
+        # Not what tensorflowjs writes: name the file rather than crash on its shape.
+        raise OutputCheckError(
+            f"{model_json} has weight specs or a signature TensorFlow.js does not write "
+            f"({type(error).__name__}: {error})"
+        ) from error
     shard_bytes = sum((directory / shard).stat().st_size for shard in shards)
     if shard_bytes != expected_bytes and not (variable_size and shard_bytes > expected_bytes):
         raise OutputCheckError(
@@ -111,21 +177,14 @@ def check_graph_model(directory: Path) -> GraphModelOutput:
         )
 
     files = [MODEL_JSON, *shards]
-    files += sorted(
-        p.relative_to(directory).as_posix()
-        for p in directory.rglob("*")
-        if p.is_file() and p.relative_to(directory).as_posix() not in files
-    )
-    described = tuple(
-        OutputFile(name, (directory / name).stat().st_size, file_sha256(directory / name))
-        for name in files
-    )
-    signature = model.get("signature") or {}
-    return GraphModelOutput(
-        files=described,
-        inputs=_tensor_list(signature.get("inputs", {})),
-        outputs=_tensor_list(signature.get("outputs", {})),
-    )
+    for path in sorted(directory.rglob("*")):
+        if path.is_symlink():
+            # rglob does not descend into a linked folder, and a linked file is not output.
+            raise OutputCheckError(f"{path} is a symbolic link; an output holds only files")
+        name = path.relative_to(directory).as_posix()
+        if path.is_file() and name not in files:
+            files.append(name)
+    return files, inputs, outputs
 
 
 def _weight_bytes(spec: dict[str, Any]) -> int | None:
@@ -138,7 +197,14 @@ def _weight_bytes(spec: dict[str, Any]) -> int | None:
     per_element = _WEIGHT_BYTES.get(dtype)
     if per_element is None:
         return None
-    return per_element * math.prod(int(d) for d in spec.get("shape", []))
+    return per_element * math.prod(_dimension(d) for d in spec.get("shape", []))
+
+
+def _dimension(value: Any) -> int:
+    size = int(value)
+    if size < 0:
+        raise ValueError(f"negative dimension {size}")
+    return size
 
 
 def _tensor_list(tensors: dict[str, Any]) -> tuple[dict[str, Any], ...]:
@@ -156,7 +222,7 @@ def _tensor_list(tensors: dict[str, Any]) -> tuple[dict[str, Any], ...]:
             ]
         described.append(
             {
-                "name": key,
+                "name": str(key),
                 "dtype": _DTYPE_NAMES.get(
                     info.get("dtype", ""), str(info.get("dtype", "")).lower()
                 ),
@@ -178,16 +244,16 @@ def stored_weights(directory: Path) -> list[StoredWeight]:
     """Every weight of the model in `directory`, biggest first, as its shards store it."""
     try:
         model = json.loads((directory / MODEL_JSON).read_text("utf-8"))
-    except (OSError, ValueError):
-        return []
-    weights = []
-    for group in model.get("weightsManifest", []):
-        for spec in group.get("weights", []):
-            quantization = spec.get("quantization") or {}
-            dtype = quantization.get("dtype", spec.get("dtype", "float32"))
-            shape = tuple(int(d) for d in spec.get("shape", []))
-            size = _weight_bytes(spec)
-            weights.append(StoredWeight(str(spec.get("name")), dtype, shape, size or 0))
+        weights = []
+        for group in model.get("weightsManifest", []):
+            for spec in group.get("weights", []):
+                quantization = spec.get("quantization") or {}
+                dtype = str(quantization.get("dtype", spec.get("dtype", "float32")))
+                shape = tuple(_dimension(d) for d in spec.get("shape", []))
+                size = _weight_bytes(spec)
+                weights.append(StoredWeight(str(spec.get("name")), dtype, shape, size or 0))
+    except (OSError, ValueError, RecursionError, AttributeError, TypeError):
+        return []  # only a hint in a message: a model.json not as TensorFlow.js writes it has none
     return sorted(weights, key=lambda w: (-w.bytes, w.name))
 
 

@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from tfjsbuild.artifacts import (
     MODEL_JSON,
     GraphModelOutput,
+    OutputCheckError,
     OutputFile,
     check_graph_model,
     over_budget_message,
     size_parts,
+    validate_graph_model,
 )
 from tfjsbuild.atomic import swap_directory, write_atomically
 from tfjsbuild.cache import CacheEntry, Store, cache_key
@@ -191,8 +193,10 @@ def _restore(item: PlanItem, project: Project) -> SignatureResult | None:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         try:
-            problem = store.fetch(entry, staging)
+            problem = _unpromised(item, entry) or store.fetch(entry, staging)
             if problem is None:
+                # Checked before it is placed: a bad model from a cache is a miss, not a failure.
+                validate_graph_model(staging)
                 outcome = _place(item, project, staging, entry.verification, entry.seconds)
                 if isinstance(outcome, SignatureResult):
                     return outcome  # over budget, or the folder is not ours: a real failure
@@ -213,7 +217,7 @@ def _restore(item: PlanItem, project: Project) -> SignatureResult | None:
                     verification=entry.verification,
                     cache=store.label,
                 )
-        except OSError as error:
+        except (OutputCheckError, OSError) as error:
             problem = str(error)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -221,8 +225,21 @@ def _restore(item: PlanItem, project: Project) -> SignatureResult | None:
                 staging_root.rmdir()  # only if empty: leave nothing behind
         # A corrupt or partial entry is never restored: convert instead (and overwrite it).
         warnings.warn(
-            f"{store.label} cache entry for {item.key} is unusable ({problem})", stacklevel=1
+            f"{store.label} cache {store.url}: entry for {item.key} is unusable ({problem}); "
+            "building it instead",
+            stacklevel=1,
         )
+    return None
+
+
+def _unpromised(item: PlanItem, entry: CacheEntry) -> str | None:
+    """Why an entry does not carry what its key promises (this tool stores only builds whose
+    verification passed, and only with it when the key includes verify settings)."""
+    assert item.fingerprint is not None
+    if entry.verification is None and item.fingerprint.parts.get("verify"):
+        return "it carries no verification, though its key includes verify settings"
+    if entry.verification is not None and not entry.verification["passed"]:
+        return "its verification did not pass"
     return None
 
 
