@@ -82,9 +82,12 @@ def test_blocked_plan_and_warnings_show_paths_as_written(tmp_path: Path) -> None
 def test_run_report_and_clean_show_names_as_written(
     tmp_path: Path, project: Callable[..., Path], model_store: Callable[..., Path]
 ) -> None:
-    # Not in a `[bold]` folder: TensorFlow reads a variables path as a glob, so a SavedModel
-    # under `[bold]/` does not load at all (a separate bug); the names here still are markup.
-    project(MANIFEST, {"sm": model_store("markup_names")})
+    # Under a folder named with glob characters too: TensorFlow reads a checkpoint path as a
+    # glob, and a SavedModel under `[bold]*?/` did not load at all.
+    project(
+        MANIFEST.replace("saved_model: sm", "saved_model: '[bold]*?/sm'"),
+        {"[bold]*?/sm": model_store("markup_names")},
+    )
     done = run_cli("run", "-j", "1", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     built = [line.split("  ")[0] for line in done.stdout.splitlines() if line.startswith("✓")]

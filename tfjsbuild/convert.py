@@ -8,9 +8,11 @@ every output checked on disk before it counts.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -52,6 +54,8 @@ class LoadedSavedModel:
     tags: tuple[str, ...]
     model: Any
     tf_version: str
+    # What TensorFlow is given: `path`, or a link to it without glob characters (see below).
+    load_path: Path | None = None
     _meta_graph: Any = field(default=None, init=False)
     _initializer: tuple[Any, Any] | None = field(default=None, init=False)
     _initializer_done: bool = field(default=False, init=False)
@@ -59,7 +63,9 @@ class LoadedSavedModel:
     def signature_def(self, name: str) -> Any:
         """The SignatureDef as saved, to check the converted keys against."""
         if self._meta_graph is None:
-            self._meta_graph = tfjs_v2.get_meta_graph_def(str(self.path), ",".join(self.tags))
+            self._meta_graph = tfjs_v2.get_meta_graph_def(
+                str(self.load_path or self.path), ",".join(self.tags)
+            )
         return self._meta_graph.signature_def.get(name, None)
 
     @property
@@ -86,15 +92,34 @@ class LoadedSavedModel:
 
 
 def load_saved_model(path: Path, tags: tuple[str, ...]) -> LoadedSavedModel:
-    model = tfjs_v2._load_model(str(path), list(tags) if tags else None)
+    load_path = _without_glob_characters(path)
+    model = tfjs_v2._load_model(str(load_path), list(tags) if tags else None)
     try:
         tf_version = str(model.tensorflow_version)
     except AttributeError:
         tf_version = tf.__version__
-    loaded = LoadedSavedModel(path=path, tags=tags, model=model, tf_version=tf_version)
+    loaded = LoadedSavedModel(
+        path=path, tags=tags, model=model, tf_version=tf_version, load_path=load_path
+    )
     # Read now: a Keras export's folder is removed after the build.
     loaded.signature_def("")
     return loaded
+
+
+def _without_glob_characters(path: Path) -> Path:
+    """`path`, or a link to it whose path has no `[`, `*` or `?`.
+
+    TensorFlow reads a checkpoint's `variables/variables` prefix as a glob pattern, so a model
+    in a folder named `models[v2]` fails to load ("Unsuccessful TensorSliceReader constructor").
+    The link lives in a temporary folder removed when the worker exits.
+    """
+    if not any(character in str(path) for character in "[]*?"):
+        return path
+    folder = Path(tempfile.mkdtemp(prefix="tfjs-build-model-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    link = folder / "model"
+    link.symlink_to(path.resolve(), target_is_directory=True)
+    return link
 
 
 def convert_signature(
@@ -219,7 +244,9 @@ def _freeze_tf1(loaded: LoadedSavedModel, signature_def: Any) -> tuple[Any, Any]
     keep = sorted({info.name.split(":")[0] for info in tensors})
     graph = tf.Graph()
     with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
-        tf.compat.v1.saved_model.loader.load(session, list(loaded.tags), str(loaded.path))
+        tf.compat.v1.saved_model.loader.load(
+            session, list(loaded.tags), str(loaded.load_path or loaded.path)
+        )
         graph_def = graph.as_graph_def()
         frozen_def = tf.compat.v1.graph_util.convert_variables_to_constants(
             session, graph_def, keep
