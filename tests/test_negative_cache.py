@@ -235,8 +235,8 @@ def upload(cache: Path, planted: dict[str, bytes]) -> None:
 
 
 def warned(stderr: str) -> list[str]:
-    """The warnings a run printed (Python's warning format, or a `warning:` line)."""
-    return re.findall(r"(?:UserWarning: |^warning: )(.*)$", stderr, flags=re.MULTILINE)
+    """The warnings a run printed, one `warning:` line each."""
+    return re.findall(r"^warning: (.*)$", stderr, flags=re.MULTILINE)
 
 
 def outputs(root: Path) -> dict[str, bytes]:

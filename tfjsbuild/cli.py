@@ -6,6 +6,7 @@ import argparse
 import errno
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from typing import NoReturn, TextIO
 
@@ -295,7 +296,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(highlight=False, soft_wrap=True, emoji=False)
     err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
     # With --json nothing but the one JSON object reaches stdout, whatever user code prints.
-    with stdout_reserved(json_output) as json_out:
+    with stdout_reserved(json_output) as json_out, warnings.catch_warnings():
+        # Warnings (an unusable cache entry, a dropped state record) read as the tool's own
+        # words, not as Python's `file.py:123: UserWarning:` with a source line.
+        warnings.showwarning = _show_warning
         try:
             return dispatch(args, console, err_console, json_out)
         except (Exception, KeyboardInterrupt) as error:
@@ -303,6 +307,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             if json_output:
                 print(error_json(error, exit_code=code, message=message), file=json_out)
             return code
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def _report_error(error: BaseException, *, debug: bool) -> tuple[int, str]:
