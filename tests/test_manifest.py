@@ -376,24 +376,24 @@ def test_outputs_that_collide_escape_or_nest(tmp_path: Path) -> None:
 
 def test_outputs_must_not_touch_a_model_source(tmp_path: Path) -> None:
     b_source = (tmp_path / "models/b").resolve()
-    c_source = (tmp_path / "exported/c").resolve()
+    c_source = (tmp_path / "models/exported/c").resolve()
     assert problems(
         tmp_path,
         """
         version: 1
-        output_dir: .
+        output_dir: models
         models:
           b:
             saved_model: models/b
             signatures:
-              s1: {output: models/b/converted}
+              s1: {output: b/converted}
           c:
-            saved_model: exported/c
+            saved_model: models/exported/c
             signatures:
               s1: {output: exported}
         """,
     ) == [
-        f"7:7: models.b.signatures.s1: output 'models/b/converted' of b:s1 overlaps the source "
+        f"7:7: models.b.signatures.s1: output 'b/converted' of b:s1 overlaps the source "
         f"of model 'b' ({b_source}): outputs are replaced on every build, so keep them apart",
         f"11:7: models.c.signatures.s1: output 'exported' of c:s1 overlaps the source of model "
         f"'c' ({c_source}): outputs are replaced on every build, so keep them apart",
@@ -466,9 +466,9 @@ def test_a_passed_schema_check_is_remembered_only_beside_existing_state(tmp_path
     path = write(tmp_path, valid)
     load_manifest(path)
     assert not (tmp_path / ".tfjs-build").exists()  # validating writes nothing
-    (tmp_path / ".tfjs-build").mkdir()
+    (tmp_path / ".tfjs-build/manifests/tfjs-build.yaml").mkdir(parents=True)
     load_manifest(path)
-    remembered = (tmp_path / ".tfjs-build/manifest-checked").read_text()
+    remembered = (tmp_path / ".tfjs-build/manifests/tfjs-build.yaml/manifest-checked").read_text()
     assert len(remembered) == 64
     # Any edit changes the key, so the schema runs again and reports the problem.
     assert problems(tmp_path, valid + "    colour: red\n") == [
@@ -477,4 +477,6 @@ def test_a_passed_schema_check_is_remembered_only_beside_existing_state(tmp_path
         "use_structured_outputs_names, metadata, saved_model, keras, python, tags, signatures, "
         "format, inputs, verify, max_bytes"
     ]
-    assert (tmp_path / ".tfjs-build/manifest-checked").read_text() == remembered
+    assert (
+        tmp_path / ".tfjs-build/manifests/tfjs-build.yaml/manifest-checked"
+    ).read_text() == remembered
