@@ -31,7 +31,6 @@ from tfjsbuild.readback import (
     as_sha256,
     as_str,
     as_str_dict,
-    resolve_inside,
     safe_relative_path,
     tensor_specs,
     verification,
@@ -152,10 +151,17 @@ def recorded_output(value: Any, where: str) -> str:
 def output_folder(root: Path, output_dir: Path, output: str, where: str = "output") -> Path:
     """Where a recorded output lies, if it is a folder below `output_dir` reached without a
     symbolic link; else InvalidData. Only such folders are ever deleted from (or trusted)."""
-    folder = Path(os.path.normpath(root / recorded_output(output, where)))
-    if folder == output_dir or not folder.is_relative_to(output_dir):
+    folder = os.path.normpath(os.path.join(root, recorded_output(output, where)))
+    base = str(output_dir).rstrip(os.sep) + os.sep
+    if not folder.startswith(base):
         raise InvalidData(where, f"{output!r} is not inside output_dir {output_dir}")
-    return resolve_inside(output_dir, folder.relative_to(output_dir).as_posix(), where)
+    # As readback.resolve_inside, on strings: this runs for every record of every plan.
+    current = base[:-1]
+    for part in folder[len(base) :].split(os.sep):
+        current = f"{current}{os.sep}{part}"
+        if os.path.islink(current):
+            raise InvalidData(where, f"{current} is a symbolic link")
+    return Path(folder)
 
 
 @dataclass
@@ -240,7 +246,9 @@ def load_state(
         try:
             record = SignatureRecord.from_json(value, where)
             if record.key != key:
-                raise InvalidData(where, f"is the record of {record.key!r}, filed under another key")
+                raise InvalidData(
+                    where, f"is the record of {record.key!r}, filed under another key"
+                )
             if root is not None and output_dir is not None:
                 output_folder(root, output_dir, record.output, f"{where}.output")
         except InvalidData as error:
