@@ -81,6 +81,9 @@ class ConsoleReporter:
                 self.console.print(f"[yellow]-[/yellow] {item.key} removed ({item.output})")
             elif result.status == "skipped":
                 self.console.print(f"[yellow]·[/yellow] {item.key} skipped")
+        if result.status == "removed" and result.error is not None:
+            # Files not provably this tool's were left in place: said even with --quiet.
+            self.console.print(f"[yellow]warning:[/yellow] {escape(result.error)}")
         if self._progress is not None and result.status in ("built", "failed", "skipped"):
             self._progress.advance(self._task)
             if self._progress.finished:
@@ -115,6 +118,8 @@ def print_plan(console: Console, items: Sequence[PlanItem]) -> None:
     for item in items:
         if item.action == "up-to-date":
             console.print(f"  [dim]up-to-date[/dim]  {item.key}")
+            if item.reasons:  # kept although gone from the manifest (see plan_build)
+                console.print(f"      [yellow]{escape('; '.join(item.reasons))}[/yellow]")
         elif item.action == "remove":
             console.print(f"  [yellow]remove[/yellow]      {item.key}  ({item.output})")
         else:
