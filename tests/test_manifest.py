@@ -480,3 +480,22 @@ def test_a_passed_schema_check_is_remembered_only_beside_existing_state(tmp_path
     assert (
         tmp_path / ".tfjs-build/manifests/tfjs-build.yaml/manifest-checked"
     ).read_text() == remembered
+
+
+def test_an_output_dir_holding_the_manifests_folder_is_refused(tmp_path: Path) -> None:
+    """`.`, `..` and `/` are cases in tests/negative/manifests; an absolute parent is here."""
+    parent = tmp_path.resolve().parent
+    assert problems(
+        tmp_path, f"version: 1\noutput_dir: {parent}\nmodels:\n  a:\n    saved_model: m\n"
+    ) == [
+        f"2:13: output_dir: output_dir '{parent}' contains the manifest's folder: it would hold "
+        "the model sources and .tfjs-build/ beside the outputs tfjs-build replaces and prunes; "
+        "use a folder of its own, e.g. 'dist'"
+    ]
+    # Beside the manifest's folder is fine: only its own folder and those above it are refused.
+    manifest = load_manifest(
+        write(
+            tmp_path, f"version: 1\noutput_dir: {parent}/web\nmodels:\n  a:\n    saved_model: m\n"
+        )
+    )
+    assert manifest.output_dir == parent / "web"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 def _warn(console: Console, warnings: Sequence[str]) -> None:
     for warning in warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
 
 def run(
@@ -80,13 +81,12 @@ def run(
         )
     finally:
         reporter.close()
+    _warn(err_console, result.warnings)  # on stderr: stdout may be the JSON report
     if json_output:
         print(result.to_json())
     elif dry_run:
-        _warn(err_console, result.warnings)
         print_plan(console, [r.item for r in result.results])
     else:
-        _warn(err_console, result.warnings)
         if not quiet:
             print_summary(console, result.results, result.seconds)
     return EXIT_OK if result.ok else EXIT_FAILED
@@ -112,10 +112,10 @@ def plan(
         paranoid=paranoid,
         cache=cache,
     )
+    _warn(err_console, build_plan.warnings)  # on stderr: stdout may be the JSON plan
     if json_output:
         print(build_plan.to_json())
     else:
-        _warn(err_console, build_plan.warnings)
         print_plan(console, build_plan.items)
     return EXIT_FAILED if any(item.blocked for item in build_plan.items) else EXIT_OK
 
@@ -128,10 +128,16 @@ def validate(*, manifests: Sequence[str], all_dirs: Sequence[str], console: Cons
     return EXIT_OK
 
 
-def clean(*, manifests: Sequence[str], all_dirs: Sequence[str], console: Console) -> int:
-    removed = api.clean(manifests, all_dirs=all_dirs)
+def clean(
+    *, manifests: Sequence[str], all_dirs: Sequence[str], console: Console, err_console: Console
+) -> int:
+    # What clean leaves alone (not provably its own) comes back as warnings: say them plainly.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        removed = api.clean(manifests, all_dirs=all_dirs)
+    _warn(err_console, [str(warning.message) for warning in caught])
     for output in removed:
-        console.print(f"removed {output}")
+        console.print(f"removed {escape(output)}")
     console.print(
         f"Removed {len(removed)} output{'s' if len(removed) != 1 else ''} and the build state."
     )
