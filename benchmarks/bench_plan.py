@@ -6,7 +6,7 @@ Exports one SavedModel with S signatures (TensorFlow, once), copies it N times, 
 manifest naming every model, then times in fresh processes (the driver imports no TensorFlow):
 
 1. a cold `tfjs-build plan` (every saved_model.pb parsed and fingerprinted per signature);
-2. a warm plan (fingerprints cached in .tfjs-build/state.json; only `stat` calls);
+2. a warm plan (fingerprints cached in the manifest's state.json; only `stat` calls);
 3. a warm plan that looks every signature up in a cache (an "all built elsewhere" CI cache),
    after seeding the local cache with an entry per signature;
 

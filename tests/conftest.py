@@ -17,6 +17,8 @@ REPO = TESTS.parent
 # The TensorFlow.js runtime CI installs (`npm ci --prefix tfjsbuild/js`, as .ci/run does):
 # tests never install anything themselves. Worker and CLI subprocesses inherit it.
 TFJS_RUNTIME = REPO / "tfjsbuild" / "js"
+# The default manifest's state folder, relative to the manifest's folder.
+STATE = Path(".tfjs-build/manifests/tfjs-build.yaml")
 os.environ["TFJS_BUILD_TFJS_RUNTIME"] = str(TFJS_RUNTIME)
 if not (TFJS_RUNTIME / "node_modules" / "@tensorflow" / "tfjs").is_dir():
     pytest.exit(

@@ -109,6 +109,22 @@ def save_markup_names(path: Path) -> Path:
     module = MarkupNames()
     signatures = {"x[/]y": module.double, "[bold]:smile:": module.double}
     tf.saved_model.save(module, str(path), signatures=signatures)
+
+
+class Named(tf.Module):
+    """One function, exported under whatever signature names a test needs."""
+
+    @tf.function(input_signature=[X])
+    def double(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"y": x * 2.0}
+
+
+def save_named(path: Path, names: str = "a,b") -> Path:
+    """`names` comma-separated; TensorFlow takes any text, e.g. `../../x` (hostile to paths)."""
+    module = Named()
+    tf.saved_model.save(
+        module, str(path), signatures={name: module.double for name in names.split(",")}
+    )
     return path
 
 

@@ -65,14 +65,16 @@ def test_first_build_converts_every_signature_faithfully(multihead: Path) -> Non
         files = sorted(p.name for p in (root / "web/multi" / signature).iterdir())
         assert files == ["group1-shard1of1.bin", "model.json"]
     # No staging folder is left behind, and the state names every output it wrote.
-    assert sorted(p.name for p in (root / ".tfjs-build").iterdir()) == [
-        "cache",
+    # The local cache is shared by the folder's manifests; the state is the manifest's own.
+    assert sorted(p.name for p in (root / ".tfjs-build").iterdir()) == ["cache", "manifests"]
+    assert sorted(p.name for p in (root / ".tfjs-build/manifests").iterdir()) == ["tfjs-build.yaml"]
+    assert sorted(p.name for p in (root / ".tfjs-build/manifests/tfjs-build.yaml").iterdir()) == [
         "lock",
         "state.json",
         "worker.log",
     ]
-    state, warning = load_state(root / ".tfjs-build")
-    assert warning is None
+    state, warnings = load_state(root / ".tfjs-build/manifests/tfjs-build.yaml")
+    assert warnings == []
     assert sorted(state.records) == ["multi:classify", "multi:features", "multi:regress"]
 
     # The outputs run in TensorFlow.js and answer like TensorFlow, output by output, by name.
@@ -268,7 +270,7 @@ def test_failed_rebuild_keeps_the_previous_output_and_state(multihead: Path) -> 
     tfjsbuild.build([multihead], jobs=1)
     root = multihead.parent
     before = snapshot(root / "web")
-    state_before = (root / ".tfjs-build/state.json").read_text()
+    state_before = (root / ".tfjs-build/manifests/tfjs-build.yaml/state.json").read_text()
     # Two different globs matching one node: only the converter can find that out.
     multihead.write_text(MULTIHEAD + "    quantization: {float16: ['?*'], uint8: ['*?']}\n")
     result = tfjsbuild.build([multihead], jobs=1)
@@ -279,7 +281,7 @@ def test_failed_rebuild_keeps_the_previous_output_and_state(multihead: Path) -> 
     }
     assert "match the same node" in (result.failed[0].error or "")
     assert snapshot(root / "web") == before
-    assert (root / ".tfjs-build/state.json").read_text() == state_before
+    assert (root / ".tfjs-build/manifests/tfjs-build.yaml/state.json").read_text() == state_before
 
 
 def test_removed_signatures_are_pruned_and_nothing_else(multihead: Path) -> None:
@@ -333,7 +335,10 @@ def test_missing_signature_is_located_and_blocks_only_itself(
 
 
 def test_a_second_build_refuses_while_the_lock_is_held(multihead: Path) -> None:
-    with BuildLock(multihead.parent / ".tfjs-build"), pytest.raises(LockHeldError) as caught:
+    with (
+        BuildLock(multihead.parent / ".tfjs-build/manifests/tfjs-build.yaml"),
+        pytest.raises(LockHeldError) as caught,
+    ):
         tfjsbuild.build([multihead])
     assert f"pid {os.getpid()} since" in str(caught.value)
     assert not (multihead.parent / "web").exists()
@@ -341,7 +346,7 @@ def test_a_second_build_refuses_while_the_lock_is_held(multihead: Path) -> None:
 
 def test_corrupt_state_means_a_full_rebuild_with_a_warning(multihead: Path) -> None:
     tfjsbuild.build([multihead], jobs=1)
-    state_file = multihead.parent / ".tfjs-build/state.json"
+    state_file = multihead.parent / ".tfjs-build/manifests/tfjs-build.yaml/state.json"
     state_file.write_text("{ not json")
     result = tfjsbuild.build([multihead], jobs=1)
     assert set(statuses(result).values()) == {"restored"}  # from the cache, not reconverted

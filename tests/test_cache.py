@@ -331,7 +331,9 @@ def test_two_checkouts_share_a_cache_with_zero_conversions(
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert {s["status"] for s in report["signatures"]} == {"restored"}
-    assert not (second.parent / ".tfjs-build/worker.log").exists()  # no worker ever started
+    assert not (
+        second.parent / ".tfjs-build/manifests/tfjs-build.yaml/worker.log"
+    ).exists()  # no worker ever started
     for signature in ("classify", "features", "regress"):
         a = first.parent / "dist/multi" / signature
         b = second.parent / "dist/multi" / signature

@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, STATE, run_cli
 from tfjsbuild import api, cli
 from tfjsbuild.state import BuildLock, BuildState, save_state, state_path
 
@@ -138,12 +138,12 @@ def test_manifest_errors_list_every_problem(tmp_path: Path) -> None:
 
 def test_lock_held_by_another_build(tmp_path: Path) -> None:
     (tmp_path / "tfjs-build.yaml").write_text("version: 1\nmodels:\n  a:\n    saved_model: m\n")
-    with BuildLock(tmp_path / ".tfjs-build"):
+    with BuildLock(tmp_path / STATE):
         done = run_cli("run", "--json", cwd=tmp_path)
     assert done.returncode == 1
     error = error_of(done.stdout, 1, "lock")
     assert error["message"].startswith(
-        f"another build holds the lock {tmp_path}/.tfjs-build/lock: pid "
+        f"another build holds the lock {tmp_path / STATE}/lock: pid "
     )
     assert done.stderr == f"tfjs-build: error: {error['message']}\n"
 
@@ -151,12 +151,12 @@ def test_lock_held_by_another_build(tmp_path: Path) -> None:
 def test_failed_build_and_blocked_plan_are_reports(tmp_path: Path) -> None:
     (tmp_path / "tfjs-build.yaml").write_text("version: 1\nmodels:\n  a:\n    saved_model: m\n")
     for command in ("plan", "run"):
-        (tmp_path / ".tfjs-build").mkdir(exist_ok=True)
-        state_path(tmp_path / ".tfjs-build").write_text("{")
+        (tmp_path / STATE).mkdir(parents=True, exist_ok=True)
+        state_path(tmp_path / STATE).write_text("{")
         done = run_cli(command, "--json", cwd=tmp_path)
         assert done.returncode == 1
         # Warnings are not lost with --json: they go to stderr with the progress.
-        warning = f"warning: {tmp_path}/.tfjs-build/state.json is unreadable (JSONDecodeError: "
+        warning = f"warning: {tmp_path / STATE}/state.json is unreadable (JSONDecodeError: "
         assert warning in done.stderr
         report = one_json_object(done.stdout)
         assert (report["ok"], report["exit_code"], "error" in report) == (False, 1, False)
@@ -322,7 +322,7 @@ def test_user_code_printing_in_a_worker_goes_to_the_worker_log(tmp_path: Path) -
     assert done.returncode == 0, done.stderr
     report = one_json_object(done.stdout)
     assert [(s["signature"], s["status"]) for s in report["signatures"]] == [("double", "built")]
-    log = (tmp_path / ".tfjs-build" / "worker.log").read_text()
+    log = (tmp_path / STATE / "worker.log").read_text()
     assert [line for line in log.splitlines() if line in PRINTED] == PRINTED
     assert not any(line in PRINTED for line in done.stderr.splitlines())
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import STATE, run_cli
 
 MANIFEST = "version: 1\nmodels:\n  m:\n    saved_model: sm\n"
 
@@ -62,11 +62,11 @@ def test_blocked_plan_and_warnings_show_paths_as_written(tmp_path: Path) -> None
     folder = tmp_path / "[red]x"
     folder.mkdir()
     (folder / "tfjs-build.yaml").write_text(MANIFEST.replace("sm", '"[i]missing"'))
-    (folder / ".tfjs-build").mkdir()
-    (folder / ".tfjs-build" / "state.json").write_text("not json")
+    (folder / STATE).mkdir(parents=True)
+    (folder / STATE / "state.json").write_text("not json")
     done = run_cli("plan", "-f", "[red]x", cwd=tmp_path)
     assert done.returncode == 1
-    assert done.stderr.startswith(f"warning: {folder}/.tfjs-build/state.json is unreadable (")
+    assert done.stderr.startswith(f"warning: {folder / STATE}/state.json is unreadable (")
     assert done.stdout == (
         "  build       m:* → ?\n"
         "      [red]x/tfjs-build.yaml:4:18: models.m.saved_model: SavedModel folder "

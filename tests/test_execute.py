@@ -44,7 +44,7 @@ def wait_until_recorded(
     manifest: Path, key: str, fingerprint_not: str | None, timeout: float = 180
 ) -> None:
     """Poll the state file until `key` is recorded with a new fingerprint (the first swap)."""
-    state_file = manifest.parent / ".tfjs-build/state.json"
+    state_file = manifest.parent / ".tfjs-build/manifests/tfjs-build.yaml/state.json"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -64,7 +64,7 @@ def rebuilt_deep(
     """A deep model built once, then re-exported with new weights: both signatures must rebuild."""
     manifest = project(DEEP, {"deep": model_store("deep")})
     assert tfjsbuild.build([manifest], jobs=1).ok
-    state, _ = load_state(manifest.parent / ".tfjs-build")
+    state, _ = load_state(manifest.parent / ".tfjs-build/manifests/tfjs-build.yaml")
     old = {key: record.fingerprint for key, record in state.records.items()}
     project(DEEP, {"deep": model_store("deep", seed=99)})
     reasons = {item.reasons for item in tfjsbuild.plan([manifest]).items}
@@ -90,24 +90,26 @@ def test_interrupted_build_keeps_finished_work_and_previous_outputs(
         assert "interrupted; finished outputs and state are kept" in stderr
         assert "Traceback" not in stderr
         # A clean stop leaves no staging folder behind.
-        assert not (root / ".tfjs-build/staging").exists()
+        assert not (root / ".tfjs-build/manifests/tfjs-build.yaml/staging").exists()
     else:
         assert build.returncode == -signal.SIGKILL
         subprocess.run(["pkill", "-KILL", "-g", str(build.pid)], check=False)  # orphaned workers
 
     # `second` was being converted: its previous output and state are exactly as they were.
     assert files(root / "dist/deep/second") == second_before
-    state, warning = load_state(root / ".tfjs-build")
-    assert warning is None
+    state, warnings = load_state(root / ".tfjs-build/manifests/tfjs-build.yaml")
+    assert warnings == []
     assert state.records["deep:second"].fingerprint == old["deep:second"]
     assert state.records["deep:first"].fingerprint != old["deep:first"]
-    with BuildLock(root / ".tfjs-build"):  # the lock was released (by the kernel after SIGKILL)
+    with BuildLock(
+        root / ".tfjs-build/manifests/tfjs-build.yaml"
+    ):  # the lock was released (by the kernel after SIGKILL)
         pass
 
     if how == "SIGKILL":  # nothing could clean up; a no-op run does
-        assert (root / ".tfjs-build/staging").exists()
+        assert (root / ".tfjs-build/manifests/tfjs-build.yaml/staging").exists()
         tfjsbuild.build([manifest], selection=["deep:first"])
-        assert not (root / ".tfjs-build/staging").exists()
+        assert not (root / ".tfjs-build/manifests/tfjs-build.yaml/staging").exists()
 
     # The next run picks up where the interrupted one stopped.
     plan = {item.key: item.reasons for item in tfjsbuild.plan([manifest]).items}
@@ -118,7 +120,7 @@ def test_interrupted_build_keeps_finished_work_and_previous_outputs(
         "deep:first": "up-to-date",
         "deep:second": "built",
     }
-    assert not (root / ".tfjs-build/staging").exists()
+    assert not (root / ".tfjs-build/manifests/tfjs-build.yaml/staging").exists()
     assert files(root / "dist/deep/second") != second_before
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import tfjsbuild
-from conftest import run_cli
+from conftest import STATE, run_cli
 from tfjsbuild.atomic import swap_directory
 from tfjsbuild.state import load_state, output_change
 
@@ -154,16 +154,16 @@ def test_output_on_a_bind_mount_builds_and_is_recorded(
         result = namespace.cli("run", cwd=root)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "✓ m:first → dist/m/first" in result.stdout
-        state, warning = load_state(root / ".tfjs-build")
+        state, warnings = load_state(root / STATE)
         record = state.records["m:first"]
-        assert warning is None
+        assert warnings == []
         assert output_change(namespace.path(root), record) is None
         assert sorted(files(shared / below_mount)) == sorted(f.path for f in record.files)
     plan = namespace.cli("plan", cwd=root)
     assert "0 to build, 1 up to date, 0 to remove" in plan.stdout
     # No staging left anywhere: not in .tfjs-build, not in output_dir, not beside the output.
-    assert sorted(os.listdir(root / ".tfjs-build")) == [
-        "cache",
+    assert sorted(os.listdir(root / ".tfjs-build")) == ["cache", "manifests"]
+    assert sorted(os.listdir(root / STATE)) == [
         "lock",
         "manifest-checked",
         "state.json",
@@ -194,10 +194,10 @@ def test_an_output_folder_that_is_a_mount_point_is_refused_clearly(
         "renaming a new folder into place, which cannot replace a mount point; mount the "
         "folder above it instead\n"
     ), result.stdout
-    assert load_state(root / ".tfjs-build")[0].records == {}
+    assert load_state(root / STATE)[0].records == {}
     assert os.listdir(shared) == []
     assert os.listdir(namespace.path(root / "dist/m")) == ["first"]
-    assert not (root / ".tfjs-build/staging").exists()
+    assert not (root / STATE / "staging").exists()
 
 
 # --------------------------------------------------------------------------- read-only mounts
@@ -214,7 +214,7 @@ def test_read_only_output_fails_clearly_and_keeps_everything(
     manifest = project(MANIFEST, {"m": model_store("constants")})
     root = manifest.parent
     assert run_cli("run", cwd=root).returncode == 0
-    records_before = load_state(root / ".tfjs-build")[0].records
+    records_before = load_state(root / STATE)[0].records
     outputs_before = files(root / "dist")
     project(MANIFEST, {"m": model_store("constants", a=3.0)})
     folder = root / read_only
@@ -235,9 +235,9 @@ def test_read_only_output_fails_clearly_and_keeps_everything(
             f"{OUTPUT_REMEDY}\n"
         )
     # Records as they were (the stat and graph caches beside them may be refreshed).
-    assert load_state(root / ".tfjs-build")[0].records == records_before
+    assert load_state(root / STATE)[0].records == records_before
     assert files(root / "dist") == outputs_before
-    assert not (root / ".tfjs-build/staging").exists()
+    assert not (root / STATE / "staging").exists()
     assert not namespace.path(root / "dist/.tfjs-build-staging").exists()
 
 
@@ -280,7 +280,7 @@ def test_a_symlinked_output_folder_is_refused_before_converting(
     were, and nothing is converted (never "swapped in but failed", never half-recorded)."""
     manifest, elsewhere = _linked_project(project, model_store, link)
     root = manifest.parent
-    records_before = load_state(root / ".tfjs-build")[0].records
+    records_before = load_state(root / STATE)[0].records
     linked_before = files(elsewhere)
     project(MANIFEST, {"m": model_store("constants", a=3.0)})
 
@@ -298,8 +298,8 @@ def test_a_symlinked_output_folder_is_refused_before_converting(
     ), result.stdout
     assert (root / link).readlink() == elsewhere
     assert files(elsewhere) == linked_before
-    assert load_state(root / ".tfjs-build")[0].records == records_before
-    assert not (root / ".tfjs-build/staging").exists()
+    assert load_state(root / STATE)[0].records == records_before
+    assert not (root / STATE / "staging").exists()
 
 
 @pytest.mark.slow
@@ -313,7 +313,7 @@ def test_a_symlinked_output_dir_is_resolved_and_builds(
     (root / "dist").symlink_to(root / "deploy")
     result = tfjsbuild.build([manifest], jobs=1)
     assert [r.status for r in result.results] == ["built"]
-    record = load_state(root / ".tfjs-build")[0].records["m:first"]
+    record = load_state(root / STATE)[0].records["m:first"]
     assert record.output == "deploy/m/first"
     assert sorted(files(root / "deploy")) == [
         "m/first/group1-shard1of1.bin",
@@ -348,8 +348,8 @@ def test_validate_and_plan_work_with_a_full_state_folder(
     """The schema memo is an optimisation: a full disk only means it is not written."""
     manifest = project(MANIFEST, {"m": model_store("constants")})
     root = manifest.parent
-    state_dir = root / ".tfjs-build"
-    state_dir.mkdir()
+    state_dir = root / STATE
+    state_dir.mkdir(parents=True)
     namespace.mount("-t", "tmpfs", "-o", "size=16k", "tmpfs", str(state_dir))
     namespace.fill(state_dir)
 
@@ -372,9 +372,9 @@ def test_run_with_a_full_state_folder_records_nothing_then_recovers(
 ) -> None:
     manifest = project(MANIFEST, {"m": model_store("constants")})
     root = manifest.parent
-    state_dir = root / ".tfjs-build"
+    state_dir = root / STATE
     state_file = state_dir / "state.json"
-    state_dir.mkdir()
+    state_dir.mkdir(parents=True)
     namespace.mount("-t", "tmpfs", "-o", "size=256k", "tmpfs", str(state_dir))
     assert namespace.cli("run", cwd=root).returncode == 0
     state_before = namespace.path(state_file).read_bytes()
@@ -401,8 +401,8 @@ def test_run_with_a_full_state_folder_records_nothing_then_recovers(
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert "✓ m:first → dist/m/first" in rebuilt.stdout
     assert again.returncode == 0 and "Converting" not in again.stdout, again.stdout
-    state, warning = load_state(namespace.path(state_dir))
-    assert warning is None
+    state, warnings = load_state(namespace.path(state_dir))
+    assert warnings == []
     assert output_change(root, state.records["m:first"]) is None
 
 
@@ -412,8 +412,8 @@ def test_lock_and_schema_memo_on_a_disk_without_room_for_a_file(
     """No inode left: the memo's temporary file cannot be made (ignored), nor the lock."""
     manifest = project(MANIFEST, {"m": model_store("constants")})
     root = manifest.parent
-    state_dir = root / ".tfjs-build"
-    state_dir.mkdir()
+    state_dir = root / STATE
+    state_dir.mkdir(parents=True)
     namespace.mount("-t", "tmpfs", "-o", "size=16k,nr_inodes=1", "tmpfs", str(state_dir))
 
     validated = namespace.cli("validate", cwd=root)
@@ -447,7 +447,7 @@ def test_staging_on_a_full_output_disk_fails_before_converting(
     )
     assert "✓" not in result.stdout
     assert os.listdir(namespace.path(output_dir)) == []
-    assert os.listdir(root / ".tfjs-build") == ["lock"]  # no state, no staging, no log
+    assert os.listdir(root / STATE) == ["lock"]  # no state, no staging, no log
 
 
 def test_write_atomically_on_a_full_disk_keeps_the_old_file_and_no_temporary(
@@ -480,7 +480,7 @@ def test_clean_on_a_read_only_output_is_a_clear_error_not_a_bug(
     root = manifest.parent
     assert run_cli("run", cwd=root).returncode == 0
     outputs_before = files(root / "dist")
-    state_before = (root / ".tfjs-build/state.json").read_bytes()
+    state_before = (root / STATE / "state.json").read_bytes()
     folder = root / "dist"
     namespace.mount("--bind", str(folder), str(folder))
     namespace.mount("-o", "remount,ro,bind", str(folder))
@@ -493,4 +493,4 @@ def test_clean_on_a_read_only_output_is_a_clear_error_not_a_bug(
         "the filesystem refused: free space there or make it writable, then run again\n"
     )
     assert files(root / "dist") == outputs_before
-    assert (root / ".tfjs-build/state.json").read_bytes() == state_before
+    assert (root / STATE / "state.json").read_bytes() == state_before

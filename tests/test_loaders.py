@@ -227,7 +227,7 @@ def test_keras_files_and_folders_convert_faithfully(keras_project: Path) -> None
     np.testing.assert_allclose(whole["head_a"], logits, rtol=1e-5, atol=1e-5)
 
     # A folder is fingerprinted per signature from its graph; a file by its content.
-    state, _ = load_state(root / ".tfjs-build")
+    state, _ = load_state(root / ".tfjs-build/manifests/tfjs-build.yaml")
     assert state.records["tfkeras:classify"].parts["source_kind"] == "graph"
     assert state.records["heads:serving_default"].parts["source_kind"] == "keras-content"
     assert "keras=" in state.records["heads:serving_default"].parts["tools"]

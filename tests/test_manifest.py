@@ -405,24 +405,24 @@ def test_outputs_that_collide_escape_or_nest(tmp_path: Path) -> None:
 
 def test_outputs_must_not_touch_a_model_source(tmp_path: Path) -> None:
     b_source = (tmp_path / "models/b").resolve()
-    c_source = (tmp_path / "exported/c").resolve()
+    c_source = (tmp_path / "models/exported/c").resolve()
     assert problems(
         tmp_path,
         """
         version: 1
-        output_dir: .
+        output_dir: models
         models:
           b:
             saved_model: models/b
             signatures:
-              s1: {output: models/b/converted}
+              s1: {output: b/converted}
           c:
-            saved_model: exported/c
+            saved_model: models/exported/c
             signatures:
               s1: {output: exported}
         """,
     ) == [
-        f"7:7: models.b.signatures.s1: output 'models/b/converted' of b:s1 overlaps the source "
+        f"7:7: models.b.signatures.s1: output 'b/converted' of b:s1 overlaps the source "
         f"of model 'b' ({b_source}): outputs are replaced on every build, so keep them apart",
         f"11:7: models.c.signatures.s1: output 'exported' of c:s1 overlaps the source of model "
         f"'c' ({c_source}): outputs are replaced on every build, so keep them apart",
@@ -495,9 +495,9 @@ def test_a_passed_schema_check_is_remembered_only_beside_existing_state(tmp_path
     path = write(tmp_path, valid)
     load_manifest(path)
     assert not (tmp_path / ".tfjs-build").exists()  # validating writes nothing
-    (tmp_path / ".tfjs-build").mkdir()
+    (tmp_path / ".tfjs-build/manifests/tfjs-build.yaml").mkdir(parents=True)
     load_manifest(path)
-    remembered = (tmp_path / ".tfjs-build/manifest-checked").read_text()
+    remembered = (tmp_path / ".tfjs-build/manifests/tfjs-build.yaml/manifest-checked").read_text()
     assert len(remembered) == 64
     # Any edit changes the key, so the schema runs again and reports the problem.
     assert problems(tmp_path, valid + "    colour: red\n") == [
@@ -506,7 +506,9 @@ def test_a_passed_schema_check_is_remembered_only_beside_existing_state(tmp_path
         "use_structured_outputs_names, metadata, saved_model, keras, python, tags, signatures, "
         "format, inputs, verify, max_bytes, timeout"
     ]
-    assert (tmp_path / ".tfjs-build/manifest-checked").read_text() == remembered
+    assert (
+        tmp_path / ".tfjs-build/manifests/tfjs-build.yaml/manifest-checked"
+    ).read_text() == remembered
 
 
 def test_merge_keys_are_overridden_not_duplicates(tmp_path: Path) -> None:
@@ -552,3 +554,22 @@ def test_merge_keys_are_overridden_not_duplicates(tmp_path: Path) -> None:
         "5:5: models.a.saved_model: duplicate key 'saved_model' (first defined on line 4); "
         "YAML keeps only one of them: remove or rename the other"
     ]
+
+
+def test_an_output_dir_holding_the_manifests_folder_is_refused(tmp_path: Path) -> None:
+    """`.`, `..` and `/` are cases in tests/negative/manifests; an absolute parent is here."""
+    parent = tmp_path.resolve().parent
+    assert problems(
+        tmp_path, f"version: 1\noutput_dir: {parent}\nmodels:\n  a:\n    saved_model: m\n"
+    ) == [
+        f"2:13: output_dir: output_dir '{parent}' contains the manifest's folder: it would hold "
+        "the model sources and .tfjs-build/ beside the outputs tfjs-build replaces and prunes; "
+        "use a folder of its own, e.g. 'dist'"
+    ]
+    # Beside the manifest's folder is fine: only its own folder and those above it are refused.
+    manifest = load_manifest(
+        write(
+            tmp_path, f"version: 1\noutput_dir: {parent}/web\nmodels:\n  a:\n    saved_model: m\n"
+        )
+    )
+    assert manifest.output_dir == parent / "web"

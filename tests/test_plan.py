@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from tfjsbuild.fingerprint import fingerprint_signature
 from tfjsbuild.manifest import ConverterOptions, SavedModelSource
-from tfjsbuild.plan import Target, option_changes, plan_build, select
+from tfjsbuild.plan import PlanItem, Target, option_changes, plan_build, select
 from tfjsbuild.state import SignatureRecord
 
 MANIFEST = Path("/p/tfjs-build.yaml")
@@ -109,6 +110,38 @@ def test_removed_signatures_are_pruned_unless_building_a_selection() -> None:
         "remove m:gone": ("removed from the manifest",),
     }
     assert reasons_for([a], records, prune=False) == {"up-to-date m:a": ()}
+
+
+def blocked(model: str, signature: str) -> PlanItem:
+    return PlanItem(MANIFEST, model, signature, "", "build", ("cannot build",), blocked="error")
+
+
+def test_a_model_with_errors_prunes_nothing_and_says_so() -> None:
+    # `probs:` renamed to `prob:`: prob is blocked (not in the SavedModel), probs is kept.
+    logits, probs = target("logits"), target("probs")
+    other = replace(target("x"), model="other")
+    records = {"m:logits": record(logits), "m:probs": record(probs), "other:x": record(other)}
+    kept = ("kept: model 'm' has errors; fix them to prune",)
+    assert reasons_for([logits], records, blocked=[blocked("m", "prob")]) == {
+        "build m:prob": ("cannot build",),
+        "up-to-date m:logits": (),
+        "up-to-date m:probs": kept,
+        # A model gone from the manifest has no errors of its own: still pruned.
+        "remove other:x": ("removed from the manifest",),
+    }
+    # A source that cannot be read blocks the whole model ("*"): all its outputs stay.
+    assert reasons_for([], records, blocked=[blocked("m", "*")]) == {
+        "build m:*": ("cannot build",),
+        "up-to-date m:logits": kept,
+        "up-to-date m:probs": kept,
+        "remove other:x": ("removed from the manifest",),
+    }
+    # Once the model resolves without errors, what it no longer names is pruned.
+    assert reasons_for([logits], records) == {
+        "up-to-date m:logits": (),
+        "remove m:probs": ("removed from the manifest",),
+        "remove other:x": ("removed from the manifest",),
+    }
 
 
 def test_select_by_model_or_signature() -> None:

@@ -10,36 +10,38 @@ import pytest
 from tfjsbuild.errors import LockHeldError
 from tfjsbuild.state import BuildLock, BuildState, load_state, save_state
 
+DIGEST_B, DIGEST_A = "1" * 64, "2" * 64
+
 
 def test_missing_state_is_empty(tmp_path: Path) -> None:
-    assert load_state(tmp_path) == (BuildState(), None)
+    assert load_state(tmp_path) == (BuildState(), [])
 
 
 def test_future_version_gives_a_clear_warning(tmp_path: Path) -> None:
     (tmp_path / "state.json").write_text(json.dumps({"version": 9, "signatures": {}}))
-    state, warning = load_state(tmp_path)
+    state, warnings = load_state(tmp_path)
     assert state == BuildState()
-    assert warning == (
+    assert warnings == [
         f"{tmp_path / 'state.json'} has state version 9, this tfjs-build reads version 1: "
         "rebuilding everything (it will be rewritten)"
-    )
+    ]
 
 
 def test_state_is_sorted_json_and_rewritten_only_when_changed(tmp_path: Path) -> None:
-    state = BuildState(stat_cache={"b": [1, 2, 3, "h"], "a": [4, 5, 6, "i"]})
+    state = BuildState(stat_cache={"b": [1, 2, 3, DIGEST_B], "a": [4, 5, 6, DIGEST_A]})
     assert save_state(tmp_path, state) is True
     text = (tmp_path / "state.json").read_text()
     assert json.loads(text) == {
         "version": 1,
         "signatures": {},
-        "stat_cache": {"a": [4, 5, 6, "i"], "b": [1, 2, 3, "h"]},
+        "stat_cache": {"a": [4, 5, 6, DIGEST_A], "b": [1, 2, 3, DIGEST_B]},
         "graph_cache": {},
     }
     assert text.index('"a"') < text.index('"b"')
     assert save_state(tmp_path, state) is False
     assert load_state(tmp_path) == (
-        BuildState(stat_cache={"a": [4, 5, 6, "i"], "b": [1, 2, 3, "h"]}),
-        None,
+        BuildState(stat_cache={"a": [4, 5, 6, DIGEST_A], "b": [1, 2, 3, DIGEST_B]}),
+        [],
     )
     assert oct((tmp_path / "state.json").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
 

@@ -97,7 +97,7 @@ models:
 
 
 def record(root: Path, key: str) -> dict[str, object] | None:
-    state, _ = load_state(root / ".tfjs-build")
+    state, _ = load_state(root / ".tfjs-build/manifests/tfjs-build.yaml")
     return state.records[key].verification
 
 
@@ -134,7 +134,7 @@ def test_uint8_that_breaks_the_model_fails_and_keeps_the_previous_output(
     root = manifest.parent
     assert tfjsbuild.build([manifest]).ok
     before = (root / "dist/wide/serving_default/group1-shard1of1.bin").read_bytes()
-    state_before = (root / ".tfjs-build/state.json").read_text()
+    state_before = (root / ".tfjs-build/manifests/tfjs-build.yaml/state.json").read_text()
 
     manifest.write_text(WIDE + "    quantization: {uint8: ['*']}\n")
     result = tfjsbuild.build([manifest])
@@ -149,7 +149,7 @@ def test_uint8_that_breaks_the_model_fails_and_keeps_the_previous_output(
     assert failed.verification is not None and failed.verification["passed"] is False
     # The previous output and state stay as they were; the next run tries again.
     assert (root / "dist/wide/serving_default/group1-shard1of1.bin").read_bytes() == before
-    assert (root / ".tfjs-build/state.json").read_text() == state_before
+    assert (root / ".tfjs-build/manifests/tfjs-build.yaml/state.json").read_text() == state_before
     assert [i.action for i in tfjsbuild.plan([manifest]).items] == ["build"]
 
     # Through the CLI: exit code 1, and the JSON report carries the errors per output.

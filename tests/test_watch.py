@@ -23,7 +23,7 @@ from tfjsbuild.watch import Cycle, Watcher
 
 pytestmark = pytest.mark.slow
 
-MANIFEST = "version: 1\noutput_dir: .\nlayout: '{model}-out/{signature}'\nmodels:\n  multi:\n    saved_model: multi\n"
+MANIFEST = "version: 1\noutput_dir: web\nlayout: '{model}-out/{signature}'\nmodels:\n  multi:\n    saved_model: multi\n"
 
 
 class WatchThread:
@@ -184,11 +184,11 @@ def test_a_failed_conversion_keeps_watching_and_the_old_output(
 ) -> None:
     manifest, watch = watched
     root = manifest.parent
-    before = snapshot(root / "multi-out")
+    before = snapshot(root / "web/multi-out")
     manifest.write_text(MANIFEST + "    quantization: {float16: ['?*'], uint8: ['*?']}\n")
     failed = watch.next_cycle()
     assert set(changes(failed).values()) == {"failed"}
-    assert snapshot(root / "multi-out") == before
+    assert snapshot(root / "web/multi-out") == before
     manifest.write_text(MANIFEST)
     assert changes(watch.next_cycle()) == {}  # back to what is on disk: nothing to rebuild
 
@@ -236,10 +236,10 @@ def test_sigint_during_a_conversion_stops_cleanly(
     assert "Stopped watching; finished outputs and state are kept." in stderr
     assert "Traceback" not in stderr
     root = manifest.parent
-    assert not (root / ".tfjs-build/staging").exists()
-    with BuildLock(root / ".tfjs-build"):
+    assert not (root / ".tfjs-build/manifests/tfjs-build.yaml/staging").exists()
+    with BuildLock(root / ".tfjs-build/manifests/tfjs-build.yaml"):
         pass
-    assert load_state(root / ".tfjs-build")[1] is None
+    assert load_state(root / ".tfjs-build/manifests/tfjs-build.yaml")[1] == []
 
 
 def test_json_streams_one_object_per_cycle_and_sigterm_exits_0(
@@ -272,7 +272,7 @@ def test_models_added_to_the_manifest_are_watched_and_removed_ones_pruned(
     assert changes(watch.next_cycle()) == {"second:features": "built"}
     manifest.write_text(MANIFEST)
     assert changes(watch.next_cycle()) == {"second:features": "removed"}
-    assert not (root / "second-out").exists()
+    assert not (root / "web/second-out").exists()
     # ...and no longer watched.
     replace_model(root / "second", model_store("multihead"))
     watch.assert_no_cycle(within=3)
@@ -286,7 +286,7 @@ def test_changes_during_a_build_start_the_next_cycle(
         watch.next_cycle()
         replace_model(manifest.parent / "deep", model_store("deep", seed=40))
         # Wait for the rebuild to start, then change the model again while it converts.
-        state = manifest.parent / ".tfjs-build/staging"
+        state = manifest.parent / ".tfjs-build/manifests/tfjs-build.yaml/staging"
         deadline = time.monotonic() + 120
         while not state.exists() and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -23,7 +23,7 @@ import jsonschema
 import pytest
 
 import tfjsbuild
-from conftest import REPO, run_cli
+from conftest import REPO, STATE, run_cli
 from tfjsbuild.execute import Project, _finish
 from tfjsbuild.manifest import load_manifest
 from tfjsbuild.plan import PlanItem
@@ -151,8 +151,8 @@ def test_a_misbehaving_source_fails_the_build_and_the_good_model_builds(
         "good:classify": "built",
         **{f"{name}:a": "failed" for name in MISBEHAVING},
     }
-    state, warning = load_state(root / ".tfjs-build")
-    assert warning is None
+    state, warnings = load_state(root / STATE)
+    assert warnings == []
     assert sorted(state.records) == ["good:classify", "good:regress"]
     for key in ("good:classify", "good:regress"):
         record = state.records[key]
@@ -161,12 +161,12 @@ def test_a_misbehaving_source_fails_the_build_and_the_good_model_builds(
         assert sorted(p.name for p in output.iterdir()) == sorted(f.path for f in record.files)
         assert (output / "model.json").is_file()
     # What the errors point to is there: the crash's and the hang's stacks.
-    log = (root / ".tfjs-build/worker.log").read_text()
+    log = (root / STATE / "worker.log").read_text()
     assert "Fatal Python error: Segmentation fault" in log
     assert f"models.hang:build was stopped after {HANG_TIMEOUT} s (timeout)" in log
     assert f'{root.resolve() / "models/hang.py"}", line 2 in build' in log
     # A build with dead workers still cleans up its staging.
-    assert not (root / ".tfjs-build/staging").exists()
+    assert not (root / STATE / "staging").exists()
 
 
 @pytest.mark.slow
@@ -175,7 +175,7 @@ def test_each_misbehaviour_fails_its_own_signature_with_a_located_error(
     misbehaved: tuple[Path, subprocess.CompletedProcess[str], dict[str, Any]], name: str
 ) -> None:
     root, _, report = misbehaved
-    message = MISBEHAVING[name][1].format(log=root.resolve() / ".tfjs-build/worker.log")
+    message = MISBEHAVING[name][1].format(log=root.resolve() / STATE / "worker.log")
     if name == "exits_tracing":  # died tracing its signature: the signature's line
         expected = located(misbehaving_manifest(), name, "signatures", 18, message)
     else:
@@ -260,11 +260,11 @@ def test_a_dying_worker_takes_down_only_its_own_task(
     (failed,) = result.failed
     assert failed.error == (
         f"{manifest}:4:13: models.dies.python: the worker process exited with status 1 "
-        f"while loading the source; see {tmp_path.resolve()}/.tfjs-build/worker.log\n"
+        f"while loading the source; see {tmp_path.resolve() / STATE}/worker.log\n"
         "    4 |     python: models.dies:build\n"
         "      |             ^"
     )
-    state, _ = load_state(tmp_path / ".tfjs-build")
+    state, _ = load_state(tmp_path / STATE)
     assert sorted(state.records) == ["good:double", "good:half"]
     # `good:double` was loading beside the death; a worker never loads the same source twice.
     loads = (tmp_path / "models/good.loads").read_text().split()

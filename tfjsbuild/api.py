@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -18,14 +19,14 @@ from typing import Any
 from tfjsbuild.artifacts import GraphModelOutput, size_parts
 from tfjsbuild.atomic import swap_directory
 from tfjsbuild.cache import Store, cache_key, first_entry, resolve_config
-from tfjsbuild.errors import UsageError
+from tfjsbuild.errors import ManifestError, Problem, UsageError
 from tfjsbuild.execute import (
-    INDEX_FILE,
     STAGING_DIR,
     Project,
     Reporter,
     SignatureResult,
     execute,
+    index_owner_problem,
     remove_recorded_output,
 )
 from tfjsbuild.fingerprint import (
@@ -135,19 +136,71 @@ def load_manifests(
         manifest = load_manifest(path)
         loaded.setdefault(manifest.path.resolve(), manifest)
     # A manifest inside another one's output folder is output, not source (e.g. a copied example).
-    return [
+    kept = [
         m
         for m in loaded.values()
         if not any(
             o is not m and m.path.resolve().is_relative_to(o.output_dir) for o in loaded.values()
         )
     ]
+    _refuse_shared_output_dirs(kept)
+    return kept
+
+
+def _refuse_shared_output_dirs(manifests: Sequence[Manifest]) -> None:
+    """Two manifests with one output_dir would overwrite each other's asset index."""
+    first: dict[Path, Manifest] = {}
+    problems = []
+    for manifest in manifests:
+        other = first.setdefault(manifest.output_dir, manifest)
+        if other is not manifest:
+            problems.append(
+                _output_dir_problem(
+                    manifest,
+                    f"output_dir {manifest.output_dir} is also the output_dir of {other.path}: "
+                    f"the two would overwrite each other's {manifest.index_path.name} (and "
+                    "outputs); give each manifest its own output_dir",
+                )
+            )
+    if problems:
+        raise ManifestError(problems)
+
+
+def _output_dir_problem(manifest: Manifest, message: str) -> Problem:
+    return manifest.problem(manifest.output_dir_location or manifest.layout_location, message)
+
+
+def _load_state(
+    manifest: Manifest, consequence: str = "it will be rebuilt"
+) -> tuple[BuildState, list[str]]:
+    """The manifest's own state, records checked against its output_dir.
+
+    The default manifest adopts the state of the layout before states were per manifest
+    (`.tfjs-build/state.json`), so upgrading does not rebuild everything. That file was shared by
+    every manifest of the folder: only records of models this manifest declares are taken, so
+    none of another manifest's outputs is ever pruned.
+    """
+    adopt = manifest.tool_dir if manifest.path.name == MANIFEST_NAME else None
+    state, problems = load_state(
+        manifest.state_dir,
+        root=manifest.root,
+        output_dir=manifest.output_dir,
+        adopt=adopt,
+        consequence=consequence,
+    )
+    if state.adopted_from is not None:
+        declared = {model.name for model in manifest.models}
+        state.records = {k: r for k, r in state.records.items() if r.model in declared}
+    return state, problems
 
 
 def _plan_manifest(
     manifest: Manifest, *, force: bool, prune: bool, paranoid: bool, cache: str | None = None
 ) -> ManifestPlan:
-    state, warning = load_state(manifest.state_dir)
+    owner_problem = index_owner_problem(manifest)
+    if owner_problem is not None:
+        raise ManifestError([_output_dir_problem(manifest, owner_problem)])
+    state, state_warnings = _load_state(manifest)
     stat_cache = StatCache(state.stat_cache)
     sources = ModelSources(stat_cache, state.graph_cache, paranoid=paranoid)
     resolution = resolve_targets(manifest, sources.signature_names)
@@ -191,7 +244,7 @@ def _plan_manifest(
     needed = any(item.action == "build" and item.blocked is None for item in items)
     stores = config.stores() if needed else []
     items = [_with_cache(item, stores, force) for item in items]
-    return ManifestPlan(manifest, state, items, [warning] if warning else [], stores)
+    return ManifestPlan(manifest, state, items, state_warnings, stores)
 
 
 def _with_cache(item: PlanItem, stores: Sequence[Store], force: bool) -> PlanItem:
@@ -336,22 +389,50 @@ def build_manifests(
 def clean(
     manifests: Iterable[str | Path] = (), *, all_dirs: Iterable[str | Path] = ()
 ) -> list[str]:
-    """Remove the outputs this tool recorded, the asset index and the state. Returns what went."""
+    """Remove the outputs this tool recorded, the asset index and the state. Returns what went.
+
+    What is not provably this tool's (a record whose output is not inside output_dir, a file
+    reached through a symbolic link, another manifest's asset index) is left alone, with a
+    Python warning saying why. Other manifests' states in the same folder are kept, and so is
+    the local cache they share.
+    """
     removed: list[str] = []
     for manifest in load_manifests(manifests, all_dirs):
         with BuildLock(manifest.state_dir):
-            state, _ = load_state(manifest.state_dir)
+            state, problems = _load_state(manifest, "its files are left in place")
             for record in state.records.values():
-                remove_recorded_output(manifest, record)
-                removed.append(record.output)
-            (manifest.output_dir / INDEX_FILE).unlink(missing_ok=True)
+                problem = remove_recorded_output(manifest, record)
+                if problem is None:
+                    removed.append(record.output)
+                else:
+                    problems.append(problem)
+            owner_problem = index_owner_problem(manifest)
+            if owner_problem is None:
+                manifest.index_path.unlink(missing_ok=True)
+            else:
+                problems.append(owner_problem)
             shutil.rmtree(manifest.state_dir / STAGING_DIR, ignore_errors=True)
             for name in (state_path(manifest.state_dir), manifest.state_dir / "worker.log"):
                 name.unlink(missing_ok=True)
+            if state.adopted_from is not None:
+                state.adopted_from.unlink(missing_ok=True)
             if manifest.output_dir.is_dir() and not any(manifest.output_dir.iterdir()):
                 manifest.output_dir.rmdir()
+        for problem in problems:
+            warnings.warn(problem, stacklevel=2)
         shutil.rmtree(manifest.state_dir, ignore_errors=True)
+        _remove_tool_dir_if_unused(manifest)
     return removed
+
+
+def _remove_tool_dir_if_unused(manifest: Manifest) -> None:
+    """`.tfjs-build/` goes (with the default local cache) once no manifest keeps a state there."""
+    states = manifest.state_dir.parent
+    if states.is_dir() and any(states.iterdir()):
+        return  # another manifest of this folder: its state and the cache it uses stay
+    if state_path(manifest.tool_dir).exists():
+        return  # the state of a tfjs-build from before states were per manifest
+    shutil.rmtree(manifest.tool_dir, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -395,7 +476,7 @@ def report(
     """What the last builds produced, per model and signature, in manifest order."""
     rows = []
     for manifest in load_manifests(manifests, all_dirs):
-        state, _ = load_state(manifest.state_dir)
+        state, _ = _load_state(manifest)
         order = {model.name: index for index, model in enumerate(manifest.models)}
         records = sorted(
             state.records.values(), key=lambda r: (order.get(r.model, len(order)), r.signature)

@@ -457,7 +457,7 @@ def resolve_config(
 ) -> CacheConfig:
     """Manifest `cache:` < environment < `--cache` flag (`local:rw,remote:r`, `off`)."""
     settings = manifest.cache
-    local = str(settings.dir or manifest.state_dir / "cache")
+    local = str(settings.dir or manifest.tool_dir / "cache")  # shared by the folder's manifests
     remote = settings.remote
     local_mode = remote_mode = settings.mode
     if environ.get(CACHE_ENV):

@@ -238,7 +238,12 @@ def dispatch(
     if args.command == "validate":
         return commands.validate(manifests=args.manifests, all_dirs=args.all_dirs, console=console)
     if args.command == "clean":
-        return commands.clean(manifests=args.manifests, all_dirs=args.all_dirs, console=console)
+        return commands.clean(
+            manifests=args.manifests,
+            all_dirs=args.all_dirs,
+            console=console,
+            err_console=err_console,
+        )
     if args.command == "inspect":
         return commands.inspect(
             path=args.path,

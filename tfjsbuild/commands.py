@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -131,8 +132,14 @@ def validate(*, manifests: Sequence[str], all_dirs: Sequence[str], console: Cons
     return EXIT_OK
 
 
-def clean(*, manifests: Sequence[str], all_dirs: Sequence[str], console: Console) -> int:
-    removed = api.clean(manifests, all_dirs=all_dirs)
+def clean(
+    *, manifests: Sequence[str], all_dirs: Sequence[str], console: Console, err_console: Console
+) -> int:
+    # What clean leaves alone (not provably its own) comes back as warnings: say them plainly.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        removed = api.clean(manifests, all_dirs=all_dirs)
+    _warn(err_console, [str(warning.message) for warning in caught])
     for output in removed:
         console.print(f"removed {escape(output)}")
     console.print(

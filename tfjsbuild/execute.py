@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import time
@@ -32,9 +33,10 @@ from tfjsbuild.cache import CacheEntry, Store, cache_key
 from tfjsbuild.errors import BuildError
 from tfjsbuild.filesystem import OUTPUT_REMEDY, STATE_REMEDY, refusals_reported
 from tfjsbuild.fingerprint import canonical_json
-from tfjsbuild.manifest import Manifest, VerifySettings
+from tfjsbuild.manifest import OUTPUT_STAGING_DIR, Manifest, VerifySettings
 from tfjsbuild.plan import PlanItem
-from tfjsbuild.state import BuildState, SignatureRecord, record_files, save_state
+from tfjsbuild.readback import InvalidData, as_dict, as_str, resolve_inside
+from tfjsbuild.state import BuildState, SignatureRecord, output_folder, record_files, save_state
 from tfjsbuild.worker import ConversionOutcome, ConversionTask, VerifyTask
 
 if TYPE_CHECKING:
@@ -43,10 +45,8 @@ if TYPE_CHECKING:
     from tfjsbuild.tfjs_runtime import Runtime
 
 Status = Literal["built", "restored", "up-to-date", "failed", "removed", "skipped"]
-INDEX_FILE = "tfjs-build.json"
 INDEX_VERSION = 1
 STAGING_DIR = "staging"
-OUTPUT_STAGING_DIR = ".tfjs-build-staging"  # when .tfjs-build is on another mount
 
 
 @dataclass(frozen=True)
@@ -487,7 +487,7 @@ def _place(
         linked = _output_link_problem(item, project)  # again: the link may be new
         if linked is not None:
             raise BuildError(linked)
-        _check_replaceable(target, project.record(item), project.manifest.root)
+        _check_replaceable(target, project.record(item), project.manifest)
         _swap_into_place(staging, target)
     except (BuildError, OSError) as error:
         return SignatureResult(item, "failed", error=str(error), verification=verification)
@@ -496,7 +496,9 @@ def _place(
         # Signatures may trade folders between builds: keep a folder another one now owns.
         owners = {r.output for r in project.state.records.values() if r is not previous}
         if previous.output not in owners:
-            remove_recorded_output(project.manifest, previous)
+            problem = remove_recorded_output(project.manifest, previous)
+            if problem is not None:
+                warnings.warn(problem, stacklevel=1)
     assert item.fingerprint is not None
     project.state.records[item.key] = SignatureRecord(
         model=item.model,
@@ -604,9 +606,22 @@ def _located(item: PlanItem, manifest: Manifest, outcome: ConversionOutcome) -> 
     return manifest.problem(location, outcome.error).format()
 
 
-def _check_replaceable(target: Path, record: SignatureRecord | None, root: Path) -> None:
-    """Never replace a folder tfjs-build did not write, unless it holds an earlier conversion."""
-    if not target.exists() or (record is not None and root / record.output == target):
+def _check_replaceable(target: Path, record: SignatureRecord | None, manifest: Manifest) -> None:
+    """Never replace a folder tfjs-build did not write, unless it holds an earlier conversion,
+    nor one reached through a symbolic link in output_dir (the swap would delete outside it)."""
+    parent = Path(os.path.normpath(target)).parent
+    if parent != manifest.output_dir:
+        try:
+            resolve_inside(
+                manifest.output_dir, parent.relative_to(manifest.output_dir).as_posix(), ""
+            )
+        except (InvalidData, ValueError) as error:
+            raise BuildError(
+                f"output {target} is not a folder reached without a symbolic link below "
+                f"output_dir ({error}); tfjs-build writes and deletes nothing through a link: "
+                "replace it with a folder"
+            ) from None
+    if not target.exists() or (record is not None and manifest.root / record.output == target):
         return
     if not target.is_dir():
         raise BuildError(f"output {target} exists and is not a folder; move it away")
@@ -617,34 +632,70 @@ def _check_replaceable(target: Path, record: SignatureRecord | None, root: Path)
         )
 
 
-def remove_recorded_output(manifest: Manifest, record: SignatureRecord) -> None:
-    """Delete only the files this tool recorded, then the folders they leave empty."""
-    directory = manifest.root / record.output
-    for recorded in record.files:
-        (directory / recorded.path).unlink(missing_ok=True)
-    stop = {manifest.root, manifest.output_dir, manifest.output_dir.parent}
-    folder = directory
-    while folder not in stop and folder.is_dir() and not any(folder.iterdir()):
+def remove_recorded_output(manifest: Manifest, record: SignatureRecord) -> str | None:
+    """Delete the files `record` lists, then the folders they leave empty; or, if that is not
+    provably what this tool wrote, nothing: a warning saying why.
+
+    The record is data read back: only a folder below the manifest's output_dir, reached
+    without a symbolic link, and the files listed in it (none a link) are ever deleted.
+    """
+    output_dir = manifest.output_dir
+    try:
+        directory = output_folder(manifest.root, output_dir, record.output)
+        paths = [
+            resolve_inside(directory, recorded.path, f"files[{index}].path")
+            for index, recorded in enumerate(record.files)
+        ]
+    except InvalidData as error:
+        return (
+            f"{record.key}: nothing deleted: {error} (tfjs-build deletes only the files it "
+            f"recorded, in folders below output_dir {output_dir}, never through a symbolic link)"
+        )
+    problems = []
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as error:  # e.g. a folder where a file was recorded: left as it is
+            problems.append(f"{path}: {error.strerror or error}")
+            continue
+        _remove_empty_folders(path.parent, output_dir)
+    _remove_empty_folders(directory, output_dir)
+    if problems:
+        return f"{record.key}: could not delete {'; '.join(problems)}"
+    return None
+
+
+def _remove_empty_folders(folder: Path, output_dir: Path) -> None:
+    """`folder` and its parents, while empty, up to (not including) output_dir."""
+    while folder != output_dir and folder.is_relative_to(output_dir):
+        if folder.is_symlink() or not folder.is_dir() or any(folder.iterdir()):
+            return
         folder.rmdir()
         folder = folder.parent
 
 
 def _remove(item: PlanItem, project: Project) -> SignatureResult:
     record = project.state.records.pop(item.key, None)
+    problem = None
     if record is not None:
         output_dir = project.manifest.output_dir
         with refusals_reported(output_dir, "output folder", OUTPUT_REMEDY):
-            remove_recorded_output(project.manifest, record)
+            problem = remove_recorded_output(project.manifest, record)
         project.save()
-    return SignatureResult(item, "removed")
+    # Refused deletions are said, not failed: the record is gone, the files are left alone.
+    return SignatureResult(item, "removed", error=problem)
 
 
 def write_index(project: Project) -> None:
     """`output_dir/tfjs-build.json`: every built signature, for web apps to discover and cache-bust."""
     manifest = project.manifest
+    problem = index_owner_problem(manifest)
+    if problem is not None:  # checked when planning: only a manifest written since gets here
+        warnings.warn(problem, stacklevel=1)
+        return
     models: dict[str, dict[str, Any]] = {}
     for record in sorted(project.state.records.values(), key=lambda r: r.key):
-        model_json = manifest.root / record.output / MODEL_JSON
+        model_json = Path(os.path.normpath(manifest.root / record.output)) / MODEL_JSON
         if not model_json.is_relative_to(manifest.output_dir):
             continue
         models.setdefault(record.model, {})[record.signature] = {
@@ -655,20 +706,41 @@ def write_index(project: Project) -> None:
             "hash": record.content_hash,
             "verification": _verification_summary(record.verification),
         }
-    index = manifest.output_dir / INDEX_FILE
+    index = manifest.index_path
+    # Which manifest wrote it, relative to the index: another manifest refuses to overwrite it.
+    owner = Path(os.path.relpath(manifest.path.resolve(), manifest.output_dir)).as_posix()
     # Checked before writing: a read-only output_dir with nothing to change is no failure.
     with refusals_reported(manifest.output_dir, "output folder", OUTPUT_REMEDY):
         if not models:
             if index.exists():
                 index.unlink()
             return
-        text = canonical_json({"version": INDEX_VERSION, "models": models})
+        text = canonical_json({"version": INDEX_VERSION, "manifest": owner, "models": models})
         try:
             if index.read_text("utf-8") == text:
                 return
         except OSError:
             pass
         write_atomically(index, text)
+
+
+def index_owner_problem(manifest: Manifest) -> str | None:
+    """Why `manifest` must not write or delete its output_dir's asset index: another manifest
+    wrote it (two manifests with one output_dir would overwrite each other's index)."""
+    index = manifest.index_path
+    try:
+        data = json.loads(index.read_text("utf-8"))
+        owner = as_str(as_dict(data, "").get("manifest"), "manifest")
+    except (OSError, ValueError):
+        return None  # no index, one this tool cannot read, or one of before it named its writer
+    other = Path(os.path.normpath(manifest.output_dir / owner))
+    if other == manifest.path.resolve() or not other.is_file():
+        return None  # ours, or its manifest is gone (renamed or deleted)
+    return (
+        f"{index} was written by the manifest {other}, which uses the same output_dir: the two "
+        "would overwrite each other's asset index (and outputs); give each manifest its own "
+        f"output_dir (if {other.name} no longer uses this one, delete {index})"
+    )
 
 
 def _verification_summary(verification: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -33,6 +33,12 @@ SOURCE_KINDS = ("saved_model", "keras", "python")
 QUANTIZATION_DTYPES = ("float16", "uint8", "uint16")
 LAYOUT_PLACEHOLDERS = ("model", "signature")
 DEFAULT_OUTPUT_DIR = "dist"
+# Beside each manifest: the shared local cache, and one state folder per manifest file.
+STATE_ROOT = ".tfjs-build"
+# What tfjs-build itself keeps in output_dir: no signature's output may use these names.
+INDEX_FILE = "tfjs-build.json"
+OUTPUT_STAGING_DIR = ".tfjs-build-staging"  # when a rename from .tfjs-build is refused
+RESERVED_OUTPUT_NAMES = {INDEX_FILE: "its asset index", OUTPUT_STAGING_DIR: "staging outputs"}
 DEFAULT_LAYOUT = "{model}/{signature}"
 ALL_SIGNATURES = "*"
 PYTHON_TARGET = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*")  # as in the schema
@@ -256,10 +262,21 @@ class Manifest:
     models: tuple[ModelSpec, ...]
     lines: tuple[str, ...] = field(repr=False, compare=False)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    output_dir_location: Location | None = None
+
+    @property
+    def tool_dir(self) -> Path:
+        """`.tfjs-build/` beside the manifest: the shared local cache and each manifest's state."""
+        return self.root / STATE_ROOT
 
     @property
     def state_dir(self) -> Path:
-        return self.root / ".tfjs-build"
+        """This manifest's own state, lock, worker log and staging (see `state_dir_for`)."""
+        return state_dir_for(self.root / self.path.name)
+
+    @property
+    def index_path(self) -> Path:
+        return self.output_dir / INDEX_FILE
 
     def output_for(self, model: str, signature: str, override: str | None) -> str:
         """Relative output folder of one signature under `output_dir`, normalised."""
@@ -279,6 +296,12 @@ class Manifest:
             message=message,
             source_line=_line_at(self.lines, location.line),
         )
+
+
+def state_dir_for(manifest_path: Path) -> Path:
+    """`.tfjs-build/manifests/<file name>/`: manifests sharing a folder never share a state (a
+    build of one would prune the other's outputs) nor a lock (`run -f a.yaml -f b.yaml`)."""
+    return manifest_path.parent / STATE_ROOT / "manifests" / manifest_path.name
 
 
 # --------------------------------------------------------------------------- YAML with positions
@@ -818,6 +841,23 @@ def _finite_number_problems(doc: _PositionedDocument) -> Iterator[Problem]:
         yield doc.problem_at(mark, path, message)
 
 
+def _nul_problems(doc: _PositionedDocument, value: Any, path: KeyPath) -> Iterator[Problem]:
+    """A NUL byte in any key or text: no path, name or option can hold one (the OS refuses it)."""
+    if isinstance(value, str) and "\0" in value:
+        yield doc.problem_at(doc.value_mark(path), path, f"{value!r} contains a NUL byte")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if "\0" in key:
+                yield doc.problem_at(
+                    doc.key_mark((*path, key)), path, f"key {key!r} contains a NUL byte"
+                )
+            else:
+                yield from _nul_problems(doc, item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _nul_problems(doc, item, (*path, index))
+
+
 def layout_problems(layout: str) -> list[str]:
     """What is wrong with a layout string's placeholders, as messages."""
     try:
@@ -873,7 +913,24 @@ def output_problems(
     source_at = {path: model for model, path in resolved}
     source_below = {parent: (model, path) for model, path in resolved for parent in path.parents}
     for claim in claims:
+        if "\0" in claim.relative:
+            found.append(
+                (claim.location, f"output {claim.relative!r} of {claim.label} contains a NUL byte")
+            )
+            continue
         normal = posixpath.normpath(claim.relative)
+        first = normal.split("/")[0]
+        if first.casefold() in RESERVED_OUTPUT_NAMES:
+            found.append(
+                (
+                    claim.location,
+                    f"output '{claim.relative}' of {claim.label} "
+                    f"{'takes the name' if first == normal else 'is inside'} '{first}', which tfjs-build "
+                    f"keeps for {RESERVED_OUTPUT_NAMES[first.casefold()]} in output_dir: choose "
+                    "another output",
+                )
+            )
+            continue
         if posixpath.isabs(claim.relative) or normal == "." or normal.split("/")[0] == "..":
             found.append(
                 (
@@ -939,7 +996,7 @@ def _schema_check_key(text: str) -> str:
 
 def _schema_checked(manifest_path: Path) -> str | None:
     try:
-        return (manifest_path.parent / ".tfjs-build" / SCHEMA_CHECK_FILE).read_text("utf-8")
+        return (state_dir_for(manifest_path) / SCHEMA_CHECK_FILE).read_text("utf-8")
     except (OSError, UnicodeDecodeError):
         return None
 
@@ -1013,6 +1070,7 @@ def load_manifest(path: str | Path | None = None) -> Manifest:
     problems += _metadata_problems(doc)
     reported = {(p.line, p.column) for p in problems}  # e.g. -.inf is below `minimum: 0`
     problems += [p for p in _finite_number_problems(doc) if (p.line, p.column) not in reported]
+    problems += _nul_problems(doc, doc.data, ())
     root = _mapping(doc.data)
     layout = root.get("layout", DEFAULT_LAYOUT)
     if isinstance(layout, str):
@@ -1030,11 +1088,37 @@ def load_manifest(path: str | Path | None = None) -> Manifest:
         if model.signatures is not None
         for claim in signature_claims(manifest, model, [s.name for s in model.signatures])
     ]
-    located = layout_signature_problems(manifest)
+    located = _output_dir_problems(manifest, str(root.get("output_dir", DEFAULT_OUTPUT_DIR)))
+    located += layout_signature_problems(manifest)
     located += output_problems(claims, manifest.output_dir, _source_map(manifest), manifest.layout)
     if located:
         raise ManifestError(manifest.problem(location, message) for location, message in located)
     return manifest
+
+
+def _output_dir_problems(manifest: Manifest, written: str) -> list[tuple[Location, str]]:
+    """An output_dir that would hold the manifest's folder, or tfjs-build's own state."""
+    location = manifest.output_dir_location or manifest.layout_location
+    output_dir = manifest.output_dir
+    if manifest.root.is_relative_to(output_dir):
+        what = "is" if output_dir == manifest.root else "contains"
+        return [
+            (
+                location,
+                f"output_dir '{written}' {what} the manifest's folder: it would hold the model "
+                f"sources and {STATE_ROOT}/ beside the outputs tfjs-build replaces and prunes; "
+                f"use a folder of its own, e.g. '{DEFAULT_OUTPUT_DIR}'",
+            )
+        ]
+    if output_dir.is_relative_to(manifest.tool_dir.resolve()):
+        return [
+            (
+                location,
+                f"output_dir '{written}' is inside {STATE_ROOT}/, where tfjs-build keeps its state "
+                f"and cache: use a folder of its own, e.g. '{DEFAULT_OUTPUT_DIR}'",
+            )
+        ]
+    return []
 
 
 def _source_map(manifest: Manifest) -> dict[str, tuple[Path, ...]]:
@@ -1179,4 +1263,5 @@ def _build(doc: _PositionedDocument) -> Manifest:
             remote=cache.get("remote"),
             mode=cache.get("mode", "rw"),
         ),
+        output_dir_location=doc.location(("output_dir",), key=False),
     )

@@ -69,9 +69,14 @@ def plan_build(
     force: bool = False,
     prune: bool = True,
 ) -> list[PlanItem]:
-    """Decide, per signature, build / up-to-date / remove, and say why."""
+    """Decide, per signature, build / up-to-date / remove, and say why.
+
+    A model with any plan-time error (a blocked item) prunes nothing: a misspelt signature or a
+    missing source must not delete what is deployed. Its recorded outputs are kept, and say so.
+    """
     items: list[PlanItem] = list(blocked)
     wanted = {target.key for target in targets} | {item.key for item in blocked}
+    with_errors = {item.model for item in blocked}
     for target in targets:
         fingerprint = fingerprints[target.key]
         record = records.get(target.key)
@@ -92,17 +97,23 @@ def plan_build(
         )
     if prune:
         for key, record in sorted(records.items()):
-            if key not in wanted:
-                items.append(
-                    PlanItem(
-                        manifest=manifest,
-                        model=record.model,
-                        signature=record.signature,
-                        output=record.output,
-                        action="remove",
-                        reasons=("removed from the manifest",),
-                    )
+            if key in wanted:
+                continue
+            kept = record.model in with_errors
+            items.append(
+                PlanItem(
+                    manifest=manifest,
+                    model=record.model,
+                    signature=record.signature,
+                    output=record.output,
+                    action="up-to-date" if kept else "remove",
+                    reasons=(
+                        f"kept: model '{record.model}' has errors; fix them to prune"
+                        if kept
+                        else "removed from the manifest",
+                    ),
                 )
+            )
     return items
 
 

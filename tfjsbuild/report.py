@@ -93,6 +93,9 @@ class ConsoleReporter:
                 )
             elif result.status == "skipped":
                 self.console.print(f"[yellow]·[/yellow] {escape(item.key)} skipped")
+        if result.status == "removed" and result.error is not None:
+            # Files not provably this tool's were left in place: said even with --quiet.
+            self.console.print(f"[yellow]warning:[/yellow] {escape(result.error)}")
         if self._progress is not None and result.status in ("built", "failed", "skipped"):
             self._progress.advance(self._task)
             if self._progress.finished:
@@ -127,6 +130,8 @@ def print_plan(console: Console, items: Sequence[PlanItem]) -> None:
     for item in items:
         if item.action == "up-to-date":
             console.print(f"  [dim]up-to-date[/dim]  {escape(item.key)}")
+            if item.reasons:  # kept although gone from the manifest (see plan_build)
+                console.print(f"      [yellow]{escape('; '.join(item.reasons))}[/yellow]")
         elif item.action == "remove":
             console.print(
                 f"  [yellow]remove[/yellow]      {escape(item.key)}  ({escape(item.output)})"

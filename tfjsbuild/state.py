@@ -1,7 +1,9 @@
 """The versioned state file of the last successful builds, and the build lock.
 
 Only the parent process writes state. The file is JSON with sorted keys, written atomically and
-only when its content changed.
+only when its content changed. It is read back untrusted (it may be restored from another
+machine's CI cache, or edited): every record is checked before use, and one that does not have
+the shape this tool writes, or whose output is not inside output_dir, is dropped with a warning.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import contextlib
 import fcntl
 import json
 import os
+import posixpath
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +24,19 @@ from tfjsbuild.artifacts import OutputFile, file_sha256
 from tfjsbuild.atomic import write_atomically
 from tfjsbuild.errors import LockHeldError
 from tfjsbuild.filesystem import STATE_REMEDY, refusals_reported
+from tfjsbuild.readback import (
+    InvalidData,
+    as_dict,
+    as_float,
+    as_int,
+    as_list,
+    as_sha256,
+    as_str,
+    as_str_dict,
+    safe_relative_path,
+    tensor_specs,
+    verification,
+)
 
 STATE_VERSION = 1
 STATE_FILE = "state.json"
@@ -70,22 +87,83 @@ class SignatureRecord:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SignatureRecord:
+    def from_json(cls, data: Any, where: str = "record") -> SignatureRecord:
+        """A record read back, checked field by field; raises InvalidData naming the key path."""
+        record = as_dict(data, where)
+        files = as_list(record.get("files"), f"{where}.files")
         return cls(
-            model=data["model"],
-            signature=data["signature"],
-            output=data["output"],
-            fingerprint=data["fingerprint"],
-            parts=dict(data["parts"]),
-            options=dict(data["options"]),
-            files=tuple(RecordedFile(**f) for f in data["files"]),
-            inputs=tuple(data["inputs"]),
-            outputs=tuple(data["outputs"]),
-            content_hash=data["content_hash"],
-            seconds=float(data["seconds"]),
-            details=dict(data.get("details", {})),
-            verification=data.get("verification"),
+            model=as_str(record.get("model"), f"{where}.model"),
+            signature=as_str(record.get("signature"), f"{where}.signature"),
+            output=recorded_output(record.get("output"), f"{where}.output"),
+            fingerprint=as_sha256(record.get("fingerprint"), f"{where}.fingerprint"),
+            parts=as_str_dict(record.get("parts"), f"{where}.parts"),
+            options=_recorded_options(record.get("options"), f"{where}.options"),
+            files=tuple(
+                _recorded_file(item, f"{where}.files[{index}]") for index, item in enumerate(files)
+            ),
+            inputs=tensor_specs(record.get("inputs"), f"{where}.inputs"),
+            outputs=tensor_specs(record.get("outputs"), f"{where}.outputs"),
+            content_hash=as_sha256(record.get("content_hash"), f"{where}.content_hash"),
+            seconds=as_float(record.get("seconds"), f"{where}.seconds"),
+            details=as_str_dict(record.get("details", {}), f"{where}.details"),
+            verification=verification(record.get("verification"), f"{where}.verification"),
         )
+
+
+def _recorded_file(data: Any, where: str) -> RecordedFile:
+    item = as_dict(data, where)
+    return RecordedFile(
+        path=safe_relative_path(item.get("path"), f"{where}.path"),
+        size=as_int(item.get("size"), f"{where}.size"),
+        sha256=as_sha256(item.get("sha256"), f"{where}.sha256"),
+        mtime_ns=as_int(item.get("mtime_ns"), f"{where}.mtime_ns", minimum=-(2**63)),
+    )
+
+
+def _recorded_options(data: Any, where: str) -> dict[str, Any]:
+    """Effective converter options: compared key by key for reasons, quantization shown."""
+    options = dict(as_dict(data, where))
+    if "quantization" in options:
+        options["quantization"] = {
+            dtype: [
+                as_str(glob, f"{where}.quantization.{dtype}[{index}]")
+                for index, glob in enumerate(as_list(globs, f"{where}.quantization.{dtype}"))
+            ]
+            for dtype, globs in as_dict(options["quantization"], f"{where}.quantization").items()
+        }
+    if "verify" in options:
+        as_dict(options["verify"], f"{where}.verify")
+    return options
+
+
+def recorded_output(value: Any, where: str) -> str:
+    """A recorded output folder: relative to the manifest's folder, normalised, POSIX.
+
+    It may start with `..` (an output_dir outside the manifest's folder); `output_folder` says
+    whether it lies inside the manifest's output_dir.
+    """
+    text = as_str(value, where)
+    if text.startswith("/") or "\\" in text or re.match(r"[A-Za-z]:", text):
+        raise InvalidData(where, f"{text!r} is not a relative POSIX path")
+    if not text or posixpath.normpath(text) != text or text == ".":
+        raise InvalidData(where, f"{text!r} is not a normalised relative path")
+    return text
+
+
+def output_folder(root: Path, output_dir: Path, output: str, where: str = "output") -> Path:
+    """Where a recorded output lies, if it is a folder below `output_dir` reached without a
+    symbolic link; else InvalidData. Only such folders are ever deleted from (or trusted)."""
+    folder = os.path.normpath(os.path.join(root, recorded_output(output, where)))
+    base = str(output_dir).rstrip(os.sep) + os.sep
+    if not folder.startswith(base):
+        raise InvalidData(where, f"{output!r} is not inside output_dir {output_dir}")
+    # As readback.resolve_inside, on strings: this runs for every record of every plan.
+    current = base[:-1]
+    for part in folder[len(base) :].split(os.sep):
+        current = f"{current}{os.sep}{part}"
+        if os.path.islink(current):
+            raise InvalidData(where, f"{current} is a symbolic link")
+    return Path(folder)
 
 
 @dataclass
@@ -97,6 +175,9 @@ class BuildState:
 
     # What the file held when loaded or last saved: an unchanged state is not serialised again.
     saved_payload: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    # A state file of the shared layout (`.tfjs-build/state.json`) this state was read from:
+    # removed once this state is saved in the manifest's own folder.
+    adopted_from: Path | None = field(default=None, compare=False, repr=False)
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -114,30 +195,126 @@ def state_path(state_dir: Path) -> Path:
     return state_dir / STATE_FILE
 
 
-def load_state(state_dir: Path) -> tuple[BuildState, str | None]:
-    """The recorded state, or an empty one and a warning saying why everything rebuilds."""
+def load_state(
+    state_dir: Path,
+    *,
+    root: Path | None = None,
+    output_dir: Path | None = None,
+    adopt: Path | None = None,
+    consequence: str = "it will be rebuilt",
+) -> tuple[BuildState, list[str]]:
+    """The recorded state and warnings: a record that fails its checks is dropped (and said so,
+    with `consequence`); an unreadable file is an empty state.
+
+    With `root` and `output_dir` (the manifest's), a record whose output is not a folder inside
+    output_dir, reached without a symbolic link, is dropped too. `adopt` is a state folder of the
+    old shared layout, read when `state_dir` has no state yet (see `save_state`).
+    """
     path = state_path(state_dir)
+    adopted = None
+    if not path.exists() and adopt is not None and state_path(adopt).is_file():
+        path = adopted = state_path(adopt)
     if not path.exists():
-        return BuildState(), None
+        return BuildState(), []
     try:
         payload = json.loads(path.read_text("utf-8"))
-        version = payload.get("version") if isinstance(payload, dict) else None
-        if version != STATE_VERSION:
-            return BuildState(), (
-                f"{path} has state version {version!r}, this tfjs-build reads version "
-                f"{STATE_VERSION}: rebuilding everything (it will be rewritten)"
-            )
-        records = {
-            key: SignatureRecord.from_json(value) for key, value in payload["signatures"].items()
-        }
-        stat_cache = dict(payload.get("stat_cache", {}))
-        graph_cache = dict(payload.get("graph_cache", {}))
-        return BuildState(records, stat_cache, graph_cache, saved_payload=payload), None
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        return BuildState(), (
+    except (OSError, ValueError) as error:
+        return BuildState(adopted_from=adopted), [
             f"{path} is unreadable ({type(error).__name__}: {error}): rebuilding everything "
             "(it will be rewritten)"
-        )
+        ]
+    if not isinstance(payload, dict):
+        return BuildState(adopted_from=adopted), [
+            f"{path} is not a tfjs-build state (expected an object, got "
+            f"{type(payload).__name__}): rebuilding everything (it will be rewritten)"
+        ]
+    version = payload.get("version")
+    if version != STATE_VERSION:
+        return BuildState(adopted_from=adopted), [
+            f"{path} has state version {version!r}, this tfjs-build reads version "
+            f"{STATE_VERSION}: rebuilding everything (it will be rewritten)"
+        ]
+    try:
+        signatures = as_dict(payload.get("signatures"), "signatures")
+    except InvalidData as error:
+        return BuildState(adopted_from=adopted), [
+            f"{path}: {error}: rebuilding everything (it will be rewritten)"
+        ]
+    records: dict[str, SignatureRecord] = {}
+    warnings = []
+    for key, value in signatures.items():
+        shown = key if key.isprintable() else repr(key)
+        where = f"signatures.{shown}"
+        try:
+            record = SignatureRecord.from_json(value, where)
+            if record.key != key:
+                raise InvalidData(
+                    where, f"is the record of {record.key!r}, filed under another key"
+                )
+            if root is not None and output_dir is not None:
+                output_folder(root, output_dir, record.output, f"{where}.output")
+        except InvalidData as error:
+            warnings.append(f"{path}: record {shown} dropped: {error}; {consequence}")
+            continue
+        records[key] = record
+    # Caches of digests: an entry that does not check out is simply computed again.
+    stat_cache = _valid_entries(payload.get("stat_cache"), _stat_entry)
+    graph_cache = _valid_entries(payload.get("graph_cache"), _graph_entry)
+    state = BuildState(records, stat_cache, graph_cache, saved_payload=payload)
+    if adopted is not None:
+        state.saved_payload, state.adopted_from = None, adopted
+    return state, warnings
+
+
+def _valid_entries(data: Any, check: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {}
+    entries = {}
+    for key, value in data.items():
+        try:
+            entries[as_str(key, "key")] = check(value)
+        except InvalidData:
+            continue
+    return entries
+
+
+def _stat_entry(value: Any) -> list[Any]:
+    """[size, mtime_ns, inode, sha256], as `fingerprint.StatCache` keeps them."""
+    items = as_list(value, "")
+    if len(items) != 4:
+        raise InvalidData("", "expected [size, mtime_ns, inode, sha256]")
+    return [
+        as_int(items[0], "size"),
+        as_int(items[1], "mtime_ns", minimum=-(2**63)),
+        as_int(items[2], "inode"),
+        as_sha256(items[3], "sha256"),
+    ]
+
+
+def _graph_entry(value: Any) -> dict[str, Any]:
+    """{"names": [...], "sources": {name: {digest, kind, details}}}, as `graphprint` keeps them."""
+    entry = as_dict(value, "")
+    checked: dict[str, Any] = {}
+    if "names" in entry:
+        checked["names"] = [as_str(name, "names") for name in as_list(entry["names"], "names")]
+    if "sources" in entry:
+        checked["sources"] = {
+            name: {
+                "digest": as_str(source.get("digest"), "digest"),
+                "kind": as_str(source.get("kind"), "kind"),
+                "details": as_str_dict(source.get("details", {}), "details"),
+            }
+            for name, source in (
+                (name, as_dict(item, name))
+                for name, item in as_dict(entry["sources"], "sources").items()
+            )
+        }
+        # Every signature listed must have a fingerprint (or the whole model stands for all).
+        if "names" not in checked:
+            raise InvalidData("names", "missing")
+        if "*" not in checked["sources"] and not set(checked["names"]) <= set(checked["sources"]):
+            raise InvalidData("sources", "a listed signature has no fingerprint")
+    return checked
 
 
 def save_state(state_dir: Path, state: BuildState) -> bool:
@@ -158,6 +335,10 @@ def save_state(state_dir: Path, state: BuildState) -> bool:
     ):
         write_atomically(path, text)
     state.saved_payload = payload
+    if state.adopted_from is not None:
+        # Saved in the manifest's own folder now: the shared file must not be adopted again.
+        state.adopted_from.unlink(missing_ok=True)
+        state.adopted_from = None
     return True
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tfjsbuild.errors import ManifestError
@@ -86,7 +86,8 @@ def resolve_targets(manifest: Manifest, lister: SignatureLister = list_signature
     # "*" is expanded now: check layouts and outputs again with the real names.
     if any(model.signatures is None for model in manifest.models):
         claims = [
-            claim
+            # A name read from the SavedModel is not in the manifest: point at its model.
+            claim if model.signatures is not None else replace(claim, location=model.location)
             for model in manifest.models
             for claim in signature_claims(manifest, model, names_by_model[model.name])
         ]
