@@ -256,12 +256,16 @@ def test_outputs_are_never_written_through_a_symlink_in_output_dir(proj: Path) -
     done = run_cli("run", "--json", cwd=proj)
     assert done.returncode == 1
     report = {f"{s['model']}:{s['signature']}": s for s in json.loads(done.stdout)["signatures"]}
-    for signature in ("classify", "features"):
+    for column, signature in [(18, "classify"), (28, "features")]:
         target = proj / "dist/classifier" / signature
         assert report[f"classifier:{signature}"]["error"] == (
-            f"output {target} is not a folder reached without a symbolic link below output_dir "
-            f"({proj}/dist/classifier is a symbolic link); tfjs-build writes and deletes nothing "
-            "through a link: replace it with a folder"
+            f"tfjs-build.yaml:5:{column}: models.classifier.signatures[{column // 20}]: output "
+            f"folder {target} lies under {proj}/dist/classifier, a symbolic link (to {outside}): "
+            "outputs are written only into real folders below output_dir, never through a link "
+            "to elsewhere. Replace the link by a real folder, or point output_dir (which may be a "
+            "link) where the outputs should go\n"
+            "    5 |     signatures: [classify, features]\n"
+            f"      | {' ' * (column - 1)}^"
         )
     assert snapshot(outside) == guarded
 

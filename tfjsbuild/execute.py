@@ -607,20 +607,10 @@ def _located(item: PlanItem, manifest: Manifest, outcome: ConversionOutcome) -> 
 
 
 def _check_replaceable(target: Path, record: SignatureRecord | None, manifest: Manifest) -> None:
-    """Never replace a folder tfjs-build did not write, unless it holds an earlier conversion,
-    nor one reached through a symbolic link in output_dir (the swap would delete outside it)."""
-    parent = Path(os.path.normpath(target)).parent
-    if parent != manifest.output_dir:
-        try:
-            resolve_inside(
-                manifest.output_dir, parent.relative_to(manifest.output_dir).as_posix(), ""
-            )
-        except (InvalidData, ValueError) as error:
-            raise BuildError(
-                f"output {target} is not a folder reached without a symbolic link below "
-                f"output_dir ({error}); tfjs-build writes and deletes nothing through a link: "
-                "replace it with a folder"
-            ) from None
+    """Never replace a folder tfjs-build did not write, unless it holds an earlier conversion.
+
+    A target through a symbolic link never gets here: `_output_link_problem` refuses it.
+    """
     if not target.exists() or (record is not None and manifest.root / record.output == target):
         return
     if not target.is_dir():

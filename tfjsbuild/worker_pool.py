@@ -289,7 +289,7 @@ class WorkerPool:
                     sys.executable,
                     "-c",
                     BOOTSTRAP,
-                    json.dumps([str(entry) for entry in sys.path]),
+                    json.dumps([str(entry) for entry in sys.path], allow_nan=False),
                     str(theirs.fileno()),
                     str(dump.fileno()),
                     str(os.getpid()),
