@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import tfjsbuild
-from conftest import STATE, run_cli
+from conftest import STATE, no_internal_error, run_cli
 from tfjsbuild.atomic import swap_directory
 from tfjsbuild.state import load_state, output_change
 
@@ -80,7 +80,7 @@ class MountNamespace:
 
     def cli(self, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         """The real `tfjs-build` command, seeing this namespace's mounts."""
-        return self.run(sys.executable, "-m", "tfjsbuild", *args, cwd=cwd)
+        return no_internal_error(self.run(sys.executable, "-m", "tfjsbuild", *args, cwd=cwd))
 
     def mount(self, *args: str) -> None:
         self.run("mount", *args, check=True)
