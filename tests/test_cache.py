@@ -11,10 +11,11 @@ import pytest
 
 import tfjsbuild
 from conftest import run_cli
-from tfjsbuild.cache import CacheEntry, Store, cache_key, resolve_config
+from tfjsbuild.cache import CacheEntry, Store, cache_key, first_entry, resolve_config, serves
 from tfjsbuild.errors import UsageError
 from tfjsbuild.fingerprint import fingerprint_signature
 from tfjsbuild.manifest import ConverterOptions, load_manifest
+from tfjsbuild.state import load_state
 
 MANIFEST = """
 version: 1
@@ -53,13 +54,38 @@ def test_the_key_changes_with_everything_that_changes_the_output() -> None:
         "tensorflow version": fingerprint(
             tools={"tensorflow": "2.18.0", "tensorflowjs": "4.22.0", "tfjs-build": "0.1.0"}
         ),
-        "verification": fingerprint(verify={"samples": 3, "atol": 1.0, "rtol": 1e-3}),
-        "no verification": fingerprint(verify=None),
     }
     assert base not in changed.values()
     assert len(set(changed.values())) == len(changed)
     # Where the output goes is not part of it: checkouts in other folders share entries.
     assert fingerprint(output="web/models/multi/classify") == base
+    # Nor is verification: it does not change the bytes; an entry says what it was verified with.
+    assert fingerprint(verify={"samples": 3, "atol": 1.0, "rtol": 1e-3}) == base
+    assert fingerprint(verify=None) == base
+
+
+def test_an_entry_serves_only_the_verification_it_carries(tmp_path: Path) -> None:
+    wanted = {"samples": 3, "atol": 1e-4, "rtol": 1e-3, "inputs": None, "tfjs": "4.22.0"}
+    passed = {"passed": True, "samples": 3, "atol": 1e-4, "rtol": 1e-3}
+    verified = CacheEntry("k" * 64, (), (), (), passed, 1.0, dict(wanted))
+    unverified = CacheEntry("k" * 64, (), (), (), None, 1.0, None)
+    # A build that verifies nothing (--no-verify, verify.enabled false) takes either.
+    assert serves(verified, {}) and serves(unverified, {})
+    assert serves(verified, wanted)
+    assert not serves(unverified, wanted)
+    assert not serves(verified, {**wanted, "atol": 0.5})
+    assert not serves(verified, {**wanted, "tfjs": "4.23.0"})
+    failed = CacheEntry("k" * 64, (), (), (), {**passed, "passed": False}, 1.0, dict(wanted))
+    assert not serves(failed, wanted)
+    # What it was verified with survives the round trip through the store's JSON.
+    assert CacheEntry.from_json(verified.key, verified.to_json()) == verified
+    assert CacheEntry.from_json(unverified.key, unverified.to_json()) == unverified
+    bad = json.loads(verified.to_json()) | {"verified_with": 5}
+    assert CacheEntry.from_json(verified.key, json.dumps(bad)) is None
+    store = Store(str(tmp_path / "cache"), "rw", "local")
+    store.put(unverified, tmp_path)
+    assert first_entry([store], unverified.key, {}) == (store, unverified)
+    assert first_entry([store], unverified.key, wanted) is None
 
 
 def test_cache_settings_come_from_manifest_environment_and_flag(tmp_path: Path) -> None:
@@ -162,6 +188,56 @@ def test_two_checkouts_share_a_cache_with_zero_conversions(
     assert prune.returncode == 0
     assert "removed 3 entries; 0 left, 0 B" in prune.stdout
     assert not [p for p in shared.rglob("*") if p.is_file()]
+
+
+def _entry_json(cache: Path) -> dict[str, object]:
+    (entry,) = (cache / "entries").rglob("*.json")
+    return json.loads(entry.read_text())  # type: ignore[no-any-return]
+
+
+@pytest.mark.slow
+def test_an_entry_carries_the_verification_it_promises(
+    tmp_path: Path, model_store: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = tmp_path / "shared-cache"
+    monkeypatch.setenv("TFJS_BUILD_CACHE", str(shared))
+    text = MANIFEST + "    signatures: [regress]\n"
+    alice, bob = _write(tmp_path / "alice", text), _write(tmp_path / "bob", text)
+    for manifest in (alice, bob):
+        shutil.copytree(model_store("multihead"), manifest.parent / "multi")
+    # Built with --no-verify: stored, and saying it is not verified.
+    assert [r.status for r in tfjsbuild.build([alice], verify=False).results] == ["built"]
+    assert (_entry_json(shared)["verification"], _entry_json(shared)["verified_with"]) == (
+        None,
+        None,
+    )
+    # A build that verifies does not restore it; one that does not verify does.
+    assert [(i.action, i.cached) for i in tfjsbuild.plan([bob]).items] == [("build", None)]
+    assert [i.cached for i in tfjsbuild.plan([bob], verify=False).items] == ["local"]
+    # Verifying the output in place updates the entry: it now carries that verification.
+    assert [r.status for r in tfjsbuild.build([alice]).results] == ["verified"]
+    entry = _entry_json(shared)
+    recorded = load_state(alice.parent / ".tfjs-build")[0].records["multi:regress"]
+    assert entry["verification"] == recorded.verification
+    assert recorded.verified_with is not None and recorded.verified_with["atol"] == 1e-4
+    assert entry["verified_with"] == recorded.verified_with
+    restored = tfjsbuild.build([bob])
+    assert [(r.status, r.cache) for r in restored.results] == [("restored", "local")]
+    bob_record = load_state(bob.parent / ".tfjs-build")[0].records["multi:regress"]
+    assert (bob_record.verification, bob_record.verified_with) == (
+        recorded.verification,
+        recorded.verified_with,
+    )
+    assert [i.action for i in tfjsbuild.plan([bob]).items] == ["up-to-date"]
+    # Other verification settings: that entry does not serve them (bob verifies in place).
+    bob.write_text(text + "    verify: {atol: 0.01}\n")
+    assert [(i.action, i.cached) for i in tfjsbuild.plan([bob]).items] == [("verify", None)]
+    # An unverified build never replaces the verified entry.
+    carol = _write(tmp_path / "carol", text)
+    shutil.copytree(model_store("multihead"), carol.parent / "multi")
+    built = tfjsbuild.build([carol], verify=False, force=True)
+    assert [(r.status, r.verification) for r in built.results] == [("built", None)]
+    assert _entry_json(shared) == entry
 
 
 @pytest.mark.slow

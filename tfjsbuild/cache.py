@@ -2,7 +2,8 @@
 
 An entry is keyed by everything the output depends on (the signature fingerprint without the
 output path) and holds the output's files as blobs named by their sha256, plus the
-verification result. Blobs are uploaded first under temporary names and moved into place; the
+verification result and what it was run with: verification is not in the key, an entry
+serves a verifying build only if it carries that very verification (`serves`). Blobs are uploaded first under temporary names and moved into place; the
 entry's manifest is published last, so a reader sees a complete entry or none. Every blob is
 checked against its hash on restore: a corrupt or partial entry is a miss, never restored.
 
@@ -34,8 +35,9 @@ MODES = ("rw", "r", "off")
 
 
 def cache_key(fingerprint: SignatureFingerprint) -> str:
-    """Everything that shapes the output (graph, weights, options, versions, verification), not
-    where it goes: two checkouts in different folders share entries."""
+    """Everything that shapes the output (graph, weights, options, versions), not where it goes:
+    two checkouts in different folders share entries. Verification settings are not in it (they
+    do not shape the output); the entry says which verification it carries."""
     parts = {name: value for name, value in fingerprint.parts.items() if name != "output"}
     return hashlib.sha256(canonical_json({"cache": CACHE_VERSION, **parts}).encode()).hexdigest()
 
@@ -48,6 +50,8 @@ class CacheEntry:
     outputs: tuple[dict[str, Any], ...]
     verification: dict[str, Any] | None
     seconds: float  # what the original conversion took: what a restore saves
+    # What `verification` was run with (`SignatureFingerprint.verify`); None: not verified.
+    verified_with: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return canonical_json(
@@ -58,6 +62,7 @@ class CacheEntry:
                 "inputs": list(self.inputs),
                 "outputs": list(self.outputs),
                 "verification": self.verification,
+                "verified_with": self.verified_with,
                 "seconds": self.seconds,
             }
         )
@@ -73,6 +78,9 @@ class CacheEntry:
             )
             if any(f.path.startswith("/") or ".." in f.path.split("/") for f in files):
                 return None
+            verified_with = data.get("verified_with")
+            if verified_with is not None and not isinstance(verified_with, dict):
+                return None
             return cls(
                 key,
                 files,
@@ -80,6 +88,7 @@ class CacheEntry:
                 tuple(data["outputs"]),
                 data.get("verification"),
                 float(data.get("seconds", 0.0)),
+                verified_with,
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
@@ -283,9 +292,24 @@ def _parse_flag(flag: str, local_mode: str, remote_mode: str) -> tuple[str, str]
     return modes["local"], modes["remote"]
 
 
-def first_entry(stores: Iterable[Store], key: str) -> tuple[Store, CacheEntry] | None:
+def serves(entry: CacheEntry, verification: Mapping[str, Any]) -> bool:
+    """Whether a restore of `entry` is the build wanted: any entry when no verification is
+    (`verification` empty), else only one that passed that very verification."""
+    if not verification:
+        return True
+    return (
+        entry.verification is not None
+        and entry.verification.get("passed") is True
+        and entry.verified_with == dict(verification)
+    )
+
+
+def first_entry(
+    stores: Iterable[Store], key: str, verification: Mapping[str, Any] | None = None
+) -> tuple[Store, CacheEntry] | None:
+    """The first store's entry for `key` that serves `verification` (see `serves`)."""
     for store in stores:
         entry = store.get(key)
-        if entry is not None:
+        if entry is not None and serves(entry, verification or {}):
             return store, entry
     return None

@@ -103,6 +103,7 @@ def plan(
     json_output: bool,
     console: Console,
     err_console: Console,
+    verify: bool = True,
 ) -> int:
     build_plan = api.plan(
         manifests,
@@ -111,6 +112,7 @@ def plan(
         force=force,
         paranoid=paranoid,
         cache=cache,
+        verify=verify,
     )
     if json_output:
         print(build_plan.to_json())

@@ -1,5 +1,8 @@
 """Run a plan: conversions in worker processes, outputs staged, checked and swapped into place.
 
+A `verify` item runs the output already in place in TF.js (in a worker, beside TensorFlow) and
+records the verification only: its files are read, never staged, swapped or written.
+
 The parent alone moves outputs and writes state, one signature at a time, so an interrupted
 build keeps every signature finished before the interruption and nothing half-written.
 """
@@ -28,12 +31,12 @@ from tfjsbuild.artifacts import (
     size_parts,
 )
 from tfjsbuild.atomic import swap_directory, write_atomically
-from tfjsbuild.cache import CacheEntry, Store, cache_key
+from tfjsbuild.cache import CacheEntry, Store, cache_key, serves
 from tfjsbuild.errors import BuildError
 from tfjsbuild.fingerprint import canonical_json
 from tfjsbuild.manifest import Manifest, VerifySettings
 from tfjsbuild.plan import PlanItem
-from tfjsbuild.state import BuildState, SignatureRecord, record_files, save_state
+from tfjsbuild.state import BuildState, SignatureRecord, output_change, record_files, save_state
 from tfjsbuild.worker import ConversionOutcome, ConversionTask, VerifyTask, init_worker, run_task
 
 if TYPE_CHECKING:
@@ -41,7 +44,7 @@ if TYPE_CHECKING:
 
     from tfjsbuild.tfjs_runtime import Runtime
 
-Status = Literal["built", "restored", "up-to-date", "failed", "removed", "skipped"]
+Status = Literal["built", "restored", "verified", "up-to-date", "failed", "removed", "skipped"]
 INDEX_FILE = "tfjs-build.json"
 INDEX_VERSION = 1
 STAGING_DIR = "staging"
@@ -110,16 +113,18 @@ def execute(
             shutil.rmtree(staging, ignore_errors=True)
     for item in items:
         project = projects[item.manifest]
-        if item.action == "up-to-date":
+        if item.action == "up-to-date" or (item.action == "verify" and not verify):
             results[(item.manifest, item.key)] = _up_to_date(item, project)
+        elif item.action == "verify" and (unfit := _up_to_date(item, project)).status == "failed":
+            results[(item.manifest, item.key)] = unfit  # over its budget: no use verifying it
         elif item.action == "remove":
             results[(item.manifest, item.key)] = _remove(item, project)
         elif item.blocked is not None:
             results[(item.manifest, item.key)] = SignatureResult(item, "failed", error=item.blocked)
-        elif item.cached is not None and (restored := _restore(item, project)) is not None:
+        elif item.cached is not None and (restored := _restore(item, project, verify)) is not None:
             results[(item.manifest, item.key)] = restored
         else:
-            builds.append(item)
+            builds.append(item)  # conversions, and verifications of outputs in place
     for result in results.values():
         if result.status != "up-to-date":
             reporter.signature_finished(result)
@@ -176,8 +181,11 @@ def _up_to_date(item: PlanItem, project: Project) -> SignatureResult:
     )
 
 
-def _restore(item: PlanItem, project: Project) -> SignatureResult | None:
-    """Put a cached build in place as a conversion would; None if the entry is unusable."""
+def _restore(item: PlanItem, project: Project, verify: bool) -> SignatureResult | None:
+    """Put a cached build in place as a conversion would; None if the entry is unusable.
+
+    With `verify`, only an entry carrying the verification the item wants will do.
+    """
     assert item.fingerprint is not None
     start = time.perf_counter()
     key = cache_key(item.fingerprint)
@@ -185,14 +193,21 @@ def _restore(item: PlanItem, project: Project) -> SignatureResult | None:
     staging = staging_root / f"restore-{item.model}-{item.signature}"
     for store in project.stores:
         entry = store.get(key)
-        if entry is None:
+        if entry is None or not serves(entry, item.fingerprint.verify if verify else {}):
             continue
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         try:
             problem = store.fetch(entry, staging)
             if problem is None:
-                outcome = _place(item, project, staging, entry.verification, entry.seconds)
+                outcome = _place(
+                    item,
+                    project,
+                    staging,
+                    entry.verification,
+                    entry.seconds,
+                    verified_with=entry.verified_with,
+                )
                 if isinstance(outcome, SignatureResult):
                     return outcome  # over budget, or the folder is not ours: a real failure
                 checked = outcome
@@ -232,11 +247,10 @@ def _store(
     record: SignatureRecord,
     exclude: Store | None = None,
 ) -> None:
-    """Offer a fresh build to the writable caches; a cache that fails is only a warning."""
+    """Offer a fresh build (or verification) to the writable caches, with the verification it
+    carries (None: not verified); a cache that fails is only a warning."""
     if item.fingerprint is None:
         return
-    if record.verification is None and item.fingerprint.parts.get("verify"):
-        return  # built with --no-verify: an entry must carry the verification it promises
     entry = CacheEntry(
         key=cache_key(item.fingerprint),
         files=tuple(OutputFile(f.path, f.size, f.sha256) for f in record.files),
@@ -244,10 +258,13 @@ def _store(
         outputs=record.outputs,
         verification=record.verification,
         seconds=record.seconds,
+        verified_with=record.verified_with if record.verification is not None else None,
     )
     for store in project.stores:
         if store.writable and store is not exclude and store.unreachable is None:
             try:
+                if entry.verification is None and store.get(entry.key) is not None:
+                    continue  # an unverified build never replaces an entry that may be verified
                 store.put(entry, output)
             except Exception as error:  # network, permissions, quota: the build itself is fine
                 warnings.warn(
@@ -307,6 +324,8 @@ def _convert_all(
             assert item.target is not None and item.fingerprint is not None
             source = item.target.source
             staging_root = staging_roots[item.manifest]
+            project_root = projects[item.manifest].manifest.root
+            verify_only = item.action == "verify"
             task = ConversionTask(
                 key=f"{index}",
                 source=source,
@@ -316,6 +335,9 @@ def _convert_all(
                 cache_key=f"{source}\0{item.fingerprint.parts['source']}",
                 scratch_dir=str(staging_root / "scratch"),
                 verify=_verify_task(item, runtime),
+                kind="verify" if verify_only else "convert",
+                # Its output in place: the plan found it unchanged since it was recorded.
+                output_dir=str(project_root / item.output) if verify_only else None,
             )
             tasks[task.key] = (item, task)
 
@@ -460,7 +482,17 @@ def _finish(
             timings=outcome.timings,
             verification=outcome.verification,
         )
-    placed = _place(item, project, Path(task.staging_dir), outcome.verification, outcome.seconds)
+    if task.kind == "verify":
+        return _record_verification(item, project, outcome)
+    assert item.fingerprint is not None
+    placed = _place(
+        item,
+        project,
+        Path(task.staging_dir),
+        outcome.verification,
+        outcome.seconds,
+        verified_with=item.fingerprint.verify if outcome.verification is not None else None,
+    )
     if isinstance(placed, SignatureResult):
         return replace(placed, seconds=outcome.seconds, timings=outcome.timings)
     record = project.state.records[item.key]
@@ -484,6 +516,8 @@ def _place(
     staging: Path,
     verification: dict[str, Any] | None,
     seconds: float,
+    *,
+    verified_with: Mapping[str, Any] | None = None,
 ) -> GraphModelOutput | SignatureResult:
     """Check a staged output, swap it into place and record it; a failed result if it cannot."""
     try:
@@ -517,9 +551,44 @@ def _place(
         seconds=round(seconds, 3),
         details=dict(item.fingerprint.details),
         verification=verification,
+        verified_with=dict(verified_with) if verification is not None and verified_with else None,
     )
     project.save()
     return checked
+
+
+def _record_verification(
+    item: PlanItem, project: Project, outcome: ConversionOutcome
+) -> SignatureResult:
+    """Record a passed verification of the output in place; its files stay as they are."""
+    record = project.record(item)
+    assert record is not None and item.fingerprint is not None
+    model_json, weights = size_parts(record.files)
+    done = SignatureResult(
+        item,
+        "verified",
+        outcome.seconds,
+        record.bytes,
+        timings=outcome.timings,
+        model_json_bytes=model_json,
+        weight_bytes=weights,
+        verification=outcome.verification,
+    )
+    # The worker read the folder while it ran: what it verified must still be what is recorded.
+    changed = output_change(project.manifest.root, record)
+    if changed is not None:
+        return replace(
+            done,
+            status="failed",
+            error=f"{changed} while it was being verified; the next run converts it again",
+        )
+    verified = replace(
+        record, verification=outcome.verification, verified_with=dict(item.fingerprint.verify)
+    )
+    project.state.records[item.key] = verified
+    project.save()
+    _store(item, project, project.manifest.root / item.output, verified)
+    return done
 
 
 def _located(item: PlanItem, manifest: Manifest, outcome: ConversionOutcome) -> str:

@@ -50,6 +50,9 @@ class SignatureRecord:
     details: dict[str, str] = field(default_factory=dict)
     # The TensorFlow.js parity check this output passed; None when built without verifying.
     verification: dict[str, Any] | None = None
+    # What that check was run with (`SignatureFingerprint.verify`); None when not verified.
+    # Compared apart from `fingerprint`: other settings re-verify, they do not reconvert.
+    verified_with: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -83,6 +86,7 @@ class SignatureRecord:
             seconds=float(data["seconds"]),
             details=dict(data.get("details", {})),
             verification=data.get("verification"),
+            verified_with=data.get("verified_with"),
         )
 
 

@@ -1,4 +1,5 @@
-"""What runs in a worker process: one signature conversion per task, the model loaded once.
+"""What runs in a worker process: one signature conversion (or verification of an output
+already built) per task, the model loaded once.
 
 This module itself imports no TensorFlow; `run_task` imports `tfjsbuild.loaders` (and so
 TensorFlow, Keras and a Python source's code) on first use, inside the worker. Workers return outcomes and never touch the state file.
@@ -12,7 +13,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tfjsbuild.errors import SignatureError, SourceError, TfjsBuildError
 from tfjsbuild.manifest import ConverterOptions, Source
@@ -42,6 +43,10 @@ class ConversionTask:
     cache_key: str
     scratch_dir: str  # for Keras exports; the parent removes it after the build
     verify: VerifyTask | None = None
+    # "convert": into `staging_dir`, then verify it there when `verify` is set. "verify": only
+    # verify the output already in `output_dir` (read, never written; `verify` is set).
+    kind: Literal["convert", "verify"] = "convert"
+    output_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,11 +90,18 @@ def run_task(task: ConversionTask) -> ConversionOutcome:
         loaded = loaders.load(task.source, task.cache_key, Path(task.scratch_dir))
         if time.perf_counter() - load_start > 0.001:
             timings["load"] = time.perf_counter() - load_start
-        loaded.convert(task.signature, Path(task.staging_dir), task.options, timings)
+        if task.kind == "verify":
+            assert task.output_dir is not None and task.verify is not None
+            verified, kept = task.output_dir, "The output and its recorded verification are kept."
+        else:
+            loaded.convert(task.signature, Path(task.staging_dir), task.options, timings)
+            verified, kept = task.staging_dir, "The previous output is kept."
         if task.verify is not None:
             verify_start = time.perf_counter()
             try:
-                verification = verify_output(loaded, task.signature, task.staging_dir, task.verify)
+                verification = verify_output(
+                    loaded, task.signature, verified, task.verify, kept=kept
+                )
             finally:
                 timings["verify"] = time.perf_counter() - verify_start
             if not verification["passed"]:
@@ -121,7 +133,12 @@ def run_task(task: ConversionTask) -> ConversionOutcome:
 
 
 def verify_output(
-    loaded: Any, signature: str, output_dir: str, settings: VerifyTask
+    loaded: Any,
+    signature: str,
+    output_dir: str,
+    settings: VerifyTask,
+    *,
+    kept: str = "The previous output is kept.",
 ) -> dict[str, Any]:
     """TensorFlow (the loaded source) against TensorFlow.js (Node.js) on the same inputs."""
     from tfjsbuild import verify
@@ -157,6 +174,6 @@ def verify_output(
     }
     if not passed:
         result["message"] = verify.failure_message(
-            comparisons, len(samples), settings.atol, settings.rtol
+            comparisons, len(samples), settings.atol, settings.rtol, kept=kept
         )
     return result
