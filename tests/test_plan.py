@@ -253,3 +253,30 @@ def test_a_record_of_an_older_fingerprint_scheme_rebuilds_once_saying_so() -> No
     bare = replace(old, parts={})
     (item,) = plan_build(MANIFEST, [t], {t.key: now}, {}, {t.key: bare})
     assert item.reasons == ("fingerprint scheme changed: ? -> 2",)
+
+
+def test_a_recorded_verification_of_another_shape_is_verified_again_not_a_crash() -> None:
+    """The state is read back, not trusted: whatever it holds, the plan verifies again."""
+    t = target("a")
+    now = fingerprint_signature(
+        source="src1",
+        source_kind="graph",
+        signature="a",
+        tags=("serve",),
+        options=t.options,
+        output=t.output,
+        tools=TOOLS,
+        verify=VERIFY,
+    )
+    for verification, verified_with in [
+        (5, dict(VERIFY)),
+        ({**PASSED, "passed": "yes"}, dict(VERIFY)),
+        (dict(PASSED), 5),
+        (dict(PASSED), ["atol"]),
+    ]:
+        odd = replace(record(t), verification=verification, verified_with=verified_with)
+        (item,) = plan_build(MANIFEST, [t], {t.key: now}, {}, {t.key: odd})
+        assert (item.action, item.reasons) == (
+            "verify",
+            ("not verified yet (built with --no-verify or verify.enabled false)",),
+        )

@@ -298,7 +298,7 @@ def serves(entry: CacheEntry, verification: Mapping[str, Any]) -> bool:
     if not verification:
         return True
     return (
-        entry.verification is not None
+        isinstance(entry.verification, dict)
         and entry.verification.get("passed") is True
         and entry.verified_with == dict(verification)
     )

@@ -18,6 +18,7 @@ from tfjsbuild.state import SignatureRecord
 # verify: the recorded output is what this build would convert, but it has not been verified
 # with the verification this run asks for: run it in TF.js as it is, without converting again.
 Action = Literal["build", "verify", "up-to-date", "remove"]
+NOT_VERIFIED_YET = "not verified yet (built with --no-verify or verify.enabled false)"
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def _decide(
         reasons.append(output_change)  # it is not the output that was recorded: convert again
     verify_reason = _verification_reason(verification, record)
     if reasons:
-        if verify_reason is not None and record.verified_with is not None:
+        if verify_reason is not None and verify_reason != NOT_VERIFIED_YET:
             reasons.append(verify_reason)  # the rebuild verifies with the new settings too
         return "build", reasons
     if verify_reason is not None:
@@ -180,8 +181,9 @@ def _verification_reason(wanted: Mapping[str, Any], record: SignatureRecord) -> 
     if not wanted:
         return None
     verification, verified_with = record.verification, record.verified_with
-    if verification is None or verified_with is None or verification.get("passed") is not True:
-        return "not verified yet (built with --no-verify or verify.enabled false)"
+    passed = isinstance(verification, dict) and verification.get("passed") is True
+    if not passed or not isinstance(verified_with, dict):
+        return NOT_VERIFIED_YET
     if dict(verified_with) == dict(wanted):
         return None
     return f"verification changed: {', '.join(option_changes(verified_with, wanted)) or 'settings'}"
