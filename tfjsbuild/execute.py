@@ -563,6 +563,7 @@ def _record_verification(
     """Record a passed verification of the output in place; its files stay as they are."""
     record = project.record(item)
     assert record is not None and item.fingerprint is not None
+    assert outcome.verification is not None  # a verify task always runs the verification
     model_json, weights = size_parts(record.files)
     done = SignatureResult(
         item,

@@ -79,8 +79,9 @@ class ConsoleReporter:
                 )
             elif result.status == "verified":
                 self.console.print(
-                    f"[green]✓[/green] {item.key} → {item.output}  {result.seconds:.1f}s  "
-                    f"{_verified(result.verification)}as built, not converted again  "
+                    f"[green]✓[/green] {escape(item.key)} → {escape(item.output)}  "
+                    f"{result.seconds:.1f}s  {_verified(result.verification)}"
+                    "as built, not converted again  "
                     f"[dim]({escape('; '.join(item.reasons))})[/dim]"
                 )
             elif result.status == "restored":
@@ -136,7 +137,9 @@ def print_plan(console: Console, items: Sequence[PlanItem]) -> None:
         elif item.action == "remove":
             console.print(f"  [yellow]remove[/yellow]      {item.key}  ({item.output})")
         elif item.action == "verify":
-            console.print(f"  [cyan]verify[/cyan]      {item.key} → {item.output}  (as built)")
+            console.print(
+                f"  [cyan]verify[/cyan]      {escape(item.key)} → {escape(item.output)}  (as built)"
+            )
             console.print(f"      because: {escape('; '.join(item.reasons))}")
         else:
             restore = f"  (restore from the {item.cached} cache)" if item.cached else ""
