@@ -14,6 +14,8 @@ import pytest
 
 import tfjsbuild
 from conftest import run_cli
+from tfjsbuild.execute import Project, _record_verification
+from tfjsbuild.manifest import load_manifest
 from tfjsbuild.state import load_state
 from tfjsbuild.verify import (
     UNKNOWN_DIM,
@@ -23,6 +25,7 @@ from tfjsbuild.verify import (
     generate_inputs,
     load_inputs,
 )
+from tfjsbuild.worker import ConversionOutcome
 
 SPECS = [
     {"name": "image", "dtype": "float32", "shape": [None, 4, 4, 3]},
@@ -549,12 +552,31 @@ def test_no_verify_builds_are_verified_later_without_converting(
         in (entry["error"])
     )
     assert entry["verification"]["passed"] is False
+    passed = {**entry["verification"], "passed": True}
     assert files_with_mtimes(output) == before
     assert state_file.read_bytes() == state_before
     assert (root / "dist/tfjs-build.json").read_bytes() == index_before
     assert [(i.action, i.reasons) for i in tfjsbuild.plan([manifest]).items] == [
         ("verify", ("verification changed: atol, rtol",))  # the next run tries again
     ]
+
+    # The output changed while a worker verified it: what it verified is not recorded.
+    (item,) = tfjsbuild.plan([manifest]).items
+    loaded = load_manifest(manifest)
+    shard = output / "group1-shard1of1.bin"
+    shard.write_bytes(bytes(len(before["group1-shard1of1.bin"][0])))
+    done_by_worker = ConversionOutcome("0", None, 1.0, {"verify": 1.0}, verification=passed)
+    raced = _record_verification(
+        item, Project(loaded, load_state(root / ".tfjs-build")[0]), done_by_worker
+    )
+    assert (raced.status, raced.error) == (
+        "failed",
+        "output modified: dist/wide/serving_default/group1-shard1of1.bin while it was being "
+        "verified; the next run converts it again",
+    )
+    assert state_file.read_bytes() == state_before
+    shard.write_bytes(before["group1-shard1of1.bin"][0])
+    os.utime(shard, ns=(before["group1-shard1of1.bin"][1],) * 2)
 
     # Turning verification off rebuilds nothing either; the recorded verification stands.
     manifest.write_text(
