@@ -164,6 +164,27 @@ def verification(value: Any, where: str) -> dict[str, Any] | None:
     return checked
 
 
+def verified_with(value: Any, where: str) -> dict[str, Any] | None:
+    """What a recorded verification was run with (`SignatureFingerprint.verify`), or None: an
+    object of scalars (text, finite numbers, booleans, null), only ever compared for equality."""
+    if value is None:
+        return None
+    checked: dict[str, Any] = {}
+    for key, item in as_dict(value, where).items():
+        at = f"{where}.{key}"
+        if item is None or isinstance(item, bool | int):
+            checked[key] = item  # ints stay ints: the entry is re-encoded exactly as written
+        elif isinstance(item, float):
+            checked[key] = as_float(item, at, minimum=None)
+        elif isinstance(item, str):
+            checked[key] = as_str(item, at)
+        else:
+            raise InvalidData(
+                at, f"expected text, a number, true, false or null, got {_kind(item)}"
+            )
+    return checked
+
+
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
