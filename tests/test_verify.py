@@ -14,7 +14,7 @@ import pytest
 
 import tfjsbuild
 from conftest import STATE, run_cli
-from tfjsbuild.execute import Project, _record_verification
+from tfjsbuild.execute import Project, _record_verification, _verify_task
 from tfjsbuild.manifest import load_manifest
 from tfjsbuild.state import load_state
 from tfjsbuild.verify import (
@@ -25,7 +25,7 @@ from tfjsbuild.verify import (
     generate_inputs,
     load_inputs,
 )
-from tfjsbuild.worker import ConversionOutcome
+from tfjsbuild.worker import LOADING, VERIFYING, ConversionOutcome, ConversionTask, run_task
 
 SPECS = [
     {"name": "image", "dtype": "float32", "shape": [None, 4, 4, 3]},
@@ -582,6 +582,38 @@ def test_no_verify_builds_are_verified_later_without_converting(
     )
     assert [r.status for r in tfjsbuild.build([manifest]).results] == ["up-to-date"]
     assert state_file.read_bytes() == state_before
+    assert files_with_mtimes(output) == before
+
+
+@pytest.mark.slow
+def test_a_verify_task_loads_and_verifies_and_never_converts(
+    project: Callable[..., Path], model_store: Callable[..., Path], tmp_path: Path
+) -> None:
+    from tfjsbuild.tfjs_runtime import find_runtime
+
+    manifest = project(WIDE, {"wide": model_store("wide")})
+    assert tfjsbuild.build([manifest], verify=False).ok
+    (item,) = tfjsbuild.plan([manifest]).items
+    assert item.action == "verify" and item.target is not None
+    output = manifest.parent / item.output
+    before = files_with_mtimes(output)
+    task = ConversionTask(
+        key="0",
+        source=item.target.source,
+        signature=item.signature,
+        options=item.target.options,
+        staging_dir=str(tmp_path / "staging"),
+        cache_key="wide",
+        scratch_dir=str(tmp_path / "scratch"),
+        verify=_verify_task(item, find_runtime()),
+        kind="verify",
+        output_dir=str(output),
+    )
+    phases: list[str] = []
+    outcome = run_task(task, phases.append)
+    assert (outcome.error, phases) == (None, [LOADING, VERIFYING])  # a failure names these
+    assert outcome.verification is not None and outcome.verification["passed"] is True
+    assert not (tmp_path / "staging").exists()
     assert files_with_mtimes(output) == before
 
 
