@@ -12,12 +12,25 @@ from pathlib import Path
 import pytest
 
 import tfjsbuild
-from conftest import run_cli
+from conftest import STATE, run_cli
 from tfjsbuild.artifacts import OutputFile
-from tfjsbuild.cache import ENTRY_MAX_BYTES, CacheEntry, Store, cache_key, resolve_config, sign
+from tfjsbuild.cache import (
+    ENTRY_MAX_BYTES,
+    MISMATCHED,
+    CacheEntry,
+    SignatureRefused,
+    Store,
+    cache_key,
+    first_entry,
+    resolve_config,
+    serves,
+    sign,
+)
 from tfjsbuild.errors import UsageError
 from tfjsbuild.fingerprint import fingerprint_signature
 from tfjsbuild.manifest import ConverterOptions, load_manifest
+from tfjsbuild.readback import InvalidData
+from tfjsbuild.state import load_state
 
 MANIFEST = """
 version: 1
@@ -78,13 +91,76 @@ def test_the_key_changes_with_everything_that_changes_the_output() -> None:
         "tensorflow version": fingerprint(
             tools={"tensorflow": "2.18.0", "tensorflowjs": "4.22.0", "tfjs-build": "0.1.0"}
         ),
-        "verification": fingerprint(verify={"samples": 3, "atol": 1.0, "rtol": 1e-3}),
-        "no verification": fingerprint(verify=None),
     }
     assert base not in changed.values()
     assert len(set(changed.values())) == len(changed)
     # Where the output goes is not part of it: checkouts in other folders share entries.
     assert fingerprint(output="web/models/multi/classify") == base
+    # Nor is verification: it does not change the bytes; an entry says what it was verified with.
+    assert fingerprint(verify={"samples": 3, "atol": 1.0, "rtol": 1e-3}) == base
+    assert fingerprint(verify=None) == base
+
+
+def test_an_entry_serves_only_the_verification_it_carries(tmp_path: Path) -> None:
+    wanted = {"samples": 3, "atol": 1e-4, "rtol": 1e-3, "inputs": None, "tfjs": "4.22.0"}
+    output, built = _built_output(tmp_path)
+    verified = replace(built, verified_with=dict(wanted))
+    unverified = replace(built, verification=None)
+    # A build that verifies nothing (--no-verify, verify.enabled false) takes either.
+    assert serves(verified, {}) and serves(unverified, {})
+    assert serves(verified, wanted)
+    assert not serves(unverified, wanted)
+    assert not serves(verified, {**wanted, "atol": 0.5})
+    assert not serves(verified, {**wanted, "tfjs": "4.23.0"})
+    assert not serves(built, wanted)  # verified, but not saying with what: no promise
+    failed = replace(verified, verification={**VERIFICATION, "passed": False})
+    assert not serves(failed, wanted)
+    # What it was verified with survives the round trip through the store's JSON.
+    assert CacheEntry.from_json(verified.key, verified.to_json()) == verified
+    assert CacheEntry.from_json(unverified.key, unverified.to_json()) == unverified
+    store = Store(str(tmp_path / "cache"), "rw", "local")
+    store.put(unverified, output)
+    assert first_entry([store], unverified.key, {}) == (store, unverified)
+    assert first_entry([store], unverified.key, wanted) is None
+
+
+def test_an_entry_that_breaks_its_verification_promise_is_invalid(tmp_path: Path) -> None:
+    wanted = {"samples": 3, "atol": 1e-4, "rtol": 1e-3, "inputs": None, "tfjs": "4.22.0"}
+    entry = replace(_built_output(tmp_path)[1], verified_with=dict(wanted))
+    good = json.loads(entry.to_json())
+
+    def problem(text: str, signature_key: str | None = None) -> str:
+        with pytest.raises(InvalidData) as raised:
+            CacheEntry.from_json(entry.key, text, signature_key)
+        return str(raised.value)
+
+    def changed(**fields: object) -> str:
+        return json.dumps(good | fields)
+
+    assert problem(changed(verified_with=5)) == "verified_with: expected an object, got int"
+    assert problem(changed(verified_with={**wanted, "atol": [1]})) == (
+        "verified_with.atol: expected text, a number, true, false or null, got a list"
+    )
+    overflow = changed(verified_with={**wanted, "atol": 0.5}).replace("0.5", "1e999")
+    assert problem(overflow) == "verified_with.atol: expected a finite number"
+    assert problem(changed(verified_with={**wanted, "tfjs": "4\u0000"})) == (
+        "verified_with.tfjs: contains a NUL byte"
+    )
+    # Promising a verification it does not carry, or carrying one that did not pass.
+    assert problem(changed(verification=None)) == (
+        "verified_with: is set, but the entry carries no verification"
+    )
+    failed = {**VERIFICATION, "passed": False}
+    assert problem(changed(verification=failed)) == (
+        "verification.passed: is false: only outputs whose verification passed are stored"
+    )
+    # A signature covers what it was verified with: changing it after signing is a mismatch.
+    signed = json.loads(entry.to_json("ci-key"))
+    assert CacheEntry.from_json(entry.key, json.dumps(signed), "ci-key") == entry
+    signed["verified_with"]["atol"] = 0.5
+    with pytest.raises(SignatureRefused) as refused:
+        CacheEntry.from_json(entry.key, json.dumps(signed), "ci-key")
+    assert refused.value.reason == MISMATCHED
 
 
 def test_cache_settings_come_from_manifest_environment_and_flag(tmp_path: Path) -> None:
@@ -351,6 +427,56 @@ def test_two_checkouts_share_a_cache_with_zero_conversions(
     assert prune.returncode == 0
     assert "removed 3 entries; 0 left, 0 B" in prune.stdout
     assert not [p for p in shared.rglob("*") if p.is_file()]
+
+
+def _entry_json(cache: Path) -> dict[str, object]:
+    (entry,) = (cache / "entries").rglob("*.json")
+    return json.loads(entry.read_text())  # type: ignore[no-any-return]
+
+
+@pytest.mark.slow
+def test_an_entry_carries_the_verification_it_promises(
+    tmp_path: Path, model_store: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = tmp_path / "shared-cache"
+    monkeypatch.setenv("TFJS_BUILD_CACHE", str(shared))
+    text = MANIFEST + "    signatures: [regress]\n"
+    alice, bob = _write(tmp_path / "alice", text), _write(tmp_path / "bob", text)
+    for manifest in (alice, bob):
+        shutil.copytree(model_store("multihead"), manifest.parent / "multi")
+    # Built with --no-verify: stored, and saying it is not verified.
+    assert [r.status for r in tfjsbuild.build([alice], verify=False).results] == ["built"]
+    assert (_entry_json(shared)["verification"], _entry_json(shared)["verified_with"]) == (
+        None,
+        None,
+    )
+    # A build that verifies does not restore it; one that does not verify does.
+    assert [(i.action, i.cached) for i in tfjsbuild.plan([bob]).items] == [("build", None)]
+    assert [i.cached for i in tfjsbuild.plan([bob], verify=False).items] == ["local"]
+    # Verifying the output in place updates the entry: it now carries that verification.
+    assert [r.status for r in tfjsbuild.build([alice]).results] == ["verified"]
+    entry = _entry_json(shared)
+    recorded = load_state(alice.parent / STATE)[0].records["multi:regress"]
+    assert entry["verification"] == recorded.verification
+    assert recorded.verified_with is not None and recorded.verified_with["atol"] == 1e-4
+    assert entry["verified_with"] == recorded.verified_with
+    restored = tfjsbuild.build([bob])
+    assert [(r.status, r.cache) for r in restored.results] == [("restored", "local")]
+    bob_record = load_state(bob.parent / STATE)[0].records["multi:regress"]
+    assert (bob_record.verification, bob_record.verified_with) == (
+        recorded.verification,
+        recorded.verified_with,
+    )
+    assert [i.action for i in tfjsbuild.plan([bob]).items] == ["up-to-date"]
+    # Other verification settings: that entry does not serve them (bob verifies in place).
+    bob.write_text(text + "    verify: {atol: 0.01}\n")
+    assert [(i.action, i.cached) for i in tfjsbuild.plan([bob]).items] == [("verify", None)]
+    # An unverified build never replaces the verified entry.
+    carol = _write(tmp_path / "carol", text)
+    shutil.copytree(model_store("multihead"), carol.parent / "multi")
+    built = tfjsbuild.build([carol], verify=False, force=True)
+    assert [(r.status, r.verification) for r in built.results] == [("built", None)]
+    assert _entry_json(shared) == entry
 
 
 @pytest.mark.slow

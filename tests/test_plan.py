@@ -205,3 +205,110 @@ def test_whole_model_fallback_says_why() -> None:
     assert explain({"graph": "g1"}, now, now_kind="whole-model") == (
         "fingerprint kind changed: graph -> whole-model",
     )
+
+
+VERIFY = {"samples": 3, "atol": 1e-4, "rtol": 1e-3, "inputs": None, "tfjs": "4.22.0"}
+PASSED = {"passed": True, "samples": 3, "atol": 1e-4, "rtol": 1e-3, "max_abs_error": 0.0}
+
+
+def verified_plan(
+    record_verify: dict[str, object] | None,
+    now_verify: dict[str, object],
+    *,
+    verify: bool = True,
+    **kwargs: object,
+) -> list[tuple[str, tuple[str, ...]]]:
+    """(action, reasons) of one signature recorded with `record_verify` (None: not verified)."""
+    t = target("a")
+    fp = fingerprint_signature(
+        source="src1",
+        source_kind="graph",
+        signature="a",
+        tags=("serve",),
+        options=t.options,
+        output=t.output,
+        tools=TOOLS,
+        verify=now_verify,
+    )
+    old = replace(
+        record(t),
+        verification=None if record_verify is None else dict(PASSED),
+        verified_with=record_verify,
+    )
+    changes = kwargs.pop("changes", {})
+    items = plan_build(MANIFEST, [t], {t.key: fp}, changes, {t.key: old}, verify=verify, **kwargs)  # type: ignore[arg-type]
+    return [(i.action, i.reasons) for i in items]
+
+
+def test_verification_is_planned_apart_from_conversion() -> None:
+    not_yet = "not verified yet (built with --no-verify or verify.enabled false)"
+    # Built with --no-verify: up to date for --no-verify runs, verified (not built) by the next.
+    assert verified_plan(None, VERIFY, verify=False) == [("up-to-date", ())]
+    assert verified_plan(None, VERIFY) == [("verify", (not_yet,))]
+    # Verified as wanted: up to date; other settings, sample inputs or TF.js: verified again.
+    assert verified_plan(VERIFY, VERIFY) == [("up-to-date", ())]
+    assert verified_plan(VERIFY, {**VERIFY, "atol": 0.5}) == [
+        ("verify", ("verification changed: atol",))
+    ]
+    assert verified_plan(VERIFY, {**VERIFY, "inputs": "s.npz", "inputs_sha256": "ab"}) == [
+        ("verify", ("verification changed: inputs, inputs_sha256",))
+    ]
+    # Verification turned off (in the manifest or by --no-verify): nothing to do.
+    assert verified_plan(VERIFY, {}) == [("up-to-date", ())]
+    assert verified_plan(VERIFY, {**VERIFY, "atol": 0.5}, verify=False) == [("up-to-date", ())]
+    # A rebuild verifies anyway: a changed setting is said, "not verified yet" is not.
+    assert verified_plan(VERIFY, {**VERIFY, "atol": 0.5}, changes={"m:a": "output missing: x"}) == [
+        ("build", ("output missing: x", "verification changed: atol"))
+    ]
+    assert verified_plan(None, VERIFY, changes={"m:a": "output missing: x"}) == [
+        ("build", ("output missing: x",))
+    ]
+    assert verified_plan(None, VERIFY, force=True) == [("build", (not_yet, "forced"))]
+
+
+def test_a_record_of_an_older_fingerprint_scheme_rebuilds_once_saying_so() -> None:
+    """Scheme 1 hashed the verification settings into the fingerprint, as `parts.verify`."""
+    t = target("a")
+    now = fingerprint(t)
+    old = replace(
+        record(t),
+        fingerprint="0" * 64,
+        parts={**now.parts, "scheme": "1", "verify": "9" * 64},
+        options={**now.options, "verify": {"samples": 3, "atol": 1e-4}},
+        verification=dict(PASSED),
+    )
+    items = plan_build(MANIFEST, [t], {t.key: now}, {}, {t.key: old})
+    assert [(i.action, i.reasons) for i in items] == [
+        ("build", ("fingerprint scheme changed: 1 -> 2",))
+    ]
+    # A record without any scheme (or parts) at all says as much, and does not crash either.
+    bare = replace(old, parts={})
+    (item,) = plan_build(MANIFEST, [t], {t.key: now}, {}, {t.key: bare})
+    assert item.reasons == ("fingerprint scheme changed: ? -> 2",)
+
+
+def test_a_recorded_verification_of_another_shape_is_verified_again_not_a_crash() -> None:
+    """The state is read back, not trusted: whatever it holds, the plan verifies again."""
+    t = target("a")
+    now = fingerprint_signature(
+        source="src1",
+        source_kind="graph",
+        signature="a",
+        tags=("serve",),
+        options=t.options,
+        output=t.output,
+        tools=TOOLS,
+        verify=VERIFY,
+    )
+    for verification, verified_with in [
+        (5, dict(VERIFY)),
+        ({**PASSED, "passed": "yes"}, dict(VERIFY)),
+        (dict(PASSED), 5),
+        (dict(PASSED), ["atol"]),
+    ]:
+        odd = replace(record(t), verification=verification, verified_with=verified_with)
+        (item,) = plan_build(MANIFEST, [t], {t.key: now}, {}, {t.key: odd})
+        assert (item.action, item.reasons) == (
+            "verify",
+            ("not verified yet (built with --no-verify or verify.enabled false)",),
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -69,3 +69,18 @@ def test_the_example_built_by_ray_equals_the_local_build(tmp_path: Path, ray_clu
     assert not (
         remote.parent / ".tfjs-build/manifests/tfjs-build.yaml/worker.log"
     ).read_text()  # no local worker ran
+
+
+def test_a_ray_worker_verifies_an_output_as_built(
+    project: Callable[..., Path], model_store: Callable[..., Path], ray_cluster: None
+) -> None:
+    manifest = project(
+        "version: 1\nmodels:\n  wide:\n    saved_model: wide\n", {"wide": model_store("wide")}
+    )
+    assert tfjsbuild.build([manifest], verify=False, cache="off").ok
+    output = manifest.parent / "dist/wide/serving_default"
+    before = {p.name: p.stat().st_mtime_ns for p in output.iterdir()} | files(output)
+    result = tfjsbuild.build([manifest], cache="off", executor="ray")
+    assert [(r.status, r.error) for r in result.results] == [("verified", None)]
+    assert result.results[0].verification is not None
+    assert {p.name: p.stat().st_mtime_ns for p in output.iterdir()} | files(output) == before

@@ -59,6 +59,13 @@ def test_numbers_are_typed_finite_and_in_range() -> None:
         assert str(caught.value) == message
     with pytest.raises(InvalidData, match="finite"):
         readback.as_float(math.inf, "x")
+    with pytest.raises(InvalidData, match="finite"):
+        readback.as_float(10**400, "x")
+    # As written: read back and encoded again, a number keeps its bytes (500, not 500.0).
+    assert [(n, type(n)) for n in (readback.as_float(500, "x"), readback.as_float(0.5, "x"))] == [
+        (500, int),
+        (0.5, float),
+    ]
     assert readback.as_error_value("Infinity", "x") == "Infinity"
 
 

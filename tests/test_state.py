@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from tfjsbuild.errors import LockHeldError
-from tfjsbuild.state import BuildLock, BuildState, load_state, save_state
+from tfjsbuild.readback import InvalidData
+from tfjsbuild.state import BuildLock, BuildState, SignatureRecord, load_state, save_state
 
 DIGEST_B, DIGEST_A = "1" * 64, "2" * 64
 
@@ -44,6 +45,52 @@ def test_state_is_sorted_json_and_rewritten_only_when_changed(tmp_path: Path) ->
         [],
     )
     assert oct((tmp_path / "state.json").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def test_a_record_says_what_its_verification_was_run_with() -> None:
+    verified_with = {"samples": 3, "atol": 1e-4, "rtol": 1e-3, "inputs": None, "tfjs": "4.22.0"}
+    data = {
+        "model": "m",
+        "signature": "s",
+        "output": "dist/m/s",
+        "fingerprint": DIGEST_A,
+        "parts": {"scheme": "2"},
+        "options": {},
+        "files": [],
+        "inputs": [],
+        "outputs": [],
+        "content_hash": DIGEST_B,
+        "seconds": 1.5,
+        "details": {},
+        "verification": {
+            "passed": True,
+            "samples": 3,
+            "inputs": "generated",
+            "atol": 1e-4,
+            "rtol": 1e-3,
+            "max_abs_error": 0.0,
+            "outputs": {},
+        },
+        "verified_with": verified_with,
+    }
+    record = SignatureRecord.from_json(data, "signatures.m:s")
+    assert record.verified_with == verified_with
+    assert record.to_json() == data  # as written: a loaded state is not rewritten
+    assert SignatureRecord.from_json({**data, "verified_with": None}).verified_with is None
+    bad = {
+        "5": "signatures.m:s.verified_with: expected an object, got int",
+        "[]": "signatures.m:s.verified_with: expected an object, got a list",
+        '{"atol": 1e999}': "signatures.m:s.verified_with.atol: expected a finite number",
+        '{"atol": [1]}': (
+            "signatures.m:s.verified_with.atol: expected text, a number, true, false or null, "
+            "got a list"
+        ),
+        '{"tfjs": "4\\u0000"}': "signatures.m:s.verified_with.tfjs: contains a NUL byte",
+    }
+    for text, message in bad.items():
+        with pytest.raises(InvalidData) as raised:
+            SignatureRecord.from_json({**data, "verified_with": json.loads(text)}, "signatures.m:s")
+        assert str(raised.value) == message, text
 
 
 def _umask() -> int:

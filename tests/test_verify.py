@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 import tfjsbuild
-from conftest import run_cli
+from conftest import STATE, run_cli
+from tfjsbuild.execute import Project, _record_verification, _verify_task
+from tfjsbuild.manifest import load_manifest
 from tfjsbuild.state import load_state
 from tfjsbuild.verify import (
     UNKNOWN_DIM,
@@ -23,6 +25,7 @@ from tfjsbuild.verify import (
     generate_inputs,
     load_inputs,
 )
+from tfjsbuild.worker import LOADING, VERIFYING, ConversionOutcome, ConversionTask, run_task
 
 SPECS = [
     {"name": "image", "dtype": "float32", "shape": [None, 4, 4, 3]},
@@ -184,21 +187,22 @@ def test_real_inputs_and_no_verify(
     root = manifest.parent
     assert tfjsbuild.build([manifest], verify=False).ok
     assert record(root, "wide:serving_default") is None
-    assert [i.reasons for i in tfjsbuild.plan([manifest]).items] == [
-        ("not verified yet (built with --no-verify)",)
+    assert [(i.action, i.reasons) for i in tfjsbuild.plan([manifest]).items] == [
+        ("verify", ("not verified yet (built with --no-verify or verify.enabled false)",))
     ]
     np.savez(root / "samples.npz", x=np.full([5, 8], 0.5, "float32"))
     manifest.write_text(WIDE + "    verify: {inputs: samples.npz}\n")
     result = tfjsbuild.build([manifest])
     assert result.ok, [r.error for r in result.failed]
+    assert [r.status for r in result.results] == ["verified"]
     verification = record(root, "wide:serving_default")
     assert verification is not None
     assert verification["inputs"] == str(root / "samples.npz")
     assert verification["samples"] == 1
     # Other sample inputs: verified again.
     np.savez(root / "samples.npz", x=np.full([5, 8], -0.5, "float32"))
-    assert [i.reasons for i in tfjsbuild.plan([manifest]).items] == [
-        ("verification changed: inputs_sha256",)
+    assert [(i.action, i.reasons) for i in tfjsbuild.plan([manifest]).items] == [
+        ("verify", ("verification changed: inputs_sha256",))
     ]
     (root / "samples.npz").unlink()
     (blocked,) = tfjsbuild.plan([manifest]).items
@@ -428,3 +432,214 @@ def test_inputs_the_model_cannot_take_ask_for_real_ones(tmp_path: Path) -> None:
     np.savez(tmp_path / "rows.npz", x=np.arange(14, dtype="float32"))
     manifest.write_text(manifest.read_text() + "    verify: {inputs: rows.npz}\n")
     assert tfjsbuild.build([manifest]).ok
+
+
+def files_with_mtimes(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {
+        p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def report_of(done: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    """A `--json` report, checked against the published schema."""
+    import jsonschema
+
+    report = json.loads(done.stdout)
+    schema = json.loads(
+        (Path(__file__).parent.parent / "schemas/build-report.schema.json").read_text()
+    )
+    jsonschema.validate(report, schema)
+    return report  # type: ignore[no-any-return]
+
+
+# uint8 weights of the wide model are off by far more than float32 rounding: a tolerance that
+# passes, one that passes too, and one that cannot.
+QUANTIZED = WIDE + "    quantization: {uint8: ['*']}\n    verify: {atol: 1000, rtol: 1}\n"
+
+
+@pytest.mark.slow
+def test_no_verify_builds_are_verified_later_without_converting(
+    project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    manifest = project(QUANTIZED, {"wide": model_store("wide")})
+    root = manifest.parent
+    output = root / "dist/wide/serving_default"
+    state_file = root / STATE / "state.json"
+    log = root / STATE / "worker.log"
+    not_yet = "not verified yet (built with --no-verify or verify.enabled false)"
+
+    built = run_cli("run", "--no-verify", "--json", cwd=root)
+    assert built.returncode == 0, built.stderr
+    (entry,) = report_of(built)["signatures"]  # type: ignore[misc]
+    assert (entry["status"], entry["verification"]) == ("built", None)
+    log_written = log.stat().st_mtime_ns
+
+    # Built without verification: up to date for --no-verify runs (no worker started).
+    again = run_cli("run", "--no-verify", "--json", cwd=root)
+    assert again.returncode == 0, again.stderr
+    (entry,) = report_of(again)["signatures"]  # type: ignore[misc]
+    assert (entry["action"], entry["status"]) == ("up-to-date", "up-to-date")
+    assert log.stat().st_mtime_ns == log_written
+    assert run_cli("plan", "--no-verify", cwd=root).stdout.startswith("  up-to-date  wide:")
+
+    # The next run that verifies runs the output as it is.
+    planned = report_of(run_cli("plan", "--json", cwd=root))
+    assert [(s["action"], s["reasons"]) for s in planned["signatures"]] == [  # type: ignore[attr-defined]
+        ("verify", [not_yet])
+    ]
+    assert run_cli("plan", cwd=root).stdout == (
+        "  verify      wide:serving_default → dist/wide/serving_default  (as built)\n"
+        f"      because: {not_yet}\n"
+        "0 to build, 1 to verify, 0 up to date, 0 to remove\n"
+    )
+    dry = run_cli("run", "--dry-run", "--json", cwd=root)
+    (entry,) = report_of(dry)["signatures"]  # type: ignore[misc]
+    assert (entry["action"], entry["status"]) == ("verify", "skipped")
+    # An output changed on disk since it was recorded is converted again, not verified.
+    before = files_with_mtimes(output)
+    shard = output / "group1-shard1of1.bin"
+    shard.write_bytes(bytes(len(before["group1-shard1of1.bin"][0])))
+    assert [(i.action, i.reasons) for i in tfjsbuild.plan([manifest]).items] == [
+        ("build", ("output modified: dist/wide/serving_default/group1-shard1of1.bin",))
+    ]
+    shard.write_bytes(before["group1-shard1of1.bin"][0])  # same bytes, a newer mtime
+    os.utime(shard, ns=(before["group1-shard1of1.bin"][1],) * 2)
+    before = files_with_mtimes(output)
+
+    result = tfjsbuild.build([manifest])
+    assert result.ok, [r.error for r in result.failed]
+    (verified,) = result.results
+    assert verified.status == "verified" and verified.item.action == "verify"
+    assert verified.timings is not None and set(verified.timings) == {"load", "verify"}
+    assert files_with_mtimes(output) == before  # not converted, not touched
+    assert verified.verification is not None and verified.verification["passed"] is True
+    state, _ = load_state(root / STATE)
+    recorded = state.records["wide:serving_default"]
+    assert recorded.verification == verified.verification
+    assert recorded.verified_with is not None and recorded.verified_with["atol"] == 1000
+    index = json.loads((root / "dist/tfjs-build.json").read_text())
+    assert index["models"]["wide"]["serving_default"]["verification"]["atol"] == 1000
+    assert [i.action for i in tfjsbuild.plan([manifest]).items] == ["up-to-date"]
+
+    # Only verify settings change: verified again, not converted, through a selector.
+    manifest.write_text(QUANTIZED.replace("atol: 1000", "atol: 500"))
+    done = run_cli("run", "wide", cwd=root)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "Verifying 1 signature with 1 worker"
+    assert lines[1].startswith("✓ wide:serving_default → dist/wide/serving_default  ")
+    assert lines[1].endswith(" as built, not converted again  (verification changed: atol)")
+    assert lines[2].startswith("1 verified in ")
+    assert files_with_mtimes(output) == before
+    assert load_state(root / STATE)[0].records["wide:serving_default"].verified_with == {
+        **recorded.verified_with,
+        "atol": 500,
+    }
+
+    # A tolerance the quantized output cannot meet: the signature fails, nothing changes.
+    state_before = state_file.read_bytes()
+    index_before = (root / "dist/tfjs-build.json").read_bytes()
+    manifest.write_text(QUANTIZED.replace("atol: 1000, rtol: 1", "atol: 1.0e-9, rtol: 0"))
+    failed = run_cli("run", "--json", cwd=root)
+    assert failed.returncode == 1, failed.stderr
+    (entry,) = report_of(failed)["signatures"]  # type: ignore[misc]
+    assert (entry["action"], entry["status"]) == ("verify", "failed")
+    assert entry["error"].startswith("TensorFlow.js does not match TensorFlow: output 'y' differs")
+    assert (
+        "(allowed: atol 1e-09 + rtol 0 x |expected|). The output and its recorded "
+        in (entry["error"])
+    )
+    assert entry["verification"]["passed"] is False
+    passed = {**entry["verification"], "passed": True}
+    assert files_with_mtimes(output) == before
+    assert state_file.read_bytes() == state_before
+    assert (root / "dist/tfjs-build.json").read_bytes() == index_before
+    assert [(i.action, i.reasons) for i in tfjsbuild.plan([manifest]).items] == [
+        ("verify", ("verification changed: atol, rtol",))  # the next run tries again
+    ]
+
+    # The output changed while a worker verified it: what it verified is not recorded.
+    (item,) = tfjsbuild.plan([manifest]).items
+    loaded = load_manifest(manifest)
+    shard = output / "group1-shard1of1.bin"
+    shard.write_bytes(bytes(len(before["group1-shard1of1.bin"][0])))
+    done_by_worker = ConversionOutcome("0", None, 1.0, {"verify": 1.0}, verification=passed)
+    raced = _record_verification(item, Project(loaded, load_state(root / STATE)[0]), done_by_worker)
+    assert (raced.status, raced.error) == (
+        "failed",
+        "output modified: dist/wide/serving_default/group1-shard1of1.bin while it was being "
+        "verified; the next run converts it again",
+    )
+    assert state_file.read_bytes() == state_before
+    shard.write_bytes(before["group1-shard1of1.bin"][0])
+    os.utime(shard, ns=(before["group1-shard1of1.bin"][1],) * 2)
+
+    # Turning verification off rebuilds nothing either; the recorded verification stands.
+    manifest.write_text(
+        QUANTIZED.replace("verify: {atol: 1000, rtol: 1}", "verify: {enabled: false}")
+    )
+    assert [r.status for r in tfjsbuild.build([manifest]).results] == ["up-to-date"]
+    assert state_file.read_bytes() == state_before
+    assert files_with_mtimes(output) == before
+
+
+@pytest.mark.slow
+def test_a_verify_task_loads_and_verifies_and_never_converts(
+    project: Callable[..., Path], model_store: Callable[..., Path], tmp_path: Path
+) -> None:
+    from tfjsbuild.tfjs_runtime import find_runtime
+
+    manifest = project(WIDE, {"wide": model_store("wide")})
+    assert tfjsbuild.build([manifest], verify=False).ok
+    (item,) = tfjsbuild.plan([manifest]).items
+    assert item.action == "verify" and item.target is not None
+    output = manifest.parent / item.output
+    before = files_with_mtimes(output)
+    task = ConversionTask(
+        key="0",
+        source=item.target.source,
+        signature=item.signature,
+        options=item.target.options,
+        staging_dir=str(tmp_path / "staging"),
+        cache_key="wide",
+        scratch_dir=str(tmp_path / "scratch"),
+        verify=_verify_task(item, find_runtime()),
+        kind="verify",
+        output_dir=str(output),
+    )
+    phases: list[str] = []
+    outcome = run_task(task, phases.append)
+    assert (outcome.error, phases) == (None, [LOADING, VERIFYING])  # a failure names these
+    assert outcome.verification is not None and outcome.verification["passed"] is True
+    assert not (tmp_path / "staging").exists()
+    assert files_with_mtimes(output) == before
+
+
+@pytest.mark.slow
+def test_state_from_an_older_fingerprint_scheme_rebuilds_once(
+    project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    manifest = project(WIDE, {"wide": model_store("wide")})
+    root = manifest.parent
+    assert tfjsbuild.build([manifest], verify=False).ok
+    # What a scheme 1 tfjs-build wrote: verification settings hashed into the fingerprint.
+    state_file = root / STATE / "state.json"
+    payload = json.loads(state_file.read_text())
+    old = payload["signatures"]["wide:serving_default"]
+    old["fingerprint"] = "5" * 64
+    old["parts"] |= {"scheme": "1", "verify": "6" * 64}
+    old["options"]["verify"] = {"samples": 3, "atol": 1e-4, "rtol": 1e-3, "inputs": None}
+    del old["verified_with"]
+    state_file.write_text(json.dumps(payload))
+    done = run_cli("run", "--json", cwd=root)
+    assert done.returncode == 0, done.stderr
+    (entry,) = report_of(done)["signatures"]  # type: ignore[misc]
+    assert (entry["action"], entry["reasons"], entry["status"]) == (
+        "build",
+        ["fingerprint scheme changed: 1 -> 2"],
+        "built",
+    )
+    assert entry["verification"]["passed"] is True
+    assert [i.action for i in tfjsbuild.plan([manifest]).items] == ["up-to-date"]

@@ -27,11 +27,16 @@ MANIFEST = "version: 1\noutput_dir: web\nlayout: '{model}-out/{signature}'\nmode
 
 
 class WatchThread:
-    def __init__(self, manifest: Path, quiet_period: float = 0.5) -> None:
+    def __init__(self, manifest: Path, quiet_period: float = 0.5, *, verify: bool = True) -> None:
         self.cycles: queue.Queue[Cycle] = queue.Queue()
         self.stop = threading.Event()
         self.watcher = Watcher(
-            [manifest], jobs=1, quiet_period=quiet_period, on_cycle=self.cycles.put, stop=self.stop
+            [manifest],
+            jobs=1,
+            verify=verify,
+            quiet_period=quiet_period,
+            on_cycle=self.cycles.put,
+            stop=self.stop,
         )
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.error: BaseException | None = None
@@ -124,6 +129,26 @@ def test_retraining_one_head_rebuilds_exactly_that_signature(
     assert regress.item.reasons == ("weights changed: head_b",)
     # Outputs sit beside the watched sources: the tool's own writes start no cycle.
     watch.assert_no_cycle(within=3)
+
+
+def test_no_verify_cycles_rebuild_only_what_changed(
+    project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    manifest = project(MANIFEST, {"multi": model_store("multihead")})
+    everything = {"multi:classify": "built", "multi:features": "built", "multi:regress": "built"}
+    with WatchThread(manifest, verify=False) as watch:
+        assert changes(watch.next_cycle()) == everything
+        replace_model(manifest.parent / "multi", model_store("multihead", head_b_seed=30))
+        # Built without verification is up to date for --no-verify: only the retrained head.
+        cycle = watch.next_cycle()
+        assert changes(cycle) == {"multi:regress": "built"}
+        assert cycle.result is not None
+        assert [r.verification for r in cycle.result.results] == [None, None, None]
+    outputs = snapshot(manifest.parent / "multi-out")
+    # The first build that verifies runs them as they are: nothing is converted again.
+    result = tfjsbuild.build([manifest])
+    assert {r.item.key: r.status for r in result.results} == {key: "verified" for key in everything}
+    assert snapshot(manifest.parent / "multi-out") == outputs
 
 
 def test_a_slow_export_gives_one_rebuild_after_the_last_write(

@@ -195,7 +195,13 @@ def _load_state(
 
 
 def _plan_manifest(
-    manifest: Manifest, *, force: bool, prune: bool, paranoid: bool, cache: str | None = None
+    manifest: Manifest,
+    *,
+    force: bool,
+    prune: bool,
+    paranoid: bool,
+    cache: str | None = None,
+    verify: bool = True,
 ) -> ManifestPlan:
     owner_problem = index_owner_problem(manifest)
     if owner_problem is not None:
@@ -236,22 +242,26 @@ def _plan_manifest(
         blocked=resolution.blocked,
         force=force,
         prune=prune,
+        verify=verify,
     )
     state.stat_cache = stat_cache.entries()
     state.graph_cache = sources.used
     config = resolve_config(manifest, cache)
-    # Stores are opened only when something is to be built: a no-op plan stays cheap.
-    needed = any(item.action == "build" and item.blocked is None for item in items)
+    # Stores are opened only when something is to be built or verified (a verified output is
+    # offered to the cache with its verification): a no-op plan stays cheap.
+    needed = any(item.action in ("build", "verify") and item.blocked is None for item in items)
     stores = config.stores() if needed else []
-    items = [_with_cache(item, stores, force) for item in items]
+    items = [_with_cache(item, stores, force, verify) for item in items]
     return ManifestPlan(manifest, state, items, state_warnings, stores)
 
 
-def _with_cache(item: PlanItem, stores: Sequence[Store], force: bool) -> PlanItem:
-    """Mark a build the cache can restore (a cheap lookup of one small file per store)."""
+def _with_cache(item: PlanItem, stores: Sequence[Store], force: bool, verify: bool) -> PlanItem:
+    """Mark a build the cache can restore (a cheap lookup of one small file per store): an
+    entry with the verification this run wants, or any entry when it verifies nothing."""
     if item.action != "build" or item.blocked is not None or item.fingerprint is None or force:
         return item
-    found = first_entry(stores, cache_key(item.fingerprint))
+    wanted = item.fingerprint.verify if verify else {}
+    found = first_entry(stores, cache_key(item.fingerprint), wanted)
     return item if found is None else replace(item, cached=found[0].label)
 
 
@@ -289,10 +299,16 @@ def plan(
     force: bool = False,
     paranoid: bool = False,
     cache: str | None = None,
+    verify: bool = True,
 ) -> BuildPlan:
-    """What a build would do and why, without building or writing anything."""
+    """What a build would do and why, without building or writing anything.
+
+    `verify=False`: the plan of a `--no-verify` build (nothing to verify).
+    """
     plans = [
-        _plan_manifest(m, force=force, prune=not selection, paranoid=paranoid, cache=cache)
+        _plan_manifest(
+            m, force=force, prune=not selection, paranoid=paranoid, cache=cache, verify=verify
+        )
         for m in load_manifests(manifests, all_dirs)
     ]
     _select(plans, selection)
@@ -317,7 +333,8 @@ def build(
 ) -> BuildResult:
     """Build what changed; failed signatures are in the result (`result.ok` is False).
 
-    `verify=False` skips running outputs in TensorFlow.js (they are verified by a later build).
+    `verify=False` skips running outputs in TensorFlow.js; a later build that verifies runs the
+    outputs it built as they are, without converting them again.
     """
     return build_manifests(
         load_manifests(manifests, all_dirs),
@@ -361,7 +378,9 @@ def build_manifests(
             for manifest in sorted(loaded, key=lambda m: str(m.state_dir)):
                 stack.enter_context(BuildLock(manifest.state_dir))
         plans = [
-            _plan_manifest(m, force=force, prune=not selection, paranoid=paranoid, cache=cache)
+            _plan_manifest(
+                m, force=force, prune=not selection, paranoid=paranoid, cache=cache, verify=verify
+            )
             for m in loaded
         ]
         _select(plans, selection)

@@ -2,9 +2,11 @@
 
 An entry is keyed by everything the output depends on (the signature fingerprint without the
 output path) and holds the output's files as blobs named by their sha256, plus the
-verification result. Blobs are uploaded first under temporary names and moved into place; the
-entry's manifest is published last, so a reader sees a complete entry or none. Every blob is
-checked against its hash on restore: a corrupt or partial entry is a miss, never restored.
+verification result and what it was run with: verification is not in the key, an entry
+serves a verifying build only if it carries that very verification (`serves`). Blobs are
+uploaded first under temporary names and moved into place; the entry's manifest is published
+last, so a reader sees a complete entry or none. Every blob is checked against its hash on
+restore: a corrupt or partial entry is a miss, never restored.
 
 Nothing read back is trusted (a cache may be shared, restored or tampered with): an entry is
 size-capped and checked like the state (`readback`) before use, may be signed with a shared key
@@ -50,8 +52,9 @@ _BLOB_NAME = re.compile(r"blobs/([0-9a-f]{2})/\1[0-9a-f]{62}")
 
 
 def cache_key(fingerprint: SignatureFingerprint) -> str:
-    """Everything that shapes the output (graph, weights, options, versions, verification), not
-    where it goes: two checkouts in different folders share entries."""
+    """Everything that shapes the output (graph, weights, options, versions), not where it goes:
+    two checkouts in different folders share entries. Verification settings are not in it (they
+    do not shape the output); the entry says which verification it carries."""
     parts = {name: value for name, value in fingerprint.parts.items() if name != "output"}
     return hashlib.sha256(canonical_json({"cache": CACHE_VERSION, **parts}).encode()).hexdigest()
 
@@ -64,6 +67,8 @@ class CacheEntry:
     outputs: tuple[dict[str, Any], ...]
     verification: dict[str, Any] | None
     seconds: float  # what the original conversion took: what a restore saves
+    # What `verification` was run with (`SignatureFingerprint.verify`); None: not verified.
+    verified_with: dict[str, Any] | None = None
 
     def to_json(self, signature_key: str | None = None) -> str:
         data: dict[str, Any] = {
@@ -73,9 +78,11 @@ class CacheEntry:
             "inputs": list(self.inputs),
             "outputs": list(self.outputs),
             "verification": self.verification,
+            "verified_with": self.verified_with,
             "seconds": self.seconds,
         }
         if signature_key is not None:
+            # Over all of the above: a changed verification or `verified_with` is a mismatch.
             data["signature"] = sign(data, signature_key)
         return canonical_json(data)
 
@@ -116,13 +123,34 @@ class CacheEntry:
             raise InvalidData(
                 "key", f"expected {key} (the entry's own key), got {data.get('key')!r:.80}"
             )
+        verification = readback.verification(data.get("verification"), "verification")
+        verified_with = readback.verified_with(data.get("verified_with"), "verified_with")
+        _check_promise(verification, verified_with)
         return cls(
             key,
             _entry_files(data.get("files")),
             readback.tensor_specs(data.get("inputs"), "inputs"),
             readback.tensor_specs(data.get("outputs"), "outputs"),
-            readback.verification(data.get("verification"), "verification"),
+            verification,
             readback.as_float(data.get("seconds", 0.0), "seconds"),
+            verified_with,
+        )
+
+
+def _check_promise(
+    verification: Mapping[str, Any] | None, verified_with: Mapping[str, Any] | None
+) -> None:
+    """An entry carries the verification it promises: `verified_with` (which `serves` matches
+    against what a build wants) comes with a verification, and that verification passed (this
+    tool stores no other). One without `verified_with` promises nothing and serves only builds
+    that verify nothing."""
+    if verification is None:
+        if verified_with is not None:
+            raise InvalidData("verified_with", "is set, but the entry carries no verification")
+        return
+    if not verification["passed"]:
+        raise InvalidData(
+            "verification.passed", "is false: only outputs whose verification passed are stored"
         )
 
 
@@ -485,9 +513,24 @@ def _parse_flag(flag: str, local_mode: str, remote_mode: str) -> tuple[str, str]
     return modes["local"], modes["remote"]
 
 
-def first_entry(stores: Iterable[Store], key: str) -> tuple[Store, CacheEntry] | None:
+def serves(entry: CacheEntry, verification: Mapping[str, Any]) -> bool:
+    """Whether a restore of `entry` is the build wanted: any entry when no verification is
+    (`verification` empty), else only one that passed that very verification."""
+    if not verification:
+        return True
+    return (
+        isinstance(entry.verification, dict)
+        and entry.verification.get("passed") is True
+        and entry.verified_with == dict(verification)
+    )
+
+
+def first_entry(
+    stores: Iterable[Store], key: str, verification: Mapping[str, Any] | None = None
+) -> tuple[Store, CacheEntry] | None:
+    """The first store's entry for `key` that serves `verification` (see `serves`)."""
     for store in stores:
         entry = store.get(key)
-        if entry is not None:
+        if entry is not None and serves(entry, verification or {}):
             return store, entry
     return None

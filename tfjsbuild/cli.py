@@ -51,7 +51,8 @@ CACHE_HELP = (
     "or off"
 )
 NO_VERIFY_HELP = (
-    "do not run converted signatures in TensorFlow.js (a later build without it verifies them)"
+    "do not run signatures in TensorFlow.js (a later build without it verifies them as built, "
+    "without converting again)"
 )
 
 
@@ -131,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", dest="json_output", action="store_true", help="print JSON")
     plan.add_argument("--paranoid", action="store_true", help=PARANOID_HELP)
     plan.add_argument("--cache", metavar="SPEC", help=CACHE_HELP)
+    plan.add_argument(
+        "--no-verify", dest="verify", action="store_false", help="what `run --no-verify` would do"
+    )
 
     validate = sub.add_parser("validate", help="check manifests without building")
     _manifest_options(validate)
@@ -230,6 +234,7 @@ def dispatch(
             force=args.force,
             paranoid=args.paranoid,
             cache=args.cache,
+            verify=args.verify,
             json_output=args.json_output,
             json_out=json_out,
             console=console,

@@ -105,6 +105,7 @@ def plan(
     console: Console,
     err_console: Console,
     json_out: TextIO | None = None,
+    verify: bool = True,
 ) -> int:
     build_plan = api.plan(
         manifests,
@@ -113,6 +114,7 @@ def plan(
         force=force,
         paranoid=paranoid,
         cache=cache,
+        verify=verify,
     )
     _warn(err_console, build_plan.warnings)  # stderr: with --json too
     if json_output:

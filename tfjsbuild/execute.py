@@ -1,5 +1,8 @@
 """Run a plan: conversions in worker processes, outputs staged, checked and swapped into place.
 
+A `verify` item runs the output already in place in TF.js (in a worker, beside TensorFlow) and
+records the verification only: its files are read, never staged, swapped or written.
+
 The parent alone moves outputs and writes state, one signature at a time, so an interrupted
 build keeps every signature finished before the interruption and nothing half-written.
 """
@@ -29,14 +32,21 @@ from tfjsbuild.artifacts import (
     validate_graph_model,
 )
 from tfjsbuild.atomic import swap_directory, write_atomically
-from tfjsbuild.cache import CacheEntry, Store, cache_key
+from tfjsbuild.cache import CacheEntry, Store, cache_key, serves
 from tfjsbuild.errors import BuildError
 from tfjsbuild.filesystem import OUTPUT_REMEDY, STATE_REMEDY, refusals_reported
 from tfjsbuild.fingerprint import canonical_json
 from tfjsbuild.manifest import OUTPUT_STAGING_DIR, Manifest, VerifySettings
 from tfjsbuild.plan import PlanItem
 from tfjsbuild.readback import InvalidData, as_dict, as_str, resolve_inside
-from tfjsbuild.state import BuildState, SignatureRecord, output_folder, record_files, save_state
+from tfjsbuild.state import (
+    BuildState,
+    SignatureRecord,
+    output_change,
+    output_folder,
+    record_files,
+    save_state,
+)
 from tfjsbuild.worker import ConversionOutcome, ConversionTask, VerifyTask
 
 if TYPE_CHECKING:
@@ -44,7 +54,7 @@ if TYPE_CHECKING:
 
     from tfjsbuild.tfjs_runtime import Runtime
 
-Status = Literal["built", "restored", "up-to-date", "failed", "removed", "skipped"]
+Status = Literal["built", "restored", "verified", "up-to-date", "failed", "removed", "skipped"]
 INDEX_VERSION = 1
 STAGING_DIR = "staging"
 
@@ -111,18 +121,20 @@ def execute(
             shutil.rmtree(staging, ignore_errors=True)
     for item in items:
         project = projects[item.manifest]
-        if item.action == "up-to-date":
+        if item.action == "up-to-date" or (item.action == "verify" and not verify):
             results[(item.manifest, item.key)] = _up_to_date(item, project)
+        elif item.action == "verify" and (unfit := _up_to_date(item, project)).status == "failed":
+            results[(item.manifest, item.key)] = unfit  # over its budget: no use verifying it
         elif item.action == "remove":
             results[(item.manifest, item.key)] = _remove(item, project)
         elif item.blocked is not None:
             results[(item.manifest, item.key)] = SignatureResult(item, "failed", error=item.blocked)
         elif (linked := _output_link_problem(item, project)) is not None:
             results[(item.manifest, item.key)] = SignatureResult(item, "failed", error=linked)
-        elif item.cached is not None and (restored := _restore(item, project)) is not None:
+        elif item.cached is not None and (restored := _restore(item, project, verify)) is not None:
             results[(item.manifest, item.key)] = restored
         else:
-            builds.append(item)
+            builds.append(item)  # conversions, and verifications of outputs in place
     for result in results.values():
         if result.status != "up-to-date":
             reporter.signature_finished(result)
@@ -179,8 +191,11 @@ def _up_to_date(item: PlanItem, project: Project) -> SignatureResult:
     )
 
 
-def _restore(item: PlanItem, project: Project) -> SignatureResult | None:
-    """Put a cached build in place as a conversion would; None if the entry is unusable."""
+def _restore(item: PlanItem, project: Project, verify: bool) -> SignatureResult | None:
+    """Put a cached build in place as a conversion would; None if the entry is unusable.
+
+    With `verify`, only an entry carrying the verification the item wants will do.
+    """
     assert item.fingerprint is not None
     start = time.perf_counter()
     key = cache_key(item.fingerprint)
@@ -188,16 +203,23 @@ def _restore(item: PlanItem, project: Project) -> SignatureResult | None:
     staging = staging_root / f"restore-{item.model}-{item.signature}"
     for store in project.stores:
         entry = store.get(key)
-        if entry is None:
+        if entry is None or not serves(entry, item.fingerprint.verify if verify else {}):
             continue
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         try:
-            problem = _unpromised(item, entry) or store.fetch(entry, staging)
+            problem = store.fetch(entry, staging)
             if problem is None:
                 # Checked before it is placed: a bad model from a cache is a miss, not a failure.
                 validate_graph_model(staging)
-                outcome = _place(item, project, staging, entry.verification, entry.seconds)
+                outcome = _place(
+                    item,
+                    project,
+                    staging,
+                    entry.verification,
+                    entry.seconds,
+                    verified_with=entry.verified_with,
+                )
                 if isinstance(outcome, SignatureResult):
                     return outcome  # over budget, or the folder is not ours: a real failure
                 checked = outcome
@@ -232,17 +254,6 @@ def _restore(item: PlanItem, project: Project) -> SignatureResult | None:
     return None
 
 
-def _unpromised(item: PlanItem, entry: CacheEntry) -> str | None:
-    """Why an entry does not carry what its key promises (this tool stores only builds whose
-    verification passed, and only with it when the key includes verify settings)."""
-    assert item.fingerprint is not None
-    if entry.verification is None and item.fingerprint.parts.get("verify"):
-        return "it carries no verification, though its key includes verify settings"
-    if entry.verification is not None and not entry.verification["passed"]:
-        return "its verification did not pass"
-    return None
-
-
 def _store(
     item: PlanItem,
     project: Project,
@@ -250,22 +261,26 @@ def _store(
     record: SignatureRecord,
     exclude: Store | None = None,
 ) -> None:
-    """Offer a fresh build to the writable caches; a cache that fails is only a warning."""
+    """Offer a fresh build (or verification) to the writable caches, with the verification it
+    carries (None: not verified); a cache that fails is only a warning."""
     if item.fingerprint is None:
         return
-    if record.verification is None and item.fingerprint.parts.get("verify"):
-        return  # built with --no-verify: an entry must carry the verification it promises
+    # An entry carries the verification it promises (`cache._check_promise`): both or neither.
+    verified = record.verification is not None and bool(record.verified_with)
     entry = CacheEntry(
         key=cache_key(item.fingerprint),
         files=tuple(OutputFile(f.path, f.size, f.sha256) for f in record.files),
         inputs=record.inputs,
         outputs=record.outputs,
-        verification=record.verification,
+        verification=record.verification if verified else None,
         seconds=record.seconds,
+        verified_with=record.verified_with if verified else None,
     )
     for store in project.stores:
         if store.writable and store is not exclude and store.unreachable is None:
             try:
+                if entry.verification is None and store.get(entry.key) is not None:
+                    continue  # an unverified build never replaces an entry that may be verified
                 store.put(entry, output)
             except Exception as error:  # network, permissions, quota: the build itself is fine
                 warnings.warn(
@@ -342,6 +357,8 @@ def _convert_all(
             assert item.target is not None and item.fingerprint is not None
             source = item.target.source
             staging_root = staging_roots[item.manifest]
+            project_root = projects[item.manifest].manifest.root
+            verify_only = item.action == "verify"
             task = ConversionTask(
                 key=f"{index}",
                 source=source,
@@ -352,6 +369,9 @@ def _convert_all(
                 scratch_dir=str(staging_root / "scratch"),
                 verify=_verify_task(item, runtime),
                 timeout=item.target.checks.timeout,
+                kind="verify" if verify_only else "convert",
+                # Its output in place: the plan found it unchanged since it was recorded.
+                output_dir=str(project_root / item.output) if verify_only else None,
             )
             tasks[task.key] = (item, task)
 
@@ -452,7 +472,17 @@ def _finish(
             timings=outcome.timings,
             verification=outcome.verification,
         )
-    placed = _place(item, project, Path(task.staging_dir), outcome.verification, outcome.seconds)
+    if task.kind == "verify":
+        return _record_verification(item, project, outcome)
+    assert item.fingerprint is not None
+    placed = _place(
+        item,
+        project,
+        Path(task.staging_dir),
+        outcome.verification,
+        outcome.seconds,
+        verified_with=item.fingerprint.verify if outcome.verification is not None else None,
+    )
     if isinstance(placed, SignatureResult):
         return replace(placed, seconds=outcome.seconds, timings=outcome.timings)
     record = project.state.records[item.key]
@@ -476,6 +506,8 @@ def _place(
     staging: Path,
     verification: dict[str, Any] | None,
     seconds: float,
+    *,
+    verified_with: Mapping[str, Any] | None = None,
 ) -> GraphModelOutput | SignatureResult:
     """Check a staged output, swap it into place and record it; a failed result if it cannot."""
     try:
@@ -514,6 +546,7 @@ def _place(
         seconds=round(seconds, 3),
         details=dict(item.fingerprint.details),
         verification=verification,
+        verified_with=dict(verified_with) if verification is not None and verified_with else None,
     )
     project.save()
     return checked
@@ -591,6 +624,41 @@ def _output_link_problem(item: PlanItem, project: Project) -> str | None:
             location = item.target.location or item.target.source_location
         return message if location is None else project.manifest.problem(location, message).format()
     return None
+
+
+def _record_verification(
+    item: PlanItem, project: Project, outcome: ConversionOutcome
+) -> SignatureResult:
+    """Record a passed verification of the output in place; its files stay as they are."""
+    record = project.record(item)
+    assert record is not None and item.fingerprint is not None
+    assert outcome.verification is not None  # a verify task always runs the verification
+    model_json, weights = size_parts(record.files)
+    done = SignatureResult(
+        item,
+        "verified",
+        outcome.seconds,
+        record.bytes,
+        timings=outcome.timings,
+        model_json_bytes=model_json,
+        weight_bytes=weights,
+        verification=outcome.verification,
+    )
+    # The worker read the folder while it ran: what it verified must still be what is recorded.
+    changed = output_change(project.manifest.root, record)
+    if changed is not None:
+        return replace(
+            done,
+            status="failed",
+            error=f"{changed} while it was being verified; the next run converts it again",
+        )
+    verified = replace(
+        record, verification=outcome.verification, verified_with=dict(item.fingerprint.verify)
+    )
+    project.state.records[item.key] = verified
+    project.save()
+    _store(item, project, project.manifest.root / item.output, verified)
+    return done
 
 
 def _located(item: PlanItem, manifest: Manifest, outcome: ConversionOutcome) -> str:

@@ -20,7 +20,8 @@ from tfjsbuild.artifacts import file_sha256
 from tfjsbuild.manifest import ConverterOptions, KerasSource, PythonSource, SavedModelSource, Source
 
 # Bump when what goes into a fingerprint changes: every signature then rebuilds once.
-SCHEME_VERSION = "1"
+# 2: verification settings left the digest (they are compared on their own: `verify`).
+SCHEME_VERSION = "2"
 TOOL_DISTRIBUTIONS = ("tensorflow", "tensorflowjs", "tfjs-build")
 # Keras files are read, and Python sources usually built, by Keras 3 or tf.keras.
 KERAS_DISTRIBUTIONS = ("keras", "tf-keras")
@@ -28,12 +29,21 @@ KERAS_DISTRIBUTIONS = ("keras", "tf-keras")
 
 @dataclass(frozen=True)
 class SignatureFingerprint:
+    """What the output's bytes depend on (`digest`), and apart from it what its verification does.
+
+    Verification settings are not in the digest: changing them re-verifies the existing output
+    instead of converting it again, and an output built without verifying stays up to date.
+    """
+
     digest: str
     parts: Mapping[str, str]  # part name -> value or digest, compared to explain a rebuild
-    options: Mapping[str, Any]  # effective options, compared key by key for reasons
+    options: Mapping[str, Any]  # effective converter options, compared key by key for reasons
     # Not hashed, only compared to explain a change: the graph hash and each capture's digest
     # by name (names change between identical Keras exports; the digest must not).
     details: Mapping[str, str] = field(default_factory=dict)
+    # What a verification depends on (settings, sample inputs' digest, TF.js version); empty
+    # when verification is off for this signature. A record keeps the one it was verified with.
+    verify: Mapping[str, Any] = field(default_factory=dict)
 
 
 def tool_versions(source_kind: str = "saved_model") -> dict[str, str]:
@@ -206,10 +216,10 @@ def fingerprint_signature(
     format: str = "graph_model",
     verify: Mapping[str, Any] | None = None,
 ) -> SignatureFingerprint:
-    """`verify`: what a verification depends on (settings, input digest, runtime), or None."""
-    option_values = options.as_dict()
-    if verify:
-        option_values["verify"] = dict(verify)
+    """`verify`: what a verification depends on (settings, input digest, runtime), or None.
+
+    It is kept beside the digest, not in it: the output does not depend on it.
+    """
     parts = {
         "scheme": SCHEME_VERSION,
         "tools": ",".join(f"{name}={version}" for name, version in sorted(tools.items())),
@@ -218,7 +228,6 @@ def fingerprint_signature(
         "signature": signature,
         "tags": ",".join(tags),
         "options": _sha256_text(canonical_json(options.as_dict())),
-        "verify": _sha256_text(canonical_json(verify)) if verify else "",
         "output": output,
     }
     if format != "graph_model":  # only then, so graph model fingerprints stay as they were
@@ -226,6 +235,7 @@ def fingerprint_signature(
     return SignatureFingerprint(
         digest=_sha256_text(canonical_json(parts)),
         parts=parts,
-        options=option_values,
+        options=options.as_dict(),
         details=dict(details or {}),
+        verify=dict(verify or {}),
     )

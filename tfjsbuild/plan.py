@@ -15,7 +15,10 @@ from tfjsbuild.graphprint import explain_source_change
 from tfjsbuild.manifest import Checks, ConverterOptions, Location, Source
 from tfjsbuild.state import SignatureRecord
 
-Action = Literal["build", "up-to-date", "remove"]
+# verify: the recorded output is what this build would convert, but it has not been verified
+# with the verification this run asks for: run it in TF.js as it is, without converting again.
+Action = Literal["build", "verify", "up-to-date", "remove"]
+NOT_VERIFIED_YET = "not verified yet (built with --no-verify or verify.enabled false)"
 
 
 @dataclass(frozen=True)
@@ -68,9 +71,11 @@ def plan_build(
     blocked: Sequence[PlanItem] = (),
     force: bool = False,
     prune: bool = True,
+    verify: bool = True,
 ) -> list[PlanItem]:
-    """Decide, per signature, build / up-to-date / remove, and say why.
+    """Decide, per signature, build / verify / up-to-date / remove, and say why.
 
+    `verify=False` (`--no-verify`): the recorded verification, whatever it is, does not matter.
     A model with any plan-time error (a blocked item) prunes nothing: a misspelt signature or a
     missing source must not delete what is deployed. Its recorded outputs are kept, and say so.
     """
@@ -79,17 +84,21 @@ def plan_build(
     with_errors = {item.model for item in blocked}
     for target in targets:
         fingerprint = fingerprints[target.key]
-        record = records.get(target.key)
-        reasons = _reasons(fingerprint, record, output_changes.get(target.key))
+        action, reasons = _decide(
+            fingerprint,
+            records.get(target.key),
+            output_changes.get(target.key),
+            fingerprint.verify if verify else {},
+        )
         if force:
-            reasons.append("forced")
+            action, reasons = "build", [*reasons, "forced"]
         items.append(
             PlanItem(
                 manifest=manifest,
                 model=target.model,
                 signature=target.signature,
                 output=target.output,
-                action="build" if reasons else "up-to-date",
+                action=action,
                 reasons=tuple(reasons),
                 fingerprint=fingerprint,
                 target=target,
@@ -117,59 +126,76 @@ def plan_build(
     return items
 
 
-def _reasons(
-    fingerprint: SignatureFingerprint, record: SignatureRecord | None, output_change: str | None
-) -> list[str]:
+def _decide(
+    fingerprint: SignatureFingerprint,
+    record: SignatureRecord | None,
+    output_change: str | None,
+    verification: Mapping[str, Any],
+) -> tuple[Action, list[str]]:
+    """Convert when the output's inputs changed; else verify when the recorded check does not
+    answer the one wanted (`verification`, empty when none is)."""
     if record is None:
-        return ["first build"]
-    reasons: list[str] = []
-    if record.fingerprint != fingerprint.digest:
-        before, now = record.parts, fingerprint.parts
-        if before.get("scheme") != now["scheme"]:
-            reasons.append("fingerprint scheme changed")
-        if before.get("tools") != now["tools"]:
-            reasons.append(
-                f"converter upgraded: {_tool_change(before.get('tools', ''), now['tools'])}"
-            )
-        if before.get("source") != now["source"]:
-            reasons += explain_source_change(
-                before.get("source_kind", ""),
-                record.details,
-                now["source_kind"],
-                dict(fingerprint.details),
-            )
-        if before.get("tags") != now["tags"]:
-            reasons.append(f"tags changed: {before.get('tags')} -> {now['tags']}")
-        if before.get("options") != now["options"]:
-            changed = option_changes(
-                {k: v for k, v in record.options.items() if k != "verify"},
-                {k: v for k, v in fingerprint.options.items() if k != "verify"},
-            )
-            reasons.append(f"options changed: {', '.join(changed) or 'options'}")
-        if before.get("output") != now["output"]:
-            reasons.append(f"output moved: {before.get('output')} -> {now['output']}")
-        if before.get("verify", "") != now["verify"]:
-            reasons.append(_verify_change(record.options.get("verify"), fingerprint.options))
-        if not reasons:
-            reasons.append("fingerprint changed")
-    elif now_verified(fingerprint) and record.verification is None:
-        reasons.append("not verified yet (built with --no-verify)")
+        return "build", ["first build"]
+    reasons = _conversion_reasons(fingerprint, record)
     if output_change is not None:
-        reasons.append(output_change)
+        reasons.append(output_change)  # it is not the output that was recorded: convert again
+    verify_reason = _verification_reason(verification, record)
+    if reasons:
+        if verify_reason is not None and verify_reason != NOT_VERIFIED_YET:
+            reasons.append(verify_reason)  # the rebuild verifies with the new settings too
+        return "build", reasons
+    if verify_reason is not None:
+        return "verify", [verify_reason]
+    return "up-to-date", []
+
+
+def _conversion_reasons(fingerprint: SignatureFingerprint, record: SignatureRecord) -> list[str]:
+    """Why the recorded output is not what converting now would write (empty: it is)."""
+    if record.fingerprint == fingerprint.digest:
+        return []
+    before, now = record.parts, fingerprint.parts
+    if before.get("scheme") != now["scheme"]:
+        # Other parts may mean something else in another scheme: comparing them would mislead.
+        return [f"fingerprint scheme changed: {before.get('scheme', '?')} -> {now['scheme']}"]
+    reasons: list[str] = []
+    if before.get("tools") != now["tools"]:
+        reasons.append(f"converter upgraded: {_tool_change(before.get('tools', ''), now['tools'])}")
+    if before.get("source") != now["source"]:
+        reasons += explain_source_change(
+            before.get("source_kind", ""),
+            record.details,
+            now["source_kind"],
+            dict(fingerprint.details),
+        )
+    if before.get("tags") != now["tags"]:
+        reasons.append(f"tags changed: {before.get('tags')} -> {now['tags']}")
+    if before.get("options") != now["options"]:
+        changed = option_changes(
+            {k: v for k, v in record.options.items() if k != "verify"},
+            {k: v for k, v in fingerprint.options.items() if k != "verify"},
+        )
+        reasons.append(f"options changed: {', '.join(changed) or 'options'}")
+    if before.get("output") != now["output"]:
+        reasons.append(f"output moved: {before.get('output')} -> {now['output']}")
+    if not reasons:
+        reasons.append("fingerprint changed")
     return reasons
 
 
-def now_verified(fingerprint: SignatureFingerprint) -> bool:
-    return bool(fingerprint.parts.get("verify"))
+def _verification_reason(wanted: Mapping[str, Any], record: SignatureRecord) -> str | None:
+    """Why the recorded verification does not answer the wanted one; None when it does.
 
-
-def _verify_change(before: Mapping[str, Any] | None, now_options: Mapping[str, Any]) -> str:
-    now = now_options.get("verify")
-    if not now:
-        return "verification turned off"
-    if not before:
-        return "not verified yet"
-    return f"verification changed: {', '.join(option_changes(before, now)) or 'settings'}"
+    Nothing wanted (verification off, `--no-verify`): whatever was recorded stands.
+    """
+    if not wanted:
+        return None
+    verification, verified_with = record.verification, record.verified_with
+    passed = isinstance(verification, dict) and verification.get("passed") is True
+    if not passed or not isinstance(verified_with, dict):
+        return NOT_VERIFIED_YET
+    if dict(verified_with) == dict(wanted):
+        return None
+    return f"verification changed: {', '.join(option_changes(verified_with, wanted)) or 'settings'}"
 
 
 def _tool_change(before: str, now: str) -> str:

@@ -49,15 +49,22 @@ def as_int(value: Any, where: str, *, minimum: int = 0) -> int:
 
 
 def as_float(value: Any, where: str, *, minimum: float | None = 0.0) -> float:
-    """A finite number (JSON has no NaN or infinities; this tool never writes them as numbers)."""
+    """A finite number (JSON has no NaN or infinities; this tool never writes them as numbers).
+
+    Returned as written, an int as an int: what is read back encodes to the same bytes again
+    (`verify: {atol: 500}` recorded as 500 must not come back as 500.0 and rewrite the index).
+    """
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidData(where, f"expected a number, got {_kind(value)}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any float
+        number = math.inf
     if not math.isfinite(number):
         raise InvalidData(where, "expected a finite number")
     if minimum is not None and number < minimum:
         raise InvalidData(where, f"expected at least {minimum}, got {number}")
-    return number
+    return value
 
 
 def as_error_value(value: Any, where: str) -> float | str:
@@ -161,6 +168,27 @@ def verification(value: Any, where: str) -> dict[str, Any] | None:
             "passed": as_bool(output.get("passed"), f"{at}.passed"),
         }
     checked["outputs"] = outputs
+    return checked
+
+
+def verified_with(value: Any, where: str) -> dict[str, Any] | None:
+    """What a recorded verification was run with (`SignatureFingerprint.verify`), or None: an
+    object of scalars (text, finite numbers, booleans, null), only ever compared for equality."""
+    if value is None:
+        return None
+    checked: dict[str, Any] = {}
+    for key, item in as_dict(value, where).items():
+        at = f"{where}.{key}"
+        if item is None or isinstance(item, bool):
+            checked[key] = item
+        elif isinstance(item, int | float):
+            checked[key] = as_float(item, at, minimum=None)
+        elif isinstance(item, str):
+            checked[key] = as_str(item, at)
+        else:
+            raise InvalidData(
+                at, f"expected text, a number, true, false or null, got {_kind(item)}"
+            )
     return checked
 
 

@@ -41,9 +41,16 @@ class ConsoleReporter:
     def build_started(self, items: Sequence[PlanItem], jobs: int) -> None:
         if self.quiet:
             return
-        noun = "signature" if len(items) == 1 else "signatures"
         workers = "worker" if jobs == 1 else "workers"
-        self.console.print(f"Converting {len(items)} {noun} with {jobs} {workers}")
+        converts = sum(1 for item in items if item.action != "verify")
+        verifies = len(items) - converts
+        doing = []
+        if converts:
+            doing.append(f"Converting {converts} signature{'s' if converts != 1 else ''}")
+        if verifies:  # built earlier, verified now as they are
+            verb = "verifying" if converts else "Verifying"
+            doing.append(f"{verb} {verifies} signature{'s' if verifies != 1 else ''}")
+        self.console.print(f"{' and '.join(doing)} with {jobs} {workers}")
         if self.console.is_terminal:
             from rich.progress import (
                 BarColumn,
@@ -80,6 +87,13 @@ class ConsoleReporter:
                     f"{_verified(result.verification)}"
                     f"[dim]({escape('; '.join(item.reasons))})[/dim]"
                 )
+            elif result.status == "verified":
+                self.console.print(
+                    f"[green]✓[/green] {escape(item.key)} → {escape(item.output)}  "
+                    f"{result.seconds:.1f}s  {_verified(result.verification)}"
+                    "as built, not converted again  "
+                    f"[dim]({escape('; '.join(item.reasons))})[/dim]"
+                )
             elif result.status == "restored":
                 self.console.print(
                     f"[green]↺[/green] {escape(item.key)} → {escape(item.output)}  restored from the "
@@ -96,7 +110,12 @@ class ConsoleReporter:
         if result.status == "removed" and result.error is not None:
             # Files not provably this tool's were left in place: said even with --quiet.
             self.console.print(f"[yellow]warning:[/yellow] {escape(result.error)}")
-        if self._progress is not None and result.status in ("built", "failed", "skipped"):
+        if self._progress is not None and result.status in (
+            "built",
+            "verified",
+            "failed",
+            "skipped",
+        ):
             self._progress.advance(self._task)
             if self._progress.finished:
                 self._progress.stop()
@@ -136,6 +155,11 @@ def print_plan(console: Console, items: Sequence[PlanItem]) -> None:
             console.print(
                 f"  [yellow]remove[/yellow]      {escape(item.key)}  ({escape(item.output)})"
             )
+        elif item.action == "verify":
+            console.print(
+                f"  [cyan]verify[/cyan]      {escape(item.key)} → {escape(item.output)}  (as built)"
+            )
+            console.print(f"      because: {escape('; '.join(item.reasons))}")
         else:
             restore = f"  (restore from the {item.cached} cache)" if item.cached else ""
             console.print(
@@ -149,10 +173,12 @@ def print_plan(console: Console, items: Sequence[PlanItem]) -> None:
                 console.print(f"      because: {escape('; '.join(item.reasons))}")
     counts = {
         action: sum(1 for i in items if i.action == action)
-        for action in ("build", "up-to-date", "remove")
+        for action in ("build", "verify", "up-to-date", "remove")
     }
+    verifies = f"{counts['verify']} to verify, " if counts["verify"] else ""
     console.print(
-        f"{counts['build']} to build, {counts['up-to-date']} up to date, {counts['remove']} to remove"
+        f"{counts['build']} to build, {verifies}{counts['up-to-date']} up to date, "
+        f"{counts['remove']} to remove"
     )
 
 
@@ -160,7 +186,7 @@ def print_summary(console: Console, results: Sequence[SignatureResult], seconds:
     counts: dict[str, int] = {}
     for result in results:
         counts[result.status] = counts.get(result.status, 0) + 1
-    order = ("built", "restored", "up-to-date", "removed", "failed", "skipped")
+    order = ("built", "restored", "verified", "up-to-date", "removed", "failed", "skipped")
     parts = [f"{counts[status]} {status}" for status in order if counts.get(status)]
     console.print(f"{', '.join(parts) or 'nothing to do'} in {seconds:.1f}s")
 

@@ -36,6 +36,7 @@ from tfjsbuild.readback import (
     safe_relative_path,
     tensor_specs,
     verification,
+    verified_with,
 )
 
 STATE_VERSION = 1
@@ -69,6 +70,9 @@ class SignatureRecord:
     details: dict[str, str] = field(default_factory=dict)
     # The TensorFlow.js parity check this output passed; None when built without verifying.
     verification: dict[str, Any] | None = None
+    # What that check was run with (`SignatureFingerprint.verify`); None when not verified.
+    # Compared apart from `fingerprint`: other settings re-verify, they do not reconvert.
+    verified_with: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -107,6 +111,7 @@ class SignatureRecord:
             seconds=as_float(record.get("seconds"), f"{where}.seconds"),
             details=as_str_dict(record.get("details", {}), f"{where}.details"),
             verification=verification(record.get("verification"), f"{where}.verification"),
+            verified_with=verified_with(record.get("verified_with"), f"{where}.verified_with"),
         )
 
 

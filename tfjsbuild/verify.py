@@ -173,7 +173,12 @@ def _compare_one(
 
 
 def failure_message(
-    comparisons: Sequence[OutputComparison], samples: int, atol: float, rtol: float
+    comparisons: Sequence[OutputComparison],
+    samples: int,
+    atol: float,
+    rtol: float,
+    *,
+    kept: str = "The previous output is kept.",
 ) -> str:
     failed = [c for c in comparisons if not c.passed]
     parts = [
@@ -184,7 +189,7 @@ def failure_message(
     return (
         "TensorFlow.js does not match TensorFlow: "
         + "; ".join(parts)
-        + f" (allowed: atol {atol:g} + rtol {rtol:g} x |expected|). The previous output is kept. "
+        + f" (allowed: atol {atol:g} + rtol {rtol:g} x |expected|). {kept} "
         "Quantization and float16 overflow are the usual causes: quantize fewer weights, "
         "loosen verify.atol/rtol for this signature, or give real inputs with verify.inputs"
     )

@@ -1,4 +1,5 @@
-"""What runs in a worker process: one signature conversion per task, the model loaded once.
+"""What runs in a worker process: one signature conversion (or verification of an output
+already built) per task, the model loaded once.
 
 This module itself imports no TensorFlow; `run_task` imports `tfjsbuild.loaders` (and so
 TensorFlow, Keras and a Python source's code) on first use, inside the worker. Workers return outcomes and never touch the state file.
@@ -14,7 +15,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tfjsbuild.errors import SignatureError, SourceError, TfjsBuildError
 from tfjsbuild.manifest import ConverterOptions, PythonSource, Source
@@ -54,6 +55,10 @@ class ConversionTask:
     verify: VerifyTask | None = None
     # Seconds the work may take once the worker starts it (the local pool stops it after).
     timeout: float | None = None
+    # "convert": into `staging_dir`, then verify it there when `verify` is set. "verify": only
+    # verify the output already in `output_dir` (read, never written; `verify` is set).
+    kind: Literal["convert", "verify"] = "convert"
+    output_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,8 @@ def _ended_by(error: BaseException) -> str:
 
 
 def run_task(task: ConversionTask, progress: Progress | None = None) -> ConversionOutcome:
-    """Convert (and verify) one signature; `progress` hears each phase as it starts."""
+    """Convert (and verify) one signature, or verify its output in place (`kind="verify"`);
+    `progress` hears each phase as it starts."""
     start = time.perf_counter()
     timings: dict[str, float] = {}
     verification: dict[str, Any] | None = None
@@ -133,13 +139,21 @@ def run_task(task: ConversionTask, progress: Progress | None = None) -> Conversi
         loaded = loaders.load(task.source, task.cache_key, Path(task.scratch_dir))
         if time.perf_counter() - load_start > 0.001:
             timings["load"] = time.perf_counter() - load_start
-        enter(CONVERTING)
-        loaded.convert(task.signature, Path(task.staging_dir), task.options, timings)
+        if task.kind == "verify":
+            # The output in place is read, not written: this task never enters CONVERTING.
+            assert task.output_dir is not None and task.verify is not None
+            verified, kept = task.output_dir, "The output and its recorded verification are kept."
+        else:
+            enter(CONVERTING)
+            loaded.convert(task.signature, Path(task.staging_dir), task.options, timings)
+            verified, kept = task.staging_dir, "The previous output is kept."
         if task.verify is not None:
             enter(VERIFYING)
             verify_start = time.perf_counter()
             try:
-                verification = verify_output(loaded, task.signature, task.staging_dir, task.verify)
+                verification = verify_output(
+                    loaded, task.signature, verified, task.verify, kept=kept
+                )
             finally:
                 timings["verify"] = time.perf_counter() - verify_start
             if not verification["passed"]:
@@ -185,7 +199,12 @@ def run_task(task: ConversionTask, progress: Progress | None = None) -> Conversi
 
 
 def verify_output(
-    loaded: Any, signature: str, output_dir: str, settings: VerifyTask
+    loaded: Any,
+    signature: str,
+    output_dir: str,
+    settings: VerifyTask,
+    *,
+    kept: str = "The previous output is kept.",
 ) -> dict[str, Any]:
     """TensorFlow (the loaded source) against TensorFlow.js (Node.js) on the same inputs."""
     from tfjsbuild import verify
@@ -221,6 +240,6 @@ def verify_output(
     }
     if not passed:
         result["message"] = verify.failure_message(
-            comparisons, len(samples), settings.atol, settings.rtol
+            comparisons, len(samples), settings.atol, settings.rtol, kept=kept
         )
     return result
