@@ -413,3 +413,32 @@ def test_signature_names_read_from_the_saved_model_are_located_at_their_model(
     done = run_cli("plan", cwd=manifest.parent)
     assert done.returncode == 2
     assert not (manifest.parent / "dist").exists()
+
+
+@pytest.mark.slow
+def test_a_renamed_model_keeping_its_output_folders_keeps_its_outputs(proj: Path) -> None:
+    """The removed signatures' folders are the renamed ones' now: restored (or built) into place
+    and then pruned was a build that said it succeeded and left nothing."""
+    before = snapshot(proj / "dist")
+    (proj / "tfjs-build.yaml").write_text(
+        "version: 1\nmodels:\n  renamed:\n    saved_model: multi\n    signatures:\n"
+        "      classify: {output: classifier/classify}\n"
+        "      features: {output: classifier/features}\n"
+    )
+    done = run_cli("run", "--json", cwd=proj)
+    assert done.returncode == 0, done.stderr
+    assert {key: status for key, (status, _) in by_key(done.stdout).items()} == {
+        "renamed:classify": "restored",
+        "renamed:features": "restored",
+        "classifier:classify": "removed",
+        "classifier:features": "removed",
+    }
+    after = snapshot(proj / "dist")
+    assert {k: v for k, v in after.items() if k != "tfjs-build.json"} == {
+        k: v for k, v in before.items() if k != "tfjs-build.json"
+    }
+    plan = run_cli("plan", "--json", cwd=proj)
+    assert {key: action for key, (action, _) in by_key(plan.stdout).items()} == {
+        "renamed:classify": "up-to-date",
+        "renamed:features": "up-to-date",
+    }

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import json
 import os
+import posixpath
 import shutil
 import time
 import warnings
@@ -119,6 +120,11 @@ def execute(
             project.manifest.output_dir / OUTPUT_STAGING_DIR,
         ):
             shutil.rmtree(staging, ignore_errors=True)
+    # Output folders that signatures of this build keep or take: a removed signature's folder
+    # may now belong to another one (a model renamed, an `output:` moved), and is not deleted.
+    claimed = {
+        (item.manifest, item.output) for item in items if item.action != "remove" and item.output
+    }
     for item in items:
         project = projects[item.manifest]
         if item.action == "up-to-date" or (item.action == "verify" and not verify):
@@ -126,7 +132,12 @@ def execute(
         elif item.action == "verify" and (unfit := _up_to_date(item, project)).status == "failed":
             results[(item.manifest, item.key)] = unfit  # over its budget: no use verifying it
         elif item.action == "remove":
-            results[(item.manifest, item.key)] = _remove(item, project)
+            taken = any(
+                _nested(item.output, output)
+                for manifest, output in claimed
+                if manifest == item.manifest
+            )
+            results[(item.manifest, item.key)] = _remove(item, project, keep_files=taken)
         elif item.blocked is not None:
             results[(item.manifest, item.key)] = SignatureResult(item, "failed", error=item.blocked)
         elif (linked := _output_link_problem(item, project)) is not None:
@@ -732,10 +743,18 @@ def _remove_empty_folders(folder: Path, output_dir: Path) -> None:
         folder = folder.parent
 
 
-def _remove(item: PlanItem, project: Project) -> SignatureResult:
+def _nested(a: str, b: str) -> bool:
+    """Whether two output folders (relative, POSIX) are the same or one holds the other."""
+    a, b = posixpath.normpath(a), posixpath.normpath(b)
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+def _remove(item: PlanItem, project: Project, *, keep_files: bool = False) -> SignatureResult:
     record = project.state.records.pop(item.key, None)
     problem = None
-    if record is not None:
+    if record is not None and keep_files:
+        project.save()  # the folder is another signature's now: only the record goes
+    elif record is not None:
         output_dir = project.manifest.output_dir
         with refusals_reported(output_dir, "output folder", OUTPUT_REMEDY):
             problem = remove_recorded_output(project.manifest, record)
