@@ -653,6 +653,8 @@ def _describe_error(doc: _PositionedDocument, error: ValidationError) -> Iterato
         message = f"must be at least {schema['minimum']}, got {instance!r}"
     elif kind == "exclusiveMinimum":
         message = f"must be more than {schema['exclusiveMinimum']}, got {instance!r}"
+    elif kind == "maximum":
+        message = f"must be at most {schema['maximum']}, got {instance!r}"
     elif kind in ("minLength", "minItems", "minProperties"):
         message = "must not be empty"
         if path == ("models",):

@@ -61,6 +61,7 @@ BOOTSTRAP = (
     "from tfjsbuild.worker_pool import serve; "
     "serve(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])"
 )
+MAX_WAIT = 3600.0  # seconds one wait for worker messages may last before it loops again
 FATAL_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT}
 DUMP_FRAME = re.compile(r'^\s*File "(.+)", line (\d+) in ', re.MULTILINE)
 
@@ -208,7 +209,9 @@ class WorkerPool:
                 if worker.exited is not None:
                     waiting[worker.exited] = worker
             deadline = min((w.job.deadline for w in busy if w.job is not None), default=math.inf)
+            # Capped: `wait` refuses timeouts past ~24 days (its poll takes milliseconds).
             timeout = None if deadline == math.inf else max(0.0, deadline - time.monotonic())
+            timeout = None if timeout is None else min(timeout, MAX_WAIT)
             for ready in wait(list(waiting), timeout):
                 speaker = waiting[ready]
                 if speaker is None:
