@@ -70,7 +70,7 @@ def tamper(state_file: Path, case: Path, root: Path) -> None:
     text = case.read_text("utf-8")
     try:
         patch = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         patch = None
     if not (isinstance(patch, dict) and "$patch" in patch):
         state_file.write_text(text)  # a whole state file, as it is

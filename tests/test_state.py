@@ -3,11 +3,12 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tfjsbuild.errors import LockHeldError
+from tfjsbuild.errors import BuildError, LockHeldError
 from tfjsbuild.readback import InvalidData
 from tfjsbuild.state import BuildLock, BuildState, SignatureRecord, load_state, save_state
 
@@ -124,3 +125,16 @@ def test_lock_names_its_holder_and_is_free_again_after(tmp_path: Path) -> None:
         holder.join(30)
     with BuildLock(tmp_path):
         pass
+
+
+@pytest.mark.parametrize("make", [os.mkdir, os.mkfifo])
+def test_a_state_file_that_is_not_a_file_is_a_clear_error_not_a_hang(
+    tmp_path: Path, make: Callable[[Path], None]
+) -> None:
+    make(tmp_path / "state.json")
+    with pytest.raises(BuildError) as caught:
+        load_state(tmp_path)
+    assert str(caught.value) == (
+        f"{tmp_path}/state.json is not a file: tfjs-build keeps the build state there; remove it "
+        "and run again (everything is rebuilt)"
+    )

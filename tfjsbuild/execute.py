@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import posixpath
 import shutil
@@ -39,7 +38,7 @@ from tfjsbuild.filesystem import OUTPUT_REMEDY, STATE_REMEDY, refusals_reported
 from tfjsbuild.fingerprint import canonical_json
 from tfjsbuild.manifest import OUTPUT_STAGING_DIR, Manifest, VerifySettings
 from tfjsbuild.plan import PlanItem
-from tfjsbuild.readback import InvalidData, as_dict, as_str, resolve_inside
+from tfjsbuild.readback import InvalidData, as_dict, as_str, parse_json, resolve_inside
 from tfjsbuild.state import (
     BuildState,
     SignatureRecord,
@@ -806,13 +805,15 @@ def index_owner_problem(manifest: Manifest) -> str | None:
     wrote it (two manifests with one output_dir would overwrite each other's index)."""
     index = manifest.index_path
     try:
-        data = json.loads(index.read_text("utf-8"))
+        if not index.is_file():  # none yet, or a fifo that would hang the read
+            return None
+        data = parse_json(index.read_bytes())
         owner = as_str(as_dict(data, "").get("manifest"), "manifest")
-    except (OSError, ValueError):
-        return None  # no index, one this tool cannot read, or one of before it named its writer
-    other = Path(os.path.normpath(manifest.output_dir / owner))
-    if other == manifest.path.resolve() or not other.is_file():
-        return None  # ours, or its manifest is gone (renamed or deleted)
+        other = Path(os.path.normpath(manifest.output_dir / owner))
+        if other == manifest.path.resolve() or not other.is_file():
+            return None  # ours, or its manifest is gone (renamed or deleted)
+    except (OSError, InvalidData):
+        return None  # one this tool cannot read, or one of before it named its writer
     return (
         f"{index} was written by the manifest {other}, which uses the same output_dir: the two "
         "would overwrite each other's asset index (and outputs); give each manifest its own "

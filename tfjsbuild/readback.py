@@ -9,6 +9,7 @@ Nothing here reads files or imports TensorFlow.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -26,6 +27,22 @@ class InvalidData(ValueError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
+def parse_json(text: str | bytes) -> Any:
+    """JSON as this tool writes it: no NaN or infinities, nesting Python can walk."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise InvalidData("", "not JSON: nested too deep") from None
+    except InvalidData:
+        raise
+    except ValueError as error:  # UnicodeDecodeError is a ValueError
+        raise InvalidData("", f"not JSON: {error}") from error
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidData("", f"holds {name}, which is not JSON")
+
+
 def as_str(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise InvalidData(where, f"expected a string, got {_kind(value)}")
@@ -40,11 +57,16 @@ def as_bool(value: Any, where: str) -> bool:
     return value
 
 
-def as_int(value: Any, where: str, *, minimum: int = 0) -> int:
+def as_int(value: Any, where: str, *, minimum: int = 0, maximum: int = 2**63 - 1) -> int:
+    """A whole number in range; the default maximum is what sizes and mtimes fit in."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidData(where, f"expected a whole number, got {_kind(value)}")
     if value < minimum:
         raise InvalidData(where, f"expected at least {minimum}, got {value}")
+    if value > maximum:
+        raise InvalidData(
+            where, f"expected at most {maximum}, got a number of {len(str(value))} digits"
+        )
     return value
 
 

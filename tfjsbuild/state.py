@@ -22,7 +22,7 @@ from typing import Any
 
 from tfjsbuild.artifacts import OutputFile, file_sha256
 from tfjsbuild.atomic import write_atomically
-from tfjsbuild.errors import LockHeldError
+from tfjsbuild.errors import BuildError, LockHeldError
 from tfjsbuild.filesystem import STATE_REMEDY, refusals_reported
 from tfjsbuild.readback import (
     InvalidData,
@@ -33,6 +33,7 @@ from tfjsbuild.readback import (
     as_sha256,
     as_str,
     as_str_dict,
+    parse_json,
     safe_relative_path,
     tensor_specs,
     verification,
@@ -221,12 +222,17 @@ def load_state(
         path = adopted = state_path(adopt)
     if not path.exists():
         return BuildState(), []
+    if not path.is_file():  # a folder cannot be rewritten, and a fifo would hang the read
+        raise BuildError(
+            f"{path} is not a file: tfjs-build keeps the build state there; remove it and run "
+            "again (everything is rebuilt)"
+        )
     try:
-        payload = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError) as error:
+        payload = parse_json(path.read_bytes())
+    except (OSError, InvalidData) as error:
+        why = str(error) if isinstance(error, InvalidData) else f"{type(error).__name__}: {error}"
         return BuildState(adopted_from=adopted), [
-            f"{path} is unreadable ({type(error).__name__}: {error}): rebuilding everything "
-            "(it will be rewritten)"
+            f"{path} is unreadable ({why}): rebuilding everything (it will be rewritten)"
         ]
     if not isinstance(payload, dict):
         return BuildState(adopted_from=adopted), [
