@@ -218,3 +218,29 @@ def test_run_keeps_going_after_a_failure_unless_told_to_stop() -> None:
     assert parser.parse_args(["run"]).verify is True
     assert parser.parse_args(["run", "--no-verify"]).verify is False
     assert parser.parse_args(["watch", "--no-verify"]).verify is False
+
+
+@pytest.mark.parametrize(
+    ("in_the_way", "path", "why"),
+    [
+        ("lock", ".tfjs-build/manifests/tfjs-build.yaml/lock", "Is a directory (EISDIR)"),
+        ("state folder", ".tfjs-build/manifests/tfjs-build.yaml", "File exists (EEXIST)"),
+        ("tool folder", ".tfjs-build", "Not a directory (ENOTDIR)"),
+    ],
+)
+def test_something_in_the_way_of_the_tools_files_is_a_clear_error(
+    tmp_path: Path, in_the_way: str, path: str, why: str
+) -> None:
+    """A folder where a file goes, or a file where a folder goes: exit 1 naming it, never 3."""
+    (tmp_path / "tfjs-build.yaml").write_text("version: 1\nmodels:\n  m:\n    saved_model: m\n")
+    if in_the_way == "lock":
+        (tmp_path / path).mkdir(parents=True)
+    else:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("")
+    done = run_cli("run", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.endswith(
+        f"{why}; what is there is not what tfjs-build expects: move it away, then run again\n"
+    ), done.stderr
+    assert str(tmp_path) in done.stderr

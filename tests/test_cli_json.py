@@ -199,8 +199,8 @@ def test_a_bug_is_reported_as_json_too(
     error = error_of(out, 3, "internal")
     assert error == {
         "kind": "internal",
-        "message": "RuntimeError: simulated bug\nThis is a bug in tfjs-build: rerun with "
-        "--debug for the traceback and report it.",
+        "message": "RuntimeError: simulated bug\nThis is a bug in tfjs-build: rerun as "
+        "`tfjs-build --debug COMMAND ...` for the traceback and report it.",
         "problems": [],
     }
     assert (

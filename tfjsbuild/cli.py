@@ -18,6 +18,7 @@ from tfjsbuild.errors import (
     TfjsBuildError,
     UsageError,
     exit_code_for,
+    is_in_the_way,
     is_refusal,
 )
 from tfjsbuild.report import error_json
@@ -344,6 +345,16 @@ def _report_error(error: BaseException, *, debug: bool) -> tuple[int, str]:
     elif isinstance(error, KeyboardInterrupt):
         message = "interrupted; finished outputs and state are kept"
         print(f"tfjs-build: {message}", file=sys.stderr)
+    elif isinstance(error, OSError) and is_in_the_way(error):
+        if debug:
+            traceback.print_exc()
+        name = errno.errorcode.get(error.errno or 0, "")
+        where = f"{error.filename}: " if error.filename is not None else ""
+        message = (
+            f"{where}{error.strerror} ({name}); what is there is not what tfjs-build expects: "
+            "move it away, then run again"
+        )
+        print(f"tfjs-build: error: {message}", file=sys.stderr)
     elif isinstance(error, OSError) and is_refusal(error):
         # A refusal the command did not word itself (see `filesystem.py` for those that are).
         if debug:
@@ -358,7 +369,8 @@ def _report_error(error: BaseException, *, debug: bool) -> tuple[int, str]:
     else:
         message = (
             f"{type(error).__name__}: {error}\n"
-            "This is a bug in tfjs-build: rerun with --debug for the traceback and report it."
+            "This is a bug in tfjs-build: rerun as `tfjs-build --debug COMMAND ...` for the "
+            "traceback and report it."
         )
         if debug:
             traceback.print_exc()

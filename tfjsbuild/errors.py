@@ -93,8 +93,19 @@ REFUSAL_ERRNOS = frozenset(
 )
 
 
+# Something of another kind where tfjs-build reads or writes (a folder where its lock file goes,
+# a file where a folder goes): the tree, not this tool, is at fault.
+IN_THE_WAY_ERRNOS = frozenset(
+    {errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOTEMPTY, errno.ENAMETOOLONG, errno.ELOOP}
+)
+
+
 def is_refusal(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in REFUSAL_ERRNOS
+
+
+def is_in_the_way(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in IN_THE_WAY_ERRNOS
 
 
 def exit_code_for(error: BaseException) -> int:
@@ -103,6 +114,6 @@ def exit_code_for(error: BaseException) -> int:
         return EXIT_INTERRUPTED
     if isinstance(error, TfjsBuildError):
         return error.exit_code
-    if is_refusal(error):
+    if is_refusal(error) or is_in_the_way(error):
         return EXIT_FAILED
     return EXIT_INTERNAL
