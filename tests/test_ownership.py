@@ -442,3 +442,30 @@ def test_a_renamed_model_keeping_its_output_folders_keeps_its_outputs(proj: Path
         "renamed:classify": "up-to-date",
         "renamed:features": "up-to-date",
     }
+
+
+@pytest.mark.slow
+def test_an_output_folder_holding_a_users_files_is_not_replaced(proj: Path) -> None:
+    """The swap replaces a whole folder: one holding files tfjs-build did not write stops the
+    build of that signature, with the files named, and nothing in it changes."""
+    folder = proj / "dist/classifier/classify"
+    (folder / "NOTES.txt").write_text("mine")
+    (folder / "keep").mkdir()
+    (folder / "keep/x").write_text("mine too")
+    with (folder / "model.json").open("a") as handle:
+        handle.write(" ")  # a modified output: rebuilt (restored from the cache) if it may be
+    before = snapshot(folder)
+    done = run_cli("run", "--json", cwd=proj)
+    assert done.returncode == 1
+    report = {f"{s['model']}:{s['signature']}": s for s in json.loads(done.stdout)["signatures"]}
+    assert report["classifier:classify"]["error"] == (
+        f"output folder {folder} holds files tfjs-build did not write (NOTES.txt, keep/x); the "
+        "build replaces the whole folder, so move them out of it (e.g. beside output_dir)"
+    )
+    assert report["classifier:features"]["status"] == "up-to-date"
+    assert snapshot(folder) == before
+    # Moved away, the output is replaced as usual.
+    (folder / "NOTES.txt").unlink()
+    shutil.rmtree(folder / "keep")
+    assert run_cli("run", cwd=proj).returncode == 0
+    assert run_cli("plan", cwd=proj).stdout.endswith("0 to build, 2 up to date, 0 to remove\n")

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import posixpath
+import re
 import shutil
 import time
 import warnings
@@ -685,19 +686,43 @@ def _located(item: PlanItem, manifest: Manifest, outcome: ConversionOutcome) -> 
 
 
 def _check_replaceable(target: Path, record: SignatureRecord | None, manifest: Manifest) -> None:
-    """Never replace a folder tfjs-build did not write, unless it holds an earlier conversion.
+    """Never replace a folder holding files tfjs-build did not write.
 
+    The swap replaces the whole folder, so every file in it must be one this tool wrote: one the
+    record lists, or one a graph model is made of (model.json and weight shards, as an earlier
+    conversion or a stale shard leaves them). A user's README or assets there stop the build.
     A target through a symbolic link never gets here: `_output_link_problem` refuses it.
     """
-    if not target.exists() or (record is not None and manifest.root / record.output == target):
+    if not target.exists():
         return
     if not target.is_dir():
         raise BuildError(f"output {target} exists and is not a folder; move it away")
-    if any(target.iterdir()) and not (target / MODEL_JSON).is_file():
+    ours = record is not None and manifest.root / record.output == target
+    if not ours and any(target.iterdir()) and not (target / MODEL_JSON).is_file():
         raise BuildError(
             f"output folder {target} exists, holds files tfjs-build did not write and no "
             f"{MODEL_JSON}; move them away or choose another output"
         )
+    recorded = {f.path for f in record.files} if ours and record is not None else set()
+    foreign = sorted(
+        relative
+        for path in target.rglob("*")
+        if not path.is_dir()
+        and (relative := path.relative_to(target).as_posix()) not in recorded
+        and not _MODEL_FILE.fullmatch(relative)
+    )
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (
+            f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        )
+        raise BuildError(
+            f"output folder {target} holds files tfjs-build did not write ({shown}); the build "
+            "replaces the whole folder, so move them out of it (e.g. beside output_dir)"
+        )
+
+
+# What a converter writes into an output folder: tfjs-build may replace these, and only these.
+_MODEL_FILE = re.compile(r"model\.json|group\d+-shard\d+of\d+\.bin")
 
 
 def remove_recorded_output(manifest: Manifest, record: SignatureRecord) -> str | None:
