@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from conftest import run_cli
 from tfjsbuild.fingerprint import (
     StatCache,
     python_input_files,
@@ -138,3 +142,30 @@ def test_keras_and_python_fingerprints_include_the_keras_versions() -> None:
     assert "keras" not in tool_versions("saved_model")
     assert {"keras", "tf-keras"} <= set(tool_versions("keras"))
     assert {"keras", "tf-keras"} <= set(tool_versions("python"))
+
+
+@pytest.mark.parametrize("odd", ["dangling link", "fifo"])
+def test_a_model_folder_file_that_cannot_be_hashed_is_a_located_plan_error(
+    odd: str, project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    """Not a crash (a dangling link) or a hang (a fifo): the model's error, at its line."""
+    manifest = project(
+        "version: 1\nmodels:\n  m:\n    saved_model: m\n", {"m": model_store("constants")}
+    )
+    odd_file = manifest.parent / "m/assets/odd"
+    odd_file.parent.mkdir(exist_ok=True)
+    if odd == "fifo":
+        os.mkfifo(odd_file)
+        why = "is not a regular file (a fifo, socket or device); a model folder holds only files: remove it"
+    else:
+        odd_file.symlink_to(manifest.parent / "nowhere")
+        why = "is a broken symbolic link; remove it or restore what it points to"
+    done = run_cli("plan", cwd=manifest.parent, timeout=60)
+    assert done.returncode == 1
+    assert done.stdout == (
+        "  build       m:* → ?\n"
+        f"      tfjs-build.yaml:4:18: models.m.saved_model: {odd_file} {why}\n"
+        "          4 |     saved_model: m\n"
+        "            | " + " " * 17 + "^\n"
+        "1 to build, 0 up to date, 0 to remove\n"
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 
 from tfjsbuild.artifacts import file_sha256
 from tfjsbuild.manifest import ConverterOptions, KerasSource, PythonSource, SavedModelSource, Source
+from tfjsbuild.savedmodel import SavedModelError
 
 # Bump when what goes into a fingerprint changes: every signature then rebuilds once.
 # 2: verification settings left the digest (they are compared on their own: `verify`).
@@ -79,15 +81,15 @@ class StatCache:
         self.hashed_bytes = 0
 
     def digest(self, path: Path) -> str:
-        stat = path.stat()
+        info = path.stat()
         key = str(path)
         cached = self._entries.get(key)
-        if cached is not None and cached[:3] == [stat.st_size, stat.st_mtime_ns, stat.st_ino]:
+        if cached is not None and cached[:3] == [info.st_size, info.st_mtime_ns, info.st_ino]:
             self._used[key] = cached
             return str(cached[3])
         digest = file_sha256(path)
-        self.hashed_bytes += stat.st_size
-        entry = [stat.st_size, stat.st_mtime_ns, stat.st_ino, digest]
+        self.hashed_bytes += info.st_size
+        entry = [info.st_size, info.st_mtime_ns, info.st_ino, digest]
         self._entries[key] = entry
         self._used[key] = entry
         return digest
@@ -186,6 +188,22 @@ def python_source_problem(source: PythonSource) -> str | None:
     return None
 
 
+def _check_regular(file: Path) -> None:
+    """A model folder's file that cannot be hashed is the model's problem, said where it is: a
+    dangling link, or a fifo or device (whose read would hang or never end)."""
+    try:
+        mode = file.stat().st_mode
+    except FileNotFoundError:
+        raise SavedModelError(
+            f"{file} is a broken symbolic link; remove it or restore what it points to"
+        ) from None
+    if not stat.S_ISREG(mode):
+        raise SavedModelError(
+            f"{file} is not a regular file (a fifo, socket or device); a model folder holds "
+            "only files: remove it"
+        )
+
+
 def _path_digest(path: Path, stat_cache: StatCache, skip_prefix: str | None = None) -> str:
     if path.is_file():
         return _sha256_text(f"file\n{stat_cache.digest(path)}")
@@ -195,6 +213,7 @@ def _path_digest(path: Path, stat_cache: StatCache, skip_prefix: str | None = No
             files.append(Path(folder, name))
     lines = []
     for file in sorted(files):
+        _check_regular(file)
         relative = file.relative_to(path).as_posix()
         if skip_prefix is not None and relative.startswith(skip_prefix):
             lines.append(f"{relative}\0{file.stat().st_size}")
