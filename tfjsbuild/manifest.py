@@ -724,6 +724,15 @@ def _model_rule_problems(doc: _PositionedDocument) -> Iterator[Problem]:
                 )
         if len(sources) != 1:
             continue
+        inputs = model.get("inputs")
+        for index, pattern in enumerate(inputs if isinstance(inputs, list) else []):
+            if isinstance(pattern, str) and pattern.startswith("/"):
+                yield doc.problem_at(
+                    doc.value_mark((*base, "inputs", index)),
+                    (*base, "inputs", index),
+                    f"'{pattern}' is an absolute path: `inputs` globs are relative to the "
+                    "manifest's folder (e.g. '../shared/*.py' for a sibling folder)",
+                )
         if sources == ["python"] and model.get("signatures", ALL_SIGNATURES) == ALL_SIGNATURES:
             where = (*base, "signatures") if "signatures" in model else (*base, "python")
             yield doc.problem_at(
