@@ -244,3 +244,14 @@ def test_something_in_the_way_of_the_tools_files_is_a_clear_error(
         f"{why}; what is there is not what tfjs-build expects: move it away, then run again\n"
     ), done.stderr
     assert str(tmp_path) in done.stderr
+
+
+@pytest.mark.parametrize("period", ["-1", "nan", "inf"])
+def test_watch_refuses_a_quiet_period_it_could_never_honour(tmp_path: Path, period: str) -> None:
+    (tmp_path / "tfjs-build.yaml").write_text("version: 1\nmodels:\n  m:\n    saved_model: m\n")
+    done = run_cli("watch", "--quiet-period", period, cwd=tmp_path, timeout=60)
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"tfjs-build: error: --quiet-period must be between 0 and 3600 seconds, "
+        f"got {float(period)}\n",
+    )

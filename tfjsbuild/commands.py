@@ -259,8 +259,8 @@ def watch(
 ) -> int:
     from tfjsbuild.watch import Watcher
 
-    if quiet_period < 0:
-        raise UsageError(f"--quiet-period must be at least 0, got {quiet_period}")
+    if not 0 <= quiet_period <= 3600:  # NaN too: it compares false, and never rebuilt
+        raise UsageError(f"--quiet-period must be between 0 and 3600 seconds, got {quiet_period}")
     reporter = ConsoleReporter(err_console if json_output else console, quiet=quiet or json_output)
     terminated = threading.Event()
 
