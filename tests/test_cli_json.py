@@ -156,7 +156,7 @@ def test_failed_build_and_blocked_plan_are_reports(tmp_path: Path) -> None:
         done = run_cli(command, "--json", cwd=tmp_path)
         assert done.returncode == 1
         # Warnings are not lost with --json: they go to stderr with the progress.
-        warning = f"warning: {tmp_path / STATE}/state.json is unreadable (JSONDecodeError: "
+        warning = f"warning: {tmp_path / STATE}/state.json is unreadable (not JSON: "
         assert warning in done.stderr
         report = one_json_object(done.stdout)
         assert (report["ok"], report["exit_code"], "error" in report) == (False, 1, False)
