@@ -429,8 +429,14 @@ def _convert_all(
         else:
             pool.shutdown(abort=False)
     finally:
-        for root in set(staging_roots.values()):
-            shutil.rmtree(root, ignore_errors=True)
+        # Every place staging may be, not only those chosen: Ctrl-C can land inside
+        # `_staging_root` (just after "Converting" is printed) before one is recorded.
+        for project in projects.values():
+            for root in (
+                project.manifest.state_dir / STAGING_DIR,
+                project.manifest.output_dir / OUTPUT_STAGING_DIR,
+            ):
+                shutil.rmtree(root, ignore_errors=True)
     return results
 
 
