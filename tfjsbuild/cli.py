@@ -345,26 +345,18 @@ def _report_error(error: BaseException, *, debug: bool) -> tuple[int, str]:
     elif isinstance(error, KeyboardInterrupt):
         message = "interrupted; finished outputs and state are kept"
         print(f"tfjs-build: {message}", file=sys.stderr)
-    elif isinstance(error, OSError) and is_in_the_way(error):
+    elif isinstance(error, OSError) and (is_in_the_way(error) or is_refusal(error)):
+        # The machine's doing, not a bug, and no command worded it (see `filesystem.py`).
         if debug:
             traceback.print_exc()
         name = errno.errorcode.get(error.errno or 0, "")
         where = f"{error.filename}: " if error.filename is not None else ""
-        message = (
-            f"{where}{error.strerror} ({name}); what is there is not what tfjs-build expects: "
-            "move it away, then run again"
+        advice = (
+            "what is there is not what tfjs-build expects: move it away, then run again"
+            if is_in_the_way(error)
+            else "the filesystem refused: free space there or make it writable, then run again"
         )
-        print(f"tfjs-build: error: {message}", file=sys.stderr)
-    elif isinstance(error, OSError) and is_refusal(error):
-        # A refusal the command did not word itself (see `filesystem.py` for those that are).
-        if debug:
-            traceback.print_exc()
-        name = errno.errorcode.get(error.errno or 0, "")
-        where = f"{error.filename}: " if error.filename is not None else ""
-        message = (
-            f"{where}{error.strerror} ({name}); the filesystem refused: free space there or "
-            "make it writable, then run again"
-        )
+        message = f"{where}{error.strerror} ({name}); {advice}"
         print(f"tfjs-build: error: {message}", file=sys.stderr)
     else:
         message = (
