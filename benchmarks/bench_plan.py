@@ -66,7 +66,7 @@ print(json.dumps({
 
 SEED_CACHE = """
 import sys, tfjsbuild
-from tfjsbuild.cache import CacheEntry, Store, cache_key
+from tfjsbuild.building.cache import CacheEntry, Store, cache_key
 store = Store(sys.argv[2], "rw", "local")
 for item in tfjsbuild.plan([sys.argv[1]]).items:
     store.put(CacheEntry(cache_key(item.fingerprint), (), (), (), {"passed": True}, 1.0), None)
@@ -122,7 +122,7 @@ def main() -> None:
         [
             sys.executable,
             "-c",
-            "import sys, tfjsbuild.api as a, tfjsbuild.state as s\n"
+            "import sys, tfjsbuild.api as a, tfjsbuild.building.state as s\n"
             "m = a.load_manifests([sys.argv[1]])[0]\n"
             "p = a._plan_manifest(m, force=False, prune=True, paranoid=False)\n"
             "s.save_state(m.state_dir, p.state)\n",

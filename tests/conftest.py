@@ -14,9 +14,9 @@ import pytest
 
 TESTS = Path(__file__).parent
 REPO = TESTS.parent
-# The TensorFlow.js runtime CI installs (`npm ci --prefix tfjsbuild/js`, as .ci/run does):
+# The TensorFlow.js runtime CI installs (`npm ci --prefix tfjsbuild/verify/js`, as .ci/run does):
 # tests never install anything themselves. Worker and CLI subprocesses inherit it.
-TFJS_RUNTIME = REPO / "tfjsbuild" / "js"
+TFJS_RUNTIME = REPO / "tfjsbuild" / "verify" / "js"
 # The default manifest's state folder, relative to the manifest's folder.
 STATE = Path(".tfjs-build/manifests/tfjs-build.yaml")
 os.environ["TFJS_BUILD_TFJS_RUNTIME"] = str(TFJS_RUNTIME)
@@ -109,7 +109,7 @@ def no_internal_error(
 
 def run_tfjs(model_dir: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run a converted model in Node with pure-JS @tensorflow/tfjs; outputs by key."""
-    from tfjsbuild.tfjs_runtime import find_runtime
+    from tfjsbuild.verify.runtime import find_runtime
 
     (outputs,) = find_runtime(install=False).run(model_dir, [inputs])
     return outputs

@@ -15,8 +15,8 @@ import pytest
 import tfjsbuild
 from conftest import run_tfjs
 from savedmodels import run_signature
+from tfjsbuild.building.state import BuildLock, load_state
 from tfjsbuild.errors import LockHeldError
-from tfjsbuild.state import BuildLock, load_state
 
 pytestmark = pytest.mark.slow
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tfjsbuild.artifacts import OutputCheckError, check_graph_model
-from tfjsbuild.atomic import swap_directory, write_atomically
+from tfjsbuild.files.artifacts import OutputCheckError, check_graph_model
+from tfjsbuild.files.atomic import swap_directory, write_atomically
 
 
 def write_model(folder: Path, shard_bytes: int = 16) -> None:

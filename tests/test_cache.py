@@ -13,8 +13,7 @@ import pytest
 
 import tfjsbuild
 from conftest import STATE, run_cli
-from tfjsbuild.artifacts import OutputFile
-from tfjsbuild.cache import (
+from tfjsbuild.building.cache import (
     ENTRY_MAX_BYTES,
     MISMATCHED,
     CacheEntry,
@@ -26,11 +25,12 @@ from tfjsbuild.cache import (
     serves,
     sign,
 )
+from tfjsbuild.building.state import load_state
 from tfjsbuild.errors import UsageError
-from tfjsbuild.fingerprint import fingerprint_signature
-from tfjsbuild.manifest import ConverterOptions, load_manifest
-from tfjsbuild.readback import InvalidData
-from tfjsbuild.state import load_state
+from tfjsbuild.files.artifacts import OutputFile
+from tfjsbuild.files.readback import InvalidData
+from tfjsbuild.manifest.load import ConverterOptions, load_manifest
+from tfjsbuild.planning.fingerprint import fingerprint_signature
 
 MANIFEST = """
 version: 1
@@ -195,7 +195,7 @@ def test_a_store_never_restores_a_corrupt_or_partial_entry(tmp_path: Path) -> No
     output.mkdir()
     (output / "model.json").write_text(json.dumps(MODEL_JSON))
     (output / "group1-shard1of1.bin").write_bytes(b"\x00" * 64)
-    from tfjsbuild.artifacts import check_graph_model
+    from tfjsbuild.files.artifacts import check_graph_model
 
     files = check_graph_model(output).files
     entry = CacheEntry("ab" * 32, files, (), (), VERIFICATION, 1.5)
@@ -233,7 +233,7 @@ def test_a_store_never_restores_a_corrupt_or_partial_entry(tmp_path: Path) -> No
 
 def _built_output(folder: Path) -> tuple[Path, CacheEntry]:
     """A small graph model on disk (no conversion) and the cache entry describing it."""
-    from tfjsbuild.artifacts import check_graph_model
+    from tfjsbuild.files.artifacts import check_graph_model
 
     output = folder / "output"
     output.mkdir(parents=True)

@@ -209,7 +209,7 @@ def test_dry_run_shows_the_plan_and_writes_nothing(
 
 
 def test_run_keeps_going_after_a_failure_unless_told_to_stop() -> None:
-    from tfjsbuild.cli import build_parser
+    from tfjsbuild.cli.main import build_parser
 
     parser = build_parser()
     assert parser.parse_args(["run"]).fail_fast is False

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import tfjsbuild
-from tfjsbuild.state import BuildLock, load_state
+from tfjsbuild.building.state import BuildLock, load_state
 
 pytestmark = pytest.mark.slow
 

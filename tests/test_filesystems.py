@@ -22,8 +22,8 @@ import pytest
 
 import tfjsbuild
 from conftest import STATE, no_internal_error, run_cli
-from tfjsbuild.atomic import swap_directory
-from tfjsbuild.state import load_state, output_change
+from tfjsbuild.building.state import load_state, output_change
+from tfjsbuild.files.atomic import swap_directory
 
 MANIFEST = """\
 version: 1
@@ -464,7 +464,7 @@ def test_write_atomically_on_a_full_disk_keeps_the_old_file_and_no_temporary(
     folder.mkdir()
     namespace.mount("-t", "tmpfs", "-o", "size=16k", "tmpfs", str(folder))
     script = (
-        "import sys; from pathlib import Path; from tfjsbuild.atomic import write_atomically\n"
+        "import sys; from pathlib import Path; from tfjsbuild.files.atomic import write_atomically\n"
         f"path = Path({str(folder / 'state.json')!r})\n"
         "write_atomically(path, 'old')\n"
         "try:\n"

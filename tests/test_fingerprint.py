@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from tfjsbuild.fingerprint import (
+from tfjsbuild.manifest.load import PythonSource, SavedModelSource
+from tfjsbuild.planning.fingerprint import (
     StatCache,
     python_input_files,
     python_source_problem,
     source_digest,
     tool_versions,
 )
-from tfjsbuild.manifest import PythonSource, SavedModelSource
 
 
 def make_source(folder: Path) -> SavedModelSource:

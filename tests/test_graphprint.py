@@ -8,8 +8,8 @@ import pytest
 
 import savedmodels
 from conftest import export_fresh
-from tfjsbuild.fingerprint import StatCache
-from tfjsbuild.graphprint import GraphFingerprintError, SignatureGraph, signature_graphs
+from tfjsbuild.planning.fingerprint import StatCache
+from tfjsbuild.sources.graphprint import GraphFingerprintError, SignatureGraph, signature_graphs
 
 TESTS = Path(__file__).parent
 

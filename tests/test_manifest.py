@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tfjsbuild.errors import ManifestError
-from tfjsbuild.manifest import (
+from tfjsbuild.manifest.load import (
     DEFAULT_TIMEOUT,
     Checks,
     ConverterOptions,

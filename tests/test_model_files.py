@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from tfjsbuild.fingerprint import StatCache
-from tfjsbuild.graphprint import GraphFingerprintError, ModelSources, signature_graphs
-from tfjsbuild.manifest import load_manifest
-from tfjsbuild.savedmodel import (
+from tfjsbuild.manifest.load import load_manifest
+from tfjsbuild.planning.fingerprint import StatCache
+from tfjsbuild.sources.graphprint import GraphFingerprintError, ModelSources, signature_graphs
+from tfjsbuild.sources.saved_model_files import (
     OBJECT_GRAPH_KEY,
     SavedModelError,
     damage,
@@ -332,9 +332,9 @@ def test_a_corrupt_saved_model_pb_is_a_located_source_error_in_the_worker(
 ) -> None:
     """The plan catches a corrupt saved_model.pb first; one damaged after it, the worker."""
     import savedmodels
-    from tfjsbuild import loaders
     from tfjsbuild.errors import SourceError
-    from tfjsbuild.manifest import SavedModelSource
+    from tfjsbuild.manifest.load import SavedModelSource
+    from tfjsbuild.worker import loaders
 
     path = savedmodels.save_tf1(tmp_path / "model")
     truncate("saved_model.pb")(path)

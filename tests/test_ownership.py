@@ -15,10 +15,10 @@ import pytest
 
 import tfjsbuild
 from conftest import run_cli
+from tfjsbuild.building.execute import remove_recorded_output
+from tfjsbuild.building.state import RecordedFile, SignatureRecord, load_state
 from tfjsbuild.errors import ManifestError
-from tfjsbuild.execute import remove_recorded_output
-from tfjsbuild.manifest import load_manifest
-from tfjsbuild.state import RecordedFile, SignatureRecord, load_state
+from tfjsbuild.manifest.load import load_manifest
 
 STATE = ".tfjs-build/manifests/tfjs-build.yaml"
 CLASSIFIER = """version: 1

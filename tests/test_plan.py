@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from tfjsbuild.fingerprint import fingerprint_signature
-from tfjsbuild.manifest import ConverterOptions, SavedModelSource
-from tfjsbuild.plan import PlanItem, Target, option_changes, plan_build, select
-from tfjsbuild.state import SignatureRecord
+from tfjsbuild.building.state import SignatureRecord
+from tfjsbuild.manifest.load import ConverterOptions, SavedModelSource
+from tfjsbuild.planning.fingerprint import fingerprint_signature
+from tfjsbuild.planning.plan import PlanItem, Target, option_changes, plan_build, select
 
 MANIFEST = Path("/p/tfjs-build.yaml")
 DEFAULT_OPTIONS = ConverterOptions()

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tfjsbuild import readback
-from tfjsbuild.readback import InvalidData
+from tfjsbuild.files import readback
+from tfjsbuild.files.readback import InvalidData
 
 
 @pytest.mark.parametrize(

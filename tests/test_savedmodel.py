@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tfjsbuild.savedmodel import SavedModelError, find_meta_graph, read_meta_graphs
+from tfjsbuild.sources.saved_model_files import SavedModelError, find_meta_graph, read_meta_graphs
 
 
 def test_signatures_are_read_without_tensorflow(model_store: Callable[..., Path]) -> None:

@@ -7,7 +7,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tfjsbuild.manifest import load_manifest
+from tfjsbuild.manifest.load import load_manifest
 
 REPO = Path(__file__).parent.parent
 SCHEMAS = sorted(p.name for p in (REPO / "schemas").glob("*.json"))

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tfjsbuild.building.state import BuildLock, BuildState, SignatureRecord, load_state, save_state
 from tfjsbuild.errors import BuildError, LockHeldError
-from tfjsbuild.readback import InvalidData
-from tfjsbuild.state import BuildLock, BuildState, SignatureRecord, load_state, save_state
+from tfjsbuild.files.readback import InvalidData
 
 DIGEST_B, DIGEST_A = "1" * 64, "2" * 64
 

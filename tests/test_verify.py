@@ -14,10 +14,10 @@ import pytest
 
 import tfjsbuild
 from conftest import STATE, run_cli
-from tfjsbuild.execute import Project, _record_verification, _verify_task
-from tfjsbuild.manifest import load_manifest
-from tfjsbuild.state import load_state
-from tfjsbuild.verify import (
+from tfjsbuild.building.execute import Project, _record_verification, _verify_task
+from tfjsbuild.building.state import load_state
+from tfjsbuild.manifest.load import load_manifest
+from tfjsbuild.verify.compare import (
     UNKNOWN_DIM,
     OutputComparison,
     VerificationError,
@@ -25,7 +25,7 @@ from tfjsbuild.verify import (
     generate_inputs,
     load_inputs,
 )
-from tfjsbuild.worker import LOADING, VERIFYING, ConversionOutcome, ConversionTask, run_task
+from tfjsbuild.worker.task import LOADING, VERIFYING, ConversionOutcome, ConversionTask, run_task
 
 SPECS = [
     {"name": "image", "dtype": "float32", "shape": [None, 4, 4, 3]},
@@ -589,7 +589,7 @@ def test_no_verify_builds_are_verified_later_without_converting(
 def test_a_verify_task_loads_and_verifies_and_never_converts(
     project: Callable[..., Path], model_store: Callable[..., Path], tmp_path: Path
 ) -> None:
-    from tfjsbuild.tfjs_runtime import find_runtime
+    from tfjsbuild.verify.runtime import find_runtime
 
     manifest = project(WIDE, {"wide": model_store("wide")})
     assert tfjsbuild.build([manifest], verify=False).ok

@@ -18,7 +18,7 @@ from types import TracebackType
 import pytest
 
 import tfjsbuild
-from tfjsbuild.state import BuildLock, load_state
+from tfjsbuild.building.state import BuildLock, load_state
 from tfjsbuild.watch import Cycle, Watcher
 
 pytestmark = pytest.mark.slow

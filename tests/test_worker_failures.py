@@ -24,12 +24,12 @@ import pytest
 
 import tfjsbuild
 from conftest import REPO, STATE, run_cli
-from tfjsbuild.execute import Project, _finish
-from tfjsbuild.manifest import load_manifest
-from tfjsbuild.plan import PlanItem
-from tfjsbuild.state import BuildState, load_state
-from tfjsbuild.targets import resolve_targets
-from tfjsbuild.worker import ConversionOutcome, ConversionTask
+from tfjsbuild.building.execute import Project, _finish
+from tfjsbuild.building.state import BuildState, load_state
+from tfjsbuild.manifest.load import load_manifest
+from tfjsbuild.planning.plan import PlanItem
+from tfjsbuild.planning.targets import resolve_targets
+from tfjsbuild.worker.task import ConversionOutcome, ConversionTask
 
 HANG_TIMEOUT = 2
 

@@ -11,7 +11,6 @@ __version__ = "0.1.0"
 from tfjsbuild.api import (
     BuildPlan,
     BuildResult,
-    ReportRow,
     build,
     cache_prune,
     cache_stats,
@@ -20,6 +19,7 @@ from tfjsbuild.api import (
     plan,
     report,
 )
+from tfjsbuild.building.results import ReportRow
 
 __all__ = [
     "BuildPlan",

@@ -2,6 +2,6 @@ from __future__ import annotations
 
 import sys
 
-from tfjsbuild.cli import main
+from tfjsbuild.cli.main import main
 
 sys.exit(main())

@@ -16,28 +16,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tfjsbuild.artifacts import GraphModelOutput, size_parts
-from tfjsbuild.atomic import swap_directory
-from tfjsbuild.cache import Store, cache_key, first_entry, resolve_config
-from tfjsbuild.errors import ManifestError, Problem, UsageError
-from tfjsbuild.execute import (
+from tfjsbuild.building.cache import Store, cache_key, first_entry, resolve_config
+from tfjsbuild.building.execute import (
     STAGING_DIR,
     Project,
-    Reporter,
-    SignatureResult,
     execute,
     index_owner_problem,
     remove_recorded_output,
 )
-from tfjsbuild.fingerprint import (
-    StatCache,
-    fingerprint_signature,
-    python_input_files,
-    source_digest,
-    tool_versions,
-)
-from tfjsbuild.graphprint import GraphFingerprintError, ModelSources, signature_graphs
-from tfjsbuild.manifest import (
+from tfjsbuild.building.results import Reporter, ReportRow, SignatureResult
+from tfjsbuild.building.state import BuildLock, BuildState, load_state, output_change, state_path
+from tfjsbuild.errors import ManifestError, Problem, UsageError
+from tfjsbuild.files.artifacts import GraphModelOutput, size_parts
+from tfjsbuild.files.atomic import swap_directory
+from tfjsbuild.manifest.load import (
     BUILTIN_OPTIONS,
     MANIFEST_NAME,
     ConverterOptions,
@@ -50,12 +42,19 @@ from tfjsbuild.manifest import (
     manifest_schema,
     non_finite_numbers,
 )
-from tfjsbuild.plan import PlanItem, Target, plan_build, select
-from tfjsbuild.report import SilentReporter, plan_json, results_json
-from tfjsbuild.savedmodel import read_meta_graphs
-from tfjsbuild.state import BuildLock, BuildState, load_state, output_change, state_path
-from tfjsbuild.targets import resolve_targets
-from tfjsbuild.tfjs_runtime import tfjs_version
+from tfjsbuild.planning.fingerprint import (
+    StatCache,
+    fingerprint_signature,
+    python_input_files,
+    source_digest,
+    tool_versions,
+)
+from tfjsbuild.planning.plan import PlanItem, Target, plan_build, select
+from tfjsbuild.planning.targets import resolve_targets
+from tfjsbuild.render.report import SilentReporter, plan_json, results_json
+from tfjsbuild.sources.graphprint import GraphFingerprintError, ModelSources, signature_graphs
+from tfjsbuild.sources.saved_model_files import read_meta_graphs
+from tfjsbuild.verify.runtime import tfjs_version
 
 # Folders never searched by --all: build outputs, dependencies and VCS data.
 SKIPPED_FOLDERS = {".git", ".tfjs-build", "node_modules", "__pycache__", ".venv", "venv"}
@@ -454,41 +453,6 @@ def _remove_tool_dir_if_unused(manifest: Manifest) -> None:
     shutil.rmtree(manifest.tool_dir, ignore_errors=True)
 
 
-@dataclass(frozen=True)
-class ReportRow:
-    """One built signature as `tfjs-build report` shows it, from the recorded state."""
-
-    manifest: Path
-    model: str
-    signature: str
-    output: str
-    model_json_bytes: int
-    weight_bytes: int
-    shards: int
-    quantization: dict[str, list[str]]
-    verification: dict[str, Any] | None
-    seconds: float
-
-    @property
-    def bytes(self) -> int:
-        return self.model_json_bytes + self.weight_bytes
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "manifest": str(self.manifest),
-            "model": self.model,
-            "signature": self.signature,
-            "output": self.output,
-            "bytes": self.bytes,
-            "model_json_bytes": self.model_json_bytes,
-            "weight_bytes": self.weight_bytes,
-            "shards": self.shards,
-            "quantization": self.quantization,
-            "verification": self.verification,
-            "seconds": self.seconds,
-        }
-
-
 def report(
     manifests: Iterable[str | Path] = (), *, all_dirs: Iterable[str | Path] = ()
 ) -> list[ReportRow]:
@@ -597,7 +561,7 @@ def inspect_source(source: KerasSource | PythonSource) -> dict[str, Any]:
 
     Unlike `inspect_saved_model` this imports TensorFlow, and for a Python source runs its code.
     """
-    from tfjsbuild import loaders
+    from tfjsbuild.worker import loaders
 
     digest = source_digest(source, StatCache())
     with tempfile.TemporaryDirectory(prefix="tfjs-build-inspect-") as scratch:
@@ -642,7 +606,7 @@ def convert_concrete_function(
     Options are the manifest's converter options (quantization, weight_shard_size_bytes, ...).
     Raises unless a complete, loadable model.json with all its shards was written.
     """
-    from tfjsbuild import convert  # TensorFlow: the caller has it loaded already
+    from tfjsbuild.worker import convert  # TensorFlow: the caller has it loaded already
 
     resolved = converter_options(**options)
     target = Path(output_dir).resolve()

@@ -31,10 +31,10 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from tfjsbuild import api
+from tfjsbuild.building.results import Reporter
 from tfjsbuild.errors import ManifestError, TfjsBuildError, UsageError
-from tfjsbuild.execute import Reporter
-from tfjsbuild.manifest import KerasSource, Manifest, SavedModelSource, Source
-from tfjsbuild.savedmodel import incomplete_reason
+from tfjsbuild.manifest.load import KerasSource, Manifest, SavedModelSource, Source
+from tfjsbuild.sources.saved_model_files import incomplete_reason
 
 DEFAULT_QUIET_PERIOD = 1.0
 # How often a model that was still being written is looked at again without new events.

@@ -33,8 +33,8 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import IO, Any
 
-from tfjsbuild.manifest import PythonSource
-from tfjsbuild.worker import (
+from tfjsbuild.manifest.load import PythonSource
+from tfjsbuild.worker.task import (
     LOADING,
     STARTING,
     ConversionOutcome,
@@ -58,7 +58,7 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # `serve(connection fd, stack dump fd, parent pid, log path)`.
 BOOTSTRAP = (
     "import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
-    "from tfjsbuild.worker_pool import serve; "
+    "from tfjsbuild.building.worker_pool import serve; "
     "serve(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])"
 )
 MAX_WAIT = 3600.0  # seconds one wait for worker messages may last before it loops again

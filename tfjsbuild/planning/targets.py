@@ -14,8 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tfjsbuild.errors import ManifestError
-from tfjsbuild.fingerprint import python_source_problem
-from tfjsbuild.manifest import (
+from tfjsbuild.manifest.load import (
     ALL_SIGNATURES,
     KERAS_SIGNATURE,
     KerasSource,
@@ -27,8 +26,9 @@ from tfjsbuild.manifest import (
     output_problems,
     signature_claims,
 )
-from tfjsbuild.plan import PlanItem, Target
-from tfjsbuild.savedmodel import SavedModelError, find_meta_graph
+from tfjsbuild.planning.fingerprint import python_source_problem
+from tfjsbuild.planning.plan import PlanItem, Target
+from tfjsbuild.sources.saved_model_files import SavedModelError, find_meta_graph
 
 
 @dataclass

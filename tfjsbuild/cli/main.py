@@ -1,4 +1,4 @@
-"""Command-line parsing only: each command is one call into `tfjsbuild.commands`."""
+"""Command-line parsing only: each command is one call into `tfjsbuild.cli.commands`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from typing import NoReturn, TextIO
 
 from rich.console import Console
 
-from tfjsbuild import __version__, commands
+from tfjsbuild import __version__
+from tfjsbuild.cli import commands
+from tfjsbuild.cli.streams import stdout_reserved
 from tfjsbuild.errors import (
     ManifestError,
     TfjsBuildError,
@@ -21,8 +23,7 @@ from tfjsbuild.errors import (
     is_in_the_way,
     is_refusal,
 )
-from tfjsbuild.report import error_json
-from tfjsbuild.streams import stdout_reserved
+from tfjsbuild.render.report import error_json
 
 PARANOID_HELP = "digest variables by their bytes instead of the checkpoint's crc32c"
 

@@ -1020,7 +1020,7 @@ def _remember_schema_check(state_dir: Path, key: str) -> None:
     so a failed write is ignored (`write_atomically` leaves no temporary file behind)."""
     import contextlib
 
-    from tfjsbuild.atomic import write_atomically
+    from tfjsbuild.files.atomic import write_atomically
 
     with contextlib.suppress(OSError):
         write_atomically(state_dir / SCHEMA_CHECK_FILE, key)

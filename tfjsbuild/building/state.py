@@ -20,11 +20,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tfjsbuild.artifacts import OutputFile, file_sha256
-from tfjsbuild.atomic import write_atomically
 from tfjsbuild.errors import BuildError, LockHeldError
-from tfjsbuild.filesystem import STATE_REMEDY, refusals_reported
-from tfjsbuild.readback import (
+from tfjsbuild.files.artifacts import OutputFile, file_sha256
+from tfjsbuild.files.atomic import write_atomically
+from tfjsbuild.files.filesystem import STATE_REMEDY, refusals_reported
+from tfjsbuild.files.readback import (
     InvalidData,
     as_dict,
     as_float,

@@ -1,6 +1,6 @@
 """The TensorFlow.js side of verification: Node.js running the pinned, pure-JS @tensorflow/tfjs.
 
-The runtime is installed once with `npm ci` from the lockfile shipped in `tfjsbuild/js`, into
+The runtime is installed once with `npm ci` from the lockfile shipped in `tfjsbuild/verify/js`, into
 a cache folder (`$XDG_CACHE_HOME/tfjs-build` or `~/.cache/tfjs-build`), or taken from the
 folder `TFJS_BUILD_TFJS_RUNTIME` names. No TensorFlow here; only the Node.js runner.
 """
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from tfjsbuild.errors import BuildError
 
 if TYPE_CHECKING:
-    from tfjsbuild.verify import Array
+    from tfjsbuild.verify.compare import Array
 
 RUNTIME_ENV = "TFJS_BUILD_TFJS_RUNTIME"
 JS_DIR = Path(__file__).parent / "js"
@@ -151,7 +151,7 @@ def encode_tensors(tensors: Mapping[str, Array]) -> dict[str, Any]:
     """Arrays as the runner's JSON: flat data, non-finite floats as strings."""
     import numpy as np  # only verification needs it; planning imports this module
 
-    from tfjsbuild.verify import json_float
+    from tfjsbuild.verify.compare import json_float
 
     encoded = {}
     for key, value in tensors.items():

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tfjsbuild.fingerprint import SignatureFingerprint
-from tfjsbuild.graphprint import explain_source_change
-from tfjsbuild.manifest import Checks, ConverterOptions, Location, Source
-from tfjsbuild.state import SignatureRecord
+from tfjsbuild.building.state import SignatureRecord
+from tfjsbuild.manifest.load import Checks, ConverterOptions, Location, Source
+from tfjsbuild.planning.fingerprint import SignatureFingerprint
+from tfjsbuild.sources.graphprint import explain_source_change
 
 # verify: the recorded output is what this build would convert, but it has not been verified
 # with the verification this run asks for: run it in TF.js as it is, without converting again.

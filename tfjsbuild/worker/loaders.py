@@ -23,10 +23,9 @@ from typing import Any, Protocol
 
 import tensorflow as tf
 
-from tfjsbuild import convert, savedmodel
-from tfjsbuild.artifacts import GraphModelOutput
 from tfjsbuild.errors import SignatureError, SourceError
-from tfjsbuild.manifest import (
+from tfjsbuild.files.artifacts import GraphModelOutput
+from tfjsbuild.manifest.load import (
     KERAS_SIGNATURE,
     ConverterOptions,
     KerasSource,
@@ -34,6 +33,8 @@ from tfjsbuild.manifest import (
     SavedModelSource,
     Source,
 )
+from tfjsbuild.sources import saved_model_files as savedmodel
+from tfjsbuild.worker import convert
 
 
 class LoadedSource(Protocol):

@@ -20,9 +20,20 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from tfjsbuild.artifacts import (
+from tfjsbuild.building.cache import CacheEntry, Store, cache_key, serves
+from tfjsbuild.building.results import Reporter, SignatureResult
+from tfjsbuild.building.state import (
+    BuildState,
+    SignatureRecord,
+    output_change,
+    output_folder,
+    record_files,
+    save_state,
+)
+from tfjsbuild.errors import BuildError
+from tfjsbuild.files.artifacts import (
     MODEL_JSON,
     GraphModelOutput,
     OutputCheckError,
@@ -32,46 +43,21 @@ from tfjsbuild.artifacts import (
     size_parts,
     validate_graph_model,
 )
-from tfjsbuild.atomic import swap_directory, write_atomically
-from tfjsbuild.cache import CacheEntry, Store, cache_key, serves
-from tfjsbuild.errors import BuildError
-from tfjsbuild.filesystem import OUTPUT_REMEDY, STATE_REMEDY, refusals_reported
-from tfjsbuild.fingerprint import canonical_json
-from tfjsbuild.manifest import OUTPUT_STAGING_DIR, Manifest, VerifySettings
-from tfjsbuild.plan import PlanItem
-from tfjsbuild.readback import InvalidData, as_dict, as_str, parse_json, resolve_inside
-from tfjsbuild.state import (
-    BuildState,
-    SignatureRecord,
-    output_change,
-    output_folder,
-    record_files,
-    save_state,
-)
-from tfjsbuild.worker import ConversionOutcome, ConversionTask, VerifyTask
+from tfjsbuild.files.atomic import swap_directory, write_atomically
+from tfjsbuild.files.filesystem import OUTPUT_REMEDY, STATE_REMEDY, refusals_reported
+from tfjsbuild.files.readback import InvalidData, as_dict, as_str, parse_json, resolve_inside
+from tfjsbuild.manifest.load import OUTPUT_STAGING_DIR, Manifest, VerifySettings
+from tfjsbuild.planning.fingerprint import canonical_json
+from tfjsbuild.planning.plan import PlanItem
+from tfjsbuild.worker.task import ConversionOutcome, ConversionTask, VerifyTask
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-    from tfjsbuild.tfjs_runtime import Runtime
+    from tfjsbuild.verify.runtime import Runtime
 
-Status = Literal["built", "restored", "verified", "up-to-date", "failed", "removed", "skipped"]
 INDEX_VERSION = 1
 STAGING_DIR = "staging"
-
-
-@dataclass(frozen=True)
-class SignatureResult:
-    item: PlanItem
-    status: Status
-    seconds: float = 0.0
-    bytes: int = 0
-    error: str | None = None
-    timings: Mapping[str, float] | None = None
-    model_json_bytes: int = 0
-    weight_bytes: int = 0
-    verification: Mapping[str, Any] | None = None
-    cache: str | None = None  # restored: from which cache ("local" or "remote")
 
 
 @dataclass
@@ -87,12 +73,6 @@ class Project:
 
     def save(self) -> None:
         save_state(self.manifest.state_dir, self.state)
-
-
-class Reporter(Protocol):
-    def build_started(self, items: Sequence[PlanItem], jobs: int) -> None: ...
-
-    def signature_finished(self, result: SignatureResult) -> None: ...
 
 
 def default_jobs(build_count: int) -> int:
@@ -152,7 +132,7 @@ def execute(
     worker_count = jobs or default_jobs(len(builds))
     runtime = None
     if verify and any(_verify_settings(item) is not None for item in builds):
-        from tfjsbuild.tfjs_runtime import find_runtime
+        from tfjsbuild.verify.runtime import find_runtime
 
         runtime = find_runtime()  # before any conversion: a missing Node.js fails fast
     if builds:
@@ -389,11 +369,11 @@ def _convert_all(
         results: list[SignatureResult] = []
         pool: TaskExecutor
         if executor == "ray":
-            from tfjsbuild.ray_executor import RayExecutor
+            from tfjsbuild.building.ray_executor import RayExecutor
 
             pool = RayExecutor(ray_address)
         else:
-            from tfjsbuild.worker_pool import WorkerPool
+            from tfjsbuild.building.worker_pool import WorkerPool
 
             pool = WorkerPool(worker_count, log_path)
         try:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
-from tfjsbuild.artifacts import format_bytes
+from tfjsbuild.building.results import SignatureResult
 from tfjsbuild.errors import (
     EXIT_FAILED,
     EXIT_OK,
@@ -20,11 +20,11 @@ from tfjsbuild.errors import (
     TfjsBuildError,
     UsageError,
 )
-from tfjsbuild.execute import SignatureResult
-from tfjsbuild.plan import PlanItem
+from tfjsbuild.files.artifacts import format_bytes
+from tfjsbuild.planning.plan import PlanItem
 
 if TYPE_CHECKING:
-    from tfjsbuild.api import ReportRow
+    from tfjsbuild.building.results import ReportRow
 
 JSON_REPORT_VERSION = 1
 

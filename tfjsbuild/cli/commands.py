@@ -14,18 +14,18 @@ from rich.console import Console
 from rich.markup import escape
 
 from tfjsbuild import api
-from tfjsbuild.artifacts import format_bytes
-from tfjsbuild.atomic import write_atomically
 from tfjsbuild.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, SourceError, UsageError
-from tfjsbuild.fingerprint import python_source_problem
-from tfjsbuild.manifest import (
+from tfjsbuild.files.artifacts import format_bytes
+from tfjsbuild.files.atomic import write_atomically
+from tfjsbuild.manifest.load import (
     KERAS_H5_SUFFIXES,
     KERAS_V3_SUFFIX,
     PYTHON_TARGET,
     KerasSource,
     PythonSource,
 )
-from tfjsbuild.report import (
+from tfjsbuild.planning.fingerprint import python_source_problem
+from tfjsbuild.render.report import (
     ConsoleReporter,
     command_json,
     print_plan,
@@ -33,7 +33,7 @@ from tfjsbuild.report import (
     print_summary,
     report_html,
 )
-from tfjsbuild.savedmodel import is_saved_model
+from tfjsbuild.sources.saved_model_files import is_saved_model
 
 if TYPE_CHECKING:
     from tfjsbuild.watch import Cycle  # imported lazily below: watchdog is not needed elsewhere

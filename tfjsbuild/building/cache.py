@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tfjsbuild import nofollow, readback
-from tfjsbuild.artifacts import MODEL_JSON, OutputCheckError, OutputFile, shard_paths
 from tfjsbuild.errors import UsageError
-from tfjsbuild.fingerprint import SignatureFingerprint, canonical_json
-from tfjsbuild.manifest import Manifest
-from tfjsbuild.nofollow import UnsafePath
-from tfjsbuild.readback import InvalidData
+from tfjsbuild.files import nofollow, readback
+from tfjsbuild.files.artifacts import MODEL_JSON, OutputCheckError, OutputFile, shard_paths
+from tfjsbuild.files.nofollow import UnsafePath
+from tfjsbuild.files.readback import InvalidData
+from tfjsbuild.manifest.load import Manifest
+from tfjsbuild.planning.fingerprint import SignatureFingerprint, canonical_json
 
 CACHE_VERSION = 1
 CACHE_ENV = "TFJS_BUILD_CACHE"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tfjsbuild.errors import BuildError
-from tfjsbuild.readback import InvalidData, resolve_inside, safe_relative_path
+from tfjsbuild.files.readback import InvalidData, resolve_inside, safe_relative_path
 
 MODEL_JSON = "model.json"
 

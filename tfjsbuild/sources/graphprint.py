@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tfjsbuild.fingerprint import StatCache, source_digest
-from tfjsbuild.manifest import KerasSource, SavedModelSource, Source
-from tfjsbuild.savedmodel import (
+from tfjsbuild.manifest.load import KerasSource, SavedModelSource, Source
+from tfjsbuild.planning.fingerprint import StatCache, source_digest
+from tfjsbuild.sources.saved_model_files import (
     VARIABLES_DIR,
     VARIABLES_INDEX,
     BundleEntry,

@@ -1,7 +1,7 @@
 """What runs in a worker process: one signature conversion (or verification of an output
 already built) per task, the model loaded once.
 
-This module itself imports no TensorFlow; `run_task` imports `tfjsbuild.loaders` (and so
+This module itself imports no TensorFlow; `run_task` imports `tfjsbuild.worker.loaders` (and so
 TensorFlow, Keras and a Python source's code) on first use, inside the worker. Workers return outcomes and never touch the state file.
 How worker processes are started, watched and replaced is `worker_pool.py`'s business.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tfjsbuild.errors import SignatureError, SourceError, TfjsBuildError
-from tfjsbuild.manifest import ConverterOptions, PythonSource, Source
+from tfjsbuild.manifest.load import ConverterOptions, PythonSource, Source
 
 # What a task is doing, as errors say it ("... while converting"); the parent hears of each.
 STARTING = "starting the worker"
@@ -132,7 +132,7 @@ def run_task(task: ConversionTask, progress: Progress | None = None) -> Conversi
             progress(next_phase)
 
     try:
-        from tfjsbuild import loaders
+        from tfjsbuild.worker import loaders
 
         enter(LOADING)  # the time limit starts now, with TensorFlow imported
         load_start = time.perf_counter()
@@ -207,8 +207,8 @@ def verify_output(
     kept: str = "The previous output is kept.",
 ) -> dict[str, Any]:
     """TensorFlow (the loaded source) against TensorFlow.js (Node.js) on the same inputs."""
-    from tfjsbuild import verify
-    from tfjsbuild.tfjs_runtime import Runtime
+    from tfjsbuild.verify import compare as verify
+    from tfjsbuild.verify.runtime import Runtime
 
     specs = loaded.input_specs(signature)
     if settings.inputs is not None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tfjsbuild.errors import BuildError
-from tfjsbuild.worker import ConversionOutcome, ConversionTask
+from tfjsbuild.worker.task import ConversionOutcome, ConversionTask
 
 # What one conversion needs: one core, and TensorFlow with a model loaded (~1-2 GB).
 TASK_CPUS = 1
@@ -29,7 +29,7 @@ ADDRESS_ENV = "RAY_ADDRESS"
 
 def convert_in_worker(task: ConversionTask) -> tuple[ConversionOutcome, dict[str, bytes]]:
     """Runs in a Ray worker: convert into a private folder, return the outcome and the files."""
-    from tfjsbuild.worker import prepare_environment, run_task
+    from tfjsbuild.worker.task import prepare_environment, run_task
 
     prepare_environment()
     work = Path(tempfile.mkdtemp(prefix="tfjs-build-ray-"))

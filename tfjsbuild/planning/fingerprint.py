@@ -17,9 +17,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from tfjsbuild.artifacts import file_sha256
-from tfjsbuild.manifest import ConverterOptions, KerasSource, PythonSource, SavedModelSource, Source
-from tfjsbuild.savedmodel import SavedModelError
+from tfjsbuild.files.artifacts import file_sha256
+from tfjsbuild.manifest.load import (
+    ConverterOptions,
+    KerasSource,
+    PythonSource,
+    SavedModelSource,
+    Source,
+)
+from tfjsbuild.sources.saved_model_files import SavedModelError
 
 # Bump when what goes into a fingerprint changes: every signature then rebuilds once.
 # 2: verification settings left the digest (they are compared on their own: `verify`).

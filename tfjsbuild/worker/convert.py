@@ -35,9 +35,9 @@ from tensorflow.python.checkpoint.trackable_view import TrackableView
 from tensorflow.python.util import nest
 from tensorflowjs.converters import tf_saved_model_conversion_v2 as tfjs_v2
 
-from tfjsbuild.artifacts import GraphModelOutput, check_graph_model
 from tfjsbuild.errors import BuildError
-from tfjsbuild.manifest import ConverterOptions
+from tfjsbuild.files.artifacts import GraphModelOutput, check_graph_model
+from tfjsbuild.manifest.load import ConverterOptions
 
 STRUCTURED_OUTPUTS_KEYS_KEY = "structuredOutputKeys"
 

@@ -1,0 +1,1 @@
+"""Files this tool writes atomically, and data it reads back without trusting it."""

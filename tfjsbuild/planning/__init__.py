@@ -1,0 +1,1 @@
+"""Deciding what to build and why, without building anything or importing TensorFlow."""

@@ -1,0 +1,2 @@
+"""Source kinds (SavedModel folders, Keras files, Python code): what each one is made of,
+read without TensorFlow."""

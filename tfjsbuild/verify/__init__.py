@@ -1,0 +1,1 @@
+"""Running converted models in TensorFlow.js and comparing them with TensorFlow."""

@@ -1,0 +1,2 @@
+"""Code that runs in worker processes: the only code that imports TensorFlow, tensorflowjs
+or keras."""
