@@ -29,7 +29,8 @@ from tfjsbuild.building.state import load_state
 from tfjsbuild.errors import UsageError
 from tfjsbuild.files.artifacts import OutputFile
 from tfjsbuild.files.readback import InvalidData
-from tfjsbuild.manifest.load import ConverterOptions, load_manifest
+from tfjsbuild.manifest.load import load_manifest
+from tfjsbuild.manifest.types import ConverterOptions
 from tfjsbuild.planning.fingerprint import fingerprint_signature
 
 MANIFEST = """

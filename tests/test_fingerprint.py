@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from tfjsbuild.manifest.load import PythonSource, SavedModelSource
+from tfjsbuild.manifest.types import PythonSource, SavedModelSource
 from tfjsbuild.planning.fingerprint import (
     StatCache,
     python_input_files,

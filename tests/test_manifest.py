@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from tfjsbuild.errors import ManifestError
-from tfjsbuild.manifest.load import (
+from tfjsbuild.manifest.load import load_manifest
+from tfjsbuild.manifest.types import (
     DEFAULT_TIMEOUT,
     Checks,
     ConverterOptions,
@@ -14,7 +15,6 @@ from tfjsbuild.manifest.load import (
     PythonSource,
     SavedModelSource,
     VerifySettings,
-    load_manifest,
 )
 
 

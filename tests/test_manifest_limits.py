@@ -14,7 +14,8 @@ import pytest
 
 from tfjsbuild import api
 from tfjsbuild.errors import ManifestError, UsageError
-from tfjsbuild.manifest.load import MAX_EXPANDED_VALUES, MAX_MANIFEST_BYTES, load_manifest
+from tfjsbuild.manifest.load import load_manifest
+from tfjsbuild.manifest.yaml_positions import MAX_EXPANDED_VALUES, MAX_MANIFEST_BYTES
 
 CASES = Path(__file__).parent / "negative" / "manifests"
 HEAD = "version: 1\nmodels:\n  a:\n    saved_model: models/a\n"

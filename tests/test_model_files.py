@@ -333,7 +333,7 @@ def test_a_corrupt_saved_model_pb_is_a_located_source_error_in_the_worker(
     """The plan catches a corrupt saved_model.pb first; one damaged after it, the worker."""
     import savedmodels
     from tfjsbuild.errors import SourceError
-    from tfjsbuild.manifest.load import SavedModelSource
+    from tfjsbuild.manifest.types import SavedModelSource
     from tfjsbuild.worker import loaders
 
     path = savedmodels.save_tf1(tmp_path / "model")

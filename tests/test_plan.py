@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tfjsbuild.building.state import SignatureRecord
-from tfjsbuild.manifest.load import ConverterOptions, SavedModelSource
+from tfjsbuild.manifest.types import ConverterOptions, SavedModelSource
 from tfjsbuild.planning.fingerprint import fingerprint_signature
 from tfjsbuild.planning.plan import PlanItem, Target, option_changes, plan_build, select
 

@@ -129,7 +129,7 @@ def test_a_tf1_table_nothing_fills_is_refused(tmp_path: Path) -> None:
 
 def test_freeze_errors_carry_the_cause_tensorflow_logged(tmp_path: Path, tf1_lookup: Path) -> None:
     """Through the TF2 path, grappler says only "check error log"; the cause is in the log."""
-    from tfjsbuild.manifest.load import ConverterOptions
+    from tfjsbuild.manifest.types import ConverterOptions
     from tfjsbuild.worker import convert
 
     loaded = convert.load_saved_model(tf1_lookup, ("serve",))

@@ -6,8 +6,6 @@ Importing this package does not import TensorFlow; only conversions (in worker p
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from tfjsbuild.api import (
     BuildPlan,
     BuildResult,
@@ -20,6 +18,7 @@ from tfjsbuild.api import (
     report,
 )
 from tfjsbuild.building.results import ReportRow
+from tfjsbuild.version import __version__
 
 __all__ = [
     "BuildPlan",

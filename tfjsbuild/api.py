@@ -29,7 +29,10 @@ from tfjsbuild.building.state import BuildLock, BuildState, load_state, output_c
 from tfjsbuild.errors import ManifestError, Problem, UsageError
 from tfjsbuild.files.artifacts import GraphModelOutput, size_parts
 from tfjsbuild.files.atomic import swap_directory
-from tfjsbuild.manifest.load import (
+from tfjsbuild.manifest.load import load_manifest
+from tfjsbuild.manifest.rules import non_finite_numbers
+from tfjsbuild.manifest.schema import manifest_schema
+from tfjsbuild.manifest.types import (
     BUILTIN_OPTIONS,
     MANIFEST_NAME,
     ConverterOptions,
@@ -37,11 +40,8 @@ from tfjsbuild.manifest.load import (
     Manifest,
     PythonSource,
     SavedModelSource,
-    format_key_path,
-    load_manifest,
-    manifest_schema,
-    non_finite_numbers,
 )
+from tfjsbuild.manifest.yaml_positions import format_key_path
 from tfjsbuild.planning.fingerprint import (
     StatCache,
     fingerprint_signature,

@@ -33,7 +33,7 @@ from watchdog.observers.api import BaseObserver
 from tfjsbuild import api
 from tfjsbuild.building.results import Reporter
 from tfjsbuild.errors import ManifestError, TfjsBuildError, UsageError
-from tfjsbuild.manifest.load import KerasSource, Manifest, SavedModelSource, Source
+from tfjsbuild.manifest.types import KerasSource, Manifest, SavedModelSource, Source
 from tfjsbuild.sources.saved_model_files import incomplete_reason
 
 DEFAULT_QUIET_PERIOD = 1.0

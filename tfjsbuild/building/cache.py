@@ -37,7 +37,7 @@ from tfjsbuild.files import nofollow, readback
 from tfjsbuild.files.artifacts import MODEL_JSON, OutputCheckError, OutputFile, shard_paths
 from tfjsbuild.files.nofollow import UnsafePath
 from tfjsbuild.files.readback import InvalidData
-from tfjsbuild.manifest.load import Manifest
+from tfjsbuild.manifest.types import Manifest
 from tfjsbuild.planning.fingerprint import SignatureFingerprint, canonical_json
 
 CACHE_VERSION = 1

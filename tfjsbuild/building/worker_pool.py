@@ -33,7 +33,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import IO, Any
 
-from tfjsbuild.manifest.load import PythonSource
+from tfjsbuild.manifest.types import PythonSource
 from tfjsbuild.worker.task import (
     LOADING,
     STARTING,

@@ -17,7 +17,7 @@ from tfjsbuild import api
 from tfjsbuild.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, SourceError, UsageError
 from tfjsbuild.files.artifacts import format_bytes
 from tfjsbuild.files.atomic import write_atomically
-from tfjsbuild.manifest.load import (
+from tfjsbuild.manifest.types import (
     KERAS_H5_SUFFIXES,
     KERAS_V3_SUFFIX,
     PYTHON_TARGET,

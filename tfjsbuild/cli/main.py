@@ -12,7 +12,6 @@ from typing import NoReturn, TextIO
 
 from rich.console import Console
 
-from tfjsbuild import __version__
 from tfjsbuild.cli import commands
 from tfjsbuild.cli.streams import stdout_reserved
 from tfjsbuild.errors import (
@@ -24,6 +23,7 @@ from tfjsbuild.errors import (
     is_refusal,
 )
 from tfjsbuild.render.report import error_json
+from tfjsbuild.version import __version__
 
 PARANOID_HELP = "digest variables by their bytes instead of the checkpoint's crc32c"
 

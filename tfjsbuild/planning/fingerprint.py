@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tfjsbuild.files.artifacts import file_sha256
-from tfjsbuild.manifest.load import (
+from tfjsbuild.manifest.types import (
     ConverterOptions,
     KerasSource,
     PythonSource,

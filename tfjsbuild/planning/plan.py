@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tfjsbuild.building.state import SignatureRecord
-from tfjsbuild.manifest.load import Checks, ConverterOptions, Location, Source
+from tfjsbuild.manifest.types import Checks, ConverterOptions, Location, Source
 from tfjsbuild.planning.fingerprint import SignatureFingerprint
 from tfjsbuild.sources.graphprint import explain_source_change
 

@@ -14,7 +14,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tfjsbuild.errors import ManifestError
-from tfjsbuild.manifest.load import (
+from tfjsbuild.manifest.output_rules import (
+    layout_signature_problems,
+    output_problems,
+    signature_claims,
+)
+from tfjsbuild.manifest.types import (
     ALL_SIGNATURES,
     KERAS_SIGNATURE,
     KerasSource,
@@ -22,9 +27,6 @@ from tfjsbuild.manifest.load import (
     ModelSpec,
     PythonSource,
     SavedModelSource,
-    layout_signature_problems,
-    output_problems,
-    signature_claims,
 )
 from tfjsbuild.planning.fingerprint import python_source_problem
 from tfjsbuild.planning.plan import PlanItem, Target

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tfjsbuild.manifest.load import KerasSource, SavedModelSource, Source
+from tfjsbuild.manifest.types import KerasSource, SavedModelSource, Source
 from tfjsbuild.planning.fingerprint import StatCache, source_digest
 from tfjsbuild.sources.saved_model_files import (
     VARIABLES_DIR,

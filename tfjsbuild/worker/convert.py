@@ -37,7 +37,7 @@ from tensorflowjs.converters import tf_saved_model_conversion_v2 as tfjs_v2
 
 from tfjsbuild.errors import BuildError
 from tfjsbuild.files.artifacts import GraphModelOutput, check_graph_model
-from tfjsbuild.manifest.load import ConverterOptions
+from tfjsbuild.manifest.types import ConverterOptions
 
 STRUCTURED_OUTPUTS_KEYS_KEY = "structuredOutputKeys"
 

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from tfjsbuild.errors import SignatureError, SourceError
 from tfjsbuild.files.artifacts import GraphModelOutput
-from tfjsbuild.manifest.load import (
+from tfjsbuild.manifest.types import (
     KERAS_SIGNATURE,
     ConverterOptions,
     KerasSource,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tfjsbuild.errors import SignatureError, SourceError, TfjsBuildError
-from tfjsbuild.manifest.load import ConverterOptions, PythonSource, Source
+from tfjsbuild.manifest.types import ConverterOptions, PythonSource, Source
 
 # What a task is doing, as errors say it ("... while converting"); the parent hears of each.
 STARTING = "starting the worker"
