@@ -34,9 +34,8 @@ def rule_problems(doc: PositionedDocument, earlier: Sequence[Problem]) -> list[P
         *_quantization_problems(doc),
         *_metadata_problems(doc),
     ]
-    reported = {
-        (p.line, p.column) for p in [*earlier, *problems]
-    }  # e.g. -.inf is below `minimum: 0`
+    # Once per place: e.g. -.inf is below `minimum: 0`, which the schema reported already.
+    reported = {(p.line, p.column) for p in [*earlier, *problems]}
     problems += [p for p in _finite_number_problems(doc) if (p.line, p.column) not in reported]
     problems += _nul_problems(doc, doc.data, ())
     layout = as_mapping(doc.data).get("layout", DEFAULT_LAYOUT)

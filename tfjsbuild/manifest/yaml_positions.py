@@ -1,4 +1,4 @@
-"""The manifest's YAML, read safely and with positions: plain data plus where each value was written.
+"""The manifest's YAML, read safely: plain data plus where each key and value was written.
 
 `PositionedDocument` records the line and column of every key and value so that every later
 problem (schema, rules, plan) can point at the manifest; `_LimitedLoader` refuses documents
