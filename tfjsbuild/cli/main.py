@@ -23,7 +23,7 @@ from tfjsbuild.errors import (
     is_in_the_way,
     is_refusal,
 )
-from tfjsbuild.render.report import error_json
+from tfjsbuild.render.json import error_json
 
 PARANOID_HELP = "digest variables by their bytes instead of the checkpoint's crc32c"
 
