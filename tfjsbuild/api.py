@@ -51,7 +51,8 @@ from tfjsbuild.planning.fingerprint import (
 )
 from tfjsbuild.planning.plan import PlanItem, Target, plan_build, select
 from tfjsbuild.planning.targets import resolve_targets
-from tfjsbuild.render.report import SilentReporter, plan_json, results_json
+from tfjsbuild.render.console import SilentReporter
+from tfjsbuild.render.json import plan_json, results_json
 from tfjsbuild.sources.graphprint import GraphFingerprintError, ModelSources, signature_graphs
 from tfjsbuild.sources.saved_model_files import read_meta_graphs
 from tfjsbuild.verify.runtime import tfjs_version

@@ -25,14 +25,9 @@ from tfjsbuild.manifest.types import (
     PythonSource,
 )
 from tfjsbuild.planning.fingerprint import python_source_problem
-from tfjsbuild.render.report import (
-    ConsoleReporter,
-    command_json,
-    print_plan,
-    print_report,
-    print_summary,
-    report_html,
-)
+from tfjsbuild.render.console import ConsoleReporter, print_plan, print_report, print_summary
+from tfjsbuild.render.html import report_html
+from tfjsbuild.render.json import command_json
 from tfjsbuild.sources.saved_model_files import is_saved_model
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from tfjsbuild.errors import (
     is_in_the_way,
     is_refusal,
 )
-from tfjsbuild.render.report import error_json
+from tfjsbuild.render.json import error_json
 from tfjsbuild.version import __version__
 
 PARANOID_HELP = "digest variables by their bytes instead of the checkpoint's crc32c"

@@ -1,0 +1,225 @@
+"""Text for people, through rich: build progress as it happens, the plan, the summary and the
+report table.
+
+Everything here takes typed values (plan items, results, report rows) and prints them to the
+`Console` it is given. Nothing here reads files, writes anything but that console, or decides
+what to build or whether a build passed: those decisions arrive made, in the values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from tfjsbuild.building.results import ReportRow, SignatureResult
+from tfjsbuild.files.artifacts import format_bytes
+from tfjsbuild.planning.plan import PlanItem
+from tfjsbuild.render.words import quantization_text, verification_text
+
+# The outcomes of the conversions and verifications build_started counted: each is one step of
+# the progress bar.
+_PROGRESS_STEPS = ("built", "verified", "failed", "skipped")
+
+
+class ConsoleReporter:
+    """Per-signature lines as they finish, with a progress bar on a terminal."""
+
+    def __init__(self, console: Console, *, quiet: bool = False) -> None:
+        self.console = console
+        self.quiet = quiet
+        self._progress: Any = None
+        self._task: Any = None
+
+    def build_started(self, items: Sequence[PlanItem], jobs: int) -> None:
+        if self.quiet:
+            return
+        self.console.print(_starting_line(items, jobs))
+        if self.console.is_terminal:
+            self._start_progress(len(items))
+
+    def _start_progress(self, total: int) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("converting", total=total)
+
+    def signature_finished(self, result: SignatureResult) -> None:
+        line = _result_line(result)
+        if line is not None and (result.status == "failed" or not self.quiet):
+            self.console.print(line)
+        if result.status == "removed" and result.error is not None:
+            # Files not provably this tool's were left in place: said even with --quiet.
+            self.console.print(f"[yellow]warning:[/yellow] {escape(result.error)}")
+        if self._progress is not None and result.status in _PROGRESS_STEPS:
+            self._progress.advance(self._task)
+            if self._progress.finished:
+                self._progress.stop()
+                self._progress = None
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def _starting_line(items: Sequence[PlanItem], jobs: int) -> str:
+    workers = "worker" if jobs == 1 else "workers"
+    converts = sum(1 for item in items if item.action != "verify")
+    verifies = len(items) - converts
+    doing = []
+    if converts:
+        doing.append(f"Converting {converts} signature{'s' if converts != 1 else ''}")
+    if verifies:  # built earlier, verified now as they are
+        verb = "verifying" if converts else "Verifying"
+        doing.append(f"{verb} {verifies} signature{'s' if verifies != 1 else ''}")
+    return f"{' and '.join(doing)} with {jobs} {workers}"
+
+
+def _result_line(result: SignatureResult) -> str | None:
+    """The line (rich markup) for one finished signature; None for an up-to-date one."""
+    item = result.item
+    target = f"{escape(item.key)} → {escape(item.output)}"
+    reasons = f"[dim]({escape('; '.join(item.reasons))})[/dim]"
+    if result.status == "failed":
+        return f"[red]✗[/red] {escape(item.key)} failed: {escape(result.error or '')}"
+    if result.status == "built":
+        return (
+            f"[green]✓[/green] {target}  "
+            f"{result.seconds:.1f}s  {format_bytes(result.bytes)} "
+            f"(model.json {format_bytes(result.model_json_bytes)}, "
+            f"weights {format_bytes(result.weight_bytes)})  "
+            f"{_verified(result.verification)}{reasons}"
+        )
+    if result.status == "verified":
+        return (
+            f"[green]✓[/green] {target}  "
+            f"{result.seconds:.1f}s  {_verified(result.verification)}"
+            f"as built, not converted again  {reasons}"
+        )
+    if result.status == "restored":
+        return (
+            f"[green]↺[/green] {target}  restored from the "
+            f"{result.cache} cache in {result.seconds:.2f}s  {format_bytes(result.bytes)}  "
+            f"{_verified(result.verification)}{reasons}"
+        )
+    if result.status == "removed":
+        return f"[yellow]-[/yellow] {escape(item.key)} removed ({escape(item.output)})"
+    if result.status == "skipped":
+        return f"[yellow]·[/yellow] {escape(item.key)} skipped"
+    return None
+
+
+def _verified(verification: Mapping[str, Any] | None) -> str:
+    if verification is None:
+        return ""
+    error = verification.get("max_abs_error", 0.0)
+    return f"verified (max error {error:.1e})  " if isinstance(error, int | float) else ""
+
+
+class SilentReporter:
+    def build_started(self, items: Sequence[PlanItem], jobs: int) -> None:
+        pass
+
+    def signature_finished(self, result: SignatureResult) -> None:
+        pass
+
+
+def print_plan(console: Console, items: Sequence[PlanItem]) -> None:
+    if not items:
+        console.print("Nothing in the manifest to build.")
+        return
+    for item in items:
+        _print_plan_item(console, item)
+    counts = {
+        action: sum(1 for i in items if i.action == action)
+        for action in ("build", "verify", "up-to-date", "remove")
+    }
+    verifies = f"{counts['verify']} to verify, " if counts["verify"] else ""
+    console.print(
+        f"{counts['build']} to build, {verifies}{counts['up-to-date']} up to date, "
+        f"{counts['remove']} to remove"
+    )
+
+
+def _print_plan_item(console: Console, item: PlanItem) -> None:
+    if item.action == "up-to-date":
+        console.print(f"  [dim]up-to-date[/dim]  {escape(item.key)}")
+        if item.reasons:  # kept although gone from the manifest (see plan_build)
+            console.print(f"      [yellow]{escape('; '.join(item.reasons))}[/yellow]")
+    elif item.action == "remove":
+        console.print(f"  [yellow]remove[/yellow]      {escape(item.key)}  ({escape(item.output)})")
+    elif item.action == "verify":
+        console.print(
+            f"  [cyan]verify[/cyan]      {escape(item.key)} → {escape(item.output)}  (as built)"
+        )
+        console.print(f"      because: {escape('; '.join(item.reasons))}")
+    else:
+        restore = f"  (restore from the {item.cached} cache)" if item.cached else ""
+        console.print(
+            f"  [cyan]build[/cyan]       {escape(item.key)} → {escape(item.output or '?')}{restore}"
+        )
+        if item.blocked is not None:
+            for line in item.blocked.splitlines():
+                console.print(f"      [red]{escape(line)}[/red]")
+        else:
+            console.print(f"      because: {escape('; '.join(item.reasons))}")
+
+
+def print_summary(console: Console, results: Sequence[SignatureResult], seconds: float) -> None:
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result.status] = counts.get(result.status, 0) + 1
+    order = ("built", "restored", "verified", "up-to-date", "removed", "failed", "skipped")
+    parts = [f"{counts[status]} {status}" for status in order if counts.get(status)]
+    console.print(f"{', '.join(parts) or 'nothing to do'} in {seconds:.1f}s")
+
+
+def print_report(console: Console, rows: Sequence[ReportRow]) -> None:
+    from rich import box
+    from rich.table import Table
+
+    if not rows:
+        console.print("Nothing built yet: run `tfjs-build run` first.")
+        return
+    if not console.is_terminal:
+        # A log or a pipe has no width to fit: rich's 80-column default would fold every cell.
+        console = Console(
+            file=console.file, width=200, highlight=False, color_system=None, emoji=False
+        )
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("model", "signature", "size", "model.json", "weights/shards", "quantization"):
+        numeric = column in ("size", "model.json", "weights/shards")
+        table.add_column(column, justify="right" if numeric else "left")
+    table.add_column("verified (max error)")
+    table.add_column("build", justify="right")
+    for row in rows:
+        table.add_row(  # a str cell is read as markup: escape what came from manifests and models
+            escape(row.model),
+            escape(row.signature),
+            format_bytes(row.bytes),
+            format_bytes(row.model_json_bytes),
+            f"{format_bytes(row.weight_bytes)} / {row.shards}",
+            escape(quantization_text(row.quantization)),
+            escape(verification_text(row.verification, short=True)),
+            f"{row.seconds:.1f}s",
+        )
+    console.print(table)
+    total = sum(row.bytes for row in rows)
+    console.print(f"{len(rows)} signatures, {format_bytes(total)} in all")
