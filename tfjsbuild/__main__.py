@@ -1,3 +1,5 @@
+"""`python -m tfjsbuild`: the `tfjs-build` command (`tfjsbuild.cli.main`)."""
+
 from __future__ import annotations
 
 import sys

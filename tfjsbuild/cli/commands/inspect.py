@@ -1,0 +1,134 @@
+"""`tfjs-build inspect PATH`: the signatures of a SavedModel, a Keras file or a Python source
+(`module:callable`), with their fingerprints, as text or JSON. Which kind PATH is decides which
+API call reads it; nothing here loads a model."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from tfjsbuild import api
+from tfjsbuild.cli import options
+from tfjsbuild.cli.output import Output
+from tfjsbuild.errors import EXIT_OK, SourceError, UsageError
+from tfjsbuild.manifest.types import (
+    KERAS_H5_SUFFIXES,
+    KERAS_V3_SUFFIX,
+    PYTHON_TARGET,
+    KerasSource,
+    PythonSource,
+)
+from tfjsbuild.planning.fingerprint import python_source_problem
+from tfjsbuild.render.json import command_json
+from tfjsbuild.sources.saved_model_files import is_saved_model
+
+
+def add_parser(subparsers: options.Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "inspect",
+        help="list the signatures of a SavedModel, a Keras file or a Python source "
+        "(module:callable), with their fingerprints",
+        parents=[options.paranoid(), options.json_output()],
+    )
+    parser.add_argument("path", metavar="PATH")
+    parser.set_defaults(handler=inspect)
+
+
+def inspect(args: argparse.Namespace, out: Output) -> int:
+    path: str = args.path
+    folder = Path(path)
+    if not is_saved_model(folder):
+        return _inspect_source(path, json_output=args.json_output, out=out)
+    payload = api.inspect_saved_model(folder, paranoid=args.paranoid)
+    if args.json_output:
+        print(command_json(payload), file=out.json_out)
+    else:
+        _print_saved_model(out.console, folder, payload)
+    return EXIT_OK
+
+
+def _inspect_source(path: str, *, json_output: bool, out: Output) -> int:
+    """A Keras file, or `module:callable` (run from the current folder, as a manifest there)."""
+    source = _source_at(path)
+    try:
+        payload = api.inspect_source(source)
+    except SystemExit as exit:  # the user's code called sys.exit(): inspecting it failed
+        raise SourceError(
+            f"inspecting {path} failed: its code called sys.exit({exit.code!r})"
+        ) from None
+    if json_output:
+        print(command_json(payload), file=out.json_out)
+        return EXIT_OK
+    console = out.console
+    if isinstance(source, KerasSource):
+        console.print(f"Keras model {escape(path)} ({payload['container']})")
+    else:
+        inputs = ", ".join(payload["inputs"])
+        console.print(f"Python source {escape(path)} (inputs: {escape(inputs)})")
+    console.print(f"  fingerprint {payload['fingerprint'][:16]}")
+    for sig in payload["signatures"]:
+        console.print(f"    signature [bold]{escape(sig['name'])}[/bold]")
+        if "error" in sig:
+            console.print(f"      [red]{escape(sig['error'])}[/red]")
+            continue
+        _print_tensors(console, sig)
+    return EXIT_OK
+
+
+def _source_at(path: str) -> KerasSource | PythonSource:
+    file = Path(path)
+    if file.is_file() and file.suffix.lower() in (KERAS_V3_SUFFIX, *KERAS_H5_SUFFIXES):
+        return KerasSource(file, "graph_model")
+    if not file.exists() and PYTHON_TARGET.fullmatch(path):
+        source = PythonSource(path, (), Path.cwd())
+        problem = python_source_problem(source)
+        if problem is not None:
+            raise UsageError(problem)
+        return source
+    raise UsageError(
+        f"{path} is not a SavedModel folder (no saved_model.pb), a .keras or .h5 file, or "
+        "a Python source module:callable"
+    )
+
+
+def _print_saved_model(console: Console, folder: Path, payload: dict[str, Any]) -> None:
+    # Everything below comes from the model file: escaped, as rich would read `[x]` as markup.
+    console.print(f"SavedModel {escape(str(folder))}")
+    for meta in payload["meta_graphs"]:
+        console.print(f"  tags: {escape(', '.join(meta['tags'])) or '(none)'}")
+        if meta["fingerprint_fallback"]:
+            console.print(f"  fingerprint: whole model ({escape(meta['fingerprint_fallback'])})")
+        for sig in meta["signatures"]:
+            console.print(f"    signature [bold]{escape(sig['name'])}[/bold]")
+            _print_tensors(console, sig)
+            fingerprint = sig.get("fingerprint")
+            if fingerprint:
+                console.print(
+                    f"      fingerprint {fingerprint['digest'][:16]}  graph {fingerprint['graph'][:16]}"
+                )
+                for capture in fingerprint["captures"]:
+                    console.print(
+                        f"        {capture['kind']:<9} {escape(capture['name'])}  "
+                        f"{capture['digest'][:24]}"
+                    )
+
+
+def _print_tensors(console: Console, sig: dict[str, Any]) -> None:
+    for side in ("inputs", "outputs"):
+        for tensor in sig[side]:
+            console.print(f"      {side[:-1]:<6} {_tensor_text(tensor)}")
+
+
+def _tensor_text(tensor: dict[str, Any]) -> str:
+    """`name: dtype [shape]`, escaped for rich (names come from the model)."""
+    shape = "unknown rank" if tensor["shape"] is None else _shape(tensor["shape"])
+    return escape(f"{tensor['name']}: {tensor['dtype']} {shape}")
+
+
+def _shape(shape: Sequence[int | None]) -> str:
+    return "[" + ", ".join("?" if dim is None else str(dim) for dim in shape) + "]"
