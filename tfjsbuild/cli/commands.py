@@ -24,7 +24,6 @@ from tfjsbuild.manifest.load import (
     KerasSource,
     PythonSource,
 )
-from tfjsbuild.planning.fingerprint import python_source_problem
 from tfjsbuild.render.report import (
     ConsoleReporter,
     command_json,
@@ -33,6 +32,8 @@ from tfjsbuild.render.report import (
     print_summary,
     report_html,
 )
+from tfjsbuild.sources.python import python_source_problem
+from tfjsbuild.sources.registry import kind_of
 from tfjsbuild.sources.saved_model_files import is_saved_model
 
 if TYPE_CHECKING:
@@ -216,11 +217,7 @@ def _inspect_source(
     if json_output:
         print(command_json(payload), file=json_out)
         return EXIT_OK
-    if isinstance(source, KerasSource):
-        console.print(f"Keras model {escape(path)} ({payload['container']})")
-    else:
-        inputs = ", ".join(payload["inputs"])
-        console.print(f"Python source {escape(path)} (inputs: {escape(inputs)})")
+    console.print(escape(kind_of(source).inspect_heading(path, payload)))
     console.print(f"  fingerprint {payload['fingerprint'][:16]}")
     for sig in payload["signatures"]:
         console.print(f"    signature [bold]{escape(sig['name'])}[/bold]")
