@@ -13,8 +13,9 @@ from typing import Any
 from tfjsbuild.manifest.load import SavedModelSource
 from tfjsbuild.sources.base import SignatureLister, SourceCache, SourceEntry, WatchPaths
 from tfjsbuild.sources.digest import StatCache, path_digest
-from tfjsbuild.sources.saved_model_files import find_meta_graph, incomplete_reason
+from tfjsbuild.sources.saved_model_files import find_meta_graph
 from tfjsbuild.sources.saved_model_graph import GraphFingerprintError, signature_graphs
+from tfjsbuild.sources.saved_model_integrity import incomplete_reason
 
 # Left out of a content digest unless `paranoid`: `variables.index` holds a crc32c of every
 # tensor, so any change to the data changes the index too.

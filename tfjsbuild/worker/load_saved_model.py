@@ -16,6 +16,7 @@ from tfjsbuild.errors import SourceError
 from tfjsbuild.files.artifacts import GraphModelOutput
 from tfjsbuild.manifest.load import ConverterOptions, SavedModelSource
 from tfjsbuild.sources import saved_model_files as savedmodel
+from tfjsbuild.sources.saved_model_integrity import damage
 from tfjsbuild.worker import convert
 from tfjsbuild.worker.loaded import KindLoader, all_functions, require_signature
 
@@ -88,7 +89,7 @@ def error_summary(error: BaseException) -> str:
 def saved_model_damage(path: Path, error: BaseException | None) -> str | None:
     """The broken file, from the files themselves, else from what TensorFlow said."""
     try:
-        found = savedmodel.damage(path)
+        found = damage(path)
     except OSError as os_error:
         return f"its files cannot be read ({os_error})"
     if found is not None or error is None:
