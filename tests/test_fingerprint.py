@@ -8,13 +8,10 @@ import pytest
 
 from conftest import run_cli
 from tfjsbuild.manifest.types import PythonSource, SavedModelSource
-from tfjsbuild.planning.fingerprint import (
-    StatCache,
-    python_input_files,
-    python_source_problem,
-    source_digest,
-    tool_versions,
-)
+from tfjsbuild.planning.fingerprint import tool_versions
+from tfjsbuild.sources.digest import StatCache
+from tfjsbuild.sources.python import python_input_files, python_source_problem
+from tfjsbuild.sources.registry import source_digest
 
 
 def make_source(folder: Path) -> SavedModelSource:

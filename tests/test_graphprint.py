@@ -8,8 +8,12 @@ import pytest
 
 import savedmodels
 from conftest import export_fresh
-from tfjsbuild.planning.fingerprint import StatCache
-from tfjsbuild.sources.graphprint import GraphFingerprintError, SignatureGraph, signature_graphs
+from tfjsbuild.sources.digest import StatCache
+from tfjsbuild.sources.saved_model_graph import (
+    GraphFingerprintError,
+    SignatureGraph,
+    signature_graphs,
+)
 
 TESTS = Path(__file__).parent
 

@@ -16,16 +16,16 @@ import pytest
 
 from conftest import run_cli
 from tfjsbuild.manifest.load import load_manifest
-from tfjsbuild.planning.fingerprint import StatCache
-from tfjsbuild.sources.graphprint import GraphFingerprintError, ModelSources, signature_graphs
+from tfjsbuild.sources.digest import StatCache
+from tfjsbuild.sources.model_sources import ModelSources
 from tfjsbuild.sources.saved_model_files import (
     OBJECT_GRAPH_KEY,
     SavedModelError,
-    damage,
     find_meta_graph,
-    incomplete_reason,
     read_bundle_index,
 )
+from tfjsbuild.sources.saved_model_graph import GraphFingerprintError, signature_graphs
+from tfjsbuild.sources.saved_model_integrity import damage, incomplete_reason
 
 INDEX = "variables/variables.index"
 SHARD = "variables/variables.data-00000-of-00001"

@@ -39,22 +39,18 @@ from tfjsbuild.manifest.types import (
     KerasSource,
     Manifest,
     PythonSource,
-    SavedModelSource,
 )
 from tfjsbuild.manifest.yaml_positions import format_key_path
-from tfjsbuild.planning.fingerprint import (
-    StatCache,
-    fingerprint_signature,
-    python_input_files,
-    source_digest,
-    tool_versions,
-)
+from tfjsbuild.planning.fingerprint import fingerprint_signature, tool_versions
 from tfjsbuild.planning.plan import PlanItem, Target, plan_build, select
 from tfjsbuild.planning.targets import resolve_targets
 from tfjsbuild.render.console import SilentReporter
 from tfjsbuild.render.json import plan_json, results_json
-from tfjsbuild.sources.graphprint import GraphFingerprintError, ModelSources, signature_graphs
+from tfjsbuild.sources.digest import StatCache
+from tfjsbuild.sources.model_sources import ModelSources
+from tfjsbuild.sources.registry import kind_of, source_digest
 from tfjsbuild.sources.saved_model_files import read_meta_graphs
+from tfjsbuild.sources.saved_model_graph import GraphFingerprintError, signature_graphs
 from tfjsbuild.verify.runtime import tfjs_version
 
 # Folders never searched by --all: build outputs, dependencies and VCS data.
@@ -220,12 +216,12 @@ def _plan_manifest(
             source=entry["digest"],
             source_kind=entry["kind"],
             signature=target.signature,
-            tags=source.tags if isinstance(source, SavedModelSource) else (),
+            tags=kind_of(source).tags(source),
             options=target.options,
             output=target.output,
             tools=tools[source.kind],
             details=entry["details"],
-            format=source.format if isinstance(source, KerasSource) else "graph_model",
+            format=kind_of(source).output_format(source),
             verify=_verification_inputs(target, manifest.root, stat_cache),
         )
     changes = {
@@ -568,14 +564,7 @@ def inspect_source(source: KerasSource | PythonSource) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tfjs-build-inspect-") as scratch:
         signatures = loaders.describe(source, Path(scratch))
     payload: dict[str, Any] = {"kind": source.kind, "fingerprint": digest}
-    if isinstance(source, KerasSource):
-        payload["path"] = str(source.path)
-        payload["container"] = source.container
-    else:
-        payload["python"] = source.target
-        payload["inputs"] = [
-            f.relative_to(source.root).as_posix() for f in python_input_files(source)
-        ]
+    payload.update(kind_of(source).inspect_fields(source))
     payload["signatures"] = signatures
     return payload
 

@@ -13,7 +13,6 @@ import os
 import re
 import threading
 import time
-import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -33,8 +32,8 @@ from watchdog.observers.api import BaseObserver
 from tfjsbuild import api
 from tfjsbuild.building.results import Reporter
 from tfjsbuild.errors import ManifestError, TfjsBuildError, UsageError
-from tfjsbuild.manifest.types import KerasSource, Manifest, SavedModelSource, Source
-from tfjsbuild.sources.saved_model_files import incomplete_reason
+from tfjsbuild.manifest.types import Manifest
+from tfjsbuild.sources.registry import kind_of
 
 DEFAULT_QUIET_PERIOD = 1.0
 # How often a model that was still being written is looked at again without new events.
@@ -119,15 +118,11 @@ def scope_of(manifest_paths: Iterable[Path], manifests: Sequence[Manifest]) -> _
     globs: dict[tuple[Path, str], str] = {}
     for manifest in manifests:
         for model in manifest.models:
-            source = model.source
-            if isinstance(source, SavedModelSource | KerasSource):
-                sources[Path(os.path.abspath(source.path))] = model.name
-            elif source.inputs:
-                for pattern in source.inputs:
-                    globs[(Path(os.path.abspath(source.root)), pattern)] = model.name
-            else:
-                for module_file in source.module_files():
-                    sources[Path(os.path.abspath(module_file))] = model.name
+            watched = kind_of(model.source).watch_paths(model.source)
+            for path in watched.paths:
+                sources[Path(os.path.abspath(path))] = model.name
+            for root, pattern in watched.globs:
+                globs[(Path(os.path.abspath(root)), pattern)] = model.name
     return _Scope(frozenset(Path(os.path.abspath(p)) for p in manifest_paths), sources, globs)
 
 
@@ -285,7 +280,9 @@ class Watcher:
             model.name: model.source for manifest in self.manifests for model in manifest.models
         }
         return any(
-            source_incomplete(sources[name]) is None for name in self.waiting if name in sources
+            kind_of(sources[name]).incomplete(sources[name]) is None
+            for name in self.waiting
+            if name in sources
         )
 
     def _reload(self) -> str | None:
@@ -313,7 +310,7 @@ class Watcher:
         self.waiting = {}
         for manifest in self.manifests:
             for model in manifest.models:
-                reason = source_incomplete(model.source)
+                reason = kind_of(model.source).incomplete(model.source)
                 if reason is not None:
                     self.waiting[model.name] = reason
         ready = [
@@ -342,23 +339,6 @@ class Watcher:
                 text = error.format() if isinstance(error, ManifestError) else str(error)
                 cycle = replace(cycle, error=text)
         self.on_cycle(cycle)
-
-
-def source_incomplete(source: Source) -> str | None:
-    """Why a source looks half-written (worth waiting for), or None."""
-    if isinstance(source, KerasSource):
-        if not source.path.exists():
-            return f"{source.path} does not exist (yet)"
-        if source.container == "keras_v3" and source.path.is_file():
-            try:
-                with zipfile.ZipFile(source.path):
-                    return None
-            except (OSError, zipfile.BadZipFile) as error:
-                return f"{source.path.name} is not a complete .keras archive yet ({error})"
-        source = source.as_saved_model() or source
-    if isinstance(source, SavedModelSource):
-        return incomplete_reason(source.path)
-    return None
 
 
 def _relative(path: Path, root: Path) -> str:

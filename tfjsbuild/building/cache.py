@@ -38,7 +38,8 @@ from tfjsbuild.files.artifacts import MODEL_JSON, OutputCheckError, OutputFile, 
 from tfjsbuild.files.nofollow import UnsafePath
 from tfjsbuild.files.readback import InvalidData
 from tfjsbuild.manifest.types import Manifest
-from tfjsbuild.planning.fingerprint import SignatureFingerprint, canonical_json
+from tfjsbuild.planning.fingerprint import SignatureFingerprint
+from tfjsbuild.sources.digest import canonical_json
 
 CACHE_VERSION = 1
 CACHE_ENV = "TFJS_BUILD_CACHE"

@@ -47,8 +47,8 @@ from tfjsbuild.files.atomic import swap_directory, write_atomically
 from tfjsbuild.files.filesystem import OUTPUT_REMEDY, STATE_REMEDY, refusals_reported
 from tfjsbuild.files.readback import InvalidData, as_dict, as_str, parse_json, resolve_inside
 from tfjsbuild.manifest.types import OUTPUT_STAGING_DIR, Manifest, VerifySettings
-from tfjsbuild.planning.fingerprint import canonical_json
 from tfjsbuild.planning.plan import PlanItem
+from tfjsbuild.sources.digest import canonical_json
 from tfjsbuild.worker.task import ConversionOutcome, ConversionTask, VerifyTask
 
 if TYPE_CHECKING:

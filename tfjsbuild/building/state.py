@@ -303,7 +303,7 @@ def _stat_entry(value: Any) -> list[Any]:
 
 
 def _graph_entry(value: Any) -> dict[str, Any]:
-    """{"names": [...], "sources": {name: {digest, kind, details}}}, as `graphprint` keeps them."""
+    """{"names": [...], "sources": {name: {digest, kind, details}}}, as `sources/saved_model.py` keeps them."""
     entry = as_dict(value, "")
     checked: dict[str, Any] = {}
     if "names" in entry:

@@ -33,7 +33,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import IO, Any
 
-from tfjsbuild.manifest.types import PythonSource
+from tfjsbuild.sources.registry import kind_of
 from tfjsbuild.worker.task import (
     LOADING,
     STARTING,
@@ -469,7 +469,7 @@ def _limit(task: ConversionTask) -> float:
 
 def _label(task: ConversionTask) -> str:
     source = task.source
-    origin = source.target if isinstance(source, PythonSource) else str(source.path)
+    origin = kind_of(source).origin(source)
     return f"signature '{task.signature}' of {origin}"
 
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from tfjsbuild.building.state import SignatureRecord
 from tfjsbuild.manifest.types import Checks, ConverterOptions, Location, Source
 from tfjsbuild.planning.fingerprint import SignatureFingerprint
-from tfjsbuild.sources.graphprint import explain_source_change
+from tfjsbuild.sources.saved_model import explain_source_change
 
 # verify: the recorded output is what this build would convert, but it has not been verified
 # with the verification this run asks for: run it in TF.js as it is, without converting again.

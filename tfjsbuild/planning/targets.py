@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -19,31 +18,18 @@ from tfjsbuild.manifest.output_rules import (
     output_problems,
     signature_claims,
 )
-from tfjsbuild.manifest.types import (
-    ALL_SIGNATURES,
-    KERAS_SIGNATURE,
-    KerasSource,
-    Manifest,
-    ModelSpec,
-    PythonSource,
-    SavedModelSource,
-)
-from tfjsbuild.planning.fingerprint import python_source_problem
+from tfjsbuild.manifest.types import ALL_SIGNATURES, Manifest, ModelSpec
 from tfjsbuild.planning.plan import PlanItem, Target
-from tfjsbuild.sources.saved_model_files import SavedModelError, find_meta_graph
+from tfjsbuild.sources.base import SignatureLister
+from tfjsbuild.sources.registry import kind_of
+from tfjsbuild.sources.saved_model import list_signatures
+from tfjsbuild.sources.saved_model_files import SavedModelError
 
 
 @dataclass
 class Resolution:
     targets: list[Target] = field(default_factory=list)
     blocked: list[PlanItem] = field(default_factory=list)
-
-
-SignatureLister = Callable[[SavedModelSource], list[str]]
-
-
-def list_signatures(source: SavedModelSource) -> list[str]:
-    return find_meta_graph(source.path, source.tags).signature_names()
 
 
 def resolve_targets(manifest: Manifest, lister: SignatureLister = list_signatures) -> Resolution:
@@ -130,43 +116,19 @@ def _signature_names(
         return [], {name: text for name in declared or [ALL_SIGNATURES]}
 
     source = model.source
-    if isinstance(source, PythonSource):
-        # The planner does not run user code: the manifest names the signatures (a rule).
-        problem = python_source_problem(source)
-        if problem is not None:
-            return whole_model(problem)
+    kind = kind_of(source)
+    problem = kind.problem(source, manifest.root)
+    if problem is not None:
+        return whole_model(problem)
+    try:
+        available = kind.signature_names(source, lister)
+    except SavedModelError as error:
+        return whole_model(str(error))
+    if available is None:  # only the manifest names them (a python: source)
         return declared, {}
-    if isinstance(source, KerasSource):
-        if not source.path.exists():
-            return whole_model(
-                f"Keras model {source.path} does not exist (paths are relative to "
-                f"{manifest.root}); save the model there or fix the path"
-            )
-        if source.container == "saved_model" and not source.path.is_dir():
-            return whole_model(
-                f"{source.path} is not a Keras model: expected a .keras file, a .h5 file or a "
-                "tf.keras SavedModel folder"
-            )
-        if source.container != "saved_model" and not source.path.is_file():
-            return whole_model(f"{source.path} is a folder, not a {source.path.suffix} file")
-        saved_model = source.as_saved_model()
-        if saved_model is None:
-            available = [KERAS_SIGNATURE]
-        else:
-            source = saved_model
-    if isinstance(source, SavedModelSource):
-        if not source.path.exists():
-            return whole_model(
-                f"SavedModel folder {source.path} does not exist (paths are relative to "
-                f"{manifest.root}); export the model there or fix the path"
-            )
-        try:
-            available = lister(source)
-        except SavedModelError as error:
-            return whole_model(str(error))
     if model.signatures is None:
         if not available:
-            return whole_model(f"{source.path} exports no signatures")
+            return whole_model(f"{kind.origin(source)} exports no signatures")
         return available, {}
     names: list[str] = []
     problems: dict[str, str] = {}
@@ -178,7 +140,7 @@ def _signature_names(
         hint = f"; did you mean '{close[0]}'?" if close else ""
         problems[spec.name] = manifest.problem(
             spec.location,
-            f"signature '{spec.name}' is not in {source.path} (it has: "
+            f"signature '{spec.name}' is not in {kind.origin(source)} (it has: "
             f"{', '.join(available) or 'none'}){hint}",
         ).format()
     return names, problems

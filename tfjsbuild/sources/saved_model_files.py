@@ -3,7 +3,9 @@
 `saved_model.pb` is a `SavedModel` message: field 1 is the schema version, field 2 repeats
 `MetaGraphDef`. The wrapper is decoded by hand (two fields of protobuf wire format); each
 MetaGraphDef is parsed with TensorBoard's copy of the TensorFlow protos, which import in
-milliseconds and pull in no TensorFlow.
+milliseconds and pull in no TensorFlow. The checkpoint's `variables.index` is read by hand too
+(a LevelDB-format table of BundleEntryProtos). Whether a folder is whole is
+`saved_model_integrity.py`'s question.
 """
 
 from __future__ import annotations
@@ -82,18 +84,18 @@ def is_saved_model(path: Path) -> bool:
 
 def read_meta_graphs(path: Path) -> tuple[MetaGraphInfo, ...]:
     """Every MetaGraph in the SavedModel at `path`, with its tags and signatures."""
-    return tuple(_meta_graph_info(meta_graph) for meta_graph in _parse_saved_model(path))
+    return tuple(_meta_graph_info(meta_graph) for meta_graph in parse_saved_model(path))
 
 
 def load_meta_graph_def(path: Path, tags: tuple[str, ...]) -> Any:
     """The MetaGraphDef proto tagged `tags` (TensorBoard's copy of the proto class)."""
-    for meta_graph in _parse_saved_model(path):
+    for meta_graph in parse_saved_model(path):
         if set(meta_graph.meta_info_def.tags) == set(tags):
             return meta_graph
     raise SavedModelError(f"{path} has no MetaGraph tagged {','.join(tags)}")
 
 
-def _parse_saved_model(path: Path) -> tuple[Any, ...]:
+def parse_saved_model(path: Path) -> tuple[Any, ...]:
     pb = path / SAVED_MODEL_PB
     if not path.exists():
         raise SavedModelError(f"SavedModel folder {path} does not exist")
@@ -338,76 +340,3 @@ def read_checkpoint_object_graph(variables_dir: Path, entries: dict[str, BundleE
         return trackable_object_graph_pb2.TrackableObjectGraph.FromString(payload)
     except Exception as error:  # protobuf's DecodeError and friends: the bytes are damaged
         raise SavedModelError(f"cannot parse the object graph in {shard}: {error}") from error
-
-
-def damage(path: Path) -> str | None:
-    """Which file of the SavedModel at `path` is broken, e.g. `variables/variables.index is
-    corrupt`, or None when its files look whole (checksums are TensorFlow's to check).
-
-    For messages after TensorFlow failed to load the model: they name the file to re-export.
-    """
-    pb = path / SAVED_MODEL_PB
-    if not pb.is_file() and not (path / CHUNKED_SAVED_MODEL).is_file():
-        return f"{SAVED_MODEL_PB} is missing"
-    if pb.is_file():
-        try:
-            _parse_saved_model(path)
-        except SavedModelError:
-            return f"{SAVED_MODEL_PB} is corrupt"
-    variables = path / VARIABLES_DIR
-    if not variables.is_dir():
-        return None
-    index = variables / VARIABLES_INDEX
-    index_name = f"{VARIABLES_DIR}/{VARIABLES_INDEX}"
-    if not index.is_file():
-        return f"{index_name} is missing"
-    try:
-        entries = read_bundle_index(index)
-    except (SavedModelError, OSError):
-        return f"{index_name} is corrupt"
-    sizes: dict[int, int] = {}
-    for entry in entries.values():
-        try:
-            shard = data_shard_path(variables, entry.shard_id)
-        except SavedModelError:
-            return f"every {VARIABLES_DIR}/variables.data-* shard is missing"
-        if entry.shard_id not in sizes:
-            sizes[entry.shard_id] = shard.stat().st_size if shard.is_file() else -1
-        if sizes[entry.shard_id] < 0:
-            return f"{VARIABLES_DIR}/{shard.name} is missing"
-        if entry.offset + entry.size > sizes[entry.shard_id]:
-            return f"{VARIABLES_DIR}/{shard.name} is truncated"
-    return None
-
-
-def incomplete_reason(path: Path) -> str | None:
-    """Why the SavedModel at `path` cannot be read yet (mid-export), or None when it can.
-
-    Complete means: saved_model.pb parses, and every tensor `variables.index` lists lies within
-    an existing data shard. An export writes these files over seconds; reading earlier would
-    convert a half-written model.
-    """
-    if not path.exists():
-        return f"{path} does not exist (yet)"
-    try:
-        _parse_saved_model(path)
-    except SavedModelError as error:
-        return str(error)
-    variables = path / VARIABLES_DIR
-    index = variables / VARIABLES_INDEX
-    if not variables.exists():
-        return None  # a model without variables
-    if not index.is_file():
-        return f"{index} is not written yet"
-    try:
-        entries = read_bundle_index(index)
-        sizes: dict[int, int] = {}
-        for entry in entries.values():
-            if entry.shard_id not in sizes:
-                shard = data_shard_path(variables, entry.shard_id)
-                sizes[entry.shard_id] = shard.stat().st_size if shard.is_file() else -1
-            if entry.offset + entry.size > sizes[entry.shard_id]:
-                return f"{variables} has data shards shorter than its index says"
-    except (SavedModelError, OSError) as error:
-        return f"{index}: {error}"
-    return None

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tfjsbuild.errors import SignatureError, SourceError, TfjsBuildError
-from tfjsbuild.manifest.types import ConverterOptions, PythonSource, Source
+from tfjsbuild.manifest.types import ConverterOptions, Source
+from tfjsbuild.sources.registry import kind_of
 
 # What a task is doing, as errors say it ("... while converting"); the parent hears of each.
 STARTING = "starting the worker"
@@ -99,13 +100,7 @@ def located_at(phase: str) -> str:
 def user_frame(frames: Iterable[tuple[str, int]], source: Source) -> str:
     """` (at models/net.py:12)`: the first of `frames` (innermost first) in a python: source's
     folder, outside installed packages; "" for other sources or when there is none."""
-    if not isinstance(source, PythonSource):
-        return ""
-    for filename, line in frames:
-        path = Path(filename)
-        if path.is_relative_to(source.root) and "site-packages" not in path.parts:
-            return f" (at {path.relative_to(source.root).as_posix()}:{line})"
-    return ""
+    return kind_of(source).user_frame(source, frames)
 
 
 def _ended_by(error: BaseException) -> str:

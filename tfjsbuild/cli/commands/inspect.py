@@ -23,8 +23,9 @@ from tfjsbuild.manifest.types import (
     KerasSource,
     PythonSource,
 )
-from tfjsbuild.planning.fingerprint import python_source_problem
 from tfjsbuild.render.json import command_json
+from tfjsbuild.sources.python import python_source_problem
+from tfjsbuild.sources.registry import kind_of
 from tfjsbuild.sources.saved_model_files import is_saved_model
 
 
@@ -65,11 +66,7 @@ def _inspect_source(path: str, *, json_output: bool, out: Output) -> int:
         print(command_json(payload), file=out.json_out)
         return EXIT_OK
     console = out.console
-    if isinstance(source, KerasSource):
-        console.print(f"Keras model {escape(path)} ({payload['container']})")
-    else:
-        inputs = ", ".join(payload["inputs"])
-        console.print(f"Python source {escape(path)} (inputs: {escape(inputs)})")
+    console.print(escape(kind_of(source).inspect_heading(path, payload)))
     console.print(f"  fingerprint {payload['fingerprint'][:16]}")
     for sig in payload["signatures"]:
         console.print(f"    signature [bold]{escape(sig['name'])}[/bold]")

@@ -6,6 +6,9 @@ a Merkle tree over the library (a callee's name replaced by the hash of its cont
 function's own name and per-save ids removed), so a re-export of the same model hashes the same
 however its functions were numbered. Variables are digested from the checkpoint index (dtype,
 shape, size, masked crc32c of the bytes), or from their bytes when `paranoid`.
+
+The SavedModel's files are read with TensorBoard's copy of the protos: no TensorFlow here.
+What the fingerprints are used for (the plan's entries) is `saved_model.py`'s business.
 """
 
 from __future__ import annotations
@@ -16,15 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tfjsbuild.manifest.types import KerasSource, SavedModelSource, Source
-from tfjsbuild.planning.fingerprint import StatCache, source_digest
+from tfjsbuild.sources.digest import StatCache
 from tfjsbuild.sources.saved_model_files import (
     VARIABLES_DIR,
     VARIABLES_INDEX,
     BundleEntry,
     SavedModelError,
     data_shard_path,
-    find_meta_graph,
     load_meta_graph_def,
     read_bundle_index,
     read_checkpoint_object_graph,
@@ -310,136 +311,3 @@ class _Reader:
             if attribute.name == "VARIABLE_VALUE":
                 return str(attribute.checkpoint_key)
         return None
-
-
-SourceEntry = dict[str, Any]  # {"digest", "kind", "details"}: plain, so it goes into the state
-WHOLE_MODEL = "whole-model"
-
-
-def saved_model_sources(
-    path: Path,
-    tags: tuple[str, ...],
-    model_digest: str,
-    stat_cache: StatCache,
-    *,
-    paranoid: bool,
-) -> dict[str, SourceEntry]:
-    """Signature name -> what its output depends on; "*" when only the whole model can say.
-
-    What the graph fingerprint cannot read (a TF1 SavedModel without an object graph, a captured
-    object of an unknown kind, an unparseable file) falls back to the whole model's content
-    digest, and the reason travels with it into the plan.
-    """
-    try:
-        graphs = signature_graphs(path, tags, stat_cache, paranoid=paranoid)
-    except GraphFingerprintError as error:
-        return {
-            "*": {
-                "digest": model_digest,
-                "kind": WHOLE_MODEL,
-                "details": {"whole model": str(error)},
-            }
-        }
-    kind = "graph-paranoid" if paranoid else "graph"
-    return {
-        name: {
-            "digest": graph.digest,
-            "kind": kind,
-            "details": {
-                "graph": graph.graph,
-                **{f"{c.kind} {c.name}": c.digest for c in graph.captures},
-            },
-        }
-        for name, graph in graphs.items()
-    }
-
-
-def explain_source_change(
-    before_kind: str, before: dict[str, str], now_kind: str, now: dict[str, str]
-) -> list[str]:
-    """Why a signature's source digest changed, in the words of what changed."""
-    if before_kind != now_kind:
-        return [f"fingerprint kind changed: {before_kind or 'content'} -> {now_kind}"]
-    if now_kind == WHOLE_MODEL:
-        return [
-            f"source changed (whole-model fingerprint: {now.get('whole model', 'unknown reason')})"
-        ]
-    if not now_kind.startswith("graph") or not before or not now:
-        return ["source changed"]
-    reasons = []
-    if before.get("graph") != now.get("graph"):
-        reasons.append("graph changed")
-    old_digests: dict[str, set[str]] = {}
-    for key, digest in before.items():
-        old_digests.setdefault(key.split(" ", 1)[0], set()).add(digest)
-    changed: dict[str, list[str]] = {}
-    for key, digest in now.items():
-        if key == "graph":
-            continue
-        kind, _, name = key.partition(" ")
-        # By digest, not name: Keras renames variables between exports of the same model.
-        if digest not in old_digests.get(kind, set()):
-            changed.setdefault(kind, []).append(name)
-    labels = {
-        "variable": "weights changed",
-        "asset": "assets changed",
-        "constant": "constants changed",
-    }
-    for kind, names in sorted(changed.items()):
-        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-        reasons.append(f"{labels.get(kind, kind + 's changed')}: {shown}")
-    return reasons or ["captured inputs changed"]
-
-
-class ModelSources:
-    """One plan's view of its model sources: signature names and per-signature fingerprints.
-
-    Both are cached in the state under the source's content digest, so an unchanged model is
-    neither parsed nor walked again; only `stat` calls remain.
-    """
-
-    def __init__(
-        self,
-        stat_cache: StatCache,
-        previous: dict[str, dict[str, Any]],
-        *,
-        paranoid: bool,
-    ) -> None:
-        self.stat_cache = stat_cache
-        self.previous = previous
-        self.paranoid = paranoid
-        self.used: dict[str, dict[str, Any]] = {}
-        self._digests: dict[Source, str] = {}  # each source is walked once per plan
-
-    def _digest(self, source: Source) -> str:
-        if source not in self._digests:
-            self._digests[source] = source_digest(source, self.stat_cache, paranoid=self.paranoid)
-        return self._digests[source]
-
-    def _entry(self, source: SavedModelSource) -> tuple[str, str, dict[str, Any]]:
-        digest = self._digest(source)
-        key = f"{digest}:{','.join(source.tags)}:{'paranoid' if self.paranoid else 'crc32c'}"
-        if key not in self.used:
-            self.used[key] = dict(self.previous.get(key, {}))
-        return digest, key, self.used[key]
-
-    def signature_names(self, source: SavedModelSource) -> list[str]:
-        _, _, entry = self._entry(source)
-        if "names" not in entry:
-            entry["names"] = find_meta_graph(source.path, source.tags).signature_names()
-        return list(entry["names"])
-
-    def fingerprints(self, source: Source) -> dict[str, SourceEntry]:
-        if isinstance(source, KerasSource):
-            # A tf.keras SavedModel folder converted to a graph model: its graph fingerprint.
-            source = source.as_saved_model() or source
-        if not isinstance(source, SavedModelSource):
-            digest = self._digest(source)
-            return {"*": {"digest": digest, "kind": f"{source.kind}-content", "details": {}}}
-        digest, _, entry = self._entry(source)
-        if "sources" not in entry:
-            entry["sources"] = saved_model_sources(
-                source.path, source.tags, digest, self.stat_cache, paranoid=self.paranoid
-            )
-        sources: dict[str, SourceEntry] = entry["sources"]
-        return sources
