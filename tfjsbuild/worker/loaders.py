@@ -35,6 +35,10 @@ from tfjsbuild.manifest.load import (
 )
 from tfjsbuild.sources import saved_model_files as savedmodel
 from tfjsbuild.worker import convert
+from tfjsbuild.worker.errors import ConversionError
+from tfjsbuild.worker.functions import concrete_function, function_tensors, run_function
+from tfjsbuild.worker.layers import convert_layers_model
+from tfjsbuild.worker.saved_model import LoadedSavedModel, load_saved_model
 
 
 class LoadedSource(Protocol):
@@ -69,7 +73,7 @@ def _require(signature: str, available: Mapping[str, Any], origin: str) -> None:
 
 @dataclass
 class SavedModelSignatures:
-    loaded: convert.LoadedSavedModel
+    loaded: LoadedSavedModel
     origin: str  # what the user named, for messages (the export folder is temporary)
 
     def convert(
@@ -86,10 +90,10 @@ class SavedModelSignatures:
         return dict(self.loaded.model.signatures)
 
     def input_specs(self, signature: str) -> list[dict[str, Any]]:
-        return convert.function_tensors(self.loaded.model.signatures[signature])[0]
+        return function_tensors(self.loaded.model.signatures[signature])[0]
 
     def run(self, signature: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        return convert.run_function(self.loaded.model.signatures[signature], inputs)
+        return run_function(self.loaded.model.signatures[signature], inputs)
 
 
 @dataclass
@@ -110,8 +114,8 @@ class FunctionSignatures:
     ) -> GraphModelOutput:
         _require(signature, self.functions_by_name, self.origin)
         try:
-            function = convert.concrete_function(self.functions_by_name[signature])
-        except convert.ConversionError as error:
+            function = concrete_function(self.functions_by_name[signature])
+        except ConversionError as error:
             raise SignatureError(f"signature '{signature}': {error}") from error
         except Exception as error:  # the user's code, traced now
             raise SignatureError(
@@ -120,7 +124,7 @@ class FunctionSignatures:
             ) from error
         try:
             return convert.convert_concrete_function(function, output_dir, options, timings)
-        except convert.ConversionError as error:
+        except ConversionError as error:
             if "referencing variables which have been deleted" not in str(error):
                 raise
             raise SignatureError(
@@ -133,11 +137,11 @@ class FunctionSignatures:
         return dict(self.functions_by_name)
 
     def input_specs(self, signature: str) -> list[dict[str, Any]]:
-        function = convert.concrete_function(self.functions_by_name[signature])
-        return convert.function_tensors(function)[0]
+        function = concrete_function(self.functions_by_name[signature])
+        return function_tensors(function)[0]
 
     def run(self, signature: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        return convert.run_function(self.functions_by_name[signature], inputs)
+        return run_function(self.functions_by_name[signature], inputs)
 
 
 @dataclass
@@ -157,10 +161,10 @@ class LayersModel:
                 f"a layers model has one signature, '{KERAS_SIGNATURE}', not '{signature}'"
             )
         try:
-            return convert.convert_layers_model(
+            return convert_layers_model(
                 self.source.path, self.source.container, output_dir, options, timings
             )
-        except convert.ConversionError as error:
+        except ConversionError as error:
             # A layers model is its source: whatever is wrong is at the `keras:` line.
             raise SourceError(str(error)) from error
 
@@ -226,11 +230,11 @@ def describe(source: Source, scratch: Path) -> list[dict[str, Any]]:
     described: list[dict[str, Any]] = []
     for name, function in sorted(functions.items()):
         try:
-            concrete = convert.concrete_function(function)
+            concrete = concrete_function(function)
         except Exception as error:  # ConversionError, or the user's code while tracing
             described.append({"name": name, "error": _user_error(error)})
             continue
-        inputs, outputs = convert.function_tensors(concrete)
+        inputs, outputs = function_tensors(concrete)
         described.append({"name": name, "inputs": inputs, "outputs": outputs})
     return described
 
@@ -246,7 +250,7 @@ def _load_uncached(source: Source, scratch: Path) -> LoadedSource:
 def _load_saved_model(path: Path, tags: tuple[str, ...], what: str) -> SavedModelSignatures:
     """Model files are untrusted: any failure to load them names the file and what to do."""
     try:
-        loaded = convert.load_saved_model(path, tags)
+        loaded = load_saved_model(path, tags)
     except Exception as error:
         raise SourceError(
             _load_failure(what, path, error, _saved_model_damage(path, error), "re-export it")
@@ -392,7 +396,7 @@ def _export_keras_model(model: Any, scratch: Path, origin: str) -> SavedModelSig
             f"exporting the Keras model {origin} to a SavedModel failed: "
             f"{type(error).__name__}: {error}"
         ) from error
-    return SavedModelSignatures(convert.load_saved_model(export_dir, ("serve",)), origin)
+    return SavedModelSignatures(load_saved_model(export_dir, ("serve",)), origin)
 
 
 def _is_keras3_model(value: Any) -> bool:
