@@ -131,10 +131,12 @@ def test_freeze_errors_carry_the_cause_tensorflow_logged(tmp_path: Path, tf1_loo
     """Through the TF2 path, grappler says only "check error log"; the cause is in the log."""
     from tfjsbuild.manifest.types import ConverterOptions
     from tfjsbuild.worker import convert
+    from tfjsbuild.worker.errors import ConversionError
+    from tfjsbuild.worker.saved_model import load_saved_model
 
-    loaded = convert.load_saved_model(tf1_lookup, ("serve",))
+    loaded = load_saved_model(tf1_lookup, ("serve",))
     options = ConverterOptions()
-    with pytest.raises(convert.ConversionError) as raised:
+    with pytest.raises(ConversionError) as raised:
         convert._convert_function(
             loaded.model.signatures["serving_default"],
             tmp_path / "out",

@@ -168,7 +168,7 @@ def tensor_specs(value: Any, where: str) -> tuple[dict[str, Any], ...]:
 
 
 def verification(value: Any, where: str) -> dict[str, Any] | None:
-    """A recorded TensorFlow.js parity check (see `worker.verify_output`), or None."""
+    """A recorded TensorFlow.js parity check (`verify.compare.Verification.as_record`), or None."""
     if value is None:
         return None
     data = as_dict(value, where)

@@ -1,8 +1,9 @@
 """Parity between TensorFlow and TensorFlow.js: sample inputs, and outputs compared per key.
 
 Inputs are generated from the converted signature's input specs, deterministically (seeded by
-the model and signature names), unless the manifest gives real ones in a `.npz` file. No
-TensorFlow here; the worker runs both sides.
+the model and signature names), unless the manifest gives real ones in a `.npz` file. The
+outcome is a typed `Verification`; `as_record` gives the JSON that is recorded. No TensorFlow
+here and no files written; the worker runs both sides.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ class VerificationError(BuildError):
 
 @dataclass(frozen=True)
 class OutputComparison:
+    """One output key compared: its largest errors, and whether it is within the tolerance."""
+
     key: str
     max_abs_error: float
     max_rel_error: float
@@ -45,6 +48,55 @@ class OutputComparison:
             "max_abs_error": json_float(round(self.max_abs_error, 9)),
             "max_rel_error": json_float(round(self.max_rel_error, 9)),
             "passed": self.passed,
+        }
+
+
+@dataclass(frozen=True)
+class Verification:
+    """One signature's TensorFlow.js parity check: each output compared over every sample."""
+
+    outputs: tuple[OutputComparison, ...]
+    samples: int
+    inputs: str  # the `.npz` file given, or "generated"
+    atol: float
+    rtol: float
+    message: str | None = None  # why it failed, for the build's error; None when it passed
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.outputs)
+
+    @classmethod
+    def judged(
+        cls,
+        comparisons: Sequence[OutputComparison],
+        samples: int,
+        inputs: str,
+        atol: float,
+        rtol: float,
+        *,
+        kept: str,
+    ) -> Verification:
+        """The verification of `comparisons`, with the failure message when one failed; `kept`
+        says what stays in place then."""
+        verification = cls(tuple(comparisons), samples, inputs, atol, rtol)
+        if verification.passed:
+            return verification
+        message = failure_message(comparisons, samples, atol, rtol, kept=kept)
+        return replace(verification, message=message)
+
+    def as_record(self) -> dict[str, Any]:
+        """As the state, cache entries, the asset index and --json record it (without the
+        message, which the build's error carries)."""
+        max_abs_error = max((c.max_abs_error for c in self.outputs), default=0.0)
+        return {
+            "passed": self.passed,
+            "samples": self.samples,
+            "inputs": self.inputs,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "max_abs_error": json_float(round(max_abs_error, 9)),
+            "outputs": {c.key: c.as_dict() for c in self.outputs},
         }
 
 

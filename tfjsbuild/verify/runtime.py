@@ -1,8 +1,10 @@
 """The TensorFlow.js side of verification: Node.js running the pinned, pure-JS @tensorflow/tfjs.
 
-The runtime is installed once with `npm ci` from the lockfile shipped in `tfjsbuild/verify/js`, into
-a cache folder (`$XDG_CACHE_HOME/tfjs-build` or `~/.cache/tfjs-build`), or taken from the
-folder `TFJS_BUILD_TFJS_RUNTIME` names. No TensorFlow here; only the Node.js runner.
+`js/run_model.mjs` (in `tfjsbuild/verify/js`) runs a converted model on the samples it is sent
+as JSON. The runtime is installed once with `npm ci` from the lockfile shipped there, into a
+cache folder (`$XDG_CACHE_HOME/tfjs-build` or `~/.cache/tfjs-build`), or taken from the folder
+`TFJS_BUILD_TFJS_RUNTIME` names. No TensorFlow here, and numpy only once tensors are encoded:
+planning imports this module for `tfjs_version`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class RuntimeSetupError(BuildError):
 
 @dataclass(frozen=True)
 class Runtime:
+    """Node.js, and the folder whose node_modules holds the pinned @tensorflow/tfjs."""
+
     node: str
     folder: Path  # its node_modules holds @tensorflow/tfjs
 

@@ -6,6 +6,10 @@ Imports TensorFlow and Keras: only ever imported inside worker processes.
 
 from __future__ import annotations
 
+import tfjsbuild.worker.environment  # noqa: F401  (first: TensorFlow reads it when imported)
+
+# isort: split
+
 import json
 import os
 import sys
@@ -21,7 +25,8 @@ import tensorflow as tf
 from tfjsbuild.errors import SignatureError, SourceError
 from tfjsbuild.files.artifacts import GraphModelOutput
 from tfjsbuild.manifest.types import KERAS_SIGNATURE, ConverterOptions, KerasSource
-from tfjsbuild.worker import convert
+from tfjsbuild.worker.errors import ConversionError
+from tfjsbuild.worker.layers import convert_layers_model
 from tfjsbuild.worker.load_saved_model import (
     SavedModelSignatures,
     load_failure,
@@ -29,6 +34,7 @@ from tfjsbuild.worker.load_saved_model import (
     saved_model_damage,
 )
 from tfjsbuild.worker.loaded import KindLoader, LoadedSource
+from tfjsbuild.worker.saved_model import load_saved_model
 
 _exports = count()
 
@@ -50,10 +56,10 @@ class LayersModel:
                 f"a layers model has one signature, '{KERAS_SIGNATURE}', not '{signature}'"
             )
         try:
-            return convert.convert_layers_model(
+            return convert_layers_model(
                 self.source.path, self.source.container, output_dir, options, timings
             )
-        except convert.ConversionError as error:
+        except ConversionError as error:
             # A layers model is its source: whatever is wrong is at the `keras:` line.
             raise SourceError(str(error)) from error
 
@@ -172,7 +178,7 @@ def export_keras_model(model: Any, scratch: Path, origin: str) -> SavedModelSign
             f"exporting the Keras model {origin} to a SavedModel failed: "
             f"{type(error).__name__}: {error}"
         ) from error
-    return SavedModelSignatures(convert.load_saved_model(export_dir, ("serve",)), origin)
+    return SavedModelSignatures(load_saved_model(export_dir, ("serve",)), origin)
 
 
 def is_keras3_model(value: Any) -> bool:

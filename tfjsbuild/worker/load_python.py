@@ -7,6 +7,10 @@ Imports TensorFlow and runs the user's code: only ever imported inside worker pr
 
 from __future__ import annotations
 
+import tfjsbuild.worker.environment  # noqa: F401  (first: TensorFlow reads it when imported)
+
+# isort: split
+
 import importlib
 import re
 import sys
@@ -22,6 +26,8 @@ from tfjsbuild.errors import SignatureError, SourceError
 from tfjsbuild.files.artifacts import GraphModelOutput
 from tfjsbuild.manifest.types import ConverterOptions, PythonSource
 from tfjsbuild.worker import convert
+from tfjsbuild.worker.errors import ConversionError
+from tfjsbuild.worker.functions import concrete_function, function_tensors, run_function
 from tfjsbuild.worker.load_keras import export_keras_model, is_keras3_model, is_tf_keras_model
 from tfjsbuild.worker.loaded import (
     KindLoader,
@@ -50,8 +56,8 @@ class FunctionSignatures:
     ) -> GraphModelOutput:
         require_signature(signature, self.functions_by_name, self.origin)
         try:
-            function = convert.concrete_function(self.functions_by_name[signature])
-        except convert.ConversionError as error:
+            function = concrete_function(self.functions_by_name[signature])
+        except ConversionError as error:
             raise SignatureError(f"signature '{signature}': {error}") from error
         except Exception as error:  # the user's code, traced now
             raise SignatureError(
@@ -60,7 +66,7 @@ class FunctionSignatures:
             ) from error
         try:
             return convert.convert_concrete_function(function, output_dir, options, timings)
-        except convert.ConversionError as error:
+        except ConversionError as error:
             if "referencing variables which have been deleted" not in str(error):
                 raise
             raise SignatureError(
@@ -73,11 +79,11 @@ class FunctionSignatures:
         return dict(self.functions_by_name)
 
     def input_specs(self, signature: str) -> list[dict[str, Any]]:
-        function = convert.concrete_function(self.functions_by_name[signature])
-        return convert.function_tensors(function)[0]
+        function = concrete_function(self.functions_by_name[signature])
+        return function_tensors(function)[0]
 
     def run(self, signature: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        return convert.run_function(self.functions_by_name[signature], inputs)
+        return run_function(self.functions_by_name[signature], inputs)
 
 
 def load_python(source: PythonSource, scratch: Path) -> LoadedSource:

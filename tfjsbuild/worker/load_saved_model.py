@@ -18,12 +18,14 @@ from tfjsbuild.manifest.types import ConverterOptions, SavedModelSource
 from tfjsbuild.sources import saved_model_files as savedmodel
 from tfjsbuild.sources.saved_model_integrity import damage
 from tfjsbuild.worker import convert
+from tfjsbuild.worker.functions import function_tensors, run_function
 from tfjsbuild.worker.loaded import KindLoader, all_functions, require_signature
+from tfjsbuild.worker.saved_model import LoadedSavedModel, load_saved_model
 
 
 @dataclass
 class SavedModelSignatures:
-    loaded: convert.LoadedSavedModel
+    loaded: LoadedSavedModel
     origin: str  # what the user named, for messages (the export folder is temporary)
 
     def convert(
@@ -40,16 +42,16 @@ class SavedModelSignatures:
         return dict(self.loaded.model.signatures)
 
     def input_specs(self, signature: str) -> list[dict[str, Any]]:
-        return convert.function_tensors(self.loaded.model.signatures[signature])[0]
+        return function_tensors(self.loaded.model.signatures[signature])[0]
 
     def run(self, signature: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        return convert.run_function(self.loaded.model.signatures[signature], inputs)
+        return run_function(self.loaded.model.signatures[signature], inputs)
 
 
 def load_saved_model_at(path: Path, tags: tuple[str, ...], what: str) -> SavedModelSignatures:
     """Model files are untrusted: any failure to load them names the file and what to do."""
     try:
-        loaded = convert.load_saved_model(path, tags)
+        loaded = load_saved_model(path, tags)
     except Exception as error:
         raise SourceError(
             load_failure(what, path, error, saved_model_damage(path, error), "re-export it")

@@ -14,7 +14,8 @@ from typing import Any
 
 from tfjsbuild.errors import SourceError
 from tfjsbuild.manifest.types import Source
-from tfjsbuild.worker import convert, load_keras, load_python, load_saved_model
+from tfjsbuild.worker import load_keras, load_python, load_saved_model
+from tfjsbuild.worker.functions import concrete_function, function_tensors
 from tfjsbuild.worker.loaded import KindLoader, LoadedSource, user_error
 
 LOADERS: dict[str, KindLoader] = {
@@ -56,10 +57,10 @@ def describe(source: Source, scratch: Path) -> list[dict[str, Any]]:
     described: list[dict[str, Any]] = []
     for name, function in sorted(functions.items()):
         try:
-            concrete = convert.concrete_function(function)
+            concrete = concrete_function(function)
         except Exception as error:  # ConversionError, or the user's code while tracing
             described.append({"name": name, "error": user_error(error)})
             continue
-        inputs, outputs = convert.function_tensors(concrete)
+        inputs, outputs = function_tensors(concrete)
         described.append({"name": name, "inputs": inputs, "outputs": outputs})
     return described

@@ -1,9 +1,11 @@
 """What runs in a worker process: one signature conversion (or verification of an output
-already built) per task, the model loaded once.
+already built) per task, the model loaded once; the task and outcome types the parent sends
+and gets back.
 
 This module itself imports no TensorFlow; `run_task` imports `tfjsbuild.worker.loaders` (and so
-TensorFlow, Keras and a Python source's code) on first use, inside the worker. Workers return outcomes and never touch the state file.
-How worker processes are started, watched and replaced is `worker_pool.py`'s business.
+TensorFlow, Keras and a Python source's code) on first use, inside the worker. Workers return
+outcomes and never touch the state file. How worker processes are started, watched and
+replaced is not this module's business.
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tfjsbuild.errors import SignatureError, SourceError, TfjsBuildError
 from tfjsbuild.manifest.types import ConverterOptions, Source
 from tfjsbuild.sources.registry import kind_of
+
+if TYPE_CHECKING:
+    from tfjsbuild.verify.compare import Verification
+    from tfjsbuild.worker.loaded import LoadedSource
 
 # What a task is doing, as errors say it ("... while converting"); the parent hears of each.
 STARTING = "starting the worker"
@@ -70,6 +76,8 @@ class ConversionOutcome:
     timings: dict[str, float] = field(default_factory=dict)
     # Where the manifest should point for this error: "source" or "signature" (None: no line).
     error_at: str | None = None
+    # As recorded (`Verification.as_record()`): the parent keeps it in the state, cache entries
+    # and reports as this JSON; a failed one's message is `error`.
     verification: dict[str, Any] | None = None
 
 
@@ -117,7 +125,6 @@ def run_task(task: ConversionTask, progress: Progress | None = None) -> Conversi
     `progress` hears each phase as it starts."""
     start = time.perf_counter()
     timings: dict[str, float] = {}
-    verification: dict[str, Any] | None = None
     phase = LOADING
 
     def enter(next_phase: str) -> None:
@@ -127,38 +134,7 @@ def run_task(task: ConversionTask, progress: Progress | None = None) -> Conversi
             progress(next_phase)
 
     try:
-        from tfjsbuild.worker import loaders
-
-        enter(LOADING)  # the time limit starts now, with TensorFlow imported
-        load_start = time.perf_counter()
-        loaded = loaders.load(task.source, task.cache_key, Path(task.scratch_dir))
-        if time.perf_counter() - load_start > 0.001:
-            timings["load"] = time.perf_counter() - load_start
-        if task.kind == "verify":
-            # The output in place is read, not written: this task never enters CONVERTING.
-            assert task.output_dir is not None and task.verify is not None
-            verified, kept = task.output_dir, "The output and its recorded verification are kept."
-        else:
-            enter(CONVERTING)
-            loaded.convert(task.signature, Path(task.staging_dir), task.options, timings)
-            verified, kept = task.staging_dir, "The previous output is kept."
-        if task.verify is not None:
-            enter(VERIFYING)
-            verify_start = time.perf_counter()
-            try:
-                verification = verify_output(
-                    loaded, task.signature, verified, task.verify, kept=kept
-                )
-            finally:
-                timings["verify"] = time.perf_counter() - verify_start
-            if not verification["passed"]:
-                return ConversionOutcome(
-                    task.key,
-                    verification.pop("message"),
-                    time.perf_counter() - start,
-                    timings,
-                    verification=verification,
-                )
+        verification = _convert_and_verify(task, timings, enter)
     except TfjsBuildError as error:
         error_at = None
         if isinstance(error, SourceError):
@@ -178,29 +154,73 @@ def run_task(task: ConversionTask, progress: Progress | None = None) -> Conversi
         # SystemExit, KeyboardInterrupt, GeneratorExit: user code tried to end the worker (its
         # Ctrl-C is ignored, so none comes from the terminal). Only this signature fails.
         traceback.print_exc()  # the whole story, in the worker log
-        frames = [(f.filename, f.lineno or 0) for f in traceback.extract_tb(error.__traceback__)]
-        where = user_frame(reversed(frames), task.source)
-        if not where and frames:
-            where = f" (at {Path(frames[-1][0]).name}:{frames[-1][1]})"
-        message = f"{_ended_by(error)} while {phase}{where}"
-        if isinstance(error, SystemExit):
-            message += "; to fail, raise an exception instead of exiting"
         return ConversionOutcome(
-            task.key, message, time.perf_counter() - start, timings, located_at(phase)
+            task.key,
+            _ended_message(error, phase, task.source),
+            time.perf_counter() - start,
+            timings,
+            located_at(phase),
         )
+    # The one place a verification becomes the JSON the parent records (see ConversionOutcome).
     return ConversionOutcome(
-        task.key, None, time.perf_counter() - start, timings, verification=verification
+        task.key,
+        verification.message if verification is not None else None,
+        time.perf_counter() - start,
+        timings,
+        verification=verification.as_record() if verification is not None else None,
     )
 
 
+def _convert_and_verify(
+    task: ConversionTask, timings: dict[str, float], enter: Progress
+) -> Verification | None:
+    """Load the source, convert into the staging folder unless only verifying, then verify
+    when the task asks to; a failed verification is returned, not raised."""
+    from tfjsbuild.worker import loaders
+
+    enter(LOADING)  # the time limit starts now, with TensorFlow imported
+    load_start = time.perf_counter()
+    loaded = loaders.load(task.source, task.cache_key, Path(task.scratch_dir))
+    if time.perf_counter() - load_start > 0.001:
+        timings["load"] = time.perf_counter() - load_start
+    if task.kind == "verify":
+        # The output in place is read, not written: this task never enters CONVERTING.
+        assert task.output_dir is not None and task.verify is not None
+        verified, kept = task.output_dir, "The output and its recorded verification are kept."
+    else:
+        enter(CONVERTING)
+        loaded.convert(task.signature, Path(task.staging_dir), task.options, timings)
+        verified, kept = task.staging_dir, "The previous output is kept."
+    if task.verify is None:
+        return None
+    enter(VERIFYING)
+    verify_start = time.perf_counter()
+    try:
+        return verify_output(loaded, task.signature, verified, task.verify, kept=kept)
+    finally:
+        timings["verify"] = time.perf_counter() - verify_start
+
+
+def _ended_message(error: BaseException, phase: str, source: Source) -> str:
+    """What user code did to end the worker, while what, and where in the user's code."""
+    frames = [(f.filename, f.lineno or 0) for f in traceback.extract_tb(error.__traceback__)]
+    where = user_frame(reversed(frames), source)
+    if not where and frames:
+        where = f" (at {Path(frames[-1][0]).name}:{frames[-1][1]})"
+    message = f"{_ended_by(error)} while {phase}{where}"
+    if isinstance(error, SystemExit):
+        message += "; to fail, raise an exception instead of exiting"
+    return message
+
+
 def verify_output(
-    loaded: Any,
+    loaded: LoadedSource,
     signature: str,
     output_dir: str,
     settings: VerifyTask,
     *,
     kept: str = "The previous output is kept.",
-) -> dict[str, Any]:
+) -> Verification:
     """TensorFlow (the loaded source) against TensorFlow.js (Node.js) on the same inputs."""
     from tfjsbuild.verify import compare as verify
     from tfjsbuild.verify.runtime import Runtime
@@ -220,21 +240,11 @@ def verify_output(
             "(a .npz keyed by input name)"
         ) from error
     got = Runtime(settings.node, Path(settings.runtime)).run(Path(output_dir), samples)
-    comparisons = verify.compare(expected, got, settings.atol, settings.rtol)
-    passed = all(c.passed for c in comparisons)
-    result: dict[str, Any] = {
-        "passed": passed,
-        "samples": len(samples),
-        "inputs": settings.inputs or "generated",
-        "atol": settings.atol,
-        "rtol": settings.rtol,
-        "max_abs_error": verify.json_float(
-            round(max((c.max_abs_error for c in comparisons), default=0.0), 9)
-        ),
-        "outputs": {c.key: c.as_dict() for c in comparisons},
-    }
-    if not passed:
-        result["message"] = verify.failure_message(
-            comparisons, len(samples), settings.atol, settings.rtol, kept=kept
-        )
-    return result
+    return verify.Verification.judged(
+        verify.compare(expected, got, settings.atol, settings.rtol),
+        len(samples),
+        settings.inputs or "generated",
+        settings.atol,
+        settings.rtol,
+        kept=kept,
+    )

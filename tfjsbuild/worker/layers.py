@@ -1,0 +1,59 @@
+"""A tf.keras model (`.h5` file or SavedModel folder) to a TensorFlow.js layers model.
+
+tensorflowjs's own Keras converters write it; this module refuses a weights-only `.h5`,
+makes model.json canonical and checks the output. Imports tensorflowjs (through `write.py`;
+its Keras converters and h5py on first use).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tfjsbuild.files.artifacts import GraphModelOutput, check_graph_model
+from tfjsbuild.manifest.types import ConverterOptions
+from tfjsbuild.worker.errors import ConversionError
+from tfjsbuild.worker.write import canonical_model_json, timed
+
+
+def convert_layers_model(
+    path: Path,
+    container: str,
+    output_dir: Path,
+    options: ConverterOptions,
+    timings: dict[str, float] | None = None,
+) -> GraphModelOutput:
+    """A tf.keras `.h5` file or SavedModel folder to a TensorFlow.js layers model."""
+    from tensorflowjs.converters import converter as tfjs_converter
+
+    arguments: dict[str, Any] = {
+        "quantization_dtype_map": options.quantization_dtype_map() or None,
+        "weight_shard_size_bytes": options.weight_shard_size_bytes,
+        "metadata": options.metadata or None,
+    }
+    with timed(timings, "write"):
+        try:
+            if container == "h5":
+                import h5py
+
+                with h5py.File(path, "r") as h5:
+                    if "layer_names" in h5.attrs:
+                        raise ConversionError(
+                            f"{path} holds weights only (model.save_weights); a layers model "
+                            "needs the architecture too: save it with model.save(...)"
+                        )
+                tfjs_converter.dispatch_keras_h5_to_tfjs_layers_model_conversion(
+                    str(path), str(output_dir), **arguments
+                )
+            else:
+                tfjs_converter.dispatch_keras_saved_model_to_tensorflowjs_conversion(
+                    str(path), str(output_dir), **arguments
+                )
+        except ConversionError:
+            raise
+        except Exception as error:
+            raise ConversionError(
+                f"converting {path} to a layers model failed: {type(error).__name__}: {error}"
+            ) from error
+    canonical_model_json(output_dir)
+    return check_graph_model(output_dir)

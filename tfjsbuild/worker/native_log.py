@@ -1,0 +1,66 @@
+"""What TensorFlow's native (C++) code logs while a step runs, and the causes it names.
+
+Some TensorFlow errors only point at that log: grappler raises "Failed to import metagraph,
+check error log for more info" and logs the reason. This module captures stderr at the file
+descriptor and puts the logged causes into the error's message; it imports no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def capture_native_log(lines: list[str]) -> Iterator[None]:
+    """Collect what TensorFlow's C++ code writes to stderr meanwhile, and still pass it on.
+
+    Some TensorFlow errors only point there: grappler raises "Failed to import metagraph,
+    check error log for more info" and logs the reason. In a worker, stderr is the worker log.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to capture (a daemon closed it): nothing was logged either
+        yield
+        return
+    try:
+        with tempfile.TemporaryFile() as capture:
+            os.dup2(capture.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                capture.seek(0)
+                data = capture.read()
+                with os.fdopen(os.dup(2), "wb") as stderr:
+                    stderr.write(data)
+                lines.extend(data.decode("utf-8", "replace").splitlines())
+    finally:
+        os.close(saved)
+
+
+# `E0000 00:00:1795804163.814682    6498 file.cc:675] message` (absl) or
+# `2024-01-01 12:00:00.000000: E path/file.cc:675] message` (older TensorFlow).
+_NATIVE_ERROR = re.compile(r"^(?:[EF]\d{4} \S+\s+\d+ |\S+ \S+: [EF] )\S+:\d+\] (.+)$")
+
+
+def with_native_cause(error: BaseException, log: list[str], *, with_type: bool = True) -> str:
+    """`Type: message`, with the errors TensorFlow logged in place of "check error log"."""
+    message = str(error).strip()
+    causes = []
+    for line in log:
+        match = _NATIVE_ERROR.match(line.strip())
+        if match is not None and match.group(1) not in causes:
+            causes.append(match.group(1))
+    # Only where TensorFlow points at the log: other errors say it all, and grappler also logs
+    # errors it recovers from.
+    pointer = re.compile(r",? *check (?:the )?error log for more info(?:rmation)?\.?")
+    if causes and pointer.search(message):
+        message = f"{pointer.sub('', message).rstrip('. ')}: {'; '.join(causes)}"
+    return f"{type(error).__name__}: {message}" if with_type else message
