@@ -21,10 +21,11 @@ from tfjsbuild.building.cache import first_entry, resolve_config
 from tfjsbuild.building.cache_entry import cache_key
 from tfjsbuild.building.cache_store import Store
 from tfjsbuild.building.execute import execute
+from tfjsbuild.building.lock import BuildLock
 from tfjsbuild.building.outputs import remove_built_files, remove_state_folders
 from tfjsbuild.building.project import Project
 from tfjsbuild.building.results import Reporter, ReportRow, SignatureResult
-from tfjsbuild.building.state import BuildLock, BuildState, load_state, output_change
+from tfjsbuild.building.state import BuildState, load_state, output_change
 from tfjsbuild.errors import ManifestError, Problem, UsageError
 from tfjsbuild.files.artifacts import GraphModelOutput
 from tfjsbuild.files.atomic import swap_directory
