@@ -66,7 +66,8 @@ print(json.dumps({
 
 SEED_CACHE = """
 import sys, tfjsbuild
-from tfjsbuild.building.cache import CacheEntry, Store, cache_key
+from tfjsbuild.building.cache_entry import CacheEntry, cache_key
+from tfjsbuild.building.cache_store import Store
 store = Store(sys.argv[2], "rw", "local")
 for item in tfjsbuild.plan([sys.argv[1]]).items:
     store.put(CacheEntry(cache_key(item.fingerprint), (), (), (), {"passed": True}, 1.0), None)

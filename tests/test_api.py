@@ -15,7 +15,8 @@ import pytest
 import tfjsbuild
 from conftest import run_tfjs
 from savedmodels import run_signature
-from tfjsbuild.building.state import BuildLock, load_state
+from tfjsbuild.building.lock import BuildLock
+from tfjsbuild.building.state import load_state
 from tfjsbuild.errors import LockHeldError
 
 pytestmark = pytest.mark.slow

@@ -13,18 +13,17 @@ import pytest
 
 import tfjsbuild
 from conftest import STATE, run_cli
-from tfjsbuild.building.cache import (
+from tfjsbuild.building.cache import first_entry, resolve_config
+from tfjsbuild.building.cache_entry import (
     ENTRY_MAX_BYTES,
     MISMATCHED,
     CacheEntry,
     SignatureRefused,
-    Store,
     cache_key,
-    first_entry,
-    resolve_config,
     serves,
     sign,
 )
+from tfjsbuild.building.cache_store import Store
 from tfjsbuild.building.state import load_state
 from tfjsbuild.errors import UsageError
 from tfjsbuild.files.artifacts import OutputFile

@@ -20,7 +20,8 @@ import pytest
 
 from conftest import REPO, STATE, run_cli
 from tfjsbuild import api
-from tfjsbuild.building.state import BuildLock, BuildState, save_state, state_path
+from tfjsbuild.building.lock import BuildLock
+from tfjsbuild.building.state import BuildState, save_state, state_path
 from tfjsbuild.cli import main as cli
 
 SCHEMA = json.loads((REPO / "schemas" / "build-report.schema.json").read_text())

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 import tfjsbuild
-from tfjsbuild.building.state import BuildLock, load_state
+from tfjsbuild.building.lock import BuildLock
+from tfjsbuild.building.state import load_state
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ import pytest
 
 import tfjsbuild
 from conftest import run_cli
-from tfjsbuild.building.execute import remove_recorded_output
+from tfjsbuild.building.outputs import remove_recorded_output
 from tfjsbuild.building.state import RecordedFile, SignatureRecord, load_state
 from tfjsbuild.errors import ManifestError
 from tfjsbuild.manifest.load import load_manifest

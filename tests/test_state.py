@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tfjsbuild.building.state import BuildLock, BuildState, SignatureRecord, load_state, save_state
+from tfjsbuild.building.lock import BuildLock
+from tfjsbuild.building.state import BuildState, SignatureRecord, load_state, save_state
 from tfjsbuild.errors import BuildError, LockHeldError
 from tfjsbuild.files.readback import InvalidData
 

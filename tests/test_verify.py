@@ -14,7 +14,8 @@ import pytest
 
 import tfjsbuild
 from conftest import STATE, run_cli
-from tfjsbuild.building.execute import Project, _record_verification, _verify_task
+from tfjsbuild.building.execute import _record_verification, _verify_task
+from tfjsbuild.building.project import Project
 from tfjsbuild.building.state import load_state
 from tfjsbuild.manifest.load import load_manifest
 from tfjsbuild.verify.compare import (

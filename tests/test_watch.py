@@ -18,7 +18,8 @@ from types import TracebackType
 import pytest
 
 import tfjsbuild
-from tfjsbuild.building.state import BuildLock, load_state
+from tfjsbuild.building.lock import BuildLock
+from tfjsbuild.building.state import load_state
 from tfjsbuild.watch import Cycle, Watcher
 
 pytestmark = pytest.mark.slow

@@ -24,7 +24,8 @@ import pytest
 
 import tfjsbuild
 from conftest import REPO, STATE, run_cli
-from tfjsbuild.building.execute import Project, _finish
+from tfjsbuild.building.execute import _finish
+from tfjsbuild.building.project import Project
 from tfjsbuild.building.state import BuildState, load_state
 from tfjsbuild.manifest.load import load_manifest
 from tfjsbuild.planning.plan import PlanItem

@@ -16,18 +16,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tfjsbuild.building.cache import Store, cache_key, first_entry, resolve_config
-from tfjsbuild.building.execute import (
-    STAGING_DIR,
-    Project,
-    execute,
-    index_owner_problem,
-    remove_recorded_output,
-)
+from tfjsbuild.building.asset_index import index_owner_problem
+from tfjsbuild.building.cache import first_entry, resolve_config
+from tfjsbuild.building.cache_entry import cache_key
+from tfjsbuild.building.cache_store import Store
+from tfjsbuild.building.execute import execute
+from tfjsbuild.building.lock import BuildLock
+from tfjsbuild.building.outputs import remove_built_files, remove_state_folders
+from tfjsbuild.building.project import Project
 from tfjsbuild.building.results import Reporter, ReportRow, SignatureResult
-from tfjsbuild.building.state import BuildLock, BuildState, load_state, output_change, state_path
+from tfjsbuild.building.state import BuildState, load_state, output_change
 from tfjsbuild.errors import ManifestError, Problem, UsageError
-from tfjsbuild.files.artifacts import GraphModelOutput, size_parts
+from tfjsbuild.files.artifacts import GraphModelOutput
 from tfjsbuild.files.atomic import swap_directory
 from tfjsbuild.manifest.load import load_manifest
 from tfjsbuild.manifest.rules import non_finite_numbers
@@ -415,39 +415,12 @@ def clean(
     for manifest in load_manifests(manifests, all_dirs):
         with BuildLock(manifest.state_dir):
             state, problems = _load_state(manifest, "its files are left in place")
-            for record in state.records.values():
-                problem = remove_recorded_output(manifest, record)
-                if problem is None:
-                    removed.append(record.output)
-                else:
-                    problems.append(problem)
-            owner_problem = index_owner_problem(manifest)
-            if owner_problem is None:
-                manifest.index_path.unlink(missing_ok=True)
-            else:
-                problems.append(owner_problem)
-            shutil.rmtree(manifest.state_dir / STAGING_DIR, ignore_errors=True)
-            for name in (state_path(manifest.state_dir), manifest.state_dir / "worker.log"):
-                name.unlink(missing_ok=True)
-            if state.adopted_from is not None:
-                state.adopted_from.unlink(missing_ok=True)
-            if manifest.output_dir.is_dir() and not any(manifest.output_dir.iterdir()):
-                manifest.output_dir.rmdir()
-        for problem in problems:
+            gone, refused = remove_built_files(manifest, state)
+        removed += gone
+        for problem in problems + refused:
             warnings.warn(problem, stacklevel=2)
-        shutil.rmtree(manifest.state_dir, ignore_errors=True)
-        _remove_tool_dir_if_unused(manifest)
+        remove_state_folders(manifest)
     return removed
-
-
-def _remove_tool_dir_if_unused(manifest: Manifest) -> None:
-    """`.tfjs-build/` goes (with the default local cache) once no manifest keeps a state there."""
-    states = manifest.state_dir.parent
-    if states.is_dir() and any(states.iterdir()):
-        return  # another manifest of this folder: its state and the cache it uses stay
-    if state_path(manifest.tool_dir).exists():
-        return  # the state of a tfjs-build from before states were per manifest
-    shutil.rmtree(manifest.tool_dir, ignore_errors=True)
 
 
 def report(
@@ -461,22 +434,7 @@ def report(
         records = sorted(
             state.records.values(), key=lambda r: (order.get(r.model, len(order)), r.signature)
         )
-        for record in records:
-            model_json, weights = size_parts(record.files)
-            rows.append(
-                ReportRow(
-                    manifest=manifest.path,
-                    model=record.model,
-                    signature=record.signature,
-                    output=record.output,
-                    model_json_bytes=model_json,
-                    weight_bytes=weights,
-                    shards=sum(1 for f in record.files if f.path.endswith(".bin")),
-                    quantization=dict(record.options.get("quantization", {})),
-                    verification=record.verification,
-                    seconds=record.seconds,
-                )
-            )
+        rows += [ReportRow.from_record(manifest.path, record) for record in records]
     return rows
 
 

@@ -2,6 +2,7 @@
 
 `SignatureResult` is one signature's outcome in this build; `ReportRow` one recorded output as
 `tfjs-build report` shows it; `Reporter` is what a build tells as it goes (render/ implements it).
+How they are shown (text, JSON, HTML) is render/'s business.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from tfjsbuild.building.state import SignatureRecord
+from tfjsbuild.files.artifacts import size_parts
 from tfjsbuild.planning.plan import PlanItem
 
 Status = Literal["built", "restored", "verified", "up-to-date", "failed", "removed", "skipped"]
@@ -28,6 +31,44 @@ class SignatureResult:
     weight_bytes: int = 0
     verification: Mapping[str, Any] | None = None
     cache: str | None = None  # restored: from which cache ("local" or "remote")
+
+    @classmethod
+    def sized(
+        cls,
+        item: PlanItem,
+        status: Status,
+        files: Sequence[SizedFile],
+        seconds: float = 0.0,
+        *,
+        error: str | None = None,
+        timings: Mapping[str, float] | None = None,
+        verification: Mapping[str, Any] | None = None,
+        cache: str | None = None,
+    ) -> SignatureResult:
+        """A result for an output made of `files`: its bytes, model.json and weight sizes."""
+        model_json, weights = size_parts(files)
+        return cls(
+            item,
+            status,
+            seconds,
+            sum(f.size for f in files),
+            error=error,
+            timings=timings,
+            model_json_bytes=model_json,
+            weight_bytes=weights,
+            verification=verification,
+            cache=cache,
+        )
+
+
+class SizedFile(Protocol):
+    """A file of an output, as recorded or as checked: where it is, how big."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
 
 
 class Reporter(Protocol):
@@ -54,6 +95,22 @@ class ReportRow:
     @property
     def bytes(self) -> int:
         return self.model_json_bytes + self.weight_bytes
+
+    @classmethod
+    def from_record(cls, manifest: Path, record: SignatureRecord) -> ReportRow:
+        model_json, weights = size_parts(record.files)
+        return cls(
+            manifest=manifest,
+            model=record.model,
+            signature=record.signature,
+            output=record.output,
+            model_json_bytes=model_json,
+            weight_bytes=weights,
+            shards=sum(1 for f in record.files if f.path.endswith(".bin")),
+            quantization=dict(record.options.get("quantization", {})),
+            verification=record.verification,
+            seconds=record.seconds,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {

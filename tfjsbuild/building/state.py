@@ -1,4 +1,4 @@
-"""The versioned state file of the last successful builds, and the build lock.
+"""The versioned state file of the last successful builds (the build lock is `lock`'s).
 
 Only the parent process writes state. The file is JSON with sorted keys, written atomically and
 only when its content changed. It is read back untrusted (it may be restored from another
@@ -8,19 +8,15 @@ the shape this tool writes, or whose output is not inside output_dir, is dropped
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import posixpath
 import re
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from tfjsbuild.errors import BuildError, LockHeldError
+from tfjsbuild.errors import BuildError
 from tfjsbuild.files.artifacts import OutputFile, file_sha256
 from tfjsbuild.files.atomic import write_atomically
 from tfjsbuild.files.filesystem import STATE_REMEDY, refusals_reported
@@ -42,7 +38,6 @@ from tfjsbuild.files.readback import (
 
 STATE_VERSION = 1
 STATE_FILE = "state.json"
-LOCK_FILE = "lock"
 
 
 @dataclass(frozen=True)
@@ -227,30 +222,49 @@ def load_state(
             f"{path} is not a file: tfjs-build keeps the build state there; remove it and run "
             "again (everything is rebuilt)"
         )
+    payload = _read_payload(path)
+    if isinstance(payload, str):
+        return BuildState(adopted_from=adopted), [
+            f"{path}{payload}: rebuilding everything (it will be rewritten)"
+        ]
+    records, warnings = _checked_records(payload["signatures"], path, root, output_dir, consequence)
+    # Caches of digests: an entry that does not check out is simply computed again.
+    stat_cache = _valid_entries(payload.get("stat_cache"), _stat_entry)
+    graph_cache = _valid_entries(payload.get("graph_cache"), _graph_entry)
+    state = BuildState(records, stat_cache, graph_cache, saved_payload=payload)
+    if adopted is not None:
+        state.saved_payload, state.adopted_from = None, adopted
+    return state, warnings
+
+
+def _read_payload(path: Path) -> dict[str, Any] | str:
+    """The state file's JSON object, of this version, with a `signatures` object; or why it is
+    not one (the rest of a sentence that starts with the path)."""
     try:
         payload = parse_json(path.read_bytes())
     except (OSError, InvalidData) as error:
         why = str(error) if isinstance(error, InvalidData) else f"{type(error).__name__}: {error}"
-        return BuildState(adopted_from=adopted), [
-            f"{path} is unreadable ({why}): rebuilding everything (it will be rewritten)"
-        ]
+        return f" is unreadable ({why})"
     if not isinstance(payload, dict):
-        return BuildState(adopted_from=adopted), [
-            f"{path} is not a tfjs-build state (expected an object, got "
-            f"{type(payload).__name__}): rebuilding everything (it will be rewritten)"
-        ]
+        return f" is not a tfjs-build state (expected an object, got {type(payload).__name__})"
     version = payload.get("version")
     if version != STATE_VERSION:
-        return BuildState(adopted_from=adopted), [
-            f"{path} has state version {version!r}, this tfjs-build reads version "
-            f"{STATE_VERSION}: rebuilding everything (it will be rewritten)"
-        ]
+        return f" has state version {version!r}, this tfjs-build reads version {STATE_VERSION}"
     try:
-        signatures = as_dict(payload.get("signatures"), "signatures")
+        as_dict(payload.get("signatures"), "signatures")
     except InvalidData as error:
-        return BuildState(adopted_from=adopted), [
-            f"{path}: {error}: rebuilding everything (it will be rewritten)"
-        ]
+        return f": {error}"
+    return payload
+
+
+def _checked_records(
+    signatures: dict[str, Any],
+    path: Path,
+    root: Path | None,
+    output_dir: Path | None,
+    consequence: str,
+) -> tuple[dict[str, SignatureRecord], list[str]]:
+    """The records that pass their checks, and a warning for each one dropped."""
     records: dict[str, SignatureRecord] = {}
     warnings = []
     for key, value in signatures.items():
@@ -268,13 +282,7 @@ def load_state(
             warnings.append(f"{path}: record {shown} dropped: {error}; {consequence}")
             continue
         records[key] = record
-    # Caches of digests: an entry that does not check out is simply computed again.
-    stat_cache = _valid_entries(payload.get("stat_cache"), _stat_entry)
-    graph_cache = _valid_entries(payload.get("graph_cache"), _graph_entry)
-    state = BuildState(records, stat_cache, graph_cache, saved_payload=payload)
-    if adopted is not None:
-        state.saved_payload, state.adopted_from = None, adopted
-    return state, warnings
+    return records, warnings
 
 
 def _valid_entries(data: Any, check: Any) -> dict[str, Any]:
@@ -381,49 +389,3 @@ def output_change(root: Path, record: SignatureRecord) -> str | None:
         if path.is_file() and relative not in expected:
             return f"output modified: unexpected file {record.output}/{relative}"
     return None
-
-
-class BuildLock:
-    """An exclusive lock per manifest; the kernel releases it if the holder dies."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / LOCK_FILE
-        self._fd: int | None = None
-
-    def __enter__(self) -> BuildLock:
-        folder = self.path.parent
-        with refusals_reported(
-            folder, "state folder", STATE_REMEDY, doing=f"cannot create the lock {self.path}: "
-        ):
-            folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "unknown"
-            os.close(fd)
-            raise LockHeldError(
-                f"another build holds the lock {self.path}: {holder}. Wait for it to finish "
-                "or stop it, then run again"
-            ) from None
-        os.ftruncate(fd, 0)
-        # Who holds the lock is only shown to a waiting build; a full disk must not stop this one
-        # (the lock is the flock, held already).
-        with contextlib.suppress(OSError):
-            os.pwrite(
-                fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0
-            )
-        self._fd = fd
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None

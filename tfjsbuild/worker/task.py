@@ -5,7 +5,7 @@ and gets back.
 This module itself imports no TensorFlow; `run_task` imports `tfjsbuild.worker.loaders` (and so
 TensorFlow, Keras and a Python source's code) on first use, inside the worker. Workers return
 outcomes and never touch the state file. How worker processes are started, watched and
-replaced is not this module's business.
+replaced is `building/local_pool.py`'s business.
 """
 
 from __future__ import annotations

@@ -6,109 +6,52 @@ or queued, goes on. Workers die with the parent (`PR_SET_PDEATHSIG`), never see 
 Ctrl-C (they run in their own process group; the parent stops them), and keep their loaded
 model for the next task of the same source: a free worker is given such a task first.
 
-Both ends of the conversation live here: `WorkerPool` in the parent, `serve` in the worker.
-The parent side imports no TensorFlow; `serve` runs `worker.run_task`, which does.
+This is the parent's end of the conversation: `WorkerPool` queues tasks, hands them to workers
+and resolves their futures. One process's start, kill and stack dump are `worker_process`'s;
+the worker's end is `tfjsbuild.worker.serve`. Nothing here imports TensorFlow, writes state or
+moves outputs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import faulthandler
-import json
 import math
 import os
-import re
 import signal
-import socket
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from tfjsbuild.building.worker_process import (
+    WorkerProcess,
+    dump_frames,
+    exit_status,
+    kill,
+    read_dump,
+    wait_for_dump,
+)
 from tfjsbuild.sources.registry import kind_of
 from tfjsbuild.worker.task import (
     LOADING,
     STARTING,
     ConversionOutcome,
     ConversionTask,
-    init_worker,
     located_at,
-    run_task,
     user_frame,
 )
 
 # A worker that has not begun its task this long after it was given it is stuck starting up
 # (importing TensorFlow takes seconds); the task's own time limit starts when it begins.
 STARTUP_LIMIT = 600.0
-# After a SIGUSR1, how long a worker that overran its time limit may take to write its stacks.
-STACK_DUMP_WAIT = 2.0
 # How long a worker told to stop may take to exit before it is killed.
 STOP_WAIT = 10.0
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-# The worker's first Python: the parent's sys.path (as multiprocessing's spawn passes it), then
-# `serve(connection fd, stack dump fd, parent pid, log path)`.
-BOOTSTRAP = (
-    "import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
-    "from tfjsbuild.building.worker_pool import serve; "
-    "serve(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])"
-)
 MAX_WAIT = 3600.0  # seconds one wait for worker messages may last before it loops again
-FATAL_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT}
-DUMP_FRAME = re.compile(r'^\s*File "(.+)", line (\d+) in ', re.MULTILINE)
-
-
-# --------------------------------------------------------------------------- in the worker
-
-
-def serve(connection_fd: int, dump_fd: int, parent_pid: int, log_path: str) -> None:
-    """A worker's life: run the tasks the parent sends, one at a time, until told to stop."""
-    _die_with_parent(parent_pid)
-    init_worker(log_path)
-    # A crash, or the parent's SIGUSR1 when the time limit is up, writes every Python thread's
-    # stack to `dump_fd`: the parent reads the user's file and line from it.
-    faulthandler.enable(file=dump_fd, all_threads=True)
-    faulthandler.register(signal.SIGUSR1, file=dump_fd, all_threads=True)
-    connection = Connection(connection_fd)
-    while True:
-        try:
-            task = connection.recv()
-        except EOFError:
-            return  # the parent is gone
-        if task is None:
-            return
-        outcome = run_task(task, lambda phase: connection.send(("phase", phase)))
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()  # the log is complete even if this worker is killed later
-        connection.send(("done", outcome))
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """No worker outlives the build: a killed parent takes its ~1 GB workers with it."""
-    if sys.platform.startswith("linux"):
-        # Sent when the thread that started this process ends (the pool's, or the process's).
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    else:
-        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
-    if os.getppid() != parent_pid:
-        os._exit(1)  # the parent died before prctl: nobody is left to give us work
-
-
-def _watch_parent(parent_pid: int) -> None:
-    while os.getppid() == parent_pid:
-        time.sleep(1)
-    os._exit(1)
-
-
-# --------------------------------------------------------------------------- in the parent
 
 
 @dataclass
@@ -122,11 +65,7 @@ class _Job:
 
 
 @dataclass
-class _Worker:
-    process: subprocess.Popen[bytes]
-    connection: Connection
-    dump: IO[bytes]  # an unlinked file the worker's stacks are written to
-    exited: int | None  # a pidfd, readable once the process has exited (None: not supported)
+class _Worker(WorkerProcess):
     job: _Job | None = None
     loaded: str | None = None  # the cache key of the source it loaded last
 
@@ -283,36 +222,7 @@ class WorkerPool:
             self._bury(worker)
 
     def _start_worker(self) -> _Worker:
-        ours, theirs = socket.socketpair()
-        dump = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
-        log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    BOOTSTRAP,
-                    json.dumps([str(entry) for entry in sys.path], allow_nan=False),
-                    str(theirs.fileno()),
-                    str(dump.fileno()),
-                    str(os.getpid()),
-                    str(self.log_path),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                pass_fds=(theirs.fileno(), dump.fileno()),
-                # Its own process group: the terminal's Ctrl-C reaches only the parent, which
-                # stops the workers itself (a worker still starting up would print a traceback).
-                process_group=0,
-            )
-        finally:
-            os.close(log)
-            theirs.close()
-        exited: int | None = None
-        with contextlib.suppress(AttributeError, OSError):
-            exited = os.pidfd_open(process.pid)
-        worker = _Worker(process, Connection(ours.detach()), dump, exited)
+        worker = _Worker.start(self.log_path)
         self._workers.append(worker)
         return worker
 
@@ -335,7 +245,7 @@ class WorkerPool:
             self._bury(worker)
             return
         except Exception:  # a message that makes no sense: this worker cannot be trusted
-            _kill(worker.process)
+            kill(worker.process)
             self._bury(worker)
             return
         if worker.process.poll() is not None:
@@ -347,22 +257,22 @@ class WorkerPool:
         try:
             status = worker.process.wait(timeout=STOP_WAIT)
         except subprocess.TimeoutExpired:  # closed its connection yet lives on: stop it
-            _kill(worker.process)
+            kill(worker.process)
             status = worker.process.wait()
-        dump = _read_dump(worker.dump)
+        dump = read_dump(worker.dump)
         worker.dump.close()
         job = worker.job
         if job is None:
-            self._log(f"an idle worker (pid {worker.process.pid}) {_exit_status(status)}\n{dump}")
+            self._log(f"an idle worker (pid {worker.process.pid}) {exit_status(status)}\n{dump}")
             return
-        where = user_frame(_dump_frames(dump), job.task.source)
+        where = user_frame(dump_frames(dump), job.task.source)
         self._log(
             f"the worker (pid {worker.process.pid}) converting {_label(job.task)} "
-            f"{_exit_status(status)} while {job.phase}\n{dump}"
+            f"{exit_status(status)} while {job.phase}\n{dump}"
         )
         self._resolve(
             job,
-            f"the worker process {_exit_status(status)} while {job.phase}{where}; "
+            f"the worker process {exit_status(status)} while {job.phase}{where}; "
             f"see {self.log_path}",
         )
 
@@ -374,10 +284,10 @@ class WorkerPool:
         if job.phase != STARTING:  # before `serve` registers it, SIGUSR1 would kill outright
             with contextlib.suppress(OSError):
                 worker.process.send_signal(signal.SIGUSR1)
-            _wait_for_dump(worker.dump)
-        _kill(worker.process)
+            wait_for_dump(worker.dump)
+        kill(worker.process)
         worker.process.wait()
-        dump = _read_dump(worker.dump)
+        dump = read_dump(worker.dump)
         worker.dump.close()
         if job.phase == STARTING:
             self._log(f"the worker (pid {worker.process.pid}) did not start\n{dump}")
@@ -391,7 +301,7 @@ class WorkerPool:
             f"the worker (pid {worker.process.pid}) converting {_label(job.task)} was stopped "
             f"after {limit:g} s (timeout) while {job.phase}; its stacks:\n{dump}"
         )
-        where = user_frame(_dump_frames(dump), job.task.source)
+        where = user_frame(dump_frames(dump), job.task.source)
         self._resolve(
             job,
             f"did not finish within {limit:g} s (timeout) while {job.phase}{where}; "
@@ -407,10 +317,7 @@ class WorkerPool:
     def _forget(self, worker: _Worker) -> None:
         if worker in self._workers:
             self._workers.remove(worker)
-        worker.connection.close()
-        if worker.exited is not None:
-            os.close(worker.exited)
-            worker.exited = None
+        worker.close()
 
     def _fail_everything(self, error: str) -> None:
         """Resolve every future not yet resolved, so that nobody waits for them."""
@@ -431,7 +338,7 @@ class WorkerPool:
             aborting = self._aborting
         for worker in self._workers:
             if aborting or worker.job is not None:
-                _kill(worker.process)
+                kill(worker.process)
             else:
                 with contextlib.suppress(OSError):
                     worker.connection.send(None)
@@ -440,7 +347,7 @@ class WorkerPool:
             try:
                 worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _kill(worker.process)
+                kill(worker.process)
                 worker.process.wait()
             self._forget(worker)
             worker.dump.close()
@@ -448,17 +355,6 @@ class WorkerPool:
     def _log(self, text: str) -> None:
         with contextlib.suppress(OSError), open(self.log_path, "a", encoding="utf-8") as log:
             log.write(f"tfjs-build: {text.rstrip()}\n")
-
-
-def _kill(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL a worker and what it started (Node.js verifying, the user's own children).
-
-    Its process group is its pid (`process_group=0`), which no other process can take while
-    the worker is not yet waited for.
-    """
-    with contextlib.suppress(OSError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.kill()
 
 
 def _limit(task: ConversionTask) -> float:
@@ -471,42 +367,3 @@ def _label(task: ConversionTask) -> str:
     source = task.source
     origin = kind_of(source).origin(source)
     return f"signature '{task.signature}' of {origin}"
-
-
-def _exit_status(status: int) -> str:
-    """How a worker ended, as a sentence's verb: "was killed by SIGKILL (out of memory?)"."""
-    if status >= 0:
-        return f"exited with status {status}"
-    try:
-        name = signal.Signals(-status).name
-    except ValueError:
-        name = f"signal {-status}"
-    if -status == signal.SIGKILL:
-        return f"was killed by {name} (out of memory?)"
-    if -status in FATAL_SIGNALS:
-        return f"crashed with {name}"
-    return f"was killed by {name}"
-
-
-def _read_dump(dump: IO[bytes]) -> str:
-    with contextlib.suppress(OSError, ValueError):
-        size = os.fstat(dump.fileno()).st_size
-        return os.pread(dump.fileno(), size, 0).decode("utf-8", "replace")
-    return ""
-
-
-def _wait_for_dump(dump: IO[bytes]) -> None:
-    """Until the stacks a SIGUSR1 asked for are written (their size stops growing)."""
-    deadline = time.monotonic() + STACK_DUMP_WAIT
-    size = -1
-    while time.monotonic() < deadline:
-        now = os.fstat(dump.fileno()).st_size
-        if now > 0 and now == size:
-            return
-        size = now
-        time.sleep(0.05)
-
-
-def _dump_frames(dump: str) -> list[tuple[str, int]]:
-    """The frames of a faulthandler dump, innermost first (as faulthandler writes them)."""
-    return [(match[1], int(match[2])) for match in DUMP_FRAME.finditer(dump)]

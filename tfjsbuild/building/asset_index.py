@@ -1,0 +1,96 @@
+"""The asset index, `output_dir/tfjs-build.json`: every built signature, for web apps to
+discover and cache-bust, and which manifest wrote it.
+
+Written from the state's records after each build, only when its text changed; another
+manifest's index (two manifests sharing one output_dir) is never written or deleted. The index
+is read back untrusted: only to learn which manifest wrote it. Nothing here builds or places an
+output.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tfjsbuild.building.project import Project
+from tfjsbuild.files.artifacts import MODEL_JSON
+from tfjsbuild.files.atomic import write_atomically
+from tfjsbuild.files.filesystem import OUTPUT_REMEDY, refusals_reported
+from tfjsbuild.files.readback import InvalidData, as_dict, as_str, parse_json
+from tfjsbuild.manifest.types import Manifest
+from tfjsbuild.sources.digest import canonical_json
+
+INDEX_VERSION = 1
+
+
+def write_index(project: Project) -> None:
+    """`output_dir/tfjs-build.json`: every built signature, for web apps to discover and cache-bust."""
+    manifest = project.manifest
+    problem = index_owner_problem(manifest)
+    if problem is not None:  # checked when planning: only a manifest written since gets here
+        warnings.warn(problem, stacklevel=1)
+        return
+    models: dict[str, dict[str, Any]] = {}
+    for record in sorted(project.state.records.values(), key=lambda r: r.key):
+        model_json = Path(os.path.normpath(manifest.root / record.output)) / MODEL_JSON
+        if not model_json.is_relative_to(manifest.output_dir):
+            continue
+        models.setdefault(record.model, {})[record.signature] = {
+            "path": model_json.relative_to(manifest.output_dir).as_posix(),
+            "inputs": list(record.inputs),
+            "outputs": list(record.outputs),
+            "bytes": record.bytes,
+            "hash": record.content_hash,
+            "verification": _verification_summary(record.verification),
+        }
+    index = manifest.index_path
+    # Which manifest wrote it, relative to the index: another manifest refuses to overwrite it.
+    owner = Path(os.path.relpath(manifest.path.resolve(), manifest.output_dir)).as_posix()
+    # Checked before writing: a read-only output_dir with nothing to change is no failure.
+    with refusals_reported(manifest.output_dir, "output folder", OUTPUT_REMEDY):
+        if not models:
+            if index.exists():
+                index.unlink()
+            return
+        text = canonical_json({"version": INDEX_VERSION, "manifest": owner, "models": models})
+        try:
+            if index.read_text("utf-8") == text:
+                return
+        except OSError:
+            pass
+        write_atomically(index, text)
+
+
+def index_owner_problem(manifest: Manifest) -> str | None:
+    """Why `manifest` must not write or delete its output_dir's asset index: another manifest
+    wrote it (two manifests with one output_dir would overwrite each other's index)."""
+    index = manifest.index_path
+    try:
+        if not index.is_file():  # none yet, or a fifo that would hang the read
+            return None
+        data = parse_json(index.read_bytes())
+        owner = as_str(as_dict(data, "").get("manifest"), "manifest")
+        other = Path(os.path.normpath(manifest.output_dir / owner))
+        if other == manifest.path.resolve() or not other.is_file():
+            return None  # ours, or its manifest is gone (renamed or deleted)
+    except (OSError, InvalidData):
+        return None  # one this tool cannot read, or one of before it named its writer
+    return (
+        f"{index} was written by the manifest {other}, which uses the same output_dir: the two "
+        "would overwrite each other's asset index (and outputs); give each manifest its own "
+        f"output_dir (if {other.name} no longer uses this one, delete {index})"
+    )
+
+
+def _verification_summary(verification: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """For the asset index: whether TF.js matched TensorFlow, and how closely."""
+    if verification is None:
+        return None
+    return {
+        key: verification[key]
+        for key in ("passed", "max_abs_error", "samples", "atol", "rtol")
+        if key in verification
+    }

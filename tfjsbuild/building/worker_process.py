@@ -1,0 +1,136 @@
+"""One local worker process, seen from the parent: how it is started, killed, and how it ended.
+
+A worker runs `tfjsbuild.worker.serve` in a fresh interpreter (`BOOTSTRAP`), in its own process
+group, with a socket to the parent and an unlinked file its stacks are dumped into. Which task a
+worker runs, and when it is replaced, is `local_pool`'s business; this module imports no
+TensorFlow and never looks at a task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import IO, Self
+
+# After a SIGUSR1, how long a worker that overran its time limit may take to write its stacks.
+STACK_DUMP_WAIT = 2.0
+
+# The worker's first Python: the parent's sys.path (as multiprocessing's spawn passes it), then
+# `serve(connection fd, stack dump fd, parent pid, log path)`.
+BOOTSTRAP = (
+    "import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
+    "from tfjsbuild.worker.serve import serve; "
+    "serve(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])"
+)
+FATAL_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT}
+DUMP_FRAME = re.compile(r'^\s*File "(.+)", line (\d+) in ', re.MULTILINE)
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[bytes]
+    connection: Connection
+    dump: IO[bytes]  # an unlinked file the worker's stacks are written to
+    exited: int | None  # a pidfd, readable once the process has exited (None: not supported)
+
+    @classmethod
+    def start(cls, log_path: Path) -> Self:
+        """A new worker, its output appended to `log_path`."""
+        ours, theirs = socket.socketpair()
+        dump = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
+        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    BOOTSTRAP,
+                    json.dumps([str(entry) for entry in sys.path], allow_nan=False),
+                    str(theirs.fileno()),
+                    str(dump.fileno()),
+                    str(os.getpid()),
+                    str(log_path),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                pass_fds=(theirs.fileno(), dump.fileno()),
+                # Its own process group: the terminal's Ctrl-C reaches only the parent, which
+                # stops the workers itself (a worker still starting up would print a traceback).
+                process_group=0,
+            )
+        finally:
+            os.close(log)
+            theirs.close()
+        exited: int | None = None
+        with contextlib.suppress(AttributeError, OSError):
+            exited = os.pidfd_open(process.pid)
+        return cls(process, Connection(ours.detach()), dump, exited)
+
+    def close(self) -> None:
+        """Stop listening to it: its connection and pidfd are closed (its dump stays open)."""
+        self.connection.close()
+        if self.exited is not None:
+            os.close(self.exited)
+            self.exited = None
+
+
+def kill(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a worker and what it started (Node.js verifying, the user's own children).
+
+    Its process group is its pid (`process_group=0`), which no other process can take while
+    the worker is not yet waited for.
+    """
+    with contextlib.suppress(OSError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.kill()
+
+
+def exit_status(status: int) -> str:
+    """How a worker ended, as a sentence's verb: "was killed by SIGKILL (out of memory?)"."""
+    if status >= 0:
+        return f"exited with status {status}"
+    try:
+        name = signal.Signals(-status).name
+    except ValueError:
+        name = f"signal {-status}"
+    if -status == signal.SIGKILL:
+        return f"was killed by {name} (out of memory?)"
+    if -status in FATAL_SIGNALS:
+        return f"crashed with {name}"
+    return f"was killed by {name}"
+
+
+def read_dump(dump: IO[bytes]) -> str:
+    with contextlib.suppress(OSError, ValueError):
+        size = os.fstat(dump.fileno()).st_size
+        return os.pread(dump.fileno(), size, 0).decode("utf-8", "replace")
+    return ""
+
+
+def wait_for_dump(dump: IO[bytes]) -> None:
+    """Until the stacks a SIGUSR1 asked for are written (their size stops growing)."""
+    deadline = time.monotonic() + STACK_DUMP_WAIT
+    size = -1
+    while time.monotonic() < deadline:
+        now = os.fstat(dump.fileno()).st_size
+        if now > 0 and now == size:
+            return
+        size = now
+        time.sleep(0.05)
+
+
+def dump_frames(dump: str) -> list[tuple[str, int]]:
+    """The frames of a faulthandler dump, innermost first (as faulthandler writes them)."""
+    return [(match[1], int(match[2])) for match in DUMP_FRAME.finditer(dump)]
