@@ -122,9 +122,10 @@ def main() -> None:
         [
             sys.executable,
             "-c",
-            "import sys, tfjsbuild.api as a, tfjsbuild.building.state as s\n"
-            "m = a.load_manifests([sys.argv[1]])[0]\n"
-            "p = a._plan_manifest(m, force=False, prune=True, paranoid=False)\n"
+            "import sys, tfjsbuild.planning.manifests as ms, tfjsbuild.planning.planner as a,"
+            " tfjsbuild.building.state as s\n"
+            "m = ms.load_manifests([sys.argv[1]])[0]\n"
+            "p = a.plan_manifest(m, force=False, prune=True, paranoid=False)\n"
             "s.save_state(m.state_dir, p.state)\n",
             str(manifest),
         ],

@@ -124,6 +124,19 @@ def test_an_entry_serves_only_the_verification_it_carries(tmp_path: Path) -> Non
     assert first_entry([store], unverified.key, wanted) is None
 
 
+def test_a_lookup_reads_only_and_a_restore_marks_the_entry_used(tmp_path: Path) -> None:
+    """`plan` writes nothing: looking an entry up leaves its mtime (what prune goes by) alone."""
+    output, entry = _built_output(tmp_path)
+    store = Store(str(tmp_path / "cache"), "rw", "local")
+    store.put(entry, output)
+    path = tmp_path / "cache/entries" / entry.key[:2] / f"{entry.key}.json"
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    assert first_entry([store], entry.key, {}) == (store, entry)
+    assert path.stat().st_mtime_ns == 1_000_000_000
+    store.mark_used(entry.key)
+    assert path.stat().st_mtime_ns > 1_000_000_000
+
+
 def test_an_entry_that_breaks_its_verification_promise_is_invalid(tmp_path: Path) -> None:
     wanted = {"samples": 3, "atol": 1e-4, "rtol": 1e-3, "inputs": None, "tfjs": "4.22.0"}
     entry = replace(_built_output(tmp_path)[1], verified_with=dict(wanted))

@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tfjsbuild.errors import UsageError
 from tfjsbuild.files import nofollow, readback
@@ -223,6 +223,7 @@ class Store:
         return self.mode == "rw"
 
     def get(self, key: str) -> CacheEntry | None:
+        """The entry for `key`, checked; None on a miss. Read only (see `mark_used`)."""
         if self.unreachable is not None:
             return None
         relative = _entry_relative(key)
@@ -256,10 +257,14 @@ class Store:
                 "(signed with another key, or changed since); each is a cache miss"
             )
             return None
-        if self.local_root is not None:
-            with contextlib.suppress(OSError):  # a restore counts as use, for `cache prune`
-                nofollow.touch(self.local_root, relative)
         return entry
+
+    def mark_used(self, key: str) -> None:
+        """Called on a restore, not on a lookup: a plan writes nothing, and a restore counts as
+        use, for `cache prune` (least recently used first)."""
+        if self.local_root is not None:
+            with contextlib.suppress(OSError):
+                nofollow.touch(self.local_root, _entry_relative(key))
 
     def _warn(self, message: str) -> None:
         """A refusal, once per store (a plan and its build look an entry up twice)."""
@@ -516,12 +521,19 @@ def serves(entry: CacheEntry, verification: Mapping[str, Any]) -> bool:
     )
 
 
+class CacheHit(NamedTuple):
+    """An entry a plan found, and the store it came from: the build restores this one."""
+
+    store: Store
+    entry: CacheEntry
+
+
 def first_entry(
     stores: Iterable[Store], key: str, verification: Mapping[str, Any] | None = None
-) -> tuple[Store, CacheEntry] | None:
+) -> CacheHit | None:
     """The first store's entry for `key` that serves `verification` (see `serves`)."""
     for store in stores:
         entry = store.get(key)
         if entry is not None and serves(entry, verification or {}):
-            return store, entry
+            return CacheHit(store, entry)
     return None

@@ -17,12 +17,12 @@ import re
 import shutil
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tfjsbuild.building.cache import CacheEntry, Store, cache_key, serves
+from tfjsbuild.building.cache import CacheEntry, CacheHit, Store, cache_key, serves
 from tfjsbuild.building.results import Reporter, SignatureResult
 from tfjsbuild.building.state import (
     BuildState,
@@ -187,15 +187,10 @@ def _restore(item: PlanItem, project: Project, verify: bool) -> SignatureResult 
 
     With `verify`, only an entry carrying the verification the item wants will do.
     """
-    assert item.fingerprint is not None
     start = time.perf_counter()
-    key = cache_key(item.fingerprint)
     staging_root = _staging_root(project)
     staging = staging_root / f"restore-{item.model}-{item.signature}"
-    for store in project.stores:
-        entry = store.get(key)
-        if entry is None or not serves(entry, item.fingerprint.verify if verify else {}):
-            continue
+    for store, entry in _cache_hits(item, project, verify):
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         try:
@@ -214,6 +209,7 @@ def _restore(item: PlanItem, project: Project, verify: bool) -> SignatureResult 
                 if isinstance(outcome, SignatureResult):
                     return outcome  # over budget, or the folder is not ours: a real failure
                 checked = outcome
+                store.mark_used(entry.key)
                 # A remote hit also fills the local cache, so the next restore is local.
                 target = project.manifest.root / item.output
                 _store(item, project, target, project.state.records[item.key], exclude=store)
@@ -243,6 +239,18 @@ def _restore(item: PlanItem, project: Project, verify: bool) -> SignatureResult 
             stacklevel=1,
         )
     return None
+
+
+def _cache_hits(item: PlanItem, project: Project, verify: bool) -> Iterator[CacheHit]:
+    """The entry the plan found; should it prove unusable, the later stores' (looked up now)."""
+    assert item.cache_hit is not None and item.fingerprint is not None
+    yield item.cache_hit
+    stores = list(project.stores)
+    after = next((i + 1 for i, s in enumerate(stores) if s is item.cache_hit.store), len(stores))
+    for store in stores[after:]:
+        entry = store.get(cache_key(item.fingerprint))
+        if entry is not None and serves(entry, item.fingerprint.verify if verify else {}):
+            yield CacheHit(store, entry)
 
 
 def _store(

@@ -25,6 +25,7 @@ from tfjsbuild.manifest.load import (
     PythonSource,
 )
 from tfjsbuild.planning.fingerprint import python_source_problem
+from tfjsbuild.planning.manifests import load_manifests
 from tfjsbuild.render.report import (
     ConsoleReporter,
     command_json,
@@ -125,7 +126,7 @@ def plan(
 
 
 def validate(*, manifests: Sequence[str], all_dirs: Sequence[str], console: Console) -> int:
-    loaded = api.load_manifests(manifests, all_dirs)
+    loaded = load_manifests(manifests, all_dirs)
     for manifest in loaded:
         count = len(manifest.models)
         console.print(

@@ -2,7 +2,8 @@
 
 A source that is missing or a signature the SavedModel does not have blocks only that model's
 signatures; their messages use the manifest's located error format. Output collisions found
-once "*" is expanded are manifest errors.
+once "*" is expanded are manifest errors. Nothing here fingerprints or decides an action: that
+is the plan's (`plan.py`), which imports the targets from here.
 """
 
 from __future__ import annotations
@@ -17,24 +18,62 @@ from tfjsbuild.errors import ManifestError
 from tfjsbuild.manifest.load import (
     ALL_SIGNATURES,
     KERAS_SIGNATURE,
+    Checks,
+    ConverterOptions,
     KerasSource,
+    Location,
     Manifest,
     ModelSpec,
     PythonSource,
     SavedModelSource,
+    SignatureSpec,
+    Source,
     layout_signature_problems,
     output_problems,
     signature_claims,
 )
 from tfjsbuild.planning.fingerprint import python_source_problem
-from tfjsbuild.planning.plan import PlanItem, Target
 from tfjsbuild.sources.saved_model_files import SavedModelError, find_meta_graph
+
+
+@dataclass(frozen=True)
+class Target:
+    """One (model, signature) the manifest asks for, resolved against its source."""
+
+    manifest: Path
+    model: str
+    signature: str
+    source: Source
+    options: ConverterOptions
+    output: str  # relative to the manifest's folder, POSIX separators
+    # Where the manifest names the source and the signature, for errors found while converting.
+    source_location: Location | None = None
+    location: Location | None = None
+    checks: Checks = field(default_factory=Checks)
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}:{self.signature}"
+
+
+@dataclass(frozen=True)
+class BlockedTarget:
+    """A (model, signature) known before converting not to build, and why (a located message)."""
+
+    manifest: Path
+    model: str
+    signature: str
+    message: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}:{self.signature}"
 
 
 @dataclass
 class Resolution:
     targets: list[Target] = field(default_factory=list)
-    blocked: list[PlanItem] = field(default_factory=list)
+    blocked: list[BlockedTarget] = field(default_factory=list)
 
 
 SignatureLister = Callable[[SavedModelSource], list[str]]
@@ -55,66 +94,70 @@ def resolve_targets(manifest: Manifest, lister: SignatureLister = list_signature
         names_by_model[model.name] = names
         specs = {spec.name: spec for spec in model.signatures or ()}
         for name in names:
-            spec = specs.get(name)
-            checks = spec.checks if spec is not None else model.checks
-            inputs = checks.verify.inputs if checks.verify.enabled else None
-            if inputs is not None and not inputs.is_file():
-                location = spec.location if spec is not None else model.location
-                message = (
-                    f"verify.inputs {inputs} does not exist: save sample inputs there with "
-                    "numpy.savez (arrays keyed by input name), or remove verify.inputs"
-                )
-                resolution.blocked.append(
-                    _blocked(manifest, model, name, manifest.problem(location, message).format())
-                )
-                continue
-            relative = manifest.output_for(model.name, name, spec.output if spec else None)
-            output = os.path.relpath(manifest.output_dir / relative, manifest.root)
-            resolution.targets.append(
-                Target(
-                    manifest=manifest.path,
-                    model=model.name,
-                    signature=name,
-                    source=model.source,
-                    options=spec.options if spec is not None else model.options,
-                    output=Path(output).as_posix(),
-                    source_location=model.source_location,
-                    location=spec.location if spec is not None else None,
-                    checks=checks,
-                )
-            )
+            resolved = _target(manifest, model, name, specs.get(name))
+            if isinstance(resolved, Target):
+                resolution.targets.append(resolved)
+            else:
+                resolution.blocked.append(resolved)
     # "*" is expanded now: check layouts and outputs again with the real names.
     if any(model.signatures is None for model in manifest.models):
-        claims = [
-            # A name read from the SavedModel is not in the manifest: point at its model.
-            claim if model.signatures is not None else replace(claim, location=model.location)
-            for model in manifest.models
-            for claim in signature_claims(manifest, model, names_by_model[model.name])
-        ]
-        located = layout_signature_problems(manifest, names_by_model)
-        located += output_problems(
-            claims,
-            manifest.output_dir,
-            {m.name: m.source_paths() for m in manifest.models},
-            manifest.layout,
-        )
-        if located:
-            raise ManifestError(
-                manifest.problem(location, message) for location, message in located
-            )
+        _check_expanded(manifest, names_by_model)
     return resolution
 
 
-def _blocked(manifest: Manifest, model: ModelSpec, name: str, message: str) -> PlanItem:
-    return PlanItem(
+def _target(
+    manifest: Manifest, model: ModelSpec, name: str, spec: SignatureSpec | None
+) -> Target | BlockedTarget:
+    """One signature's target, or why it cannot build (sample inputs named but missing)."""
+    checks = spec.checks if spec is not None else model.checks
+    inputs = checks.verify.inputs if checks.verify.enabled else None
+    if inputs is not None and not inputs.is_file():
+        location = spec.location if spec is not None else model.location
+        message = (
+            f"verify.inputs {inputs} does not exist: save sample inputs there with "
+            "numpy.savez (arrays keyed by input name), or remove verify.inputs"
+        )
+        return _blocked(manifest, model, name, manifest.problem(location, message).format())
+    relative = manifest.output_for(model.name, name, spec.output if spec else None)
+    output = os.path.relpath(manifest.output_dir / relative, manifest.root)
+    return Target(
         manifest=manifest.path,
         model=model.name,
         signature=name,
-        output="",
-        action="build",
-        reasons=("cannot build",),
-        blocked=message,
+        source=model.source,
+        options=spec.options if spec is not None else model.options,
+        output=Path(output).as_posix(),
+        source_location=model.source_location,
+        location=spec.location if spec is not None else None,
+        checks=checks,
     )
+
+
+def _check_expanded(manifest: Manifest, names_by_model: dict[str, list[str]]) -> None:
+    """Layouts and output collisions, with "*" expanded to the signatures read from the models."""
+    claims = [
+        # A name read from the SavedModel is not in the manifest: point at its model.
+        claim if model.signatures is not None else replace(claim, location=model.location)
+        for model in manifest.models
+        for claim in signature_claims(manifest, model, names_by_model[model.name])
+    ]
+    located = layout_signature_problems(manifest, names_by_model)
+    located += output_problems(
+        claims,
+        manifest.output_dir,
+        {m.name: m.source_paths() for m in manifest.models},
+        manifest.layout,
+    )
+    if located:
+        raise ManifestError(manifest.problem(location, message) for location, message in located)
+
+
+def _blocked(manifest: Manifest, model: ModelSpec, name: str, message: str) -> BlockedTarget:
+    return BlockedTarget(manifest.path, model.name, name, message)
+
+
+class _SourceProblem(Exception):
+    """Why no signature of a model can be built: its source is missing or unreadable."""
 
 
 def _signature_names(
@@ -122,49 +165,21 @@ def _signature_names(
 ) -> tuple[list[str], dict[str, str]]:
     """The signature names that can be built, and a located message for each that cannot."""
     declared = [spec.name for spec in model.signatures] if model.signatures is not None else []
-
-    def whole_model(message: str) -> tuple[list[str], dict[str, str]]:
-        text = manifest.problem(model.source_location, message).format()
-        return [], {name: text for name in declared or [ALL_SIGNATURES]}
-
     source = model.source
-    if isinstance(source, PythonSource):
-        # The planner does not run user code: the manifest names the signatures (a rule).
-        problem = python_source_problem(source)
-        if problem is not None:
-            return whole_model(problem)
-        return declared, {}
-    if isinstance(source, KerasSource):
-        if not source.path.exists():
-            return whole_model(
-                f"Keras model {source.path} does not exist (paths are relative to "
-                f"{manifest.root}); save the model there or fix the path"
-            )
-        if source.container == "saved_model" and not source.path.is_dir():
-            return whole_model(
-                f"{source.path} is not a Keras model: expected a .keras file, a .h5 file or a "
-                "tf.keras SavedModel folder"
-            )
-        if source.container != "saved_model" and not source.path.is_file():
-            return whole_model(f"{source.path} is a folder, not a {source.path.suffix} file")
-        saved_model = source.as_saved_model()
-        if saved_model is None:
-            available = [KERAS_SIGNATURE]
-        else:
-            source = saved_model
-    if isinstance(source, SavedModelSource):
-        if not source.path.exists():
-            return whole_model(
-                f"SavedModel folder {source.path} does not exist (paths are relative to "
-                f"{manifest.root}); export the model there or fix the path"
-            )
-        try:
-            available = lister(source)
-        except SavedModelError as error:
-            return whole_model(str(error))
+    try:
+        if isinstance(source, PythonSource):
+            # The planner does not run user code: the manifest names the signatures (a rule).
+            problem = python_source_problem(source)
+            if problem is not None:
+                raise _SourceProblem(problem)
+            return declared, {}
+        available = _available_signatures(manifest, source, lister)
+        if model.signatures is None and not available:
+            raise _SourceProblem(f"{source.path} exports no signatures")
+    except _SourceProblem as problem:
+        text = manifest.problem(model.source_location, str(problem)).format()
+        return [], {name: text for name in declared or [ALL_SIGNATURES]}
     if model.signatures is None:
-        if not available:
-            return whole_model(f"{source.path} exports no signatures")
         return available, {}
     names: list[str] = []
     problems: dict[str, str] = {}
@@ -180,3 +195,35 @@ def _signature_names(
             f"{', '.join(available) or 'none'}){hint}",
         ).format()
     return names, problems
+
+
+def _available_signatures(
+    manifest: Manifest, source: KerasSource | SavedModelSource, lister: SignatureLister
+) -> list[str]:
+    """The signatures a Keras model or SavedModel has; raises _SourceProblem saying why none."""
+    if isinstance(source, KerasSource):
+        if not source.path.exists():
+            raise _SourceProblem(
+                f"Keras model {source.path} does not exist (paths are relative to "
+                f"{manifest.root}); save the model there or fix the path"
+            )
+        if source.container == "saved_model" and not source.path.is_dir():
+            raise _SourceProblem(
+                f"{source.path} is not a Keras model: expected a .keras file, a .h5 file or a "
+                "tf.keras SavedModel folder"
+            )
+        if source.container != "saved_model" and not source.path.is_file():
+            raise _SourceProblem(f"{source.path} is a folder, not a {source.path.suffix} file")
+        saved_model = source.as_saved_model()
+        if saved_model is None:
+            return [KERAS_SIGNATURE]
+        source = saved_model
+    if not source.path.exists():
+        raise _SourceProblem(
+            f"SavedModel folder {source.path} does not exist (paths are relative to "
+            f"{manifest.root}); export the model there or fix the path"
+        )
+    try:
+        return lister(source)
+    except SavedModelError as error:
+        raise _SourceProblem(str(error)) from None
