@@ -33,6 +33,8 @@ Action = Literal["build", "verify", "up-to-date", "remove"]
 
 @dataclass(frozen=True)
 class PlanItem:
+    """One signature's action and the reasons for it, with what the build needs to do it."""
+
     manifest: Path
     model: str
     signature: str

@@ -32,6 +32,9 @@ from tfjsbuild.verify.runtime import tfjs_version
 
 @dataclass
 class ManifestPlan:
+    """One manifest's plan, with the state it was planned from (a build updates and saves it)
+    and the cache stores its items were looked up in."""
+
     manifest: Manifest
     state: BuildState
     items: list[PlanItem]
@@ -92,6 +95,7 @@ def plan_manifest(
     cache: str | None = None,
     verify: bool = True,
 ) -> ManifestPlan:
+    """Resolve, fingerprint and check one manifest's signatures, then plan them (`plan_build`)."""
     owner_problem = index_owner_problem(manifest)
     if owner_problem is not None:
         raise ManifestError([output_dir_problem(manifest, owner_problem)])
@@ -175,6 +179,7 @@ def _verification_inputs(target: Target, root: Path, stat_cache: StatCache) -> d
 
 
 def _select(plans: Sequence[ManifestPlan], selection: Sequence[str]) -> None:
+    """Narrow each plan to the selected models and signatures; an unknown name is an error."""
     if not selection:
         return
     items = [item for plan in plans for item in plan.items if item.action != "remove"]

@@ -72,6 +72,8 @@ class BlockedTarget:
 
 @dataclass
 class Resolution:
+    """A manifest's targets, and the signatures known already not to build."""
+
     targets: list[Target] = field(default_factory=list)
     blocked: list[BlockedTarget] = field(default_factory=list)
 
