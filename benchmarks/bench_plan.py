@@ -66,8 +66,8 @@ print(json.dumps({
 
 SEED_CACHE = """
 import sys, tfjsbuild
-from tfjsbuild.building.cache_entry import CacheEntry, cache_key
-from tfjsbuild.building.cache_store import Store
+from tfjsbuild.stores.cache_entry import CacheEntry, cache_key
+from tfjsbuild.stores.cache_store import Store
 store = Store(sys.argv[2], "rw", "local")
 for item in tfjsbuild.plan([sys.argv[1]]).items:
     store.put(CacheEntry(cache_key(item.fingerprint), (), (), (), {"passed": True}, 1.0), None)
@@ -123,9 +123,10 @@ def main() -> None:
         [
             sys.executable,
             "-c",
-            "import sys, tfjsbuild.api as a, tfjsbuild.building.state as s\n"
-            "m = a.load_manifests([sys.argv[1]])[0]\n"
-            "p = a._plan_manifest(m, force=False, prune=True, paranoid=False)\n"
+            "import sys, tfjsbuild.planning.manifests as ms, tfjsbuild.planning.planner as a,"
+            " tfjsbuild.stores.state as s\n"
+            "m = ms.load_manifests([sys.argv[1]])[0]\n"
+            "p = a.plan_manifest(m, force=False, prune=True, paranoid=False)\n"
             "s.save_state(m.state_dir, p.state)\n",
             str(manifest),
         ],

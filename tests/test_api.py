@@ -15,9 +15,9 @@ import pytest
 import tfjsbuild
 from conftest import run_tfjs
 from savedmodels import run_signature
-from tfjsbuild.building.lock import BuildLock
-from tfjsbuild.building.state import load_state
 from tfjsbuild.errors import LockHeldError
+from tfjsbuild.stores.lock import BuildLock
+from tfjsbuild.stores.state import load_state
 
 pytestmark = pytest.mark.slow
 

@@ -13,24 +13,23 @@ import pytest
 
 import tfjsbuild
 from conftest import STATE, run_cli
-from tfjsbuild.building.cache import first_entry, resolve_config
-from tfjsbuild.building.cache_entry import (
-    ENTRY_MAX_BYTES,
-    MISMATCHED,
-    CacheEntry,
-    SignatureRefused,
-    cache_key,
-    serves,
-    sign,
-)
-from tfjsbuild.building.cache_store import Store
-from tfjsbuild.building.state import load_state
 from tfjsbuild.errors import UsageError
 from tfjsbuild.files.artifacts import OutputFile
 from tfjsbuild.files.readback import InvalidData
 from tfjsbuild.manifest.load import load_manifest
 from tfjsbuild.manifest.types import ConverterOptions
-from tfjsbuild.planning.fingerprint import fingerprint_signature
+from tfjsbuild.planning.fingerprint import cache_key, fingerprint_signature
+from tfjsbuild.stores.cache_entry import (
+    ENTRY_MAX_BYTES,
+    MISMATCHED,
+    CacheEntry,
+    SignatureRefused,
+    serves,
+    sign,
+)
+from tfjsbuild.stores.cache_store import Store
+from tfjsbuild.stores.caches import first_entry, resolve_config
+from tfjsbuild.stores.state import load_state
 
 MANIFEST = """
 version: 1
@@ -122,6 +121,19 @@ def test_an_entry_serves_only_the_verification_it_carries(tmp_path: Path) -> Non
     store.put(unverified, output)
     assert first_entry([store], unverified.key, {}) == (store, unverified)
     assert first_entry([store], unverified.key, wanted) is None
+
+
+def test_a_lookup_reads_only_and_a_restore_marks_the_entry_used(tmp_path: Path) -> None:
+    """`plan` writes nothing: looking an entry up leaves its mtime (what prune goes by) alone."""
+    output, entry = _built_output(tmp_path)
+    store = Store(str(tmp_path / "cache"), "rw", "local")
+    store.put(entry, output)
+    path = tmp_path / "cache/entries" / entry.key[:2] / f"{entry.key}.json"
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    assert first_entry([store], entry.key, {}) == (store, entry)
+    assert path.stat().st_mtime_ns == 1_000_000_000
+    store.mark_used(entry.key)
+    assert path.stat().st_mtime_ns > 1_000_000_000
 
 
 def test_an_entry_that_breaks_its_verification_promise_is_invalid(tmp_path: Path) -> None:

@@ -20,9 +20,9 @@ import pytest
 
 from conftest import REPO, STATE, run_cli
 from tfjsbuild import api
-from tfjsbuild.building.lock import BuildLock
-from tfjsbuild.building.state import BuildState, save_state, state_path
 from tfjsbuild.cli import main as cli
+from tfjsbuild.stores.lock import BuildLock
+from tfjsbuild.stores.state import BuildState, save_state, state_path
 
 SCHEMA = json.loads((REPO / "schemas" / "build-report.schema.json").read_text())
 NODE = shutil.which("node")

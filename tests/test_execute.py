@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import tfjsbuild
-from tfjsbuild.building.lock import BuildLock
-from tfjsbuild.building.state import load_state
+from tfjsbuild.stores.lock import BuildLock
+from tfjsbuild.stores.state import load_state
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,8 @@ import pytest
 
 import tfjsbuild
 from conftest import STATE, no_internal_error, run_cli
-from tfjsbuild.building.state import load_state, output_change
 from tfjsbuild.files.atomic import swap_directory
+from tfjsbuild.stores.state import load_state, output_change
 
 MANIFEST = """\
 version: 1

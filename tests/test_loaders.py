@@ -16,7 +16,7 @@ import pytest
 
 import tfjsbuild
 from conftest import export_fresh, run_tfjs
-from tfjsbuild.building.state import load_state
+from tfjsbuild.stores.state import load_state
 
 pytestmark = pytest.mark.slow
 

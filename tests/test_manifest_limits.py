@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tfjsbuild import api
 from tfjsbuild.errors import ManifestError, UsageError
 from tfjsbuild.manifest.load import load_manifest
 from tfjsbuild.manifest.yaml_positions import MAX_EXPANDED_VALUES, MAX_MANIFEST_BYTES
+from tfjsbuild.planning.options import converter_options
 
 CASES = Path(__file__).parent / "negative" / "manifests"
 HEAD = "version: 1\nmodels:\n  a:\n    saved_model: models/a\n"
@@ -110,7 +110,7 @@ def test_a_thousand_models_sharing_settings_by_merge_keys_are_accepted(tmp_path:
 
 def test_python_api_refuses_non_finite_metadata() -> None:
     with pytest.raises(UsageError) as raised:
-        api.converter_options(metadata={"scale": [1.0, float("inf")]})
+        converter_options(metadata={"scale": [1.0, float("inf")]})
     assert str(raised.value) == (
         "invalid converter option metadata.scale[1]: inf is not a finite number "
         "(model.json is JSON, which has no NaN or infinity)"

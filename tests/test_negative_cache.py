@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from test_cache import s3  # noqa: F401  (the moto S3 fixture, for the remote cases)
 
-from tfjsbuild.building.cache_entry import sign
+from tfjsbuild.stores.cache_entry import sign
 
 CASES = Path(__file__).parent / "negative" / "cache"
 NAMES = sorted(path.stem for path in CASES.glob("*.json"))

@@ -19,7 +19,7 @@ import pytest
 
 import tfjsbuild
 from conftest import run_cli
-from tfjsbuild.building.state import load_state
+from tfjsbuild.stores.state import load_state
 
 pytestmark = pytest.mark.slow
 

@@ -16,9 +16,9 @@ import pytest
 import tfjsbuild
 from conftest import run_cli
 from tfjsbuild.building.outputs import remove_recorded_output
-from tfjsbuild.building.state import RecordedFile, SignatureRecord, load_state
 from tfjsbuild.errors import ManifestError
 from tfjsbuild.manifest.load import load_manifest
+from tfjsbuild.stores.state import RecordedFile, SignatureRecord, load_state
 
 STATE = ".tfjs-build/manifests/tfjs-build.yaml"
 CLASSIFIER = """version: 1

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from tfjsbuild.building.state import SignatureRecord
 from tfjsbuild.manifest.types import ConverterOptions, SavedModelSource
 from tfjsbuild.planning.fingerprint import fingerprint_signature
-from tfjsbuild.planning.plan import PlanItem, Target, option_changes, plan_build, select
+from tfjsbuild.planning.plan import PlanItem, plan_build, select
+from tfjsbuild.planning.reasons import option_changes
+from tfjsbuild.planning.targets import Target
+from tfjsbuild.stores.state import SignatureRecord
 
 MANIFEST = Path("/p/tfjs-build.yaml")
 DEFAULT_OPTIONS = ConverterOptions()

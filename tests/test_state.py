@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tfjsbuild.building.lock import BuildLock
-from tfjsbuild.building.state import BuildState, SignatureRecord, load_state, save_state
 from tfjsbuild.errors import BuildError, LockHeldError
 from tfjsbuild.files.readback import InvalidData
+from tfjsbuild.stores.lock import BuildLock
+from tfjsbuild.stores.state import BuildState, SignatureRecord, load_state, save_state
 
 DIGEST_B, DIGEST_A = "1" * 64, "2" * 64
 

@@ -16,8 +16,8 @@ import tfjsbuild
 from conftest import STATE, run_cli
 from tfjsbuild.building.execute import _record_verification, _verify_task
 from tfjsbuild.building.project import Project
-from tfjsbuild.building.state import load_state
 from tfjsbuild.manifest.load import load_manifest
+from tfjsbuild.stores.state import load_state
 from tfjsbuild.verify.compare import (
     UNKNOWN_DIM,
     OutputComparison,

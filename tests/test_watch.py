@@ -18,8 +18,8 @@ from types import TracebackType
 import pytest
 
 import tfjsbuild
-from tfjsbuild.building.lock import BuildLock
-from tfjsbuild.building.state import load_state
+from tfjsbuild.stores.lock import BuildLock
+from tfjsbuild.stores.state import load_state
 from tfjsbuild.watch import Cycle, Watcher
 
 pytestmark = pytest.mark.slow

@@ -26,10 +26,10 @@ import tfjsbuild
 from conftest import REPO, STATE, run_cli
 from tfjsbuild.building.execute import _finish
 from tfjsbuild.building.project import Project
-from tfjsbuild.building.state import BuildState, load_state
 from tfjsbuild.manifest.load import load_manifest
 from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.planning.targets import resolve_targets
+from tfjsbuild.stores.state import BuildState, load_state
 from tfjsbuild.worker.task import ConversionOutcome, ConversionTask
 
 HANG_TIMEOUT = 2

@@ -1,69 +1,40 @@
 """The Python API that build scripts import; the CLI is a thin layer over it.
 
-Data flows one way: manifest -> targets -> fingerprints -> plan -> execute -> state.
+One short function per verb. Data flows one way: manifest -> targets -> fingerprints -> plan
+(`planning/`) -> execute (`building/`) -> state. Nothing here plans or builds itself.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tfjsbuild.building.asset_index import index_owner_problem
-from tfjsbuild.building.cache import first_entry, resolve_config
-from tfjsbuild.building.cache_entry import cache_key
-from tfjsbuild.building.cache_store import Store
-from tfjsbuild.building.execute import execute
-from tfjsbuild.building.lock import BuildLock
 from tfjsbuild.building.outputs import remove_built_files, remove_state_folders
-from tfjsbuild.building.project import Project
 from tfjsbuild.building.results import Reporter, ReportRow, SignatureResult
-from tfjsbuild.building.state import BuildState, load_state, output_change
-from tfjsbuild.errors import ManifestError, Problem, UsageError
+from tfjsbuild.building.run import build_locks, check_run_options, run_plans, skipped
 from tfjsbuild.files.artifacts import GraphModelOutput
 from tfjsbuild.files.atomic import swap_directory
-from tfjsbuild.manifest.load import load_manifest
-from tfjsbuild.manifest.rules import non_finite_numbers
-from tfjsbuild.manifest.schema import manifest_schema
-from tfjsbuild.manifest.types import (
-    BUILTIN_OPTIONS,
-    MANIFEST_NAME,
-    ConverterOptions,
-    KerasSource,
-    Manifest,
-    PythonSource,
-)
-from tfjsbuild.manifest.yaml_positions import format_key_path
-from tfjsbuild.planning.fingerprint import fingerprint_signature, tool_versions
-from tfjsbuild.planning.plan import PlanItem, Target, plan_build, select
-from tfjsbuild.planning.targets import resolve_targets
+from tfjsbuild.manifest.types import KerasSource, Manifest, PythonSource
+from tfjsbuild.planning.manifests import load_manifests
+from tfjsbuild.planning.options import converter_options
+from tfjsbuild.planning.plan import PlanItem
+from tfjsbuild.planning.planner import ManifestPlan, load_manifest_state, plan_manifests
 from tfjsbuild.render.console import SilentReporter
 from tfjsbuild.render.json import plan_json, results_json
 from tfjsbuild.sources.digest import StatCache
-from tfjsbuild.sources.model_sources import ModelSources
 from tfjsbuild.sources.registry import kind_of, source_digest
 from tfjsbuild.sources.saved_model_files import read_meta_graphs
 from tfjsbuild.sources.saved_model_graph import GraphFingerprintError, signature_graphs
-from tfjsbuild.verify.runtime import tfjs_version
-
-# Folders never searched by --all: build outputs, dependencies and VCS data.
-SKIPPED_FOLDERS = {".git", ".tfjs-build", "node_modules", "__pycache__", ".venv", "venv"}
-
-
-@dataclass
-class ManifestPlan:
-    manifest: Manifest
-    state: BuildState
-    items: list[PlanItem]
-    warnings: list[str] = field(default_factory=list)
-    stores: list[Store] = field(default_factory=list)
+from tfjsbuild.stores.cache_store import Store
+from tfjsbuild.stores.caches import resolve_config
+from tfjsbuild.stores.lock import BuildLock
 
 
 @dataclass
@@ -104,189 +75,6 @@ class BuildResult:
         )
 
 
-def discover_manifests(folder: str | Path) -> list[Path]:
-    """Every tfjs-build.yaml below `folder`, skipping dependency folders and build outputs."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise UsageError(f"--all {root}: not a folder")
-    found: list[Path] = []
-    for current, folders, files in os.walk(root):
-        folders[:] = sorted(
-            f for f in folders if f not in SKIPPED_FOLDERS and not f.startswith(".")
-        )
-        if MANIFEST_NAME in files:
-            found.append(Path(current) / MANIFEST_NAME)
-    if not found:
-        raise UsageError(f"no {MANIFEST_NAME} found below {root}")
-    return found
-
-
-def load_manifests(
-    manifests: Iterable[str | Path], all_dirs: Iterable[str | Path] = ()
-) -> list[Manifest]:
-    paths: list[Path | None] = [Path(m) for m in manifests]
-    for folder in all_dirs:
-        paths += discover_manifests(folder)
-    loaded: dict[Path, Manifest] = {}
-    for path in paths or [None]:
-        manifest = load_manifest(path)
-        loaded.setdefault(manifest.path.resolve(), manifest)
-    # A manifest inside another one's output folder is output, not source (e.g. a copied example).
-    kept = [
-        m
-        for m in loaded.values()
-        if not any(
-            o is not m and m.path.resolve().is_relative_to(o.output_dir) for o in loaded.values()
-        )
-    ]
-    _refuse_shared_output_dirs(kept)
-    return kept
-
-
-def _refuse_shared_output_dirs(manifests: Sequence[Manifest]) -> None:
-    """Two manifests with one output_dir would overwrite each other's asset index."""
-    first: dict[Path, Manifest] = {}
-    problems = []
-    for manifest in manifests:
-        other = first.setdefault(manifest.output_dir, manifest)
-        if other is not manifest:
-            problems.append(
-                _output_dir_problem(
-                    manifest,
-                    f"output_dir {manifest.output_dir} is also the output_dir of {other.path}: "
-                    f"the two would overwrite each other's {manifest.index_path.name} (and "
-                    "outputs); give each manifest its own output_dir",
-                )
-            )
-    if problems:
-        raise ManifestError(problems)
-
-
-def _output_dir_problem(manifest: Manifest, message: str) -> Problem:
-    return manifest.problem(manifest.output_dir_location or manifest.layout_location, message)
-
-
-def _load_state(
-    manifest: Manifest, consequence: str = "it will be rebuilt"
-) -> tuple[BuildState, list[str]]:
-    """The manifest's own state, records checked against its output_dir.
-
-    The default manifest adopts the state of the layout before states were per manifest
-    (`.tfjs-build/state.json`), so upgrading does not rebuild everything. That file was shared by
-    every manifest of the folder: only records of models this manifest declares are taken, so
-    none of another manifest's outputs is ever pruned.
-    """
-    adopt = manifest.tool_dir if manifest.path.name == MANIFEST_NAME else None
-    state, problems = load_state(
-        manifest.state_dir,
-        root=manifest.root,
-        output_dir=manifest.output_dir,
-        adopt=adopt,
-        consequence=consequence,
-    )
-    if state.adopted_from is not None:
-        declared = {model.name for model in manifest.models}
-        state.records = {k: r for k, r in state.records.items() if r.model in declared}
-    return state, problems
-
-
-def _plan_manifest(
-    manifest: Manifest,
-    *,
-    force: bool,
-    prune: bool,
-    paranoid: bool,
-    cache: str | None = None,
-    verify: bool = True,
-) -> ManifestPlan:
-    owner_problem = index_owner_problem(manifest)
-    if owner_problem is not None:
-        raise ManifestError([_output_dir_problem(manifest, owner_problem)])
-    state, state_warnings = _load_state(manifest)
-    stat_cache = StatCache(state.stat_cache)
-    sources = ModelSources(stat_cache, state.graph_cache, paranoid=paranoid)
-    resolution = resolve_targets(manifest, sources.signature_names)
-    fingerprints = {}
-    tools = {kind: tool_versions(kind) for kind in {t.source.kind for t in resolution.targets}}
-    for target in resolution.targets:
-        by_signature = sources.fingerprints(target.source)
-        entry = by_signature.get(target.signature) or by_signature["*"]
-        source = target.source
-        fingerprints[target.key] = fingerprint_signature(
-            source=entry["digest"],
-            source_kind=entry["kind"],
-            signature=target.signature,
-            tags=kind_of(source).tags(source),
-            options=target.options,
-            output=target.output,
-            tools=tools[source.kind],
-            details=entry["details"],
-            format=kind_of(source).output_format(source),
-            verify=_verification_inputs(target, manifest.root, stat_cache),
-        )
-    changes = {
-        key: output_change(manifest.root, record)
-        for key, record in state.records.items()
-        if key in fingerprints and record.fingerprint == fingerprints[key].digest
-    }
-    items = plan_build(
-        manifest.path,
-        resolution.targets,
-        fingerprints,
-        changes,
-        state.records,
-        blocked=resolution.blocked,
-        force=force,
-        prune=prune,
-        verify=verify,
-    )
-    state.stat_cache = stat_cache.entries()
-    state.graph_cache = sources.used
-    config = resolve_config(manifest, cache)
-    # Stores are opened only when something is to be built or verified (a verified output is
-    # offered to the cache with its verification): a no-op plan stays cheap.
-    needed = any(item.action in ("build", "verify") and item.blocked is None for item in items)
-    stores = config.stores() if needed else []
-    items = [_with_cache(item, stores, force, verify) for item in items]
-    return ManifestPlan(manifest, state, items, state_warnings, stores)
-
-
-def _with_cache(item: PlanItem, stores: Sequence[Store], force: bool, verify: bool) -> PlanItem:
-    """Mark a build the cache can restore (a cheap lookup of one small file per store): an
-    entry with the verification this run wants, or any entry when it verifies nothing."""
-    if item.action != "build" or item.blocked is not None or item.fingerprint is None or force:
-        return item
-    wanted = item.fingerprint.verify if verify else {}
-    found = first_entry(stores, cache_key(item.fingerprint), wanted)
-    return item if found is None else replace(item, cached=found[0].label)
-
-
-def _verification_inputs(target: Target, root: Path, stat_cache: StatCache) -> dict[str, Any]:
-    """What a signature's verification depends on: settings, sample inputs, the TF.js runtime."""
-    settings = target.checks.verify
-    described = settings.as_dict(root)
-    if described:
-        described["tfjs"] = tfjs_version()
-        if settings.inputs is not None:
-            described["inputs_sha256"] = stat_cache.digest(settings.inputs)
-    return described
-
-
-def _select(plans: Sequence[ManifestPlan], selection: Sequence[str]) -> None:
-    if not selection:
-        return
-    items = [item for plan in plans for item in plan.items if item.action != "remove"]
-    known = {item.model for item in items} | {item.key for item in items}
-    unknown = [name for name in selection if name not in known]
-    if unknown:
-        available = ", ".join(sorted(known)) or "none"
-        raise UsageError(
-            f"unknown model or signature: {', '.join(unknown)} (available: {available})"
-        )
-    for plan in plans:
-        plan.items = select(plan.items, selection)
-
-
 def plan(
     manifests: Iterable[str | Path] = (),
     *,
@@ -301,14 +89,12 @@ def plan(
 
     `verify=False`: the plan of a `--no-verify` build (nothing to verify).
     """
-    plans = [
-        _plan_manifest(
-            m, force=force, prune=not selection, paranoid=paranoid, cache=cache, verify=verify
+    loaded = load_manifests(manifests, all_dirs)
+    return BuildPlan(
+        plan_manifests(
+            loaded, selection=selection, force=force, paranoid=paranoid, cache=cache, verify=verify
         )
-        for m in load_manifests(manifests, all_dirs)
-    ]
-    _select(plans, selection)
-    return BuildPlan(plans)
+    )
 
 
 def build(
@@ -365,40 +151,30 @@ def build_manifests(
 ) -> BuildResult:
     """`build` for manifests already loaded (watch keeps building the last valid ones)."""
     start = time.perf_counter()
-    if executor not in ("local", "ray"):
-        raise UsageError(f"--executor must be local or ray, got {executor!r}")
-    if jobs is not None and jobs < 1:
-        raise UsageError(f"-j/--jobs must be at least 1, got {jobs}")
+    check_run_options(executor=executor, jobs=jobs)
     with ExitStack() as stack:
         if not dry_run:
-            for manifest in sorted(loaded, key=lambda m: str(m.state_dir)):
-                stack.enter_context(BuildLock(manifest.state_dir))
-        plans = [
-            _plan_manifest(
-                m, force=force, prune=not selection, paranoid=paranoid, cache=cache, verify=verify
-            )
-            for m in loaded
-        ]
-        _select(plans, selection)
-        build_plan = BuildPlan(plans)
-        paths = [p.manifest.path for p in plans]
-        if dry_run:
-            results = [SignatureResult(item, "skipped") for item in build_plan.items]
-            return BuildResult(
-                paths, results, time.perf_counter() - start, True, build_plan.warnings
-            )
-        projects = {p.manifest.path: Project(p.manifest, p.state, p.stores) for p in plans}
-        results = execute(
-            build_plan.items,
-            projects,
-            jobs=jobs,
-            fail_fast=fail_fast,
-            reporter=reporter or SilentReporter(),
-            verify=verify,
-            executor=executor,
-            ray_address=ray_address,
+            stack.enter_context(build_locks(loaded))
+        plans = plan_manifests(
+            loaded, selection=selection, force=force, paranoid=paranoid, cache=cache, verify=verify
         )
-    return BuildResult(paths, results, time.perf_counter() - start, False, build_plan.warnings)
+        results = (
+            skipped(plans)
+            if dry_run
+            else run_plans(
+                plans,
+                jobs=jobs,
+                fail_fast=fail_fast,
+                reporter=reporter or SilentReporter(),
+                verify=verify,
+                executor=executor,
+                ray_address=ray_address,
+            )
+        )
+    build_plan = BuildPlan(plans)
+    paths = [p.manifest.path for p in plans]
+    elapsed = time.perf_counter() - start
+    return BuildResult(paths, results, elapsed, dry_run, build_plan.warnings)
 
 
 def clean(
@@ -414,7 +190,7 @@ def clean(
     removed: list[str] = []
     for manifest in load_manifests(manifests, all_dirs):
         with BuildLock(manifest.state_dir):
-            state, problems = _load_state(manifest, "its files are left in place")
+            state, problems = load_manifest_state(manifest, "its files are left in place")
             gone, refused = remove_built_files(manifest, state)
         removed += gone
         for problem in problems + refused:
@@ -429,7 +205,7 @@ def report(
     """What the last builds produced, per model and signature, in manifest order."""
     rows = []
     for manifest in load_manifests(manifests, all_dirs):
-        state, _ = _load_state(manifest)
+        state, _ = load_manifest_state(manifest)
         order = {model.name: index for index, model in enumerate(manifest.models)}
         records = sorted(
             state.records.values(), key=lambda r: (order.get(r.model, len(order)), r.signature)
@@ -525,25 +301,6 @@ def inspect_source(source: KerasSource | PythonSource) -> dict[str, Any]:
     payload.update(kind_of(source).inspect_fields(source))
     payload["signatures"] = signatures
     return payload
-
-
-def converter_options(**options: Any) -> ConverterOptions:
-    """Converter options from keyword arguments, checked against the manifest schema."""
-    import jsonschema
-
-    schema = dict(manifest_schema()["$defs"]["options"])
-    schema["$defs"] = manifest_schema()["$defs"]
-    try:
-        jsonschema.validate(options, schema, cls=jsonschema.Draft202012Validator)
-    except jsonschema.ValidationError as error:
-        where = ".".join(str(p) for p in error.absolute_path) or "options"
-        raise UsageError(f"invalid converter option {where}: {error.message}") from None
-    for path, value in non_finite_numbers(options):  # JSON Schema cannot say "finite"
-        raise UsageError(
-            f"invalid converter option {format_key_path(path)}: {value} is not a finite number "
-            "(model.json is JSON, which has no NaN or infinity)"
-        )
-    return ConverterOptions.from_mapping({**BUILTIN_OPTIONS, **options})
 
 
 def convert_concrete_function(

@@ -33,6 +33,7 @@ from tfjsbuild import api
 from tfjsbuild.building.results import Reporter
 from tfjsbuild.errors import ManifestError, TfjsBuildError, UsageError
 from tfjsbuild.manifest.types import Manifest
+from tfjsbuild.planning.manifests import load_manifests
 from tfjsbuild.sources.registry import kind_of
 
 DEFAULT_QUIET_PERIOD = 1.0
@@ -288,7 +289,7 @@ class Watcher:
     def _reload(self) -> str | None:
         """Re-read the manifests; on error keep the last good ones and return the message."""
         try:
-            self.manifests = api.load_manifests(self.manifest_paths)
+            self.manifests = load_manifests(self.manifest_paths)
         except ManifestError as error:
             return error.format()
         except UsageError as error:

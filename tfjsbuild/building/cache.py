@@ -11,93 +11,22 @@ places outputs only through `outputs.place`.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import time
 import warnings
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from tfjsbuild.building.cache_entry import SIGNATURE_KEY_ENV, CacheEntry, cache_key, serves
-from tfjsbuild.building.cache_store import Store
 from tfjsbuild.building.outputs import place, staging_root
 from tfjsbuild.building.project import Project
 from tfjsbuild.building.results import SignatureResult
-from tfjsbuild.building.state import SignatureRecord
-from tfjsbuild.errors import UsageError
 from tfjsbuild.files.artifacts import OutputCheckError, OutputFile, validate_graph_model
-from tfjsbuild.manifest.types import Manifest
+from tfjsbuild.planning.fingerprint import cache_key
 from tfjsbuild.planning.plan import PlanItem
-
-CACHE_ENV = "TFJS_BUILD_CACHE"
-REMOTE_CACHE_ENV = "TFJS_BUILD_REMOTE_CACHE"
-MODES = ("rw", "r", "off")
-
-
-@dataclass(frozen=True)
-class CacheConfig:
-    """Where the cache is and how it may be used, after manifest, environment and flags."""
-
-    local: str | None
-    local_mode: str
-    remote: str | None
-    remote_mode: str
-    # TFJS_BUILD_CACHE_SIGNATURE_KEY: entries are signed with it and unsigned ones refused.
-    signature_key: str | None = field(default=None, repr=False)
-
-    def stores(self) -> list[Store]:
-        found = []
-        if self.local is not None and self.local_mode != "off":
-            found.append(Store(self.local, self.local_mode, "local", self.signature_key))
-        if self.remote is not None and self.remote_mode != "off":
-            found.append(Store(self.remote, self.remote_mode, "remote", self.signature_key))
-        return found
-
-
-def resolve_config(
-    manifest: Manifest, flag: str | None = None, environ: Mapping[str, str] = os.environ
-) -> CacheConfig:
-    """Manifest `cache:` < environment < `--cache` flag (`local:rw,remote:r`, `off`)."""
-    settings = manifest.cache
-    local = str(settings.dir or manifest.tool_dir / "cache")  # shared by the folder's manifests
-    remote = settings.remote
-    local_mode = remote_mode = settings.mode
-    if environ.get(CACHE_ENV):
-        local = environ[CACHE_ENV]
-    if environ.get(REMOTE_CACHE_ENV):
-        remote = environ[REMOTE_CACHE_ENV]
-    if flag:
-        local_mode, remote_mode = _parse_flag(flag, local_mode, remote_mode)
-    signature_key = environ.get(SIGNATURE_KEY_ENV) or None
-    return CacheConfig(local, local_mode, remote, remote_mode, signature_key)
-
-
-def _parse_flag(flag: str, local_mode: str, remote_mode: str) -> tuple[str, str]:
-    if flag == "off":
-        return "off", "off"
-    modes = {"local": local_mode, "remote": remote_mode}
-    for part in flag.split(","):
-        where, _, mode = part.strip().partition(":")
-        if where not in modes or mode not in MODES:
-            raise UsageError(
-                f"--cache {flag}: expected comma-separated local:MODE and remote:MODE with "
-                f"MODE one of {', '.join(MODES)} (e.g. local:rw,remote:r), or off"
-            )
-        modes[where] = mode
-    return modes["local"], modes["remote"]
-
-
-def first_entry(
-    stores: Iterable[Store], key: str, verification: Mapping[str, Any] | None = None
-) -> tuple[Store, CacheEntry] | None:
-    """The first store's entry for `key` that serves `verification` (see `serves`)."""
-    for store in stores:
-        entry = store.get(key)
-        if entry is not None and serves(entry, verification or {}):
-            return store, entry
-    return None
+from tfjsbuild.stores.cache_entry import CacheEntry, serves
+from tfjsbuild.stores.cache_store import Store
+from tfjsbuild.stores.caches import CacheHit
+from tfjsbuild.stores.state import SignatureRecord
 
 
 def _restore(item: PlanItem, project: Project, verify: bool) -> SignatureResult | None:
@@ -105,15 +34,10 @@ def _restore(item: PlanItem, project: Project, verify: bool) -> SignatureResult 
 
     With `verify`, only an entry carrying the verification the item wants will do.
     """
-    assert item.fingerprint is not None
     start = time.perf_counter()
-    key = cache_key(item.fingerprint)
     root = staging_root(project)
     staging = root / f"restore-{item.model}-{item.signature}"
-    for store in project.stores:
-        entry = store.get(key)
-        if entry is None or not serves(entry, item.fingerprint.verify if verify else {}):
-            continue
+    for store, entry in _cache_hits(item, project, verify):
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         try:
@@ -133,6 +57,18 @@ def _restore(item: PlanItem, project: Project, verify: bool) -> SignatureResult 
             stacklevel=1,
         )
     return None
+
+
+def _cache_hits(item: PlanItem, project: Project, verify: bool) -> Iterator[CacheHit]:
+    """The entry the plan found; should it prove unusable, the later stores' (looked up now)."""
+    assert item.cache_hit is not None and item.fingerprint is not None
+    yield item.cache_hit
+    stores = list(project.stores)
+    after = next((i + 1 for i, s in enumerate(stores) if s is item.cache_hit.store), len(stores))
+    for store in stores[after:]:
+        entry = store.get(cache_key(item.fingerprint))
+        if entry is not None and serves(entry, item.fingerprint.verify if verify else {}):
+            yield CacheHit(store, entry)
 
 
 def _place_restored(
@@ -156,6 +92,7 @@ def _place_restored(
     )
     if isinstance(outcome, SignatureResult):
         return outcome  # over budget, or the folder is not ours: a real failure
+    store.mark_used(entry.key)
     # A remote hit also fills the local cache, so the next restore is local.
     target = project.manifest.root / item.output
     _store(item, project, target, project.state.records[item.key], exclude=store)

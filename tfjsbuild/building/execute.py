@@ -32,10 +32,10 @@ from tfjsbuild.building.outputs import (
 )
 from tfjsbuild.building.project import Project
 from tfjsbuild.building.results import Reporter, SignatureResult
-from tfjsbuild.building.state import output_change
-from tfjsbuild.files.filesystem import STATE_REMEDY, refusals_reported
+from tfjsbuild.files.filesystem import refusals_reported
 from tfjsbuild.manifest.types import Manifest, VerifySettings
 from tfjsbuild.planning.plan import PlanItem
+from tfjsbuild.stores.state import STATE_REMEDY, output_change
 from tfjsbuild.worker.task import ConversionOutcome, ConversionTask, VerifyTask
 
 if TYPE_CHECKING:

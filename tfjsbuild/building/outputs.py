@@ -21,16 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tfjsbuild.building.asset_index import index_owner_problem
 from tfjsbuild.building.project import Project
 from tfjsbuild.building.results import SignatureResult
-from tfjsbuild.building.state import (
-    BuildState,
-    SignatureRecord,
-    output_folder,
-    record_files,
-    state_path,
-)
 from tfjsbuild.errors import BuildError
 from tfjsbuild.files.artifacts import (
     MODEL_JSON,
@@ -43,6 +35,14 @@ from tfjsbuild.files.filesystem import OUTPUT_REMEDY, refusals_reported
 from tfjsbuild.files.readback import InvalidData, resolve_inside
 from tfjsbuild.manifest.types import OUTPUT_STAGING_DIR, Manifest
 from tfjsbuild.planning.plan import PlanItem
+from tfjsbuild.stores.index_owner import index_owner_problem
+from tfjsbuild.stores.state import (
+    BuildState,
+    SignatureRecord,
+    output_folder,
+    record_files,
+    state_path,
+)
 
 STAGING_DIR = "staging"
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tfjsbuild.building.cache_store import Store
-from tfjsbuild.building.state import BuildState, SignatureRecord, save_state
 from tfjsbuild.manifest.types import Manifest
 from tfjsbuild.planning.plan import PlanItem
+from tfjsbuild.stores.cache_store import Store
+from tfjsbuild.stores.state import BuildState, SignatureRecord, save_state
 
 
 @dataclass

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from tfjsbuild.building.state import SignatureRecord
 from tfjsbuild.files.artifacts import size_parts
 from tfjsbuild.planning.plan import PlanItem
+from tfjsbuild.stores.state import SignatureRecord
 
 Status = Literal["built", "restored", "verified", "up-to-date", "failed", "removed", "skipped"]
 

@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tfjsbuild.errors import REFUSAL_ERRNOS, BuildError
-from tfjsbuild.manifest.types import STATE_ROOT
 
 # Errors that describe the machine, not this tool: reported as a user error wherever they occur.
 _FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
@@ -43,9 +42,6 @@ def describe(error: OSError, folder: Path, role: str, remedy: str) -> str:
 
 
 OUTPUT_REMEDY = "make it writable or set output_dir to a writable folder"
-STATE_REMEDY = (
-    f"make it writable: tfjs-build keeps its state and lock in {STATE_ROOT} beside the manifest"
-)
 
 
 @contextmanager

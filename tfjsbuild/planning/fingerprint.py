@@ -6,7 +6,8 @@ cheapest check first.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -14,11 +15,56 @@ from typing import Any
 from tfjsbuild.manifest.types import ConverterOptions
 from tfjsbuild.sources.digest import canonical_json, sha256_text
 from tfjsbuild.sources.registry import KINDS
+from tfjsbuild.stores.cache_entry import CACHE_VERSION
 
 # Bump when what goes into a fingerprint changes: every signature then rebuilds once.
 # 2: verification settings left the digest (they are compared on their own: `verify`).
 SCHEME_VERSION = "2"
 TOOL_DISTRIBUTIONS = ("tensorflow", "tensorflowjs", "tfjs-build")
+
+
+@dataclass(frozen=True)
+class FingerprintParts(Mapping[str, str]):
+    """The named values a digest is made of (each a value or a digest of one).
+
+    A mapping too, by part name: a record read back from the state keeps its parts as plain JSON
+    (of whatever scheme wrote it), and reasons compare the two name by name.
+    """
+
+    scheme: str
+    tools: str  # "name=version,..." sorted by name
+    source: str
+    source_kind: str
+    signature: str
+    tags: str
+    options: str
+    output: str
+    # Only for formats other than graph_model, so graph model fingerprints stay as they were.
+    format: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        parts = {
+            "scheme": self.scheme,
+            "tools": self.tools,
+            "source": self.source,
+            "source_kind": self.source_kind,
+            "signature": self.signature,
+            "tags": self.tags,
+            "options": self.options,
+            "output": self.output,
+        }
+        if self.format is not None:
+            parts["format"] = self.format
+        return parts
+
+    def __getitem__(self, name: str) -> str:
+        return self.as_dict()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.as_dict())
+
+    def __len__(self) -> int:
+        return len(self.as_dict())
 
 
 @dataclass(frozen=True)
@@ -30,7 +76,7 @@ class SignatureFingerprint:
     """
 
     digest: str
-    parts: Mapping[str, str]  # part name -> value or digest, compared to explain a rebuild
+    parts: FingerprintParts  # compared to a record's parts to explain a rebuild
     options: Mapping[str, Any]  # effective converter options, compared key by key for reasons
     # Not hashed, only compared to explain a change: the graph hash and each capture's digest
     # by name (names change between identical Keras exports; the digest must not).
@@ -69,22 +115,30 @@ def fingerprint_signature(
 
     It is kept beside the digest, not in it: the output does not depend on it.
     """
-    parts = {
-        "scheme": SCHEME_VERSION,
-        "tools": ",".join(f"{name}={version}" for name, version in sorted(tools.items())),
-        "source": source,
-        "source_kind": source_kind,
-        "signature": signature,
-        "tags": ",".join(tags),
-        "options": sha256_text(canonical_json(options.as_dict())),
-        "output": output,
-    }
-    if format != "graph_model":  # only then, so graph model fingerprints stay as they were
-        parts["format"] = format
+    parts = FingerprintParts(
+        scheme=SCHEME_VERSION,
+        tools=",".join(f"{name}={version}" for name, version in sorted(tools.items())),
+        source=source,
+        source_kind=source_kind,
+        signature=signature,
+        tags=",".join(tags),
+        options=sha256_text(canonical_json(options.as_dict())),
+        output=output,
+        # Only then, so graph model fingerprints stay as they were.
+        format=None if format == "graph_model" else format,
+    )
     return SignatureFingerprint(
-        digest=sha256_text(canonical_json(parts)),
+        digest=sha256_text(canonical_json(parts.as_dict())),
         parts=parts,
         options=options.as_dict(),
         details=dict(details or {}),
         verify=dict(verify or {}),
     )
+
+
+def cache_key(fingerprint: SignatureFingerprint) -> str:
+    """Everything that shapes the output (graph, weights, options, versions), not where it goes:
+    two checkouts in different folders share entries. Verification settings are not in it (they
+    do not shape the output); the entry says which verification it carries."""
+    parts = {name: value for name, value in fingerprint.parts.items() if name != "output"}
+    return hashlib.sha256(canonical_json({"cache": CACHE_VERSION, **parts}).encode()).hexdigest()

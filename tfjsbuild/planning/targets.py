@@ -2,7 +2,8 @@
 
 A source that is missing or a signature the SavedModel does not have blocks only that model's
 signatures; their messages use the manifest's located error format. Output collisions found
-once "*" is expanded are manifest errors.
+once "*" is expanded are manifest errors. Nothing here fingerprints or decides an action: that
+is the plan's (`plan.py`), which imports the targets from here.
 """
 
 from __future__ import annotations
@@ -18,18 +19,62 @@ from tfjsbuild.manifest.output_rules import (
     output_problems,
     signature_claims,
 )
-from tfjsbuild.manifest.types import ALL_SIGNATURES, Manifest, ModelSpec
-from tfjsbuild.planning.plan import PlanItem, Target
+from tfjsbuild.manifest.types import (
+    ALL_SIGNATURES,
+    Checks,
+    ConverterOptions,
+    Location,
+    Manifest,
+    ModelSpec,
+    SignatureSpec,
+    Source,
+)
 from tfjsbuild.sources.base import SignatureLister
 from tfjsbuild.sources.registry import kind_of
 from tfjsbuild.sources.saved_model import list_signatures
 from tfjsbuild.sources.saved_model_files import SavedModelError
 
 
+@dataclass(frozen=True)
+class Target:
+    """One (model, signature) the manifest asks for, resolved against its source."""
+
+    manifest: Path
+    model: str
+    signature: str
+    source: Source
+    options: ConverterOptions
+    output: str  # relative to the manifest's folder, POSIX separators
+    # Where the manifest names the source and the signature, for errors found while converting.
+    source_location: Location | None = None
+    location: Location | None = None
+    checks: Checks = field(default_factory=Checks)
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}:{self.signature}"
+
+
+@dataclass(frozen=True)
+class BlockedTarget:
+    """A (model, signature) known before converting not to build, and why (a located message)."""
+
+    manifest: Path
+    model: str
+    signature: str
+    message: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}:{self.signature}"
+
+
 @dataclass
 class Resolution:
+    """A manifest's targets, and the signatures known already not to build."""
+
     targets: list[Target] = field(default_factory=list)
-    blocked: list[PlanItem] = field(default_factory=list)
+    blocked: list[BlockedTarget] = field(default_factory=list)
 
 
 def resolve_targets(manifest: Manifest, lister: SignatureLister = list_signatures) -> Resolution:
@@ -43,66 +88,66 @@ def resolve_targets(manifest: Manifest, lister: SignatureLister = list_signature
         names_by_model[model.name] = names
         specs = {spec.name: spec for spec in model.signatures or ()}
         for name in names:
-            spec = specs.get(name)
-            checks = spec.checks if spec is not None else model.checks
-            inputs = checks.verify.inputs if checks.verify.enabled else None
-            if inputs is not None and not inputs.is_file():
-                location = spec.location if spec is not None else model.location
-                message = (
-                    f"verify.inputs {inputs} does not exist: save sample inputs there with "
-                    "numpy.savez (arrays keyed by input name), or remove verify.inputs"
-                )
-                resolution.blocked.append(
-                    _blocked(manifest, model, name, manifest.problem(location, message).format())
-                )
-                continue
-            relative = manifest.output_for(model.name, name, spec.output if spec else None)
-            output = os.path.relpath(manifest.output_dir / relative, manifest.root)
-            resolution.targets.append(
-                Target(
-                    manifest=manifest.path,
-                    model=model.name,
-                    signature=name,
-                    source=model.source,
-                    options=spec.options if spec is not None else model.options,
-                    output=Path(output).as_posix(),
-                    source_location=model.source_location,
-                    location=spec.location if spec is not None else None,
-                    checks=checks,
-                )
-            )
+            resolved = _target(manifest, model, name, specs.get(name))
+            if isinstance(resolved, Target):
+                resolution.targets.append(resolved)
+            else:
+                resolution.blocked.append(resolved)
     # "*" is expanded now: check layouts and outputs again with the real names.
     if any(model.signatures is None for model in manifest.models):
-        claims = [
-            # A name read from the SavedModel is not in the manifest: point at its model.
-            claim if model.signatures is not None else replace(claim, location=model.location)
-            for model in manifest.models
-            for claim in signature_claims(manifest, model, names_by_model[model.name])
-        ]
-        located = layout_signature_problems(manifest, names_by_model)
-        located += output_problems(
-            claims,
-            manifest.output_dir,
-            {m.name: m.source_paths() for m in manifest.models},
-            manifest.layout,
-        )
-        if located:
-            raise ManifestError(
-                manifest.problem(location, message) for location, message in located
-            )
+        _check_expanded(manifest, names_by_model)
     return resolution
 
 
-def _blocked(manifest: Manifest, model: ModelSpec, name: str, message: str) -> PlanItem:
-    return PlanItem(
+def _target(
+    manifest: Manifest, model: ModelSpec, name: str, spec: SignatureSpec | None
+) -> Target | BlockedTarget:
+    """One signature's target, or why it cannot build (sample inputs named but missing)."""
+    checks = spec.checks if spec is not None else model.checks
+    inputs = checks.verify.inputs if checks.verify.enabled else None
+    if inputs is not None and not inputs.is_file():
+        location = spec.location if spec is not None else model.location
+        message = (
+            f"verify.inputs {inputs} does not exist: save sample inputs there with "
+            "numpy.savez (arrays keyed by input name), or remove verify.inputs"
+        )
+        return _blocked(manifest, model, name, manifest.problem(location, message).format())
+    relative = manifest.output_for(model.name, name, spec.output if spec else None)
+    output = os.path.relpath(manifest.output_dir / relative, manifest.root)
+    return Target(
         manifest=manifest.path,
         model=model.name,
         signature=name,
-        output="",
-        action="build",
-        reasons=("cannot build",),
-        blocked=message,
+        source=model.source,
+        options=spec.options if spec is not None else model.options,
+        output=Path(output).as_posix(),
+        source_location=model.source_location,
+        location=spec.location if spec is not None else None,
+        checks=checks,
     )
+
+
+def _check_expanded(manifest: Manifest, names_by_model: dict[str, list[str]]) -> None:
+    """Layouts and output collisions, with "*" expanded to the signatures read from the models."""
+    claims = [
+        # A name read from the SavedModel is not in the manifest: point at its model.
+        claim if model.signatures is not None else replace(claim, location=model.location)
+        for model in manifest.models
+        for claim in signature_claims(manifest, model, names_by_model[model.name])
+    ]
+    located = layout_signature_problems(manifest, names_by_model)
+    located += output_problems(
+        claims,
+        manifest.output_dir,
+        {m.name: m.source_paths() for m in manifest.models},
+        manifest.layout,
+    )
+    if located:
+        raise ManifestError(manifest.problem(location, message) for location, message in located)
+
+
+def _blocked(manifest: Manifest, model: ModelSpec, name: str, message: str) -> BlockedTarget:
+    return BlockedTarget(manifest.path, model.name, name, message)
 
 
 def _signature_names(

@@ -67,21 +67,11 @@ def saved_model_sources(
     }
 
 
-def explain_source_change(
-    before_kind: str, before: dict[str, str], now_kind: str, now: dict[str, str]
-) -> list[str]:
-    """Why a signature's source digest changed, in the words of what changed."""
-    if before_kind != now_kind:
-        return [f"fingerprint kind changed: {before_kind or 'content'} -> {now_kind}"]
-    if now_kind == WHOLE_MODEL:
-        return [
-            f"source changed (whole-model fingerprint: {now.get('whole model', 'unknown reason')})"
-        ]
-    if not now_kind.startswith("graph") or not before or not now:
-        return ["source changed"]
-    reasons = []
-    if before.get("graph") != now.get("graph"):
-        reasons.append("graph changed")
+def changed_captures(before: Mapping[str, str], now: Mapping[str, str]) -> dict[str, list[str]]:
+    """Capture kind -> names of `now`'s captures whose digest `before` does not hold.
+
+    `before` and `now` are two graph fingerprints' details ("graph", "<kind> <name>" -> digest).
+    """
     old_digests: dict[str, set[str]] = {}
     for key, digest in before.items():
         old_digests.setdefault(key.split(" ", 1)[0], set()).add(digest)
@@ -93,15 +83,7 @@ def explain_source_change(
         # By digest, not name: Keras renames variables between exports of the same model.
         if digest not in old_digests.get(kind, set()):
             changed.setdefault(kind, []).append(name)
-    labels = {
-        "variable": "weights changed",
-        "asset": "assets changed",
-        "constant": "constants changed",
-    }
-    for kind, names in sorted(changed.items()):
-        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-        reasons.append(f"{labels.get(kind, kind + 's changed')}: {shown}")
-    return reasons or ["captured inputs changed"]
+    return changed
 
 
 class SavedModelKind:

@@ -6,10 +6,10 @@ import argparse
 
 from rich.markup import escape
 
-from tfjsbuild import api
 from tfjsbuild.cli import options
 from tfjsbuild.cli.output import Output
 from tfjsbuild.errors import EXIT_OK
+from tfjsbuild.planning.manifests import load_manifests
 
 
 def add_parser(subparsers: options.Subparsers) -> None:
@@ -22,7 +22,7 @@ def add_parser(subparsers: options.Subparsers) -> None:
 
 
 def validate(args: argparse.Namespace, out: Output) -> int:
-    for manifest in api.load_manifests(args.manifests, args.all_dirs):
+    for manifest in load_manifests(args.manifests, args.all_dirs):
         count = len(manifest.models)
         out.console.print(
             f"{escape(str(manifest.path))}: ok ({count} model{'s' if count != 1 else ''})"

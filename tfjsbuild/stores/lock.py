@@ -14,7 +14,8 @@ from pathlib import Path
 from types import TracebackType
 
 from tfjsbuild.errors import LockHeldError
-from tfjsbuild.files.filesystem import STATE_REMEDY, refusals_reported
+from tfjsbuild.files.filesystem import refusals_reported
+from tfjsbuild.stores.state import STATE_REMEDY
 
 LOCK_FILE = "lock"
 

@@ -22,18 +22,18 @@ import re
 import warnings
 from pathlib import Path
 
-from tfjsbuild.building.cache_entry import (
+from tfjsbuild.errors import UsageError
+from tfjsbuild.files import nofollow
+from tfjsbuild.files.artifacts import MODEL_JSON, OutputCheckError, OutputFile, shard_paths
+from tfjsbuild.files.nofollow import UnsafePath
+from tfjsbuild.files.readback import InvalidData
+from tfjsbuild.stores.cache_entry import (
     ENTRY_MAX_BYTES,
     SIGNATURE_KEY_ENV,
     UNSIGNED,
     CacheEntry,
     SignatureRefused,
 )
-from tfjsbuild.errors import UsageError
-from tfjsbuild.files import nofollow
-from tfjsbuild.files.artifacts import MODEL_JSON, OutputCheckError, OutputFile, shard_paths
-from tfjsbuild.files.nofollow import UnsafePath
-from tfjsbuild.files.readback import InvalidData
 
 _ENTRY_NAME = re.compile(r"entries/([0-9a-f]{2})/\1[0-9a-f]{62}\.json")
 _BLOB_NAME = re.compile(r"blobs/([0-9a-f]{2})/\1[0-9a-f]{62}")
@@ -72,6 +72,7 @@ class Store:
         return self.mode == "rw"
 
     def get(self, key: str) -> CacheEntry | None:
+        """The entry for `key`, checked; None on a miss. Read only (see `mark_used`)."""
         if self.unreachable is not None:
             return None
         relative = _entry_relative(key)
@@ -105,10 +106,14 @@ class Store:
                 "(signed with another key, or changed since); each is a cache miss"
             )
             return None
-        if self.local_root is not None:
-            with contextlib.suppress(OSError):  # a restore counts as use, for `cache prune`
-                nofollow.touch(self.local_root, relative)
         return entry
+
+    def mark_used(self, key: str) -> None:
+        """Called on a restore, not on a lookup: a plan writes nothing, and a restore counts as
+        use, for `cache prune` (least recently used first)."""
+        if self.local_root is not None:
+            with contextlib.suppress(OSError):
+                nofollow.touch(self.local_root, _entry_relative(key))
 
     def _warn(self, message: str) -> None:
         """A refusal, once per store (a plan and its build look an entry up twice)."""

@@ -23,21 +23,12 @@ from typing import Any
 from tfjsbuild.files import readback
 from tfjsbuild.files.artifacts import MODEL_JSON, OutputFile
 from tfjsbuild.files.readback import InvalidData
-from tfjsbuild.planning.fingerprint import SignatureFingerprint
 from tfjsbuild.sources.digest import canonical_json
 
 CACHE_VERSION = 1
 SIGNATURE_KEY_ENV = "TFJS_BUILD_CACHE_SIGNATURE_KEY"
 ENTRY_MAX_BYTES = 1 << 20  # an entry is a few KB; bigger is refused before it is parsed
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-def cache_key(fingerprint: SignatureFingerprint) -> str:
-    """Everything that shapes the output (graph, weights, options, versions), not where it goes:
-    two checkouts in different folders share entries. Verification settings are not in it (they
-    do not shape the output); the entry says which verification it carries."""
-    parts = {name: value for name, value in fingerprint.parts.items() if name != "output"}
-    return hashlib.sha256(canonical_json({"cache": CACHE_VERSION, **parts}).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any
 from tfjsbuild.errors import BuildError
 from tfjsbuild.files.artifacts import OutputFile, file_sha256
 from tfjsbuild.files.atomic import write_atomically
-from tfjsbuild.files.filesystem import STATE_REMEDY, refusals_reported
+from tfjsbuild.files.filesystem import refusals_reported
 from tfjsbuild.files.readback import (
     InvalidData,
     as_dict,
@@ -35,9 +35,13 @@ from tfjsbuild.files.readback import (
     verification,
     verified_with,
 )
+from tfjsbuild.manifest.types import STATE_ROOT
 
 STATE_VERSION = 1
 STATE_FILE = "state.json"
+STATE_REMEDY = (
+    f"make it writable: tfjs-build keeps its state and lock in {STATE_ROOT} beside the manifest"
+)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,63 @@
+"""Run manifests' plans: checked options, the manifests' build locks, then `execute`.
+
+Planning is `planning/planner.py`'s; the results are returned, never rendered here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+
+from tfjsbuild.building.execute import execute
+from tfjsbuild.building.project import Project
+from tfjsbuild.building.results import Reporter, SignatureResult
+from tfjsbuild.errors import UsageError
+from tfjsbuild.manifest.types import Manifest
+from tfjsbuild.planning.planner import ManifestPlan
+from tfjsbuild.stores.lock import BuildLock
+
+
+def check_run_options(*, executor: str, jobs: int | None) -> None:
+    """Refuse options no build could run with, before any lock is taken or model read."""
+    if executor not in ("local", "ray"):
+        raise UsageError(f"--executor must be local or ray, got {executor!r}")
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"-j/--jobs must be at least 1, got {jobs}")
+
+
+@contextmanager
+def build_locks(manifests: Sequence[Manifest]) -> Iterator[None]:
+    """Every manifest's build lock, held until the build is done (a held one raises)."""
+    with ExitStack() as stack:
+        for manifest in sorted(manifests, key=lambda m: str(m.state_dir)):
+            stack.enter_context(BuildLock(manifest.state_dir))
+        yield
+
+
+def skipped(plans: Sequence[ManifestPlan]) -> list[SignatureResult]:
+    """A dry run's results: every item, done nothing."""
+    return [SignatureResult(item, "skipped") for plan in plans for item in plan.items]
+
+
+def run_plans(
+    plans: Sequence[ManifestPlan],
+    *,
+    jobs: int | None,
+    fail_fast: bool,
+    reporter: Reporter,
+    verify: bool,
+    executor: str,
+    ray_address: str | None,
+) -> list[SignatureResult]:
+    """Execute the plans' items in order; each manifest's state is saved as it goes."""
+    projects = {p.manifest.path: Project(p.manifest, p.state, p.stores) for p in plans}
+    return execute(
+        [item for plan in plans for item in plan.items],
+        projects,
+        jobs=jobs,
+        fail_fast=fail_fast,
+        reporter=reporter,
+        verify=verify,
+        executor=executor,
+        ray_address=ray_address,
+    )

@@ -1,0 +1,123 @@
+"""Every reason a plan gives for an action: the words after "because:" in `tfjs-build plan`.
+
+Pure wording over values the planner already has (fingerprint parts, recorded parts, graph
+details); nothing here reads files, and nothing here decides an action.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tfjsbuild.planning.fingerprint import SignatureFingerprint
+from tfjsbuild.sources.saved_model import WHOLE_MODEL, changed_captures
+from tfjsbuild.stores.state import SignatureRecord
+
+FIRST_BUILD = "first build"
+FORCED = "forced"
+CANNOT_BUILD = "cannot build"
+REMOVED = "removed from the manifest"
+NOT_VERIFIED_YET = "not verified yet (built with --no-verify or verify.enabled false)"
+_CAPTURE_LABELS = {
+    "variable": "weights changed",
+    "asset": "assets changed",
+    "constant": "constants changed",
+}
+
+
+def kept_with_errors(model: str) -> str:
+    return f"kept: model '{model}' has errors; fix them to prune"
+
+
+def conversion_reasons(fingerprint: SignatureFingerprint, record: SignatureRecord) -> list[str]:
+    """Why the recorded output is not what converting now would write (empty: it is)."""
+    if record.fingerprint == fingerprint.digest:
+        return []
+    before, now = record.parts, fingerprint.parts
+    if before.get("scheme") != now.scheme:
+        # Other parts may mean something else in another scheme: comparing them would mislead.
+        return [f"fingerprint scheme changed: {before.get('scheme', '?')} -> {now.scheme}"]
+    reasons: list[str] = []
+    if before.get("tools") != now.tools:
+        reasons.append(f"converter upgraded: {tool_change(before.get('tools', ''), now.tools)}")
+    if before.get("source") != now.source:
+        reasons += source_change(
+            before.get("source_kind", ""), record.details, now.source_kind, fingerprint.details
+        )
+    if before.get("tags") != now.tags:
+        reasons.append(f"tags changed: {before.get('tags')} -> {now.tags}")
+    if before.get("options") != now.options:
+        changed = option_changes(
+            {k: v for k, v in record.options.items() if k != "verify"},
+            {k: v for k, v in fingerprint.options.items() if k != "verify"},
+        )
+        reasons.append(f"options changed: {', '.join(changed) or 'options'}")
+    if before.get("output") != now.output:
+        reasons.append(f"output moved: {before.get('output')} -> {now.output}")
+    if not reasons:
+        reasons.append("fingerprint changed")
+    return reasons
+
+
+def verification_reason(wanted: Mapping[str, Any], record: SignatureRecord) -> str | None:
+    """Why the recorded verification does not answer the wanted one; None when it does.
+
+    Nothing wanted (verification off, `--no-verify`): whatever was recorded stands.
+    """
+    if not wanted:
+        return None
+    verification, verified_with = record.verification, record.verified_with
+    passed = isinstance(verification, dict) and verification.get("passed") is True
+    if not passed or not isinstance(verified_with, dict):
+        return NOT_VERIFIED_YET
+    if dict(verified_with) == dict(wanted):
+        return None
+    return f"verification changed: {', '.join(option_changes(verified_with, wanted)) or 'settings'}"
+
+
+def source_change(
+    before_kind: str, before: Mapping[str, str], now_kind: str, now: Mapping[str, str]
+) -> list[str]:
+    """Why a signature's source digest changed, in the words of what changed."""
+    if before_kind != now_kind:
+        return [f"fingerprint kind changed: {before_kind or 'content'} -> {now_kind}"]
+    if now_kind == WHOLE_MODEL:
+        return [
+            f"source changed (whole-model fingerprint: {now.get('whole model', 'unknown reason')})"
+        ]
+    if not now_kind.startswith("graph") or not before or not now:
+        return ["source changed"]
+    reasons = []
+    if before.get("graph") != now.get("graph"):
+        reasons.append("graph changed")
+    for kind, names in sorted(changed_captures(before, now).items()):
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        reasons.append(f"{_CAPTURE_LABELS.get(kind, kind + 's changed')}: {shown}")
+    return reasons or ["captured inputs changed"]
+
+
+def tool_change(before: str, now: str) -> str:
+    """`name old -> new` for each tool whose version differs ("name=version,..." strings)."""
+    old = dict(part.split("=", 1) for part in before.split(",") if "=" in part)
+    new = dict(part.split("=", 1) for part in now.split(",") if "=" in part)
+    return ", ".join(
+        f"{name} {old.get(name, '?')} -> {new.get(name, '?')}"
+        for name in sorted(set(old) | set(new))
+        if old.get(name) != new.get(name)
+    )
+
+
+def option_changes(
+    before: Mapping[str, Any], now: Mapping[str, Any], prefix: str = ""
+) -> list[str]:
+    """Dotted key paths whose values differ, e.g. `quantization.uint8`."""
+    changed = []
+    for key in sorted(set(before) | set(now)):
+        old, new = before.get(key), now.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict) and key == "quantization":
+            changed += option_changes(old, new, f"{prefix}{key}.")
+        else:
+            changed.append(f"{prefix}{key}")
+    return changed
