@@ -66,7 +66,8 @@ print(json.dumps({
 
 SEED_CACHE = """
 import sys, tfjsbuild
-from tfjsbuild.stores.cache_entry import CacheEntry, cache_key
+from tfjsbuild.planning.fingerprint import cache_key
+from tfjsbuild.stores.cache_entry import CacheEntry
 from tfjsbuild.stores.cache_store import Store
 store = Store(sys.argv[2], "rw", "local")
 for item in tfjsbuild.plan([sys.argv[1]]).items:
