@@ -18,10 +18,11 @@ The rules:
   The layers, lowest first, and why each sits where it does:
 
       errors, version, files   shared vocabulary: the error root, the version, safe file I/O
+      verify                   comparing TF with TF.js and finding the Node.js runtime
       manifest                 the manifest's typed values and its loader
       sources                  what each kind of source is made of, read without TensorFlow
+      stores                   what builds leave for later ones: state, lock, cache, index owner
       planning                 targets, fingerprints, reasons, the plan: a pure function
-      verify                   comparing TF with TF.js and finding the Node.js runtime
       worker                   loads sources, converts, verifies: the only TensorFlow
       building                 runs a plan: the pool, the cache, outputs, the state
       render                   results in, text / JSON / HTML out
@@ -35,11 +36,12 @@ The rules:
   planning reads the manifest's and the sources' values, building reads the plan. The part in
   parentheses is a call, not a hand-over: building *dispatches* tasks to workers (it imports
   the task types, `worker/` must never import `building/`, because only the parent writes the
-  state, the cache and the outputs), and a worker calls verify (as does building, to find the
-  Node.js runtime), so verify sits below the worker and imports neither. State is part of
-  `building/`; render sits above it and reads its results. planning sits below building, so the
-  planner cannot write state or reach the cache by itself: the previous state and the cache's
-  answers are handed to it. The package root re-exports the API, so nothing may import it (not
+  state, the cache and the outputs), and a worker calls verify (as do building, to find the
+  Node.js runtime, and planning, for the TF.js version in a fingerprint): verify is a leaf that
+  knows nothing of manifests or plans, so it sits just above the base. The state and the cache
+  are read by planning and written by building, so their records and stores (`stores/`) sit
+  below planning; restoring from and saving to the cache is building's. render sits above
+  building and reads its results. The package root re-exports the API, so nothing may import it (not
   even for `__version__`: that lives in the base layer).
 - **Nothing after planning re-reads the manifest**: no module in `building/`, `worker/`,
   `verify/` or `render/` imports the manifest loader `manifest.load` (its types are fine).
@@ -74,10 +76,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tfjsbuild"
 
 LAYERS: list[set[str]] = [
     {"errors", "version", "files"},
+    {"verify"},
     {"manifest"},
     {"sources"},
+    {"stores"},
     {"planning"},
-    {"verify"},
     {"worker"},
     {"building"},
     {"render"},
