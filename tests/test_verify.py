@@ -604,7 +604,7 @@ def test_a_verify_task_loads_and_verifies_and_never_converts(
         signature=item.signature,
         options=item.target.options,
         staging_dir=str(tmp_path / "staging"),
-        cache_key="wide",
+        model_key="wide",
         scratch_dir=str(tmp_path / "scratch"),
         verify=_verify_task(item, find_runtime()),
         kind="verify",

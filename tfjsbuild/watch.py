@@ -81,12 +81,6 @@ class _Scope:
                 return True
         return False
 
-    def model_for(self, path: Path) -> str | None:
-        for source, model in self.sources.items():
-            if path == source or source in path.parents or path in source.parents:
-                return model
-        return self._glob_model(path)
-
     def _glob_model(self, path: Path) -> str | None:
         for (root, pattern), model in self.globs.items():
             if path.is_relative_to(root) and glob_regex(pattern).fullmatch(

@@ -197,7 +197,7 @@ class WorkerPool:
                 if loaded is None:
                     job = self._queue[0] if self._queue else None
                 else:
-                    job = next((j for j in self._queue if j.task.cache_key == loaded), None)
+                    job = next((j for j in self._queue if j.task.model_key == loaded), None)
                 if job is None:
                     return None
                 self._queue.remove(job)
@@ -211,7 +211,7 @@ class WorkerPool:
         job.phase = STARTING
         job.deadline = job.started + STARTUP_LIMIT
         worker.job = job
-        worker.loaded = job.task.cache_key
+        worker.loaded = job.task.model_key
         try:
             worker.connection.send(job.task)
         except OSError:

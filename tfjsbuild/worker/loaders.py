@@ -28,25 +28,25 @@ _cache: dict[str, LoadedSource] = {}
 _failed: dict[str, SourceError] = {}
 
 
-def load(source: Source, cache_key: str, scratch: Path) -> LoadedSource:
-    """Load a source once per worker (while `cache_key`, its content digest, stays the same).
+def load(source: Source, model_key: str, scratch: Path) -> LoadedSource:
+    """Load a source once per worker (while `model_key`, its content digest, stays the same).
 
     Keras exports go to `scratch`, which the parent removes after the build.
     """
-    if cache_key in _cache:
-        return _cache[cache_key]
-    if cache_key in _failed:
-        raise SourceError(str(_failed[cache_key]))
+    if model_key in _cache:
+        return _cache[model_key]
+    if model_key in _failed:
+        raise SourceError(str(_failed[model_key]))
     loader = LOADERS[source.kind]
     try:
         loaded = loader.load(source, scratch)
     except SourceError as error:
         if loader.remember_failures:  # user code runs again, as it may differ
             _failed.clear()
-            _failed[cache_key] = error
+            _failed[model_key] = error
         raise
     _cache.clear()  # one model per worker: bounded memory, and the next task is likely the same
-    _cache[cache_key] = loaded
+    _cache[model_key] = loaded
     return loaded
 
 

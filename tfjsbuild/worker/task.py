@@ -57,7 +57,7 @@ class ConversionTask:
     options: ConverterOptions
     staging_dir: str
     # Identifies the source's content: a worker reuses its loaded model while this matches.
-    cache_key: str
+    model_key: str  # the source and its digest: a worker keeps one model loaded per key
     scratch_dir: str  # for Keras exports; the parent removes it after the build
     verify: VerifyTask | None = None
     # Seconds the work may take once the worker starts it (the local pool stops it after).
@@ -180,7 +180,7 @@ def _convert_and_verify(
 
     enter(LOADING)  # the time limit starts now, with TensorFlow imported
     load_start = time.perf_counter()
-    loaded = loaders.load(task.source, task.cache_key, Path(task.scratch_dir))
+    loaded = loaders.load(task.source, task.model_key, Path(task.scratch_dir))
     if time.perf_counter() - load_start > 0.001:
         timings["load"] = time.perf_counter() - load_start
     if task.kind == "verify":
