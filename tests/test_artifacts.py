@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tfjsbuild.files.artifacts import OutputCheckError, check_graph_model
+from tfjsbuild.files.artifacts import OutputCheckError, TensorSpec, check_graph_model
 from tfjsbuild.files.atomic import swap_directory, write_atomically
 
 
@@ -39,7 +39,7 @@ def test_a_complete_model_is_described(tmp_path: Path) -> None:
     write_model(tmp_path)
     described = check_graph_model(tmp_path)
     assert [f.path for f in described.files] == ["model.json", "group1-shard1of1.bin"]
-    assert described.inputs == ({"name": "x", "dtype": "float32", "shape": [None, 2]},)
+    assert described.inputs == (TensorSpec("x", "float32", (None, 2)),)
     assert described.bytes == sum(p.stat().st_size for p in tmp_path.iterdir())
 
 

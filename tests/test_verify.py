@@ -16,6 +16,7 @@ import tfjsbuild
 from conftest import STATE, run_cli
 from tfjsbuild.building.execute import _record_verification, _verify_task
 from tfjsbuild.building.project import Project
+from tfjsbuild.files.artifacts import TensorSpec
 from tfjsbuild.manifest.load import load_manifest
 from tfjsbuild.stores.state import load_state
 from tfjsbuild.verify.compare import (
@@ -29,10 +30,10 @@ from tfjsbuild.verify.compare import (
 from tfjsbuild.worker.task import LOADING, VERIFYING, ConversionOutcome, ConversionTask, run_task
 
 SPECS = [
-    {"name": "image", "dtype": "float32", "shape": [None, 4, 4, 3]},
-    {"name": "ids", "dtype": "int64", "shape": [None, None]},
-    {"name": "words", "dtype": "string", "shape": [2]},
-    {"name": "mask", "dtype": "bool", "shape": None},
+    TensorSpec("image", "float32", (None, 4, 4, 3)),
+    TensorSpec("ids", "int64", (None, None)),
+    TensorSpec("words", "string", (2,)),
+    TensorSpec("mask", "bool", None),
 ]
 
 
@@ -53,16 +54,16 @@ def test_generated_inputs_are_deterministic_and_follow_the_specs() -> None:
     assert not np.array_equal(other[0]["image"], first[0]["image"])
     assert not np.array_equal(first[0]["image"], first[1]["image"])
     with pytest.raises(VerificationError, match="dtype complex128; give real inputs"):
-        generate_inputs([{"name": "z", "dtype": "complex128", "shape": [1]}], 1, "s")
+        generate_inputs([TensorSpec("z", "complex128", (1,))], 1, "s")
 
 
 def test_inputs_from_a_npz_file(tmp_path: Path) -> None:
     path = tmp_path / "inputs.npz"
     np.savez(path, x=np.ones([2, 8], "float32"), extra=np.zeros(1))
-    (sample,) = load_inputs(path, [{"name": "x", "dtype": "float32", "shape": [None, 8]}])
+    (sample,) = load_inputs(path, [TensorSpec("x", "float32", (None, 8))])
     np.testing.assert_array_equal(sample["x"], np.ones([2, 8]))
     with pytest.raises(VerificationError, match=r"has no array for input y \(it has: extra, x\)"):
-        load_inputs(path, [{"name": "y", "dtype": "float32", "shape": [1]}])
+        load_inputs(path, [TensorSpec("y", "float32", (1,))])
 
 
 def test_compare_uses_atol_plus_rtol_and_names_the_worst_sample() -> None:

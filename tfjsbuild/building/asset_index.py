@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tfjsbuild.building.project import Project
-from tfjsbuild.files.artifacts import MODEL_JSON
+from tfjsbuild.files.artifacts import MODEL_JSON, tensor_specs_json
 from tfjsbuild.files.atomic import write_atomically
 from tfjsbuild.files.filesystem import OUTPUT_REMEDY, refusals_reported
 from tfjsbuild.sources.digest import canonical_json
@@ -39,8 +39,8 @@ def write_index(project: Project) -> None:
             continue
         models.setdefault(record.model, {})[record.signature] = {
             "path": model_json.relative_to(manifest.output_dir).as_posix(),
-            "inputs": list(record.inputs),
-            "outputs": list(record.outputs),
+            "inputs": tensor_specs_json(record.inputs),
+            "outputs": tensor_specs_json(record.outputs),
             "bytes": record.bytes,
             "hash": record.content_hash,
             "verification": _verification_summary(record.verification),

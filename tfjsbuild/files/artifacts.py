@@ -5,12 +5,21 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tfjsbuild.errors import BuildError
-from tfjsbuild.files.readback import InvalidData, resolve_inside, safe_relative_path
+from tfjsbuild.files.readback import (
+    InvalidData,
+    as_dict,
+    as_int,
+    as_list,
+    as_str,
+    resolve_inside,
+    safe_relative_path,
+)
 
 MODEL_JSON = "model.json"
 
@@ -51,10 +60,56 @@ class OutputFile:
 
 
 @dataclass(frozen=True)
+class TensorSpec:
+    """One input or output tensor of a converted signature, keyed as model.json keys it."""
+
+    name: str
+    dtype: str  # TensorFlow.js's name for it: float32, int32, string, ...
+    shape: tuple[int | None, ...] | None  # None: unknown rank; a None dimension: unknown size
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """As the state, cache entries, the asset index and --json write it (in this order)."""
+        return {
+            "name": self.name,
+            "dtype": self.dtype,
+            "shape": None if self.shape is None else list(self.shape),
+        }
+
+    @classmethod
+    def from_json_dict(cls, value: Any, where: str) -> TensorSpec:
+        """A spec read back (untrusted), checked; raises InvalidData naming the key path."""
+        spec = as_dict(value, where)
+        shape = spec.get("shape")
+        if shape is not None:  # checked first, as ever: the same error for the same bad record
+            shape = tuple(
+                None if dim is None else as_int(dim, f"{where}.shape[{i}]")
+                for i, dim in enumerate(as_list(shape, f"{where}.shape"))
+            )
+        return cls(
+            name=as_str(spec.get("name"), f"{where}.name"),
+            dtype=as_str(spec.get("dtype"), f"{where}.dtype"),
+            shape=shape,
+        )
+
+
+def tensor_specs_from_json(value: Any, where: str) -> tuple[TensorSpec, ...]:
+    """The `inputs`/`outputs` list of a record read back: [{name, dtype, shape}], checked."""
+    return tuple(
+        TensorSpec.from_json_dict(item, f"{where}[{index}]")
+        for index, item in enumerate(as_list(value, where))
+    )
+
+
+def tensor_specs_json(specs: Iterable[TensorSpec]) -> list[dict[str, Any]]:
+    """The `inputs`/`outputs` list as the state, cache entries and the asset index write it."""
+    return [spec.to_json_dict() for spec in specs]
+
+
+@dataclass(frozen=True)
 class GraphModelOutput:
     files: tuple[OutputFile, ...]
-    inputs: tuple[dict[str, Any], ...]
-    outputs: tuple[dict[str, Any], ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
 
     @property
     def bytes(self) -> int:
@@ -121,45 +176,14 @@ def shard_paths(model: Any, where: str) -> list[str]:
 
 def _checked_model(
     directory: Path,
-) -> tuple[list[str], tuple[dict[str, Any], ...], tuple[dict[str, Any], ...]]:
+) -> tuple[list[str], tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """(files, inputs, outputs) of the graph model in `directory`, or OutputCheckError."""
     model_json = directory / MODEL_JSON
-    if model_json.is_symlink():
-        raise OutputCheckError(f"{model_json} is a symbolic link; an output holds only files")
-    if not model_json.is_file():
-        raise OutputCheckError(f"the converter wrote no {MODEL_JSON} in {directory}")
-    try:
-        model = json.loads(model_json.read_text("utf-8"))
-    except (OSError, ValueError, RecursionError) as error:
-        raise OutputCheckError(f"{model_json} is not valid JSON: {error}") from error
-    if not isinstance(model, dict) or "modelTopology" not in model:
-        raise OutputCheckError(f"{model_json} is not a TensorFlow.js model (no modelTopology)")
-
+    model = _read_model_json(model_json, directory)
     shards = shard_paths(model, str(model_json))
-    missing = []
-    for shard in shards:
-        try:
-            path = resolve_inside(directory, shard, shard)
-        except InvalidData as error:
-            raise OutputCheckError(
-                f"{model_json} lists a weight shard through a symbolic link: {error}"
-            ) from error
-        if not path.is_file():
-            missing.append(shard)
-    if missing:
-        raise OutputCheckError(
-            f"{model_json} lists weight shards that were not written: {', '.join(missing)}"
-        )
+    _check_shards_written(directory, model_json, shards)
     try:
-        expected_bytes = 0
-        variable_size = False
-        for group in model.get("weightsManifest", []):
-            for spec in group.get("weights", []):
-                size = _weight_bytes(spec)
-                if size is None:
-                    variable_size = True
-                else:
-                    expected_bytes += size
+        expected_bytes, variable_size = _expected_weight_bytes(model)
         signature = model.get("signature") or {}
         inputs = _tensor_list(signature.get("inputs", {}))
         outputs = _tensor_list(signature.get("outputs", {}))
@@ -175,7 +199,58 @@ def _checked_model(
             f"weight shards in {directory} hold {shard_bytes} bytes but model.json's weight "
             f"specs need {expected_bytes}"
         )
+    return _output_files(directory, shards), inputs, outputs
 
+
+def _read_model_json(model_json: Path, directory: Path) -> dict[str, Any]:
+    """The parsed model.json, if it is a regular file holding a TensorFlow.js model."""
+    if model_json.is_symlink():
+        raise OutputCheckError(f"{model_json} is a symbolic link; an output holds only files")
+    if not model_json.is_file():
+        raise OutputCheckError(f"the converter wrote no {MODEL_JSON} in {directory}")
+    try:
+        model = json.loads(model_json.read_text("utf-8"))
+    except (OSError, ValueError, RecursionError) as error:
+        raise OutputCheckError(f"{model_json} is not valid JSON: {error}") from error
+    if not isinstance(model, dict) or "modelTopology" not in model:
+        raise OutputCheckError(f"{model_json} is not a TensorFlow.js model (no modelTopology)")
+    return model
+
+
+def _check_shards_written(directory: Path, model_json: Path, shards: list[str]) -> None:
+    """Every listed shard is a file in `directory`, reached through no symbolic link."""
+    missing = []
+    for shard in shards:
+        try:
+            path = resolve_inside(directory, shard, shard)
+        except InvalidData as error:
+            raise OutputCheckError(
+                f"{model_json} lists a weight shard through a symbolic link: {error}"
+            ) from error
+        if not path.is_file():
+            missing.append(shard)
+    if missing:
+        raise OutputCheckError(
+            f"{model_json} lists weight shards that were not written: {', '.join(missing)}"
+        )
+
+
+def _expected_weight_bytes(model: dict[str, Any]) -> tuple[int, bool]:
+    """(bytes the weight specs need, whether some weight's size is unknown: strings)."""
+    expected_bytes = 0
+    variable_size = False
+    for group in model.get("weightsManifest", []):
+        for spec in group.get("weights", []):
+            size = _weight_bytes(spec)
+            if size is None:
+                variable_size = True
+            else:
+                expected_bytes += size
+    return expected_bytes, variable_size
+
+
+def _output_files(directory: Path, shards: list[str]) -> list[str]:
+    """model.json, its shards, then any other file the converter wrote, sorted."""
     files = [MODEL_JSON, *shards]
     for path in sorted(directory.rglob("*")):
         if path.is_symlink():
@@ -184,7 +259,7 @@ def _checked_model(
         name = path.relative_to(directory).as_posix()
         if path.is_file() and name not in files:
             files.append(name)
-    return files, inputs, outputs
+    return files
 
 
 def _weight_bytes(spec: dict[str, Any]) -> int | None:
@@ -207,28 +282,22 @@ def _dimension(value: Any) -> int:
     return size
 
 
-def _tensor_list(tensors: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+def _tensor_list(tensors: dict[str, Any]) -> tuple[TensorSpec, ...]:
+    """model.json's `signature.inputs`/`outputs` (TensorInfo protos as JSON), sorted by key."""
     described = []
     for key in sorted(tensors):
         info = tensors[key]
         shape_info = info.get("tensorShape", {})
-        shape: list[int | None] | None
+        shape: tuple[int | None, ...] | None
         if shape_info.get("unknownRank"):
             shape = None
         else:
-            shape = [
+            shape = tuple(
                 None if int(dim.get("size", -1)) < 0 else int(dim["size"])
                 for dim in shape_info.get("dim", [])
-            ]
-        described.append(
-            {
-                "name": str(key),
-                "dtype": _DTYPE_NAMES.get(
-                    info.get("dtype", ""), str(info.get("dtype", "")).lower()
-                ),
-                "shape": shape,
-            }
-        )
+            )
+        dtype = _DTYPE_NAMES.get(info.get("dtype", ""), str(info.get("dtype", "")).lower())
+        described.append(TensorSpec(name=str(key), dtype=dtype, shape=shape))
     return tuple(described)
 
 

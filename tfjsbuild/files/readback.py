@@ -145,28 +145,6 @@ def resolve_inside(folder: Path, relative: str, where: str) -> Path:
     return path
 
 
-def tensor_specs(value: Any, where: str) -> tuple[dict[str, Any], ...]:
-    """The `inputs`/`outputs` lists of a record: [{name, dtype, shape}]."""
-    specs = []
-    for index, item in enumerate(as_list(value, where)):
-        at = f"{where}[{index}]"
-        spec = as_dict(item, at)
-        shape = spec.get("shape")
-        if shape is not None:
-            shape = [
-                None if dim is None else as_int(dim, f"{at}.shape[{i}]")
-                for i, dim in enumerate(as_list(shape, f"{at}.shape"))
-            ]
-        specs.append(
-            {
-                "name": as_str(spec.get("name"), f"{at}.name"),
-                "dtype": as_str(spec.get("dtype"), f"{at}.dtype"),
-                "shape": shape,
-            }
-        )
-    return tuple(specs)
-
-
 def verification(value: Any, where: str) -> dict[str, Any] | None:
     """A recorded TensorFlow.js parity check (`verify.compare.Verification.as_record`), or None."""
     if value is None:

@@ -21,7 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from tfjsbuild.files import readback
-from tfjsbuild.files.artifacts import MODEL_JSON, OutputFile
+from tfjsbuild.files.artifacts import (
+    MODEL_JSON,
+    OutputFile,
+    TensorSpec,
+    tensor_specs_from_json,
+    tensor_specs_json,
+)
 from tfjsbuild.files.readback import InvalidData
 from tfjsbuild.sources.digest import canonical_json
 
@@ -35,8 +41,8 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 class CacheEntry:
     key: str
     files: tuple[OutputFile, ...]
-    inputs: tuple[dict[str, Any], ...]
-    outputs: tuple[dict[str, Any], ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
     verification: dict[str, Any] | None
     seconds: float  # what the original conversion took: what a restore saves
     # What `verification` was run with (`SignatureFingerprint.verify`); None: not verified.
@@ -47,8 +53,8 @@ class CacheEntry:
             "version": CACHE_VERSION,
             "key": self.key,
             "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.files],
-            "inputs": list(self.inputs),
-            "outputs": list(self.outputs),
+            "inputs": tensor_specs_json(self.inputs),
+            "outputs": tensor_specs_json(self.outputs),
             "verification": self.verification,
             "verified_with": self.verified_with,
             "seconds": self.seconds,
@@ -96,8 +102,8 @@ class CacheEntry:
         return cls(
             key,
             _entry_files(data.get("files")),
-            readback.tensor_specs(data.get("inputs"), "inputs"),
-            readback.tensor_specs(data.get("outputs"), "outputs"),
+            tensor_specs_from_json(data.get("inputs"), "inputs"),
+            tensor_specs_from_json(data.get("outputs"), "outputs"),
             verification,
             readback.as_float(data.get("seconds", 0.0), "seconds"),
             verified_with,

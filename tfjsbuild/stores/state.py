@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from tfjsbuild.errors import BuildError
-from tfjsbuild.files.artifacts import OutputFile, file_sha256
+from tfjsbuild.files.artifacts import (
+    OutputFile,
+    TensorSpec,
+    file_sha256,
+    tensor_specs_from_json,
+    tensor_specs_json,
+)
 from tfjsbuild.files.atomic import write_atomically
 from tfjsbuild.files.filesystem import refusals_reported
 from tfjsbuild.files.readback import (
@@ -31,7 +37,6 @@ from tfjsbuild.files.readback import (
     as_str_dict,
     parse_json,
     safe_relative_path,
-    tensor_specs,
     verification,
     verified_with,
 )
@@ -63,8 +68,8 @@ class SignatureRecord:
     parts: dict[str, str]
     options: dict[str, Any]
     files: tuple[RecordedFile, ...]
-    inputs: tuple[dict[str, Any], ...]
-    outputs: tuple[dict[str, Any], ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
     content_hash: str
     seconds: float
     details: dict[str, str] = field(default_factory=dict)
@@ -86,8 +91,8 @@ class SignatureRecord:
         """Plain JSON types (lists, not tuples), so it compares equal to what was loaded."""
         data = asdict(self)
         data["files"] = [asdict(f) for f in self.files]
-        data["inputs"] = list(self.inputs)
-        data["outputs"] = list(self.outputs)
+        data["inputs"] = tensor_specs_json(self.inputs)
+        data["outputs"] = tensor_specs_json(self.outputs)
         return data
 
     @classmethod
@@ -105,8 +110,8 @@ class SignatureRecord:
             files=tuple(
                 _recorded_file(item, f"{where}.files[{index}]") for index, item in enumerate(files)
             ),
-            inputs=tensor_specs(record.get("inputs"), f"{where}.inputs"),
-            outputs=tensor_specs(record.get("outputs"), f"{where}.outputs"),
+            inputs=tensor_specs_from_json(record.get("inputs"), f"{where}.inputs"),
+            outputs=tensor_specs_from_json(record.get("outputs"), f"{where}.outputs"),
             content_hash=as_sha256(record.get("content_hash"), f"{where}.content_hash"),
             seconds=as_float(record.get("seconds"), f"{where}.seconds"),
             details=as_str_dict(record.get("details", {}), f"{where}.details"),

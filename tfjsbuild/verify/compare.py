@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tfjsbuild.errors import BuildError
+from tfjsbuild.files.artifacts import TensorSpec
 
 # Unknown dimensions of a generated input: the first (batch) is 1, the others this.
 UNKNOWN_DIM = 16
@@ -101,18 +102,17 @@ class Verification:
 
 
 def generate_inputs(
-    specs: Sequence[Mapping[str, Any]], samples: int, seed_text: str
+    specs: Sequence[TensorSpec], samples: int, seed_text: str
 ) -> list[dict[str, Array]]:
-    """`samples` input sets for specs [{name, dtype, shape}], the same for the same seed text."""
+    """`samples` input sets for `specs`, the same for the same seed text."""
     seed = int.from_bytes(hashlib.sha256(seed_text.encode()).digest()[:8], "little")
     rng = np.random.default_rng(seed)
     generated = []
     for _ in range(samples):
         sample = {}
         for spec in specs:
-            shape = _concrete_shape(spec.get("shape"))
-            dtype = str(spec.get("dtype", "float32"))
-            sample[str(spec["name"])] = _random_tensor(rng, dtype, shape, str(spec["name"]))
+            shape = _concrete_shape(spec.shape)
+            sample[spec.name] = _random_tensor(rng, spec.dtype, shape, spec.name)
         generated.append(sample)
     return generated
 
@@ -141,14 +141,14 @@ def _random_tensor(rng: np.random.Generator, dtype: str, shape: list[int], name:
     )
 
 
-def load_inputs(path: Path, specs: Sequence[Mapping[str, Any]]) -> list[dict[str, Array]]:
+def load_inputs(path: Path, specs: Sequence[TensorSpec]) -> list[dict[str, Array]]:
     """One sample from a `.npz` file keyed by input name (arrays as fed, batch included)."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError) as error:
         raise VerificationError(f"cannot read verification inputs {path}: {error}") from error
-    names = [str(spec["name"]) for spec in specs]
+    names = [spec.name for spec in specs]
     missing = [name for name in names if name not in arrays]
     if missing:
         raise VerificationError(

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tfjsbuild.files.artifacts import TensorSpec
 from tfjsbuild.worker.errors import ConversionError
 from tfjsbuild.worker.signature_defs import flatten_with_paths, input_keys, output_keys
 
@@ -37,7 +38,7 @@ def concrete_function(function: Any) -> Any:
     return function
 
 
-def function_tensors(function: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def function_tensors(function: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """A ConcreteFunction's input and output tensors as signature keys, dtypes and shapes."""
     args, kwargs = function.structured_input_signature
     flat = tf.nest.flatten(args)
@@ -45,15 +46,12 @@ def function_tensors(function: Any) -> tuple[list[dict[str, Any]], list[dict[str
     inputs += [(str(path), spec) for path, spec in flatten_with_paths(kwargs)]
     outputs = list(zip(output_keys(function), function.outputs, strict=False))
 
-    def tensor(key: str, spec: Any) -> dict[str, Any]:
+    def tensor(key: str, spec: Any) -> TensorSpec:
         shape = spec.shape
-        return {
-            "name": key,
-            "dtype": spec.dtype.name,
-            "shape": None if shape.rank is None else list(shape.as_list()),
-        }
+        dims = None if shape.rank is None else tuple(shape.as_list())
+        return TensorSpec(name=key, dtype=spec.dtype.name, shape=dims)
 
-    return [tensor(k, s) for k, s in inputs], [tensor(k, t) for k, t in outputs]
+    return tuple(tensor(k, s) for k, s in inputs), tuple(tensor(k, t) for k, t in outputs)
 
 
 def run_function(function: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:

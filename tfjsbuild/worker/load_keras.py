@@ -23,7 +23,7 @@ from typing import Any
 import tensorflow as tf
 
 from tfjsbuild.errors import SignatureError, SourceError
-from tfjsbuild.files.artifacts import GraphModelOutput
+from tfjsbuild.files.artifacts import GraphModelOutput, TensorSpec
 from tfjsbuild.manifest.types import KERAS_SIGNATURE, ConverterOptions, KerasSource
 from tfjsbuild.worker.errors import ConversionError
 from tfjsbuild.worker.layers import convert_layers_model
@@ -73,12 +73,12 @@ class LayersModel:
             self._model = tf_keras.models.load_model(self.source.path, compile=False)
         return self._model
 
-    def input_specs(self, signature: str) -> list[dict[str, Any]]:
+    def input_specs(self, signature: str) -> tuple[TensorSpec, ...]:
         model = self.keras_model()
-        return [
-            {"name": name, "dtype": tensor.dtype.name, "shape": tensor.shape.as_list()}
+        return tuple(
+            TensorSpec(name=name, dtype=tensor.dtype.name, shape=tuple(tensor.shape.as_list()))
             for name, tensor in zip(model.input_names, model.inputs, strict=True)
-        ]
+        )
 
     def run(self, signature: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
         model = self.keras_model()

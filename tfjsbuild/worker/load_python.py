@@ -23,7 +23,7 @@ from typing import Any
 import tensorflow as tf
 
 from tfjsbuild.errors import SignatureError, SourceError
-from tfjsbuild.files.artifacts import GraphModelOutput
+from tfjsbuild.files.artifacts import GraphModelOutput, TensorSpec
 from tfjsbuild.manifest.types import ConverterOptions, PythonSource
 from tfjsbuild.worker import convert
 from tfjsbuild.worker.errors import ConversionError
@@ -78,7 +78,7 @@ class FunctionSignatures:
     def functions(self) -> dict[str, Any]:
         return dict(self.functions_by_name)
 
-    def input_specs(self, signature: str) -> list[dict[str, Any]]:
+    def input_specs(self, signature: str) -> tuple[TensorSpec, ...]:
         function = concrete_function(self.functions_by_name[signature])
         return function_tensors(function)[0]
 

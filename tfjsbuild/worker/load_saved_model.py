@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tfjsbuild.errors import SourceError
-from tfjsbuild.files.artifacts import GraphModelOutput
+from tfjsbuild.files.artifacts import GraphModelOutput, TensorSpec
 from tfjsbuild.manifest.types import ConverterOptions, SavedModelSource
 from tfjsbuild.sources import saved_model_files as savedmodel
 from tfjsbuild.sources.saved_model_integrity import damage
@@ -41,7 +41,7 @@ class SavedModelSignatures:
     def functions(self) -> dict[str, Any]:
         return dict(self.loaded.model.signatures)
 
-    def input_specs(self, signature: str) -> list[dict[str, Any]]:
+    def input_specs(self, signature: str) -> tuple[TensorSpec, ...]:
         return function_tensors(self.loaded.model.signatures[signature])[0]
 
     def run(self, signature: str, inputs: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tfjsbuild.errors import SignatureError
-from tfjsbuild.files.artifacts import GraphModelOutput
+from tfjsbuild.files.artifacts import GraphModelOutput, TensorSpec
 from tfjsbuild.manifest.types import ConverterOptions
 
 
@@ -30,8 +30,8 @@ class LoadedSource(Protocol):
         """Signature name -> the function a graph model would be converted from."""
         ...
 
-    def input_specs(self, signature: str) -> list[dict[str, Any]]:
-        """The inputs TensorFlow.js takes, as {name, dtype, shape}, keyed as in model.json."""
+    def input_specs(self, signature: str) -> tuple[TensorSpec, ...]:
+        """The inputs TensorFlow.js takes, keyed as in model.json."""
         ...
 
     def run(self, signature: str, inputs: Mapping[str, Any]) -> dict[str, Any]:

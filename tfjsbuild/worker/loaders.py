@@ -10,11 +10,11 @@ Keras, and the user's code.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from tfjsbuild.errors import SourceError
 from tfjsbuild.manifest.types import Source
 from tfjsbuild.worker import load_keras, load_python, load_saved_model
+from tfjsbuild.worker.described import DescribedSignature
 from tfjsbuild.worker.functions import concrete_function, function_tensors
 from tfjsbuild.worker.loaded import KindLoader, LoadedSource, user_error
 
@@ -50,17 +50,17 @@ def load(source: Source, model_key: str, scratch: Path) -> LoadedSource:
     return loaded
 
 
-def describe(source: Source, scratch: Path) -> list[dict[str, Any]]:
+def describe(source: Source, scratch: Path) -> tuple[DescribedSignature, ...]:
     """Each signature a graph model build would convert, with its input and output tensors."""
     # `_loaded` keeps the functions' owner alive while they are traced.
     _loaded, functions = LOADERS[source.kind].describable(source, scratch)
-    described: list[dict[str, Any]] = []
+    described: list[DescribedSignature] = []
     for name, function in sorted(functions.items()):
         try:
             concrete = concrete_function(function)
         except Exception as error:  # ConversionError, or the user's code while tracing
-            described.append({"name": name, "error": user_error(error)})
+            described.append(DescribedSignature(name, error=user_error(error)))
             continue
         inputs, outputs = function_tensors(concrete)
-        described.append({"name": name, "inputs": inputs, "outputs": outputs})
-    return described
+        described.append(DescribedSignature(name, inputs, outputs))
+    return tuple(described)
