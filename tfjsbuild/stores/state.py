@@ -12,14 +12,16 @@ import json
 import os
 import posixpath
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tfjsbuild.errors import BuildError
 from tfjsbuild.files.artifacts import OutputFile, file_sha256
 from tfjsbuild.files.atomic import write_atomically
 from tfjsbuild.files.filesystem import refusals_reported
+from tfjsbuild.files.json_types import JsonObject
 from tfjsbuild.files.readback import (
     InvalidData,
     as_dict,
@@ -36,6 +38,9 @@ from tfjsbuild.files.readback import (
     verified_with,
 )
 from tfjsbuild.manifest.types import STATE_ROOT
+from tfjsbuild.sources.base import GraphCacheEntry
+
+T = TypeVar("T")
 
 STATE_VERSION = 1
 STATE_FILE = "state.json"
@@ -176,24 +181,25 @@ class BuildState:
     records: dict[str, SignatureRecord] = field(default_factory=dict)
     stat_cache: dict[str, list[Any]] = field(default_factory=dict)
     # source digest -> signature -> graph fingerprint: an unchanged model is not parsed again
-    graph_cache: dict[str, dict[str, Any]] = field(default_factory=dict)
+    graph_cache: dict[str, GraphCacheEntry] = field(default_factory=dict)
 
     # What the file held when loaded or last saved: an unchanged state is not serialised again.
-    saved_payload: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    saved_json: JsonObject | None = field(default=None, compare=False, repr=False)
     # A state file of the shared layout (`.tfjs-build/state.json`) this state was read from:
     # removed once this state is saved in the manifest's own folder.
     adopted_from: Path | None = field(default=None, compare=False, repr=False)
 
-    def to_payload(self) -> dict[str, Any]:
+    def to_json_dict(self) -> JsonObject:
+        """The state file's content: the one place the state becomes JSON."""
         return {
             "version": STATE_VERSION,
             "signatures": {key: record.to_json() for key, record in sorted(self.records.items())},
             "stat_cache": self.stat_cache,
-            "graph_cache": self.graph_cache,
+            "graph_cache": {key: entry.to_json_dict() for key, entry in self.graph_cache.items()},
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_payload(), sort_keys=True, indent=1, allow_nan=False) + "\n"
+        return json.dumps(self.to_json_dict(), sort_keys=True, indent=1, allow_nan=False) + "\n"
 
 
 def state_path(state_dir: Path) -> Path:
@@ -234,10 +240,10 @@ def load_state(
     records, warnings = _checked_records(payload["signatures"], path, root, output_dir, consequence)
     # Caches of digests: an entry that does not check out is simply computed again.
     stat_cache = _valid_entries(payload.get("stat_cache"), _stat_entry)
-    graph_cache = _valid_entries(payload.get("graph_cache"), _graph_entry)
-    state = BuildState(records, stat_cache, graph_cache, saved_payload=payload)
+    graph_cache = _valid_entries(payload.get("graph_cache"), GraphCacheEntry.from_json_dict)
+    state = BuildState(records, stat_cache, graph_cache, saved_json=payload)
     if adopted is not None:
-        state.saved_payload, state.adopted_from = None, adopted
+        state.saved_json, state.adopted_from = None, adopted
     return state, warnings
 
 
@@ -289,10 +295,10 @@ def _checked_records(
     return records, warnings
 
 
-def _valid_entries(data: Any, check: Any) -> dict[str, Any]:
+def _valid_entries(data: Any, check: Callable[[Any], T]) -> dict[str, T]:
     if not isinstance(data, dict):
         return {}
-    entries = {}
+    entries: dict[str, T] = {}
     for key, value in data.items():
         try:
             entries[as_str(key, "key")] = check(value)
@@ -314,37 +320,11 @@ def _stat_entry(value: Any) -> list[Any]:
     ]
 
 
-def _graph_entry(value: Any) -> dict[str, Any]:
-    """{"names": [...], "sources": {name: {digest, kind, details}}}, as `sources/saved_model.py` keeps them."""
-    entry = as_dict(value, "")
-    checked: dict[str, Any] = {}
-    if "names" in entry:
-        checked["names"] = [as_str(name, "names") for name in as_list(entry["names"], "names")]
-    if "sources" in entry:
-        checked["sources"] = {
-            name: {
-                "digest": as_str(source.get("digest"), "digest"),
-                "kind": as_str(source.get("kind"), "kind"),
-                "details": as_str_dict(source.get("details", {}), "details"),
-            }
-            for name, source in (
-                (name, as_dict(item, name))
-                for name, item in as_dict(entry["sources"], "sources").items()
-            )
-        }
-        # Every signature listed must have a fingerprint (or the whole model stands for all).
-        if "names" not in checked:
-            raise InvalidData("names", "missing")
-        if "*" not in checked["sources"] and not set(checked["names"]) <= set(checked["sources"]):
-            raise InvalidData("sources", "a listed signature has no fingerprint")
-    return checked
-
-
 def save_state(state_dir: Path, state: BuildState) -> bool:
     """Write the state if it changed; True when written."""
     path = state_path(state_dir)
-    payload = state.to_payload()
-    if payload == state.saved_payload and path.exists():
+    payload = state.to_json_dict()
+    if payload == state.saved_json and path.exists():
         return False
     text = json.dumps(payload, sort_keys=True, indent=1, allow_nan=False) + "\n"
     # The file is replaced whole or not at all: on failure it still describes the outputs of
@@ -357,7 +337,7 @@ def save_state(state_dir: Path, state: BuildState) -> bool:
         after="; the next run checks again what this one built but could not record",
     ):
         write_atomically(path, text)
-    state.saved_payload = payload
+    state.saved_json = payload
     if state.adopted_from is not None:
         # Saved in the manifest's own folder now: the shared file must not be adopted again.
         state.adopted_from.unlink(missing_ok=True)
