@@ -39,6 +39,7 @@ from tfjsbuild.files.readback import (
 )
 from tfjsbuild.manifest.types import STATE_ROOT
 from tfjsbuild.sources.base import GraphCacheEntry
+from tfjsbuild.stores.recorded_options import RecordedOptions
 
 T = TypeVar("T")
 
@@ -66,7 +67,7 @@ class SignatureRecord:
     output: str  # relative to the manifest's folder, POSIX separators
     fingerprint: str
     parts: dict[str, str]
-    options: dict[str, Any]
+    options: RecordedOptions
     files: tuple[RecordedFile, ...]
     inputs: tuple[dict[str, Any], ...]
     outputs: tuple[dict[str, Any], ...]
@@ -90,6 +91,7 @@ class SignatureRecord:
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types (lists, not tuples), so it compares equal to what was loaded."""
         data = asdict(self)
+        data["options"] = self.options.to_json_dict()
         data["files"] = [asdict(f) for f in self.files]
         data["inputs"] = list(self.inputs)
         data["outputs"] = list(self.outputs)
@@ -106,7 +108,7 @@ class SignatureRecord:
             output=recorded_output(record.get("output"), f"{where}.output"),
             fingerprint=as_sha256(record.get("fingerprint"), f"{where}.fingerprint"),
             parts=as_str_dict(record.get("parts"), f"{where}.parts"),
-            options=_recorded_options(record.get("options"), f"{where}.options"),
+            options=RecordedOptions.from_json_dict(record.get("options"), f"{where}.options"),
             files=tuple(
                 _recorded_file(item, f"{where}.files[{index}]") for index, item in enumerate(files)
             ),
@@ -128,22 +130,6 @@ def _recorded_file(data: Any, where: str) -> RecordedFile:
         sha256=as_sha256(item.get("sha256"), f"{where}.sha256"),
         mtime_ns=as_int(item.get("mtime_ns"), f"{where}.mtime_ns", minimum=-(2**63)),
     )
-
-
-def _recorded_options(data: Any, where: str) -> dict[str, Any]:
-    """Effective converter options: compared key by key for reasons, quantization shown."""
-    options = dict(as_dict(data, where))
-    if "quantization" in options:
-        options["quantization"] = {
-            dtype: [
-                as_str(glob, f"{where}.quantization.{dtype}[{index}]")
-                for index, glob in enumerate(as_list(globs, f"{where}.quantization.{dtype}"))
-            ]
-            for dtype, globs in as_dict(options["quantization"], f"{where}.quantization").items()
-        }
-    if "verify" in options:
-        as_dict(options["verify"], f"{where}.verify")
-    return options
 
 
 def recorded_output(value: Any, where: str) -> str:
