@@ -28,10 +28,13 @@ from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.planning.planner import ManifestPlan, load_manifest_state, plan_manifests
 from tfjsbuild.render.console import SilentReporter
 from tfjsbuild.render.json import plan_json, results_json
+from tfjsbuild.sources.description import (
+    SavedModelDescription,
+    SourceDescription,
+    describe_saved_model,
+)
 from tfjsbuild.sources.digest import StatCache
 from tfjsbuild.sources.registry import kind_of, source_digest
-from tfjsbuild.sources.saved_model_files import read_meta_graphs
-from tfjsbuild.sources.saved_model_graph import GraphFingerprintError, signature_graphs
 from tfjsbuild.stores.cache_store import Store
 from tfjsbuild.stores.caches import resolve_config
 from tfjsbuild.stores.lock import BuildLock
@@ -249,45 +252,12 @@ def cache_prune(
     ]
 
 
-def inspect_saved_model(path: str | Path, *, paranoid: bool = False) -> dict[str, Any]:
+def inspect_saved_model(path: str | Path, *, paranoid: bool = False) -> SavedModelDescription:
     """Tag sets, signatures with their tensors, and each signature's graph fingerprint."""
-    folder = Path(path)
-    meta_graphs = []
-    for meta in read_meta_graphs(folder):
-        try:
-            graphs = signature_graphs(folder, meta.tags, StatCache(), paranoid=paranoid)
-            fallback = None
-        except GraphFingerprintError as error:
-            graphs, fallback = {}, str(error)
-        signatures = []
-        for sig in meta.signatures:
-            if sig.name.startswith("__"):
-                continue
-            graph = graphs.get(sig.name)
-            signatures.append(
-                {
-                    "name": sig.name,
-                    "inputs": [t.as_dict() for t in sig.inputs],
-                    "outputs": [t.as_dict() for t in sig.outputs],
-                    "fingerprint": None
-                    if graph is None
-                    else {
-                        "digest": graph.digest,
-                        "graph": graph.graph,
-                        "captures": [
-                            {"kind": c.kind, "name": c.name, "digest": c.digest}
-                            for c in graph.captures
-                        ],
-                    },
-                }
-            )
-        meta_graphs.append(
-            {"tags": list(meta.tags), "fingerprint_fallback": fallback, "signatures": signatures}
-        )
-    return {"path": str(folder), "meta_graphs": meta_graphs}
+    return describe_saved_model(Path(path), paranoid=paranoid)
 
 
-def inspect_source(source: KerasSource | PythonSource) -> dict[str, Any]:
+def inspect_source(source: KerasSource | PythonSource) -> SourceDescription:
     """A Keras file's or Python source's signatures, as a graph model build would convert them.
 
     Unlike `inspect_saved_model` this imports TensorFlow, and for a Python source runs its code.
@@ -297,10 +267,7 @@ def inspect_source(source: KerasSource | PythonSource) -> dict[str, Any]:
     digest = source_digest(source, StatCache())
     with tempfile.TemporaryDirectory(prefix="tfjs-build-inspect-") as scratch:
         signatures = loaders.describe(source, Path(scratch))
-    payload: dict[str, Any] = {"kind": source.kind, "fingerprint": digest}
-    payload.update(kind_of(source).inspect_fields(source))
-    payload["signatures"] = signatures
-    return payload
+    return SourceDescription(source, digest, kind_of(source).inspect_fields(source), signatures)
 
 
 def convert_concrete_function(

@@ -22,6 +22,11 @@ from tfjsbuild.errors import (
     UsageError,
 )
 from tfjsbuild.planning.plan import PlanItem
+from tfjsbuild.sources.description import (
+    DescribedSignature,
+    SavedModelDescription,
+    SourceDescription,
+)
 
 JSON_REPORT_VERSION = 1
 
@@ -79,6 +84,52 @@ def results_json(
 def command_json(payload: Mapping[str, Any], *, exit_code: int = EXIT_OK) -> str:
     """Any other command's --json output: the same version, ok and exit_code first."""
     return _dumps({**_outcome(exit_code), **payload})
+
+
+def saved_model_json(description: SavedModelDescription) -> str:
+    """`inspect --json` of a SavedModel."""
+    return command_json(
+        {
+            "path": str(description.path),
+            "meta_graphs": [
+                {
+                    "tags": list(meta.tags),
+                    "fingerprint_fallback": meta.fingerprint_fallback,
+                    "signatures": [_described_signature_json(sig) for sig in meta.signatures],
+                }
+                for meta in description.meta_graphs
+            ],
+        }
+    )
+
+
+def _described_signature_json(described: DescribedSignature) -> dict[str, Any]:
+    sig, graph = described.signature, described.fingerprint
+    return {
+        "name": sig.name,
+        "inputs": [t.as_dict() for t in sig.inputs],
+        "outputs": [t.as_dict() for t in sig.outputs],
+        "fingerprint": None
+        if graph is None
+        else {
+            "digest": graph.digest,
+            "graph": graph.graph,
+            "captures": [
+                {"kind": c.kind, "name": c.name, "digest": c.digest} for c in graph.captures
+            ],
+        },
+    }
+
+
+def source_json(description: SourceDescription) -> str:
+    """`inspect --json` of a Keras file or a Python source."""
+    payload: dict[str, Any] = {
+        "kind": description.source.kind,
+        "fingerprint": description.fingerprint,
+    }
+    payload.update(description.fields_json)
+    payload["signatures"] = description.signatures
+    return command_json(payload)
 
 
 def error_json(error: BaseException, *, exit_code: int, message: str) -> str:
