@@ -13,14 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tfjsbuild.building.results import SignatureResult
-from tfjsbuild.errors import (
-    EXIT_FAILED,
-    EXIT_OK,
-    LockHeldError,
-    ManifestError,
-    TfjsBuildError,
-    UsageError,
-)
+from tfjsbuild.errors import EXIT_FAILED, EXIT_OK, ManifestError, error_kind
 from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.sources.description import (
     DescribedSignature,
@@ -154,22 +147,6 @@ def error_json(error: BaseException, *, exit_code: int, message: str) -> str:
         },
     }
     return _dumps(payload)
-
-
-def error_kind(error: BaseException) -> str:
-    """What a script may branch on: manifest, usage, lock (retry later), build, interrupted,
-    or internal (a bug in tfjs-build)."""
-    if isinstance(error, ManifestError):
-        return "manifest"
-    if isinstance(error, UsageError):
-        return "usage"
-    if isinstance(error, LockHeldError):
-        return "lock"
-    if isinstance(error, TfjsBuildError):
-        return "build"
-    if isinstance(error, KeyboardInterrupt):
-        return "interrupted"
-    return "internal"
 
 
 def _outcome(exit_code: int) -> dict[str, Any]:
