@@ -255,7 +255,7 @@ def test_every_json_write_refuses_nan() -> None:
 
 
 def test_state_with_nan_is_a_loud_bug_not_a_broken_file(tmp_path: Path) -> None:
-    state = BuildState(graph_cache={"digest": {"value": float("nan")}})
+    state = BuildState(stat_cache={"digest": [float("nan")]})
     with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
         save_state(tmp_path, state)
     assert not state_path(tmp_path).exists()

@@ -278,15 +278,15 @@ def test_the_plan_fingerprints_damaged_models_or_falls_back(damaged: Path) -> No
             )
             continue
         entries = sources.fingerprints(model.source)
-        kinds = {entry["kind"] for entry in entries.values()}
+        kinds = {entry.kind for entry in entries.values()}
         if expected == "graph":
             assert kinds == {"graph"}, (case.name, entries)
         elif expected == "content":
             assert kinds == {"keras-content"}, (case.name, entries)
         else:
             assert list(entries) == ["*"], (case.name, entries)
-            assert entries["*"]["kind"] == "whole-model"
-            why = entries["*"]["details"]["whole model"]
+            assert entries["*"].kind == "whole-model"
+            why = entries["*"].details["whole model"]
             assert why == expected.removeprefix("whole-model: "), (case.name, why)
     assert blocked == {}
 

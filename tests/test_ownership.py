@@ -18,6 +18,7 @@ from conftest import run_cli
 from tfjsbuild.building.outputs import remove_recorded_output
 from tfjsbuild.errors import ManifestError
 from tfjsbuild.manifest.load import load_manifest
+from tfjsbuild.stores.recorded_options import RecordedOptions
 from tfjsbuild.stores.state import RecordedFile, SignatureRecord, load_state
 
 STATE = ".tfjs-build/manifests/tfjs-build.yaml"
@@ -129,7 +130,7 @@ def record_at(output: str, *paths: str) -> SignatureRecord:
         output=output,
         fingerprint="0" * 64,
         parts={},
-        options={},
+        options=RecordedOptions({}),
         files=tuple(RecordedFile(path, 1, "0" * 64, 0) for path in paths),
         inputs=(),
         outputs=(),

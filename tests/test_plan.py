@@ -10,6 +10,7 @@ from tfjsbuild.planning.fingerprint import fingerprint_signature
 from tfjsbuild.planning.plan import PlanItem, plan_build, select
 from tfjsbuild.planning.reasons import option_changes
 from tfjsbuild.planning.targets import Target
+from tfjsbuild.stores.recorded_options import RecordedOptions
 from tfjsbuild.stores.state import SignatureRecord
 
 MANIFEST = Path("/p/tfjs-build.yaml")
@@ -50,7 +51,7 @@ def record(t: Target, details: dict[str, str] | None = None, **kwargs) -> Signat
         output=t.output,
         fingerprint=fp.digest,
         parts=dict(fp.parts),
-        options=dict(fp.options),
+        options=RecordedOptions.of(fp.options),
         files=(),
         inputs=(),
         outputs=(),
@@ -276,7 +277,7 @@ def test_a_record_of_an_older_fingerprint_scheme_rebuilds_once_saying_so() -> No
         record(t),
         fingerprint="0" * 64,
         parts={**now.parts, "scheme": "1", "verify": "9" * 64},
-        options={**now.options, "verify": {"samples": 3, "atol": 1e-4}},
+        options=RecordedOptions({**now.options.as_dict(), "verify": {"samples": 3, "atol": 1e-4}}),
         verification=dict(PASSED),
     )
     items = plan_build(MANIFEST, [t], {t.key: now}, {}, {t.key: old})

@@ -13,7 +13,7 @@ import pytest
 
 from tfjsbuild.manifest.load import load_manifest
 from tfjsbuild.manifest.types import SOURCE_KINDS
-from tfjsbuild.sources.base import SourceKind
+from tfjsbuild.sources.base import SourceEntry, SourceKind
 from tfjsbuild.sources.digest import StatCache
 from tfjsbuild.sources.model_sources import ModelSources
 from tfjsbuild.sources.registry import KINDS, kind_of, source_digest
@@ -124,12 +124,12 @@ def test_a_source_of_each_kind_round_trips_through_the_registry(one_of_each: Pat
     assert kind_of(code).signature_names(code, list_signatures) is None  # the manifest's
 
     plan = ModelSources(StatCache(), {}, paranoid=False)
-    assert {e["kind"] for e in plan.fingerprints(graph).values()} == {"graph"}
+    assert {e.kind for e in plan.fingerprints(graph).values()} == {"graph"}
     assert sorted(plan.fingerprints(graph)) == ["classify", "features", "regress"]
     assert plan.fingerprints(heads) == {
-        "*": {"digest": source_digest(heads, StatCache()), "kind": "keras-content", "details": {}}
+        "*": SourceEntry(source_digest(heads, StatCache()), "keras-content", {})
     }
-    assert plan.fingerprints(code)["*"]["kind"] == "python-content"
+    assert plan.fingerprints(code)["*"].kind == "python-content"
     assert plan.signature_names(graph) == ["classify", "features", "regress"]
     assert len(plan.used) == 1  # the SavedModel's names and graphs, cached under its digest
 

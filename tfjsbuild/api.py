@@ -28,14 +28,16 @@ from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.planning.planner import ManifestPlan, load_manifest_state, plan_manifests
 from tfjsbuild.render.console import SilentReporter
 from tfjsbuild.render.json import plan_json, results_json
-from tfjsbuild.sources import saved_model_inspection
+from tfjsbuild.sources.description import (
+    SavedModelDescription,
+    SourceDescription,
+    describe_saved_model,
+)
 from tfjsbuild.sources.digest import StatCache
 from tfjsbuild.sources.registry import kind_of, source_digest
-from tfjsbuild.sources.saved_model_inspection import SavedModelInspection
 from tfjsbuild.stores.cache_store import Store
 from tfjsbuild.stores.caches import resolve_config
 from tfjsbuild.stores.lock import BuildLock
-from tfjsbuild.worker.described import SourceInspection
 
 
 @dataclass
@@ -250,12 +252,12 @@ def cache_prune(
     ]
 
 
-def inspect_saved_model(path: str | Path, *, paranoid: bool = False) -> SavedModelInspection:
+def inspect_saved_model(path: str | Path, *, paranoid: bool = False) -> SavedModelDescription:
     """Tag sets, signatures with their tensors, and each signature's graph fingerprint."""
-    return saved_model_inspection.inspect_saved_model(Path(path), paranoid=paranoid)
+    return describe_saved_model(Path(path), paranoid=paranoid)
 
 
-def inspect_source(source: KerasSource | PythonSource) -> SourceInspection:
+def inspect_source(source: KerasSource | PythonSource) -> SourceDescription:
     """A Keras file's or Python source's signatures, as a graph model build would convert them.
 
     Unlike `inspect_saved_model` this imports TensorFlow, and for a Python source runs its code.
@@ -265,7 +267,7 @@ def inspect_source(source: KerasSource | PythonSource) -> SourceInspection:
     digest = source_digest(source, StatCache())
     with tempfile.TemporaryDirectory(prefix="tfjs-build-inspect-") as scratch:
         signatures = loaders.describe(source, Path(scratch))
-    return SourceInspection(source.kind, digest, kind_of(source).inspect_fields(source), signatures)
+    return SourceDescription(source, digest, kind_of(source).inspect_fields(source), signatures)
 
 
 def convert_concrete_function(

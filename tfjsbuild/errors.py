@@ -1,4 +1,5 @@
-"""The error root, its few subclasses, and the one mapping from errors to exit codes."""
+"""The error root, its few subclasses, and the one mapping from errors to exit codes (and to
+the `kind` a `--json` error report names)."""
 
 from __future__ import annotations
 
@@ -117,3 +118,19 @@ def exit_code_for(error: BaseException) -> int:
     if is_refusal(error) or is_in_the_way(error):
         return EXIT_FAILED
     return EXIT_INTERNAL
+
+
+def error_kind(error: BaseException) -> str:
+    """What a script may branch on: manifest, usage, lock (retry later), build, interrupted,
+    or internal (a bug in tfjs-build)."""
+    if isinstance(error, ManifestError):
+        return "manifest"
+    if isinstance(error, UsageError):
+        return "usage"
+    if isinstance(error, LockHeldError):
+        return "lock"
+    if isinstance(error, TfjsBuildError):
+        return "build"
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    return "internal"

@@ -36,6 +36,7 @@ from tfjsbuild.files.readback import InvalidData, resolve_inside
 from tfjsbuild.manifest.types import OUTPUT_STAGING_DIR, Manifest
 from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.stores.index_owner import index_owner_problem
+from tfjsbuild.stores.recorded_options import RecordedOptions
 from tfjsbuild.stores.state import (
     BuildState,
     SignatureRecord,
@@ -161,7 +162,7 @@ def _new_record(
         output=item.output,
         fingerprint=item.fingerprint.digest,
         parts=dict(item.fingerprint.parts),
-        options=dict(item.fingerprint.options),
+        options=RecordedOptions.of(item.fingerprint.options),
         files=record_files(target, checked.files),
         inputs=checked.inputs,
         outputs=checked.outputs,

@@ -107,7 +107,7 @@ class ReportRow:
             model_json_bytes=model_json,
             weight_bytes=weights,
             shards=sum(1 for f in record.files if f.path.endswith(".bin")),
-            quantization=dict(record.options.get("quantization", {})),
+            quantization=record.options.quantization,
             verification=record.verification,
             seconds=record.seconds,
         )

@@ -175,7 +175,7 @@ def _model_spec(
             if raw_signatures == ALL_SIGNATURES
             else _signature_specs(doc, base, raw, defaults, manifest_dir)
         ),
-        options=ConverterOptions.from_mapping(_merged_options(defaults, raw)),
+        options=ConverterOptions.from_json_dict(_merged_options(defaults, raw)),
         location=doc.location(base),
         source_location=doc.location((*base, kind), key=False),
         checks=_merged_checks(manifest_dir, defaults, raw),
@@ -215,7 +215,7 @@ def _signature_specs(
         specs.append(
             SignatureSpec(
                 name=sig_name,
-                options=ConverterOptions.from_mapping(_merged_options(defaults, raw, sig_raw)),
+                options=ConverterOptions.from_json_dict(_merged_options(defaults, raw, sig_raw)),
                 output=sig_raw.get("output"),
                 location=doc.location(sig_path),
                 checks=_merged_checks(manifest_dir, defaults, raw, sig_raw),

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from tfjsbuild.errors import Problem
+from tfjsbuild.files.json_types import JsonObject
 from tfjsbuild.manifest.messages import describe_error
 from tfjsbuild.manifest.types import state_dir_for
 from tfjsbuild.manifest.yaml_positions import PositionedDocument
@@ -33,8 +33,9 @@ def schema_text() -> str:
 
 
 @cache
-def manifest_schema() -> dict[str, Any]:
-    schema: dict[str, Any] = json.loads(schema_text())
+def manifest_schema() -> JsonObject:
+    """The manifest's JSON Schema, parsed (a JSON Schema is arbitrary JSON)."""
+    schema: JsonObject = json.loads(schema_text())
     return schema
 
 

@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from tfjsbuild.errors import Problem
+from tfjsbuild.files.json_types import JsonObject
 
 MANIFEST_NAME = "tfjs-build.yaml"
 SOURCE_KINDS = ("saved_model", "keras", "python")
@@ -71,7 +72,10 @@ class ConverterOptions:
     metadata_json: str = "{}"
 
     @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any]) -> ConverterOptions:
+    def from_json_dict(cls, raw: Mapping[str, Any]) -> ConverterOptions:
+        """From a schema-checked `options` mapping of the manifest (or the API's keywords): the
+        one place options become typed. A key left out takes the converter's default."""
+        raw = {**BUILTIN_OPTIONS, **raw}
         quantization = tuple(
             (dtype, tuple(globs)) for dtype, globs in sorted(raw["quantization"].items())
         )
@@ -86,8 +90,9 @@ class ConverterOptions:
         )
 
     @property
-    def metadata(self) -> dict[str, Any]:
-        value: dict[str, Any] = json.loads(self.metadata_json)
+    def metadata(self) -> JsonObject:
+        """The user's metadata for model.json: arbitrary JSON."""
+        value: JsonObject = json.loads(self.metadata_json)
         return value
 
     def as_dict(self) -> dict[str, Any]:

@@ -77,7 +77,7 @@ class SignatureFingerprint:
 
     digest: str
     parts: FingerprintParts  # compared to a record's parts to explain a rebuild
-    options: Mapping[str, Any]  # effective converter options, compared key by key for reasons
+    options: ConverterOptions  # effective converter options, compared key by key for reasons
     # Not hashed, only compared to explain a change: the graph hash and each capture's digest
     # by name (names change between identical Keras exports; the digest must not).
     details: Mapping[str, str] = field(default_factory=dict)
@@ -130,7 +130,7 @@ def fingerprint_signature(
     return SignatureFingerprint(
         digest=sha256_text(canonical_json(parts.as_dict())),
         parts=parts,
-        options=options.as_dict(),
+        options=options,
         details=dict(details or {}),
         verify=dict(verify or {}),
     )

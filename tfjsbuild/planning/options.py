@@ -10,7 +10,7 @@ from typing import Any
 from tfjsbuild.errors import UsageError
 from tfjsbuild.manifest.rules import non_finite_numbers
 from tfjsbuild.manifest.schema import manifest_schema
-from tfjsbuild.manifest.types import BUILTIN_OPTIONS, ConverterOptions
+from tfjsbuild.manifest.types import ConverterOptions
 from tfjsbuild.manifest.yaml_positions import format_key_path
 
 
@@ -30,4 +30,4 @@ def converter_options(**options: Any) -> ConverterOptions:
             f"invalid converter option {format_key_path(path)}: {value} is not a finite number "
             "(model.json is JSON, which has no NaN or infinity)"
         )
-    return ConverterOptions.from_mapping({**BUILTIN_OPTIONS, **options})
+    return ConverterOptions.from_json_dict(options)

@@ -145,14 +145,14 @@ def _fingerprints(
         entry = by_signature.get(target.signature) or by_signature["*"]
         source = target.source
         fingerprints[target.key] = fingerprint_signature(
-            source=entry["digest"],
-            source_kind=entry["kind"],
+            source=entry.digest,
+            source_kind=entry.kind,
             signature=target.signature,
             tags=kind_of(source).tags(source),
             options=target.options,
             output=target.output,
             tools=tools[source.kind],
-            details=entry["details"],
+            details=entry.details,
             format=kind_of(source).output_format(source),
             verify=_verification_inputs(target, manifest.root, stat_cache),
         )

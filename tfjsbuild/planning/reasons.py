@@ -48,8 +48,9 @@ def conversion_reasons(fingerprint: SignatureFingerprint, record: SignatureRecor
         reasons.append(f"tags changed: {before.get('tags')} -> {now.tags}")
     if before.get("options") != now.options:
         changed = option_changes(
-            {k: v for k, v in record.options.items() if k != "verify"},
-            {k: v for k, v in fingerprint.options.items() if k != "verify"},
+            # An older record may hold `verify` (before fingerprint scheme 2): not an option.
+            {k: v for k, v in record.options.to_json_dict().items() if k != "verify"},
+            fingerprint.options.as_dict(),
         )
         reasons.append(f"options changed: {', '.join(changed) or 'options'}")
     if before.get("output") != now.output:

@@ -1,7 +1,7 @@
-"""Text for people, through rich: build progress as it happens, the plan, the summary and the
-report table.
+"""Text for people, through rich: build progress as it happens, the plan, the summary, the
+report table and what `inspect` found.
 
-Everything here takes typed values (plan items, results, report rows) and prints them to the
+Everything here takes typed values (plan items, results, report rows, source descriptions) and prints them to the
 `Console` it is given. Nothing here reads files, writes anything but that console, or decides
 what to build or whether a build passed: those decisions arrive made, in the values.
 """
@@ -18,6 +18,8 @@ from tfjsbuild.building.results import ReportRow, SignatureResult
 from tfjsbuild.files.artifacts import format_bytes
 from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.render.words import quantization_text, verification_text
+from tfjsbuild.sources.description import SavedModelDescription, SourceDescription
+from tfjsbuild.sources.registry import kind_of
 
 # The outcomes of the conversions and verifications build_started counted: each is one step of
 # the progress bar.
@@ -223,3 +225,53 @@ def print_report(console: Console, rows: Sequence[ReportRow]) -> None:
     console.print(table)
     total = sum(row.bytes for row in rows)
     console.print(f"{len(rows)} signatures, {format_bytes(total)} in all")
+
+
+def print_saved_model(console: Console, description: SavedModelDescription) -> None:
+    """`tfjs-build inspect` of a SavedModel: tag sets, signatures, tensors, graph fingerprints."""
+    # Everything below comes from the model file: escaped, as rich would read `[x]` as markup.
+    console.print(f"SavedModel {escape(str(description.path))}")
+    for meta in description.meta_graphs:
+        console.print(f"  tags: {escape(', '.join(meta.tags)) or '(none)'}")
+        if meta.fingerprint_fallback:
+            console.print(f"  fingerprint: whole model ({escape(meta.fingerprint_fallback)})")
+        for described in meta.signatures:
+            sig, graph = described.signature, described.fingerprint
+            console.print(f"    signature [bold]{escape(sig.name)}[/bold]")
+            _print_tensors(console, [t.as_dict() for t in sig.inputs], "input")
+            _print_tensors(console, [t.as_dict() for t in sig.outputs], "output")
+            if graph is not None:
+                console.print(f"      fingerprint {graph.digest[:16]}  graph {graph.graph[:16]}")
+                for capture in graph.captures:
+                    console.print(
+                        f"        {capture.kind:<9} {escape(capture.name)}  {capture.digest[:24]}"
+                    )
+
+
+def print_source(console: Console, shown: str, description: SourceDescription) -> None:
+    """`tfjs-build inspect` of a Keras file or Python source the user named as `shown`."""
+    source = description.source
+    console.print(escape(kind_of(source).inspect_heading(shown, description.fields_json)))
+    console.print(f"  fingerprint {description.fingerprint[:16]}")
+    for sig in description.signatures:
+        console.print(f"    signature [bold]{escape(sig.name)}[/bold]")
+        if sig.error is not None:
+            console.print(f"      [red]{escape(sig.error)}[/red]")
+            continue
+        _print_tensors(console, [t.to_json_dict() for t in sig.inputs], "input")
+        _print_tensors(console, [t.to_json_dict() for t in sig.outputs], "output")
+
+
+def _print_tensors(console: Console, tensors: Sequence[Mapping[str, Any]], side: str) -> None:
+    for tensor in tensors:
+        console.print(f"      {side:<6} {_tensor_text(tensor)}")
+
+
+def _tensor_text(tensor: Mapping[str, Any]) -> str:
+    """`name: dtype [shape]`, escaped for rich (names come from the model)."""
+    shape = "unknown rank" if tensor["shape"] is None else _shape(tensor["shape"])
+    return escape(f"{tensor['name']}: {tensor['dtype']} {shape}")
+
+
+def _shape(shape: Sequence[int | None]) -> str:
+    return "[" + ", ".join("?" if dim is None else str(dim) for dim in shape) + "]"

@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from tfjsbuild.building.results import SignatureResult
-from tfjsbuild.errors import (
-    EXIT_FAILED,
-    EXIT_OK,
-    LockHeldError,
-    ManifestError,
-    TfjsBuildError,
-    UsageError,
-)
+from tfjsbuild.errors import EXIT_FAILED, EXIT_OK, ManifestError, error_kind
+from tfjsbuild.files.artifacts import tensor_specs_json
 from tfjsbuild.planning.plan import PlanItem
+from tfjsbuild.sources.description import (
+    DescribedSignature,
+    SavedModelDescription,
+    SourceDescription,
+    TracedSignature,
+)
 
 JSON_REPORT_VERSION = 1
 
@@ -81,6 +81,62 @@ def command_json(payload: Mapping[str, Any], *, exit_code: int = EXIT_OK) -> str
     return _dumps({**_outcome(exit_code), **payload})
 
 
+def saved_model_json(description: SavedModelDescription) -> str:
+    """`inspect --json` of a SavedModel."""
+    return command_json(
+        {
+            "path": str(description.path),
+            "meta_graphs": [
+                {
+                    "tags": list(meta.tags),
+                    "fingerprint_fallback": meta.fingerprint_fallback,
+                    "signatures": [_described_signature_json(sig) for sig in meta.signatures],
+                }
+                for meta in description.meta_graphs
+            ],
+        }
+    )
+
+
+def _described_signature_json(described: DescribedSignature) -> dict[str, Any]:
+    sig, graph = described.signature, described.fingerprint
+    return {
+        "name": sig.name,
+        "inputs": [t.as_dict() for t in sig.inputs],
+        "outputs": [t.as_dict() for t in sig.outputs],
+        "fingerprint": None
+        if graph is None
+        else {
+            "digest": graph.digest,
+            "graph": graph.graph,
+            "captures": [
+                {"kind": c.kind, "name": c.name, "digest": c.digest} for c in graph.captures
+            ],
+        },
+    }
+
+
+def source_json(description: SourceDescription) -> str:
+    """`inspect --json` of a Keras file or a Python source."""
+    payload: dict[str, Any] = {
+        "kind": description.source.kind,
+        "fingerprint": description.fingerprint,
+    }
+    payload.update(description.fields_json)
+    payload["signatures"] = [_traced_signature_json(sig) for sig in description.signatures]
+    return command_json(payload)
+
+
+def _traced_signature_json(traced: TracedSignature) -> dict[str, Any]:
+    if traced.error is not None:
+        return {"name": traced.name, "error": traced.error}
+    return {
+        "name": traced.name,
+        "inputs": tensor_specs_json(traced.inputs),
+        "outputs": tensor_specs_json(traced.outputs),
+    }
+
+
 def error_json(error: BaseException, *, exit_code: int, message: str) -> str:
     """The --json output of a command that ended in an error instead of its report: the same
     version, ok and exit_code as a report, then what went wrong (the text stderr shows)."""
@@ -103,22 +159,6 @@ def error_json(error: BaseException, *, exit_code: int, message: str) -> str:
         },
     }
     return _dumps(payload)
-
-
-def error_kind(error: BaseException) -> str:
-    """What a script may branch on: manifest, usage, lock (retry later), build, interrupted,
-    or internal (a bug in tfjs-build)."""
-    if isinstance(error, ManifestError):
-        return "manifest"
-    if isinstance(error, UsageError):
-        return "usage"
-    if isinstance(error, LockHeldError):
-        return "lock"
-    if isinstance(error, TfjsBuildError):
-        return "build"
-    if isinstance(error, KeyboardInterrupt):
-        return "interrupted"
-    return "internal"
 
 
 def _outcome(exit_code: int) -> dict[str, Any]:

@@ -9,18 +9,84 @@ package imports TensorFlow, Keras or the user's code (loading a source is the wo
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from tfjsbuild.files.json_types import JsonObject
+from tfjsbuild.files.readback import InvalidData, as_dict, as_list, as_str, as_str_dict
 from tfjsbuild.manifest.types import SavedModelSource, Source
 from tfjsbuild.sources.digest import StatCache
 
-SourceEntry = dict[str, Any]  # {"digest", "kind", "details"}: plain, so it goes into the state
 # Names a SavedModel's signatures (raising SavedModelError); the plan's caches them in the state.
 SignatureLister = Callable[[SavedModelSource], list[str]]
 
 S_contra = TypeVar("S_contra", contravariant=True)
+
+
+@dataclass(frozen=True)
+class SourceEntry:
+    """What one signature's output depends on in its source, as the plan and the state keep it."""
+
+    digest: str
+    # Which fingerprint took it: graph, graph-paranoid, whole-model, keras-content, ...
+    kind: str
+    # Not hashed, only compared to explain a change: the graph's and each capture's digest
+    # ("graph", "<kind> <name>"), or why a whole-model fingerprint was taken.
+    details: dict[str, str] = field(default_factory=dict)
+
+    def to_json_dict(self) -> JsonObject:
+        """As the state file's graph cache writes it."""
+        return {"digest": self.digest, "kind": self.kind, "details": dict(self.details)}
+
+    @classmethod
+    def from_json_dict(cls, value: Any, where: str) -> SourceEntry:
+        """An entry read back from the state (untrusted), checked; raises InvalidData."""
+        entry = as_dict(value, where)
+        return cls(
+            digest=as_str(entry.get("digest"), "digest"),
+            kind=as_str(entry.get("kind"), "kind"),
+            details=as_str_dict(entry.get("details", {}), "details"),
+        )
+
+
+@dataclass(frozen=True)
+class GraphCacheEntry:
+    """What the state keeps of one SavedModel under its content digest (`saved_model.py`): its
+    signature names and each signature's graph fingerprint, each None until first asked for."""
+
+    names: tuple[str, ...] | None = None
+    sources: Mapping[str, SourceEntry] | None = None  # "*": the whole model stands for all
+
+    def to_json_dict(self) -> JsonObject:
+        """As the state file writes it: {"names": [...], "sources": {name: entry}}, each key
+        only once known."""
+        data: JsonObject = {}
+        if self.names is not None:
+            data["names"] = list(self.names)
+        if self.sources is not None:
+            data["sources"] = {name: e.to_json_dict() for name, e in self.sources.items()}
+        return data
+
+    @classmethod
+    def from_json_dict(cls, value: Any) -> GraphCacheEntry:
+        """An entry read back from the state (untrusted), checked; raises InvalidData."""
+        entry = as_dict(value, "")
+        names = None
+        if "names" in entry:
+            names = tuple(as_str(name, "names") for name in as_list(entry["names"], "names"))
+        if "sources" not in entry:
+            return cls(names)
+        sources = {
+            name: SourceEntry.from_json_dict(item, name)
+            for name, item in as_dict(entry["sources"], "sources").items()
+        }
+        # Every signature listed must have a fingerprint (or the whole model stands for all).
+        if names is None:
+            raise InvalidData("names", "missing")
+        if "*" not in sources and not set(names) <= set(sources):
+            raise InvalidData("sources", "a listed signature has no fingerprint")
+        return cls(names, sources)
 
 
 @dataclass(frozen=True)
@@ -40,8 +106,12 @@ class SourceCache(Protocol):
 
     def digest(self, source: Source) -> str: ...
 
-    def cached(self, key: str) -> dict[str, Any]:
+    def cached(self, key: str) -> GraphCacheEntry:
         """The state's entry under `key` (empty if new), carried into the next state."""
+        ...
+
+    def remember(self, key: str, entry: GraphCacheEntry) -> None:
+        """Carry `entry` into the next state under `key`, in place of what `cached` gave."""
         ...
 
 

@@ -104,7 +104,7 @@ class KerasKind:
         if saved_model is not None:
             # A tf.keras SavedModel folder converted to a graph model: its graph fingerprint.
             return SAVED_MODEL.signature_sources(saved_model, cache)
-        return {"*": {"digest": cache.digest(source), "kind": "keras-content", "details": {}}}
+        return {"*": SourceEntry(cache.digest(source), "keras-content")}
 
     def tags(self, source: KerasSource) -> tuple[str, ...]:
         return ()

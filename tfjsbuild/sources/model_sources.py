@@ -8,10 +8,10 @@ the parent writes the state.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 from tfjsbuild.manifest.types import SavedModelSource, Source
-from tfjsbuild.sources.base import SourceEntry
+from tfjsbuild.sources.base import GraphCacheEntry, SourceEntry
 from tfjsbuild.sources.digest import StatCache
 from tfjsbuild.sources.registry import kind_of
 from tfjsbuild.sources.saved_model import SAVED_MODEL
@@ -23,14 +23,14 @@ class ModelSources:
     def __init__(
         self,
         stat_cache: StatCache,
-        previous: dict[str, dict[str, Any]],
+        previous: Mapping[str, GraphCacheEntry],
         *,
         paranoid: bool,
     ) -> None:
         self.stat_cache = stat_cache
         self.previous = previous
         self.paranoid = paranoid
-        self.used: dict[str, dict[str, Any]] = {}
+        self.used: dict[str, GraphCacheEntry] = {}
         self._digests: dict[Source, str] = {}  # each source is walked once per plan
 
     def digest(self, source: Source) -> str:
@@ -40,10 +40,13 @@ class ModelSources:
             )
         return self._digests[source]
 
-    def cached(self, key: str) -> dict[str, Any]:
+    def cached(self, key: str) -> GraphCacheEntry:
         if key not in self.used:
-            self.used[key] = dict(self.previous.get(key, {}))
+            self.used[key] = self.previous.get(key, GraphCacheEntry())
         return self.used[key]
+
+    def remember(self, key: str, entry: GraphCacheEntry) -> None:
+        self.used[key] = entry
 
     def signature_names(self, source: SavedModelSource) -> list[str]:
         """A `planning.targets` lister: the SavedModel's signatures, cached in the state."""

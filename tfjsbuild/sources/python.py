@@ -63,7 +63,7 @@ class PythonKind:
         return sha256_text(f"python:{source.target}\n" + "\n".join(lines))
 
     def signature_sources(self, source: PythonSource, cache: SourceCache) -> dict[str, SourceEntry]:
-        return {"*": {"digest": cache.digest(source), "kind": "python-content", "details": {}}}
+        return {"*": SourceEntry(cache.digest(source), "python-content")}
 
     def tags(self, source: PythonSource) -> tuple[str, ...]:
         return ()

@@ -7,6 +7,7 @@ Its signatures are listed and its graphs fingerprinted from the files (`saved_mo
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,23 +47,14 @@ def saved_model_sources(
     try:
         graphs = signature_graphs(path, tags, stat_cache, paranoid=paranoid)
     except GraphFingerprintError as error:
-        return {
-            "*": {
-                "digest": model_digest,
-                "kind": WHOLE_MODEL,
-                "details": {"whole model": str(error)},
-            }
-        }
+        return {"*": SourceEntry(model_digest, WHOLE_MODEL, {"whole model": str(error)})}
     kind = "graph-paranoid" if paranoid else "graph"
     return {
-        name: {
-            "digest": graph.digest,
-            "kind": kind,
-            "details": {
-                "graph": graph.graph,
-                **{f"{c.kind} {c.name}": c.digest for c in graph.captures},
-            },
-        }
+        name: SourceEntry(
+            graph.digest,
+            kind,
+            {"graph": graph.graph, **{f"{c.kind} {c.name}": c.digest for c in graph.captures}},
+        )
         for name, graph in graphs.items()
     }
 
@@ -108,29 +100,38 @@ class SavedModelKind:
         """Every file, by relative path and content (data shards by size unless `paranoid`)."""
         return path_digest(source.path, stat_cache, None if paranoid else DATA_SHARDS)
 
-    def cached(self, source: SavedModelSource, cache: SourceCache) -> tuple[str, dict[str, Any]]:
-        """The source's digest, and the state's entry for it: names and fingerprints are cached
-        under the content digest, so an unchanged model is neither parsed nor walked again."""
+    def cache_key(self, source: SavedModelSource, cache: SourceCache) -> tuple[str, str]:
+        """The source's digest, and the key of the state's entry for it: names and fingerprints
+        are cached under the content digest, so an unchanged model is neither parsed nor walked
+        again."""
         digest = cache.digest(source)
         key = f"{digest}:{','.join(source.tags)}:{'paranoid' if cache.paranoid else 'crc32c'}"
-        return digest, cache.cached(key)
+        return digest, key
 
     def cached_signature_names(self, source: SavedModelSource, cache: SourceCache) -> list[str]:
-        _, entry = self.cached(source, cache)
-        if "names" not in entry:
-            entry["names"] = list_signatures(source)
-        return list(entry["names"])
+        _, key = self.cache_key(source, cache)
+        entry = cache.cached(key)
+        if entry.names is None:
+            entry = replace(entry, names=tuple(list_signatures(source)))
+            cache.remember(key, entry)
+        assert entry.names is not None
+        return list(entry.names)
 
     def signature_sources(
         self, source: SavedModelSource, cache: SourceCache
     ) -> dict[str, SourceEntry]:
-        digest, entry = self.cached(source, cache)
-        if "sources" not in entry:
-            entry["sources"] = saved_model_sources(
-                source.path, source.tags, digest, cache.stat_cache, paranoid=cache.paranoid
+        digest, key = self.cache_key(source, cache)
+        entry = cache.cached(key)
+        if entry.sources is None:
+            entry = replace(
+                entry,
+                sources=saved_model_sources(
+                    source.path, source.tags, digest, cache.stat_cache, paranoid=cache.paranoid
+                ),
             )
-        sources: dict[str, SourceEntry] = entry["sources"]
-        return sources
+            cache.remember(key, entry)
+        assert entry.sources is not None
+        return dict(entry.sources)
 
     def tags(self, source: SavedModelSource) -> tuple[str, ...]:
         return source.tags

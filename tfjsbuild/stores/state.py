@@ -12,9 +12,10 @@ import json
 import os
 import posixpath
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tfjsbuild.errors import BuildError
 from tfjsbuild.files.artifacts import (
@@ -26,6 +27,7 @@ from tfjsbuild.files.artifacts import (
 )
 from tfjsbuild.files.atomic import write_atomically
 from tfjsbuild.files.filesystem import refusals_reported
+from tfjsbuild.files.json_types import JsonObject
 from tfjsbuild.files.readback import (
     InvalidData,
     as_dict,
@@ -41,6 +43,10 @@ from tfjsbuild.files.readback import (
     verified_with,
 )
 from tfjsbuild.manifest.types import STATE_ROOT
+from tfjsbuild.sources.base import GraphCacheEntry
+from tfjsbuild.stores.recorded_options import RecordedOptions
+
+T = TypeVar("T")
 
 STATE_VERSION = 1
 STATE_FILE = "state.json"
@@ -66,7 +72,7 @@ class SignatureRecord:
     output: str  # relative to the manifest's folder, POSIX separators
     fingerprint: str
     parts: dict[str, str]
-    options: dict[str, Any]
+    options: RecordedOptions
     files: tuple[RecordedFile, ...]
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
@@ -90,6 +96,7 @@ class SignatureRecord:
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types (lists, not tuples), so it compares equal to what was loaded."""
         data = asdict(self)
+        data["options"] = self.options.to_json_dict()
         data["files"] = [asdict(f) for f in self.files]
         data["inputs"] = tensor_specs_json(self.inputs)
         data["outputs"] = tensor_specs_json(self.outputs)
@@ -106,7 +113,7 @@ class SignatureRecord:
             output=recorded_output(record.get("output"), f"{where}.output"),
             fingerprint=as_sha256(record.get("fingerprint"), f"{where}.fingerprint"),
             parts=as_str_dict(record.get("parts"), f"{where}.parts"),
-            options=_recorded_options(record.get("options"), f"{where}.options"),
+            options=RecordedOptions.from_json_dict(record.get("options"), f"{where}.options"),
             files=tuple(
                 _recorded_file(item, f"{where}.files[{index}]") for index, item in enumerate(files)
             ),
@@ -128,22 +135,6 @@ def _recorded_file(data: Any, where: str) -> RecordedFile:
         sha256=as_sha256(item.get("sha256"), f"{where}.sha256"),
         mtime_ns=as_int(item.get("mtime_ns"), f"{where}.mtime_ns", minimum=-(2**63)),
     )
-
-
-def _recorded_options(data: Any, where: str) -> dict[str, Any]:
-    """Effective converter options: compared key by key for reasons, quantization shown."""
-    options = dict(as_dict(data, where))
-    if "quantization" in options:
-        options["quantization"] = {
-            dtype: [
-                as_str(glob, f"{where}.quantization.{dtype}[{index}]")
-                for index, glob in enumerate(as_list(globs, f"{where}.quantization.{dtype}"))
-            ]
-            for dtype, globs in as_dict(options["quantization"], f"{where}.quantization").items()
-        }
-    if "verify" in options:
-        as_dict(options["verify"], f"{where}.verify")
-    return options
 
 
 def recorded_output(value: Any, where: str) -> str:
@@ -181,24 +172,25 @@ class BuildState:
     records: dict[str, SignatureRecord] = field(default_factory=dict)
     stat_cache: dict[str, list[Any]] = field(default_factory=dict)
     # source digest -> signature -> graph fingerprint: an unchanged model is not parsed again
-    graph_cache: dict[str, dict[str, Any]] = field(default_factory=dict)
+    graph_cache: dict[str, GraphCacheEntry] = field(default_factory=dict)
 
     # What the file held when loaded or last saved: an unchanged state is not serialised again.
-    saved_payload: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    saved_json: JsonObject | None = field(default=None, compare=False, repr=False)
     # A state file of the shared layout (`.tfjs-build/state.json`) this state was read from:
     # removed once this state is saved in the manifest's own folder.
     adopted_from: Path | None = field(default=None, compare=False, repr=False)
 
-    def to_payload(self) -> dict[str, Any]:
+    def to_json_dict(self) -> JsonObject:
+        """The state file's content: the one place the state becomes JSON."""
         return {
             "version": STATE_VERSION,
             "signatures": {key: record.to_json() for key, record in sorted(self.records.items())},
             "stat_cache": self.stat_cache,
-            "graph_cache": self.graph_cache,
+            "graph_cache": {key: entry.to_json_dict() for key, entry in self.graph_cache.items()},
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_payload(), sort_keys=True, indent=1, allow_nan=False) + "\n"
+        return json.dumps(self.to_json_dict(), sort_keys=True, indent=1, allow_nan=False) + "\n"
 
 
 def state_path(state_dir: Path) -> Path:
@@ -239,10 +231,10 @@ def load_state(
     records, warnings = _checked_records(payload["signatures"], path, root, output_dir, consequence)
     # Caches of digests: an entry that does not check out is simply computed again.
     stat_cache = _valid_entries(payload.get("stat_cache"), _stat_entry)
-    graph_cache = _valid_entries(payload.get("graph_cache"), _graph_entry)
-    state = BuildState(records, stat_cache, graph_cache, saved_payload=payload)
+    graph_cache = _valid_entries(payload.get("graph_cache"), GraphCacheEntry.from_json_dict)
+    state = BuildState(records, stat_cache, graph_cache, saved_json=payload)
     if adopted is not None:
-        state.saved_payload, state.adopted_from = None, adopted
+        state.saved_json, state.adopted_from = None, adopted
     return state, warnings
 
 
@@ -294,10 +286,10 @@ def _checked_records(
     return records, warnings
 
 
-def _valid_entries(data: Any, check: Any) -> dict[str, Any]:
+def _valid_entries(data: Any, check: Callable[[Any], T]) -> dict[str, T]:
     if not isinstance(data, dict):
         return {}
-    entries = {}
+    entries: dict[str, T] = {}
     for key, value in data.items():
         try:
             entries[as_str(key, "key")] = check(value)
@@ -319,37 +311,11 @@ def _stat_entry(value: Any) -> list[Any]:
     ]
 
 
-def _graph_entry(value: Any) -> dict[str, Any]:
-    """{"names": [...], "sources": {name: {digest, kind, details}}}, as `sources/saved_model.py` keeps them."""
-    entry = as_dict(value, "")
-    checked: dict[str, Any] = {}
-    if "names" in entry:
-        checked["names"] = [as_str(name, "names") for name in as_list(entry["names"], "names")]
-    if "sources" in entry:
-        checked["sources"] = {
-            name: {
-                "digest": as_str(source.get("digest"), "digest"),
-                "kind": as_str(source.get("kind"), "kind"),
-                "details": as_str_dict(source.get("details", {}), "details"),
-            }
-            for name, source in (
-                (name, as_dict(item, name))
-                for name, item in as_dict(entry["sources"], "sources").items()
-            )
-        }
-        # Every signature listed must have a fingerprint (or the whole model stands for all).
-        if "names" not in checked:
-            raise InvalidData("names", "missing")
-        if "*" not in checked["sources"] and not set(checked["names"]) <= set(checked["sources"]):
-            raise InvalidData("sources", "a listed signature has no fingerprint")
-    return checked
-
-
 def save_state(state_dir: Path, state: BuildState) -> bool:
     """Write the state if it changed; True when written."""
     path = state_path(state_dir)
-    payload = state.to_payload()
-    if payload == state.saved_payload and path.exists():
+    payload = state.to_json_dict()
+    if payload == state.saved_json and path.exists():
         return False
     text = json.dumps(payload, sort_keys=True, indent=1, allow_nan=False) + "\n"
     # The file is replaced whole or not at all: on failure it still describes the outputs of
@@ -362,7 +328,7 @@ def save_state(state_dir: Path, state: BuildState) -> bool:
         after="; the next run checks again what this one built but could not record",
     ):
         write_atomically(path, text)
-    state.saved_payload = payload
+    state.saved_json = payload
     if state.adopted_from is not None:
         # Saved in the manifest's own folder now: the shared file must not be adopted again.
         state.adopted_from.unlink(missing_ok=True)

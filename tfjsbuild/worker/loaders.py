@@ -13,8 +13,8 @@ from pathlib import Path
 
 from tfjsbuild.errors import SourceError
 from tfjsbuild.manifest.types import Source
+from tfjsbuild.sources.description import TracedSignature
 from tfjsbuild.worker import load_keras, load_python, load_saved_model
-from tfjsbuild.worker.described import DescribedSignature
 from tfjsbuild.worker.functions import concrete_function, function_tensors
 from tfjsbuild.worker.loaded import KindLoader, LoadedSource, user_error
 
@@ -50,17 +50,17 @@ def load(source: Source, model_key: str, scratch: Path) -> LoadedSource:
     return loaded
 
 
-def describe(source: Source, scratch: Path) -> tuple[DescribedSignature, ...]:
+def describe(source: Source, scratch: Path) -> tuple[TracedSignature, ...]:
     """Each signature a graph model build would convert, with its input and output tensors."""
     # `_loaded` keeps the functions' owner alive while they are traced.
     _loaded, functions = LOADERS[source.kind].describable(source, scratch)
-    described: list[DescribedSignature] = []
+    described: list[TracedSignature] = []
     for name, function in sorted(functions.items()):
         try:
             concrete = concrete_function(function)
         except Exception as error:  # ConversionError, or the user's code while tracing
-            described.append(DescribedSignature(name, error=user_error(error)))
+            described.append(TracedSignature(name, error=user_error(error)))
             continue
         inputs, outputs = function_tensors(concrete)
-        described.append(DescribedSignature(name, inputs, outputs))
+        described.append(TracedSignature(name, inputs, outputs))
     return tuple(described)
