@@ -8,7 +8,8 @@ what to build or whether a build passed: those decisions arrive made, in the val
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -18,6 +19,7 @@ from tfjsbuild.building.results import ReportRow, SignatureResult
 from tfjsbuild.files.artifacts import format_bytes
 from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.render.words import quantization_text, verification_text
+from tfjsbuild.verify.record import VerificationRecord
 
 # The outcomes of the conversions and verifications build_started counted: each is one step of
 # the progress bar.
@@ -126,11 +128,10 @@ def _result_line(result: SignatureResult) -> str | None:
     return None
 
 
-def _verified(verification: Mapping[str, Any] | None) -> str:
-    if verification is None:
-        return ""
-    error = verification.get("max_abs_error", 0.0)
-    return f"verified (max error {error:.1e})  " if isinstance(error, int | float) else ""
+def _verified(verification: VerificationRecord | None) -> str:
+    if verification is None or not math.isfinite(verification.max_abs_error):
+        return ""  # NaN or an infinity (only a failed check measures one) is not shown here
+    return f"verified (max error {verification.max_abs_error:.1e})  "
 
 
 class SilentReporter:
