@@ -100,7 +100,8 @@ class CacheEntry:
             )
         verification = verification_from_json(data.get("verification"), "verification")
         verified_with = request_from_json(data.get("verified_with"), "verified_with")
-        _check_promise(verification, verified_with)
+        # Checked on what the entry says, even settings this version would not have written.
+        _check_promise(verification, promised=data.get("verified_with") is not None)
         return cls(
             key,
             _entry_files(data.get("files")),
@@ -112,15 +113,13 @@ class CacheEntry:
         )
 
 
-def _check_promise(
-    verification: VerificationRecord | None, verified_with: VerificationRequest | None
-) -> None:
+def _check_promise(verification: VerificationRecord | None, *, promised: bool) -> None:
     """An entry carries the verification it promises: `verified_with` (which `serves` matches
     against what a build wants) comes with a verification, and that verification passed (this
     tool stores no other). One without `verified_with` promises nothing and serves only builds
     that verify nothing."""
     if verification is None:
-        if verified_with is not None:
+        if promised:
             raise InvalidData("verified_with", "is set, but the entry carries no verification")
         return
     if not verification.passed:
