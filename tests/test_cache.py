@@ -30,6 +30,7 @@ from tfjsbuild.stores.cache_entry import (
 from tfjsbuild.stores.cache_store import Store
 from tfjsbuild.stores.caches import first_entry, resolve_config
 from tfjsbuild.stores.state import load_state
+from tfjsbuild.verify.record import VerificationRequest, request_from_json, verification_from_json
 
 MANIFEST = """
 version: 1
@@ -48,6 +49,7 @@ VERIFICATION = {
     "max_abs_error": 2.4e-7,
     "outputs": {"value": {"max_abs_error": 2.4e-7, "max_rel_error": 4.5e-7, "passed": True}},
 }
+VERIFIED = verification_from_json(VERIFICATION, "verification")
 
 
 MODEL_JSON = {
@@ -96,30 +98,30 @@ def test_the_key_changes_with_everything_that_changes_the_output() -> None:
     # Where the output goes is not part of it: checkouts in other folders share entries.
     assert fingerprint(output="web/models/multi/classify") == base
     # Nor is verification: it does not change the bytes; an entry says what it was verified with.
-    assert fingerprint(verify={"samples": 3, "atol": 1.0, "rtol": 1e-3}) == base
+    assert fingerprint(verify=VerificationRequest(3, 1.0, 1e-3, None, "4.22.0")) == base
     assert fingerprint(verify=None) == base
 
 
 def test_an_entry_serves_only_the_verification_it_carries(tmp_path: Path) -> None:
-    wanted = {"samples": 3, "atol": 1e-4, "rtol": 1e-3, "inputs": None, "tfjs": "4.22.0"}
+    wanted = VerificationRequest(samples=3, atol=1e-4, rtol=1e-3, inputs=None, tfjs="4.22.0")
     output, built = _built_output(tmp_path)
-    verified = replace(built, verified_with=dict(wanted))
+    verified = replace(built, verified_with=wanted)
     unverified = replace(built, verification=None)
     # A build that verifies nothing (--no-verify, verify.enabled false) takes either.
-    assert serves(verified, {}) and serves(unverified, {})
+    assert serves(verified, None) and serves(unverified, None)
     assert serves(verified, wanted)
     assert not serves(unverified, wanted)
-    assert not serves(verified, {**wanted, "atol": 0.5})
-    assert not serves(verified, {**wanted, "tfjs": "4.23.0"})
+    assert not serves(verified, replace(wanted, atol=0.5))
+    assert not serves(verified, replace(wanted, tfjs="4.23.0"))
     assert not serves(built, wanted)  # verified, but not saying with what: no promise
-    failed = replace(verified, verification={**VERIFICATION, "passed": False})
+    failed = replace(verified, verification=replace(VERIFIED, passed=False))
     assert not serves(failed, wanted)
     # What it was verified with survives the round trip through the store's JSON.
     assert CacheEntry.from_json(verified.key, verified.to_json()) == verified
     assert CacheEntry.from_json(unverified.key, unverified.to_json()) == unverified
     store = Store(str(tmp_path / "cache"), "rw", "local")
     store.put(unverified, output)
-    assert first_entry([store], unverified.key, {}) == (store, unverified)
+    assert first_entry([store], unverified.key, None) == (store, unverified)
     assert first_entry([store], unverified.key, wanted) is None
 
 
@@ -130,7 +132,7 @@ def test_a_lookup_reads_only_and_a_restore_marks_the_entry_used(tmp_path: Path) 
     store.put(entry, output)
     path = tmp_path / "cache/entries" / entry.key[:2] / f"{entry.key}.json"
     os.utime(path, ns=(1_000_000_000, 1_000_000_000))
-    assert first_entry([store], entry.key, {}) == (store, entry)
+    assert first_entry([store], entry.key, None) == (store, entry)
     assert path.stat().st_mtime_ns == 1_000_000_000
     store.mark_used(entry.key)
     assert path.stat().st_mtime_ns > 1_000_000_000
@@ -138,7 +140,9 @@ def test_a_lookup_reads_only_and_a_restore_marks_the_entry_used(tmp_path: Path) 
 
 def test_an_entry_that_breaks_its_verification_promise_is_invalid(tmp_path: Path) -> None:
     wanted = {"samples": 3, "atol": 1e-4, "rtol": 1e-3, "inputs": None, "tfjs": "4.22.0"}
-    entry = replace(_built_output(tmp_path)[1], verified_with=dict(wanted))
+    entry = replace(
+        _built_output(tmp_path)[1], verified_with=request_from_json(wanted, "verified_with")
+    )
     good = json.loads(entry.to_json())
 
     def problem(text: str, signature_key: str | None = None) -> str:
@@ -210,7 +214,7 @@ def test_a_store_never_restores_a_corrupt_or_partial_entry(tmp_path: Path) -> No
     from tfjsbuild.files.artifacts import check_graph_model
 
     files = check_graph_model(output).files
-    entry = CacheEntry("ab" * 32, files, (), (), VERIFICATION, 1.5)
+    entry = CacheEntry("ab" * 32, files, (), (), VERIFIED, 1.5)
     store = Store(str(tmp_path / "cache"), "rw", "local")
     assert store.get(entry.key) is None
     store.put(entry, output)
@@ -252,7 +256,7 @@ def _built_output(folder: Path) -> tuple[Path, CacheEntry]:
     (output / "model.json").write_text(json.dumps(MODEL_JSON))
     (output / "group1-shard1of1.bin").write_bytes(b"\x01" * 64)
     files = check_graph_model(output).files
-    return output, CacheEntry("ab" * 32, files, (), (), VERIFICATION, 1.5)
+    return output, CacheEntry("ab" * 32, files, (), (), VERIFIED, 1.5)
 
 
 def _messages(caught: pytest.WarningsRecorder) -> list[str]:
@@ -469,9 +473,10 @@ def test_an_entry_carries_the_verification_it_promises(
     assert [r.status for r in tfjsbuild.build([alice]).results] == ["verified"]
     entry = _entry_json(shared)
     recorded = load_state(alice.parent / STATE)[0].records["multi:regress"]
-    assert entry["verification"] == recorded.verification
-    assert recorded.verified_with is not None and recorded.verified_with["atol"] == 1e-4
-    assert entry["verified_with"] == recorded.verified_with
+    assert recorded.verification is not None
+    assert entry["verification"] == recorded.verification.to_json_dict()
+    assert recorded.verified_with is not None and recorded.verified_with.atol == 1e-4
+    assert entry["verified_with"] == recorded.verified_with.to_json_dict()
     restored = tfjsbuild.build([bob])
     assert [(r.status, r.cache) for r in restored.results] == [("restored", "local")]
     bob_record = load_state(bob.parent / STATE)[0].records["multi:regress"]

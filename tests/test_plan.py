@@ -12,6 +12,7 @@ from tfjsbuild.planning.reasons import option_changes
 from tfjsbuild.planning.targets import Target
 from tfjsbuild.stores.recorded_options import RecordedOptions
 from tfjsbuild.stores.state import SignatureRecord
+from tfjsbuild.verify.record import VerificationRecord, request_from_json
 
 MANIFEST = Path("/p/tfjs-build.yaml")
 DEFAULT_OPTIONS = ConverterOptions()
@@ -211,7 +212,9 @@ def test_whole_model_fallback_says_why() -> None:
 
 
 VERIFY = {"samples": 3, "atol": 1e-4, "rtol": 1e-3, "inputs": None, "tfjs": "4.22.0"}
-PASSED = {"passed": True, "samples": 3, "atol": 1e-4, "rtol": 1e-3, "max_abs_error": 0.0}
+PASSED = VerificationRecord(
+    passed=True, samples=3, inputs="generated", atol=1e-4, rtol=1e-3, max_abs_error=0.0
+)
 
 
 def verified_plan(
@@ -231,12 +234,12 @@ def verified_plan(
         options=t.options,
         output=t.output,
         tools=TOOLS,
-        verify=now_verify,
+        verify=request_from_json(now_verify, "now") if now_verify else None,
     )
     old = replace(
         record(t),
-        verification=None if record_verify is None else dict(PASSED),
-        verified_with=record_verify,
+        verification=None if record_verify is None else PASSED,
+        verified_with=request_from_json(record_verify, "record"),
     )
     changes = kwargs.pop("changes", {})
     items = plan_build(MANIFEST, [t], {t.key: fp}, changes, {t.key: old}, verify=verify, **kwargs)  # type: ignore[arg-type]
@@ -278,7 +281,7 @@ def test_a_record_of_an_older_fingerprint_scheme_rebuilds_once_saying_so() -> No
         fingerprint="0" * 64,
         parts={**now.parts, "scheme": "1", "verify": "9" * 64},
         options=RecordedOptions({**now.options.as_dict(), "verify": {"samples": 3, "atol": 1e-4}}),
-        verification=dict(PASSED),
+        verification=PASSED,
     )
     items = plan_build(MANIFEST, [t], {t.key: now}, {}, {t.key: old})
     assert [(i.action, i.reasons) for i in items] == [
@@ -301,13 +304,13 @@ def test_a_recorded_verification_of_another_shape_is_verified_again_not_a_crash(
         options=t.options,
         output=t.output,
         tools=TOOLS,
-        verify=VERIFY,
+        verify=request_from_json(VERIFY, "now"),
     )
     for verification, verified_with in [
-        (5, dict(VERIFY)),
-        ({**PASSED, "passed": "yes"}, dict(VERIFY)),
-        (dict(PASSED), 5),
-        (dict(PASSED), ["atol"]),
+        (5, request_from_json(VERIFY, "record")),
+        (replace(PASSED, passed="yes"), request_from_json(VERIFY, "record")),
+        (PASSED, 5),
+        (PASSED, ["atol"]),
     ]:
         odd = replace(record(t), verification=verification, verified_with=verified_with)
         (item,) = plan_build(MANIFEST, [t], {t.key: now}, {}, {t.key: odd})

@@ -64,7 +64,7 @@ def test_the_example_built_by_ray_equals_the_local_build(tmp_path: Path, ray_clu
     }
     assert len(by_ray.results) == 8
     # Verified in the Ray workers too, and the same bytes on disk.
-    assert all(r.verification and r.verification["passed"] for r in by_ray.results)
+    assert all(r.verification and r.verification.passed for r in by_ray.results)
     assert files(remote.parent / "web/models") == files(local.parent / "web/models")
     assert not (
         remote.parent / ".tfjs-build/manifests/tfjs-build.yaml/worker.log"

@@ -7,6 +7,7 @@ import pytest
 
 from tfjsbuild.files import readback
 from tfjsbuild.files.readback import InvalidData
+from tfjsbuild.verify.record import verification_from_json
 
 
 @pytest.mark.parametrize(
@@ -79,11 +80,12 @@ def test_verification_records() -> None:
         "max_abs_error": 1e-7,
         "outputs": {"y": {"max_abs_error": 1e-7, "max_rel_error": 0.0, "passed": True}},
     }
-    assert readback.verification(good, "v") == good
-    assert readback.verification(None, "v") is None
+    checked = verification_from_json(good, "v")
+    assert checked is not None and checked.to_json_dict() == good
+    assert verification_from_json(None, "v") is None
     with pytest.raises(InvalidData) as caught:
-        readback.verification(5, "v")
+        verification_from_json(5, "v")
     assert str(caught.value) == "v: expected an object, got int"
     with pytest.raises(InvalidData) as caught:
-        readback.verification({**good, "passed": "yes"}, "v")
+        verification_from_json({**good, "passed": "yes"}, "v")
     assert str(caught.value) == "v.passed: expected true or false, got a string"

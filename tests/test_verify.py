@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +23,13 @@ from tfjsbuild.stores.state import load_state
 from tfjsbuild.verify.compare import (
     UNKNOWN_DIM,
     OutputComparison,
+    Verification,
     VerificationError,
     compare,
     generate_inputs,
     load_inputs,
 )
+from tfjsbuild.verify.record import VerificationRecord
 from tfjsbuild.worker.task import LOADING, VERIFYING, ConversionOutcome, ConversionTask, run_task
 
 SPECS = [
@@ -88,7 +91,8 @@ def test_compare_handles_non_finite_values() -> None:
     overflow = [{"y": np.array([np.nan, np.inf, np.inf], "float32")}]
     (result,) = compare(want, overflow, 1.0, 1.0)
     assert not result.passed and result.max_abs_error == np.inf
-    assert result.as_dict()["max_abs_error"] == "Infinity"
+    recorded = Verification.judged([result], 1, "generated", 1.0, 1.0, kept="").as_record()
+    assert recorded.to_json_dict()["outputs"]["y"]["max_abs_error"] == "Infinity"
     with pytest.raises(VerificationError, match=r"output 'y' has shape \[2\] in TensorFlow.js"):
         compare(want, [{"y": np.zeros(2)}], 1.0, 1.0)
 
@@ -101,7 +105,7 @@ models:
 """
 
 
-def record(root: Path, key: str) -> dict[str, object] | None:
+def record(root: Path, key: str) -> VerificationRecord | None:
     state, _ = load_state(root / ".tfjs-build/manifests/tfjs-build.yaml")
     return state.records[key].verification
 
@@ -119,10 +123,10 @@ def test_a_float32_build_is_verified_and_recorded(
     (built,) = result.results
     verification = built.verification
     assert verification is not None
-    assert verification["passed"] is True
-    assert verification["samples"] == 4 and verification["inputs"] == "generated"
-    assert verification["outputs"]["y"]["passed"] is True
-    assert float(verification["max_abs_error"]) < 1e-5
+    assert verification.passed is True
+    assert verification.samples == 4 and verification.inputs == "generated"
+    assert verification.to_json_dict()["outputs"]["y"]["passed"] is True
+    assert verification.max_abs_error < 1e-5
     assert record(manifest.parent, "wide:serving_default") == verification
     index = json.loads((manifest.parent / "dist/tfjs-build.json").read_text())
     assert index["models"]["wide"]["serving_default"]["verification"]["passed"] is True
@@ -151,7 +155,7 @@ def test_uint8_that_breaks_the_model_fails_and_keeps_the_previous_output(
     assert "(allowed: atol 0.0001 + rtol 0.001 x |expected|). The previous output is kept." in (
         failed.error
     )
-    assert failed.verification is not None and failed.verification["passed"] is False
+    assert failed.verification is not None and failed.verification.passed is False
     # The previous output and state stay as they were; the next run tries again.
     assert (root / "dist/wide/serving_default/group1-shard1of1.bin").read_bytes() == before
     assert (root / ".tfjs-build/manifests/tfjs-build.yaml/state.json").read_text() == state_before
@@ -176,7 +180,7 @@ def test_float16_overflow_is_caught(
     result = tfjsbuild.build([manifest])
     (failed,) = result.failed
     assert failed.verification is not None
-    assert failed.verification["outputs"]["y"]["max_abs_error"] == "Infinity"
+    assert failed.verification.to_json_dict()["outputs"]["y"]["max_abs_error"] == "Infinity"
     assert "output 'y' differs by up to inf" in (failed.error or "")
     assert not (manifest.parent / "dist/wide").exists()
 
@@ -199,8 +203,8 @@ def test_real_inputs_and_no_verify(
     assert [r.status for r in result.results] == ["verified"]
     verification = record(root, "wide:serving_default")
     assert verification is not None
-    assert verification["inputs"] == str(root / "samples.npz")
-    assert verification["samples"] == 1
+    assert verification.inputs == str(root / "samples.npz")
+    assert verification.samples == 1
     # Other sample inputs: verified again.
     np.savez(root / "samples.npz", x=np.full([5, 8], -0.5, "float32"))
     assert [(i.action, i.reasons) for i in tfjsbuild.plan([manifest]).items] == [
@@ -516,11 +520,11 @@ def test_no_verify_builds_are_verified_later_without_converting(
     assert verified.status == "verified" and verified.item.action == "verify"
     assert verified.timings is not None and set(verified.timings) == {"load", "verify"}
     assert files_with_mtimes(output) == before  # not converted, not touched
-    assert verified.verification is not None and verified.verification["passed"] is True
+    assert verified.verification is not None and verified.verification.passed is True
     state, _ = load_state(root / STATE)
     recorded = state.records["wide:serving_default"]
     assert recorded.verification == verified.verification
-    assert recorded.verified_with is not None and recorded.verified_with["atol"] == 1000
+    assert recorded.verified_with is not None and recorded.verified_with.atol == 1000
     index = json.loads((root / "dist/tfjs-build.json").read_text())
     assert index["models"]["wide"]["serving_default"]["verification"]["atol"] == 1000
     assert [i.action for i in tfjsbuild.plan([manifest]).items] == ["up-to-date"]
@@ -535,10 +539,9 @@ def test_no_verify_builds_are_verified_later_without_converting(
     assert lines[1].endswith(" as built, not converted again  (verification changed: atol)")
     assert lines[2].startswith("1 verified in ")
     assert files_with_mtimes(output) == before
-    assert load_state(root / STATE)[0].records["wide:serving_default"].verified_with == {
-        **recorded.verified_with,
-        "atol": 500,
-    }
+    assert load_state(root / STATE)[0].records["wide:serving_default"].verified_with == replace(
+        recorded.verified_with, atol=500
+    )
 
     # A tolerance the quantized output cannot meet: the signature fails, nothing changes.
     state_before = state_file.read_bytes()
@@ -614,7 +617,7 @@ def test_a_verify_task_loads_and_verifies_and_never_converts(
     phases: list[str] = []
     outcome = run_task(task, phases.append)
     assert (outcome.error, phases) == (None, [LOADING, VERIFYING])  # a failure names these
-    assert outcome.verification is not None and outcome.verification["passed"] is True
+    assert outcome.verification is not None and outcome.verification.passed is True
     assert not (tmp_path / "staging").exists()
     assert files_with_mtimes(output) == before
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,9 @@ def write_index(project: Project) -> None:
             "outputs": tensor_specs_json(record.outputs),
             "bytes": record.bytes,
             "hash": record.content_hash,
-            "verification": _verification_summary(record.verification),
+            "verification": (
+                None if record.verification is None else record.verification.summary_json_dict()
+            ),
         }
     index = manifest.index_path
     # Which manifest wrote it, relative to the index: another manifest refuses to overwrite it.
@@ -61,14 +62,3 @@ def write_index(project: Project) -> None:
         except OSError:
             pass
         write_atomically(index, text)
-
-
-def _verification_summary(verification: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """For the asset index: whether TF.js matched TensorFlow, and how closely."""
-    if verification is None:
-        return None
-    return {
-        key: verification[key]
-        for key in ("passed", "max_abs_error", "samples", "atol", "rtol")
-        if key in verification
-    }

@@ -67,7 +67,7 @@ def _cache_hits(item: PlanItem, project: Project, verify: bool) -> Iterator[Cach
     after = next((i + 1 for i, s in enumerate(stores) if s is item.cache_hit.store), len(stores))
     for store in stores[after:]:
         entry = store.get(cache_key(item.fingerprint))
-        if entry is not None and serves(entry, item.fingerprint.verify if verify else {}):
+        if entry is not None and serves(entry, item.fingerprint.verify if verify else None):
             yield CacheHit(store, entry)
 
 
@@ -121,7 +121,7 @@ def _store(
         return
     # An entry carries the verification it promises (`cache_entry._check_promise`): both or
     # neither.
-    verified = record.verification is not None and bool(record.verified_with)
+    verified = record.verification is not None and record.verified_with is not None
     entry = CacheEntry(
         key=cache_key(item.fingerprint),
         files=tuple(OutputFile(f.path, f.size, f.sha256) for f in record.files),

@@ -348,7 +348,7 @@ def _record_verification(
             error=f"{changed} while it was being verified; the next run converts it again",
         )
     verified = replace(
-        record, verification=outcome.verification, verified_with=dict(item.fingerprint.verify)
+        record, verification=outcome.verification, verified_with=item.fingerprint.verify
     )
     project.state.records[item.key] = verified
     project.save()

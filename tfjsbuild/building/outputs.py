@@ -17,9 +17,7 @@ import posixpath
 import re
 import shutil
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from tfjsbuild.building.project import Project
 from tfjsbuild.building.results import SignatureResult
@@ -44,6 +42,7 @@ from tfjsbuild.stores.state import (
     record_files,
     state_path,
 )
+from tfjsbuild.verify.record import VerificationRecord, VerificationRequest
 
 STAGING_DIR = "staging"
 
@@ -98,10 +97,10 @@ def place(
     item: PlanItem,
     project: Project,
     staging: Path,
-    verification: dict[str, Any] | None,
+    verification: VerificationRecord | None,
     seconds: float,
     *,
-    verified_with: Mapping[str, Any] | None = None,
+    verified_with: VerificationRequest | None = None,
 ) -> GraphModelOutput | SignatureResult:
     """Check a staged output, swap it into place and record it; a failed result if it cannot."""
     target = project.manifest.root / item.output
@@ -151,8 +150,8 @@ def _new_record(
     target: Path,
     checked: GraphModelOutput,
     seconds: float,
-    verification: dict[str, Any] | None,
-    verified_with: Mapping[str, Any] | None,
+    verification: VerificationRecord | None,
+    verified_with: VerificationRequest | None,
 ) -> SignatureRecord:
     """What the state keeps of an output just placed at `target`."""
     assert item.fingerprint is not None
@@ -170,7 +169,7 @@ def _new_record(
         seconds=round(seconds, 3),
         details=dict(item.fingerprint.details),
         verification=verification,
-        verified_with=dict(verified_with) if verification is not None and verified_with else None,
+        verified_with=verified_with if verification is not None else None,
     )
 
 

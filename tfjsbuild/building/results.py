@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from tfjsbuild.files.artifacts import size_parts
 from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.stores.state import SignatureRecord
+from tfjsbuild.verify.record import VerificationRecord
 
 Status = Literal["built", "restored", "verified", "up-to-date", "failed", "removed", "skipped"]
 
@@ -29,7 +30,7 @@ class SignatureResult:
     timings: Mapping[str, float] | None = None
     model_json_bytes: int = 0
     weight_bytes: int = 0
-    verification: Mapping[str, Any] | None = None
+    verification: VerificationRecord | None = None
     cache: str | None = None  # restored: from which cache ("local" or "remote")
 
     @classmethod
@@ -42,7 +43,7 @@ class SignatureResult:
         *,
         error: str | None = None,
         timings: Mapping[str, float] | None = None,
-        verification: Mapping[str, Any] | None = None,
+        verification: VerificationRecord | None = None,
         cache: str | None = None,
     ) -> SignatureResult:
         """A result for an output made of `files`: its bytes, model.json and weight sizes."""
@@ -89,7 +90,7 @@ class ReportRow:
     weight_bytes: int
     shards: int
     quantization: dict[str, list[str]]
-    verification: dict[str, Any] | None
+    verification: VerificationRecord | None
     seconds: float
 
     @property
@@ -111,18 +112,3 @@ class ReportRow:
             verification=record.verification,
             seconds=record.seconds,
         )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "manifest": str(self.manifest),
-            "model": self.model,
-            "signature": self.signature,
-            "output": self.output,
-            "bytes": self.bytes,
-            "model_json_bytes": self.model_json_bytes,
-            "weight_bytes": self.weight_bytes,
-            "shards": self.shards,
-            "quantization": self.quantization,
-            "verification": self.verification,
-            "seconds": self.seconds,
-        }

@@ -90,7 +90,7 @@ def as_float(value: Any, where: str, *, minimum: float | None = 0.0) -> float:
 
 
 def as_error_value(value: Any, where: str) -> float | str:
-    """An error measure as `verify.json_float` writes it: a number, or "NaN"/"Infinity"."""
+    """An error measure as `verify.record.json_float` writes it: a number, or "NaN"/"Infinity"."""
     if value in ("NaN", "Infinity", "-Infinity"):
         return str(value)
     return as_float(value, where, minimum=None)
@@ -145,38 +145,9 @@ def resolve_inside(folder: Path, relative: str, where: str) -> Path:
     return path
 
 
-def verification(value: Any, where: str) -> dict[str, Any] | None:
-    """A recorded TensorFlow.js parity check (`verify.compare.Verification.as_record`), or None."""
-    if value is None:
-        return None
-    data = as_dict(value, where)
-    checked: dict[str, Any] = {
-        "passed": as_bool(data.get("passed"), f"{where}.passed"),
-        "samples": as_int(data.get("samples"), f"{where}.samples"),
-        "inputs": as_str(data.get("inputs"), f"{where}.inputs"),
-        "atol": as_float(data.get("atol"), f"{where}.atol"),
-        "rtol": as_float(data.get("rtol"), f"{where}.rtol"),
-        "max_abs_error": as_error_value(data.get("max_abs_error"), f"{where}.max_abs_error"),
-    }
-    outputs = {}
-    for key, item in as_dict(data.get("outputs", {}), f"{where}.outputs").items():
-        at = f"{where}.outputs.{key}"
-        output = as_dict(item, at)
-        outputs[key] = {
-            "max_abs_error": as_error_value(output.get("max_abs_error"), f"{at}.max_abs_error"),
-            "max_rel_error": as_error_value(output.get("max_rel_error"), f"{at}.max_rel_error"),
-            "passed": as_bool(output.get("passed"), f"{at}.passed"),
-        }
-    checked["outputs"] = outputs
-    return checked
-
-
-def verified_with(value: Any, where: str) -> dict[str, Any] | None:
-    """What a recorded verification was run with (`SignatureFingerprint.verify`), or None: an
-    object of scalars (text, finite numbers, booleans, null), only ever compared for equality."""
-    if value is None:
-        return None
-    checked: dict[str, Any] = {}
+def as_scalar_dict(value: Any, where: str) -> dict[str, str | float | bool | None]:
+    """An object of scalars: text, finite numbers (as written), booleans, null."""
+    checked: dict[str, str | float | bool | None] = {}
     for key, item in as_dict(value, where).items():
         at = f"{where}.{key}"
         if item is None or isinstance(item, bool):

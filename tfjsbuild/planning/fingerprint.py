@@ -10,12 +10,12 @@ import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
 
 from tfjsbuild.manifest.types import ConverterOptions
 from tfjsbuild.sources.digest import canonical_json, sha256_text
 from tfjsbuild.sources.registry import KINDS
 from tfjsbuild.stores.cache_entry import CACHE_VERSION
+from tfjsbuild.verify.record import VerificationRequest
 
 # Bump when what goes into a fingerprint changes: every signature then rebuilds once.
 # 2: verification settings left the digest (they are compared on their own: `verify`).
@@ -81,9 +81,9 @@ class SignatureFingerprint:
     # Not hashed, only compared to explain a change: the graph hash and each capture's digest
     # by name (names change between identical Keras exports; the digest must not).
     details: Mapping[str, str] = field(default_factory=dict)
-    # What a verification depends on (settings, sample inputs' digest, TF.js version); empty
+    # What a verification depends on (settings, sample inputs' digest, TF.js version); None
     # when verification is off for this signature. A record keeps the one it was verified with.
-    verify: Mapping[str, Any] = field(default_factory=dict)
+    verify: VerificationRequest | None = None
 
 
 def tool_versions(source_kind: str = "saved_model") -> dict[str, str]:
@@ -109,7 +109,7 @@ def fingerprint_signature(
     tools: Mapping[str, str],
     details: Mapping[str, str] | None = None,
     format: str = "graph_model",
-    verify: Mapping[str, Any] | None = None,
+    verify: VerificationRequest | None = None,
 ) -> SignatureFingerprint:
     """`verify`: what a verification depends on (settings, input digest, runtime), or None.
 
@@ -132,7 +132,7 @@ def fingerprint_signature(
         parts=parts,
         options=options,
         details=dict(details or {}),
-        verify=dict(verify or {}),
+        verify=verify,
     )
 
 

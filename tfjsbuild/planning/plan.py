@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from tfjsbuild.planning.fingerprint import SignatureFingerprint
 from tfjsbuild.planning.reasons import (
@@ -25,6 +25,7 @@ from tfjsbuild.planning.reasons import (
 from tfjsbuild.planning.targets import BlockedTarget, Target
 from tfjsbuild.stores.caches import CacheHit
 from tfjsbuild.stores.state import SignatureRecord
+from tfjsbuild.verify.record import VerificationRequest
 
 # verify: the recorded output is what this build would convert, but it has not been verified
 # with the verification this run asks for: run it in TF.js as it is, without converting again.
@@ -96,7 +97,7 @@ def plan_build(
             fingerprint,
             records.get(target.key),
             output_changes.get(target.key),
-            fingerprint.verify if verify else {},
+            fingerprint.verify if verify else None,
         )
         if force:
             action, reasons = "build", [*reasons, FORCED]
@@ -147,10 +148,10 @@ def _decide(
     fingerprint: SignatureFingerprint,
     record: SignatureRecord | None,
     output_change: str | None,
-    verification: Mapping[str, Any],
+    verification: VerificationRequest | None,
 ) -> tuple[Action, list[str]]:
     """Convert when the output's inputs changed; else verify when the recorded check does not
-    answer the one wanted (`verification`, empty when none is)."""
+    answer the one wanted (`verification`, None when none is)."""
     if record is None:
         return "build", [FIRST_BUILD]
     reasons = conversion_reasons(fingerprint, record)

@@ -7,10 +7,10 @@ the `ManifestPlan.state` it returns), not the cache (a lookup touches no entry),
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from tfjsbuild.errors import ManifestError, UsageError
 from tfjsbuild.manifest.types import MANIFEST_NAME, Manifest
@@ -30,6 +30,7 @@ from tfjsbuild.stores.cache_store import Store
 from tfjsbuild.stores.caches import first_entry, resolve_config
 from tfjsbuild.stores.index_owner import index_owner_problem
 from tfjsbuild.stores.state import BuildState, load_state, output_change
+from tfjsbuild.verify.record import VerificationRequest
 from tfjsbuild.verify.runtime import tfjs_version
 
 
@@ -165,20 +166,27 @@ def _with_cache(item: PlanItem, stores: Sequence[Store], force: bool, verify: bo
     item keeps the entry found, so the build restores that one without looking it up again."""
     if item.action != "build" or item.blocked is not None or item.fingerprint is None or force:
         return item
-    wanted = item.fingerprint.verify if verify else {}
+    wanted = item.fingerprint.verify if verify else None
     found = first_entry(stores, cache_key(item.fingerprint), wanted)
     return item if found is None else replace(item, cache_hit=found)
 
 
-def _verification_inputs(target: Target, root: Path, stat_cache: StatCache) -> dict[str, Any]:
-    """What a signature's verification depends on: settings, sample inputs, the TF.js runtime."""
+def _verification_inputs(
+    target: Target, root: Path, stat_cache: StatCache
+) -> VerificationRequest | None:
+    """What a signature's verification depends on: settings, sample inputs, the TF.js runtime;
+    None when it is not verified."""
     settings = target.checks.verify
-    described = settings.as_dict(root)
-    if described:
-        described["tfjs"] = tfjs_version()
-        if settings.inputs is not None:
-            described["inputs_sha256"] = stat_cache.digest(settings.inputs)
-    return described
+    if not settings.enabled:
+        return None
+    return VerificationRequest(
+        samples=settings.samples,
+        atol=settings.atol,
+        rtol=settings.rtol,
+        inputs=None if settings.inputs is None else posixpath.relpath(settings.inputs, root),
+        tfjs=tfjs_version(),
+        inputs_sha256=None if settings.inputs is None else stat_cache.digest(settings.inputs),
+    )
 
 
 def _select(plans: Sequence[ManifestPlan], selection: Sequence[str]) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from tfjsbuild.planning.fingerprint import SignatureFingerprint
 from tfjsbuild.sources.saved_model import WHOLE_MODEL, changed_captures
 from tfjsbuild.stores.state import SignatureRecord
+from tfjsbuild.verify.record import VerificationRecord, VerificationRequest
 
 FIRST_BUILD = "first build"
 FORCED = "forced"
@@ -60,20 +61,22 @@ def conversion_reasons(fingerprint: SignatureFingerprint, record: SignatureRecor
     return reasons
 
 
-def verification_reason(wanted: Mapping[str, Any], record: SignatureRecord) -> str | None:
+def verification_reason(wanted: VerificationRequest | None, record: SignatureRecord) -> str | None:
     """Why the recorded verification does not answer the wanted one; None when it does.
 
     Nothing wanted (verification off, `--no-verify`): whatever was recorded stands.
     """
-    if not wanted:
+    if wanted is None:
         return None
     verification, verified_with = record.verification, record.verified_with
-    passed = isinstance(verification, dict) and verification.get("passed") is True
-    if not passed or not isinstance(verified_with, dict):
+    # Checked as types, not trusted: a record may be made in code as well as read back.
+    passed = isinstance(verification, VerificationRecord) and verification.passed is True
+    if not passed or not isinstance(verified_with, VerificationRequest):
         return NOT_VERIFIED_YET
-    if dict(verified_with) == dict(wanted):
+    if verified_with == wanted:
         return None
-    return f"verification changed: {', '.join(option_changes(verified_with, wanted)) or 'settings'}"
+    changed = option_changes(verified_with.to_json_dict(), wanted.to_json_dict())
+    return f"verification changed: {', '.join(changed) or 'settings'}"
 
 
 def source_change(

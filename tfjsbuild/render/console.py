@@ -8,7 +8,8 @@ what to build or whether a build passed: those decisions arrive made, in the val
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -20,6 +21,7 @@ from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.render.words import quantization_text, verification_text
 from tfjsbuild.sources.description import SavedModelDescription, SourceDescription
 from tfjsbuild.sources.registry import kind_of
+from tfjsbuild.verify.record import VerificationRecord
 
 # The outcomes of the conversions and verifications build_started counted: each is one step of
 # the progress bar.
@@ -128,11 +130,10 @@ def _result_line(result: SignatureResult) -> str | None:
     return None
 
 
-def _verified(verification: Mapping[str, Any] | None) -> str:
-    if verification is None:
-        return ""
-    error = verification.get("max_abs_error", 0.0)
-    return f"verified (max error {error:.1e})  " if isinstance(error, int | float) else ""
+def _verified(verification: VerificationRecord | None) -> str:
+    if verification is None or not math.isfinite(verification.max_abs_error):
+        return ""  # NaN or an infinity (only a failed check measures one) is not shown here
+    return f"verified (max error {verification.max_abs_error:.1e})  "
 
 
 class SilentReporter:
@@ -238,8 +239,8 @@ def print_saved_model(console: Console, description: SavedModelDescription) -> N
         for described in meta.signatures:
             sig, graph = described.signature, described.fingerprint
             console.print(f"    signature [bold]{escape(sig.name)}[/bold]")
-            _print_tensors(console, [t.as_dict() for t in sig.inputs], "input")
-            _print_tensors(console, [t.as_dict() for t in sig.outputs], "output")
+            _print_tensors(console, [(t.key, t.dtype, t.shape) for t in sig.inputs], "input")
+            _print_tensors(console, [(t.key, t.dtype, t.shape) for t in sig.outputs], "output")
             if graph is not None:
                 console.print(f"      fingerprint {graph.digest[:16]}  graph {graph.graph[:16]}")
                 for capture in graph.captures:
@@ -258,19 +259,23 @@ def print_source(console: Console, shown: str, description: SourceDescription) -
         if sig.error is not None:
             console.print(f"      [red]{escape(sig.error)}[/red]")
             continue
-        _print_tensors(console, [t.to_json_dict() for t in sig.inputs], "input")
-        _print_tensors(console, [t.to_json_dict() for t in sig.outputs], "output")
+        _print_tensors(console, [(t.name, t.dtype, t.shape) for t in sig.inputs], "input")
+        _print_tensors(console, [(t.name, t.dtype, t.shape) for t in sig.outputs], "output")
 
 
-def _print_tensors(console: Console, tensors: Sequence[Mapping[str, Any]], side: str) -> None:
-    for tensor in tensors:
-        console.print(f"      {side:<6} {_tensor_text(tensor)}")
+# A tensor as inspect shows it: its name, dtype and shape (None: unknown rank).
+Tensor = tuple[str, str, tuple[int | None, ...] | None]
 
 
-def _tensor_text(tensor: Mapping[str, Any]) -> str:
+def _print_tensors(console: Console, tensors: Sequence[Tensor], side: str) -> None:
+    for name, dtype, shape in tensors:
+        console.print(f"      {side:<6} {_tensor_text(name, dtype, shape)}")
+
+
+def _tensor_text(name: str, dtype: str, shape: tuple[int | None, ...] | None) -> str:
     """`name: dtype [shape]`, escaped for rich (names come from the model)."""
-    shape = "unknown rank" if tensor["shape"] is None else _shape(tensor["shape"])
-    return escape(f"{tensor['name']}: {tensor['dtype']} {shape}")
+    shown = "unknown rank" if shape is None else _shape(shape)
+    return escape(f"{name}: {dtype} {shown}")
 
 
 def _shape(shape: Sequence[int | None]) -> str:

@@ -7,12 +7,12 @@ the page has inline CSS, no scripts and no links to load.
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from tfjsbuild.building.results import ReportRow
 from tfjsbuild.files.artifacts import format_bytes
 from tfjsbuild.render.words import quantization_text, verification_text
+from tfjsbuild.verify.record import VerificationRecord
 
 
 def report_html(rows: Sequence[ReportRow]) -> str:
@@ -25,9 +25,7 @@ def report_html(rows: Sequence[ReportRow]) -> str:
         for (manifest, model), model_rows in by_model.items()
     ]
     total = sum(row.bytes for row in rows)
-    failed = sum(
-        1 for row in rows if row.verification is not None and not row.verification.get("passed")
-    )
+    failed = sum(1 for row in rows if row.verification is not None and not row.verification.passed)
     unverified = sum(1 for row in rows if row.verification is None)
     summary = (
         f"{len(rows)} signatures, {format_bytes(total)} in all; "
@@ -79,7 +77,7 @@ def _model_section(model: str, manifest: str, rows: Sequence[ReportRow]) -> str:
     )
 
 
-def _verdict_class(verification: Mapping[str, Any] | None) -> str:
+def _verdict_class(verification: VerificationRecord | None) -> str:
     if verification is None:
         return "dim"
-    return "ok" if verification.get("passed") else "bad"
+    return "ok" if verification.passed else "bad"

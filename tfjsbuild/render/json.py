@@ -12,8 +12,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tfjsbuild.building.results import SignatureResult
-from tfjsbuild.errors import EXIT_FAILED, EXIT_OK, ManifestError, error_kind
+from tfjsbuild.building.results import ReportRow, SignatureResult
+from tfjsbuild.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    ManifestError,
+    error_kind,
+)
 from tfjsbuild.files.artifacts import tensor_specs_json
 from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.sources.description import (
@@ -22,6 +27,7 @@ from tfjsbuild.sources.description import (
     SourceDescription,
     TracedSignature,
 )
+from tfjsbuild.verify.record import verification_json
 
 JSON_REPORT_VERSION = 1
 
@@ -61,7 +67,7 @@ def results_json(
             bytes=result.bytes,
             model_json_bytes=result.model_json_bytes,
             weight_bytes=result.weight_bytes,
-            verification=dict(result.verification) if result.verification else None,
+            verification=verification_json(result.verification),
             error=result.error,
         )
         signatures.append(entry)
@@ -74,6 +80,27 @@ def results_json(
         "signatures": signatures,
     }
     return _dumps(payload)
+
+
+def report_json(rows: Sequence[ReportRow]) -> str:
+    """`tfjs-build report --json`: every recorded output, from the state."""
+    return command_json({"signatures": [row_json(row) for row in rows]})
+
+
+def row_json(row: ReportRow) -> dict[str, Any]:
+    return {
+        "manifest": str(row.manifest),
+        "model": row.model,
+        "signature": row.signature,
+        "output": row.output,
+        "bytes": row.bytes,
+        "model_json_bytes": row.model_json_bytes,
+        "weight_bytes": row.weight_bytes,
+        "shards": row.shards,
+        "quantization": row.quantization,
+        "verification": verification_json(row.verification),
+        "seconds": row.seconds,
+    }
 
 
 def command_json(payload: Mapping[str, Any], *, exit_code: int = EXIT_OK) -> str:
@@ -167,5 +194,5 @@ def _outcome(exit_code: int) -> dict[str, Any]:
 
 def _dumps(payload: Mapping[str, Any]) -> str:
     # allow_nan=False: JSON.parse rejects NaN and Infinity, so one reaching here is a bug to fix
-    # where it came from (`verify.json_float` writes measured ones as strings).
+    # where it came from (`verify.record.json_float` writes measured ones as strings).
     return json.dumps(payload, indent=2, allow_nan=False)

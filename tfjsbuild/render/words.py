@@ -6,8 +6,10 @@ Console and HTML both use them, so the report reads the same in a terminal and i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+
+from tfjsbuild.verify.record import VerificationRecord, json_float
 
 
 def quantization_text(quantization: Mapping[str, Sequence[str]]) -> str:
@@ -18,15 +20,16 @@ def quantization_text(quantization: Mapping[str, Sequence[str]]) -> str:
     )
 
 
-def verification_text(verification: Mapping[str, Any] | None, *, short: bool = False) -> str:
+def verification_text(verification: VerificationRecord | None, *, short: bool = False) -> str:
     if verification is None:
         return "not verified"
-    error = verification.get("max_abs_error", 0.0)
-    shown = f"{error:.2g}" if isinstance(error, int | float) else str(error)
-    verdict = "ok" if verification.get("passed") else "FAILED"
+    error = verification.max_abs_error
+    # NaN and the infinities as the recorded JSON spells them ("NaN", not "nan").
+    shown = f"{error:.2g}" if math.isfinite(error) else str(json_float(error))
+    verdict = "ok" if verification.passed else "FAILED"
     if short:
         return f"{verdict} {shown}"
     return (
-        f"{verdict}, max abs error {shown} ({verification.get('samples')} samples, "
-        f"atol {verification.get('atol'):g}, rtol {verification.get('rtol'):g})"
+        f"{verdict}, max abs error {shown} ({verification.samples} samples, "
+        f"atol {verification.atol:g}, rtol {verification.rtol:g})"
     )

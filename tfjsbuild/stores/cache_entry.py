@@ -30,6 +30,14 @@ from tfjsbuild.files.artifacts import (
 )
 from tfjsbuild.files.readback import InvalidData
 from tfjsbuild.sources.digest import canonical_json
+from tfjsbuild.verify.record import (
+    VerificationRecord,
+    VerificationRequest,
+    request_from_json,
+    request_json,
+    verification_from_json,
+    verification_json,
+)
 
 CACHE_VERSION = 1
 SIGNATURE_KEY_ENV = "TFJS_BUILD_CACHE_SIGNATURE_KEY"
@@ -43,10 +51,10 @@ class CacheEntry:
     files: tuple[OutputFile, ...]
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    verification: dict[str, Any] | None
+    verification: VerificationRecord | None
     seconds: float  # what the original conversion took: what a restore saves
     # What `verification` was run with (`SignatureFingerprint.verify`); None: not verified.
-    verified_with: dict[str, Any] | None = None
+    verified_with: VerificationRequest | None = None
 
     def to_json(self, signature_key: str | None = None) -> str:
         data: dict[str, Any] = {
@@ -55,8 +63,8 @@ class CacheEntry:
             "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.files],
             "inputs": tensor_specs_json(self.inputs),
             "outputs": tensor_specs_json(self.outputs),
-            "verification": self.verification,
-            "verified_with": self.verified_with,
+            "verification": verification_json(self.verification),
+            "verified_with": request_json(self.verified_with),
             "seconds": self.seconds,
         }
         if signature_key is not None:
@@ -96,9 +104,10 @@ class CacheEntry:
             raise InvalidData(
                 "key", f"expected {key} (the entry's own key), got {data.get('key')!r:.80}"
             )
-        verification = readback.verification(data.get("verification"), "verification")
-        verified_with = readback.verified_with(data.get("verified_with"), "verified_with")
-        _check_promise(verification, verified_with)
+        verification = verification_from_json(data.get("verification"), "verification")
+        verified_with = request_from_json(data.get("verified_with"), "verified_with")
+        # Checked on what the entry says, even settings this version would not have written.
+        _check_promise(verification, promised=data.get("verified_with") is not None)
         return cls(
             key,
             _entry_files(data.get("files")),
@@ -110,18 +119,16 @@ class CacheEntry:
         )
 
 
-def _check_promise(
-    verification: Mapping[str, Any] | None, verified_with: Mapping[str, Any] | None
-) -> None:
+def _check_promise(verification: VerificationRecord | None, *, promised: bool) -> None:
     """An entry carries the verification it promises: `verified_with` (which `serves` matches
     against what a build wants) comes with a verification, and that verification passed (this
     tool stores no other). One without `verified_with` promises nothing and serves only builds
     that verify nothing."""
     if verification is None:
-        if verified_with is not None:
+        if promised:
             raise InvalidData("verified_with", "is set, but the entry carries no verification")
         return
-    if not verification["passed"]:
+    if not verification.passed:
         raise InvalidData(
             "verification.passed", "is false: only outputs whose verification passed are stored"
         )
@@ -168,13 +175,13 @@ def _entry_files(value: Any) -> tuple[OutputFile, ...]:
     return tuple(files)
 
 
-def serves(entry: CacheEntry, verification: Mapping[str, Any]) -> bool:
+def serves(entry: CacheEntry, wanted: VerificationRequest | None) -> bool:
     """Whether a restore of `entry` is the build wanted: any entry when no verification is
-    (`verification` empty), else only one that passed that very verification."""
-    if not verification:
+    (`wanted` None), else only one that passed that very verification."""
+    if wanted is None:
         return True
     return (
-        isinstance(entry.verification, dict)
-        and entry.verification.get("passed") is True
-        and entry.verified_with == dict(verification)
+        entry.verification is not None
+        and entry.verification.passed
+        and entry.verified_with == wanted
     )

@@ -7,12 +7,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from tfjsbuild.errors import UsageError
 from tfjsbuild.manifest.types import Manifest
 from tfjsbuild.stores.cache_entry import SIGNATURE_KEY_ENV, CacheEntry, serves
 from tfjsbuild.stores.cache_store import Store
+from tfjsbuild.verify.record import VerificationRequest
 
 CACHE_ENV = "TFJS_BUILD_CACHE"
 REMOTE_CACHE_ENV = "TFJS_BUILD_REMOTE_CACHE"
@@ -80,11 +81,11 @@ class CacheHit(NamedTuple):
 
 
 def first_entry(
-    stores: Iterable[Store], key: str, verification: Mapping[str, Any] | None = None
+    stores: Iterable[Store], key: str, wanted: VerificationRequest | None = None
 ) -> CacheHit | None:
-    """The first store's entry for `key` that serves `verification` (see `serves`)."""
+    """The first store's entry for `key` that serves the verification `wanted` (see `serves`)."""
     for store in stores:
         entry = store.get(key)
-        if entry is not None and serves(entry, verification or {}):
+        if entry is not None and serves(entry, wanted):
             return CacheHit(store, entry)
     return None

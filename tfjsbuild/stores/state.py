@@ -39,12 +39,11 @@ from tfjsbuild.files.readback import (
     as_str_dict,
     parse_json,
     safe_relative_path,
-    verification,
-    verified_with,
 )
 from tfjsbuild.manifest.types import STATE_ROOT
 from tfjsbuild.sources.base import GraphCacheEntry
 from tfjsbuild.stores.recorded_options import RecordedOptions
+from tfjsbuild.verify import record as verify_record
 
 T = TypeVar("T")
 
@@ -80,10 +79,10 @@ class SignatureRecord:
     seconds: float
     details: dict[str, str] = field(default_factory=dict)
     # The TensorFlow.js parity check this output passed; None when built without verifying.
-    verification: dict[str, Any] | None = None
+    verification: verify_record.VerificationRecord | None = None
     # What that check was run with (`SignatureFingerprint.verify`); None when not verified.
     # Compared apart from `fingerprint`: other settings re-verify, they do not reconvert.
-    verified_with: dict[str, Any] | None = None
+    verified_with: verify_record.VerificationRequest | None = None
 
     @property
     def key(self) -> str:
@@ -100,6 +99,8 @@ class SignatureRecord:
         data["files"] = [asdict(f) for f in self.files]
         data["inputs"] = tensor_specs_json(self.inputs)
         data["outputs"] = tensor_specs_json(self.outputs)
+        data["verification"] = verify_record.verification_json(self.verification)
+        data["verified_with"] = verify_record.request_json(self.verified_with)
         return data
 
     @classmethod
@@ -122,8 +123,12 @@ class SignatureRecord:
             content_hash=as_sha256(record.get("content_hash"), f"{where}.content_hash"),
             seconds=as_float(record.get("seconds"), f"{where}.seconds"),
             details=as_str_dict(record.get("details", {}), f"{where}.details"),
-            verification=verification(record.get("verification"), f"{where}.verification"),
-            verified_with=verified_with(record.get("verified_with"), f"{where}.verified_with"),
+            verification=verify_record.verification_from_json(
+                record.get("verification"), f"{where}.verification"
+            ),
+            verified_with=verify_record.request_from_json(
+                record.get("verified_with"), f"{where}.verified_with"
+            ),
         )
 
 

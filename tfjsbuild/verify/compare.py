@@ -2,7 +2,7 @@
 
 Inputs are generated from the converted signature's input specs, deterministically (seeded by
 the model and signature names), unless the manifest gives real ones in a `.npz` file. The
-outcome is a typed `Verification`; `as_record` gives the JSON that is recorded. No TensorFlow
+outcome is a typed `Verification`; `as_record` gives what is recorded (`record.py`). No TensorFlow
 here and no files written; the worker runs both sides.
 """
 
@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from tfjsbuild.errors import BuildError
 from tfjsbuild.files.artifacts import TensorSpec
+from tfjsbuild.verify.record import OutputRecord, VerificationRecord
 
 # Unknown dimensions of a generated input: the first (batch) is 1, the others this.
 UNKNOWN_DIM = 16
@@ -43,13 +44,6 @@ class OutputComparison:
     max_rel_error: float
     passed: bool
     sample: int  # the sample with the largest error (0-based)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "max_abs_error": json_float(round(self.max_abs_error, 9)),
-            "max_rel_error": json_float(round(self.max_rel_error, 9)),
-            "passed": self.passed,
-        }
 
 
 @dataclass(frozen=True)
@@ -86,19 +80,22 @@ class Verification:
         message = failure_message(comparisons, samples, atol, rtol, kept=kept)
         return replace(verification, message=message)
 
-    def as_record(self) -> dict[str, Any]:
-        """As the state, cache entries, the asset index and --json record it (without the
-        message, which the build's error carries)."""
+    def as_record(self) -> VerificationRecord:
+        """What the state, cache entries, the asset index and reports keep of it: errors rounded
+        to 9 digits, without the message (the build's error carries it) or the worst samples."""
         max_abs_error = max((c.max_abs_error for c in self.outputs), default=0.0)
-        return {
-            "passed": self.passed,
-            "samples": self.samples,
-            "inputs": self.inputs,
-            "atol": self.atol,
-            "rtol": self.rtol,
-            "max_abs_error": json_float(round(max_abs_error, 9)),
-            "outputs": {c.key: c.as_dict() for c in self.outputs},
-        }
+        return VerificationRecord(
+            passed=self.passed,
+            samples=self.samples,
+            inputs=self.inputs,
+            atol=self.atol,
+            rtol=self.rtol,
+            max_abs_error=round(max_abs_error, 9),
+            outputs=tuple(
+                OutputRecord(c.key, round(c.max_abs_error, 9), round(c.max_rel_error, 9), c.passed)
+                for c in self.outputs
+            ),
+        )
 
 
 def generate_inputs(
@@ -245,10 +242,3 @@ def failure_message(
         "Quantization and float16 overflow are the usual causes: quantize fewer weights, "
         "loosen verify.atol/rtol for this signature, or give real inputs with verify.inputs"
     )
-
-
-def json_float(value: float) -> float | str:
-    """A float for JSON, which has no literal for NaN or the infinities."""
-    if math.isfinite(value):
-        return value
-    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")

@@ -155,7 +155,7 @@ def encode_tensors(tensors: Mapping[str, Array]) -> dict[str, Any]:
     """Arrays as the runner's JSON: flat data, non-finite floats as strings."""
     import numpy as np  # only verification needs it; planning imports this module
 
-    from tfjsbuild.verify.compare import json_float
+    from tfjsbuild.verify.record import json_float
 
     encoded = {}
     for key, value in tensors.items():

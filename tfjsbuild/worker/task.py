@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from tfjsbuild.errors import SignatureError, SourceError, TfjsBuildError
 from tfjsbuild.manifest.types import ConverterOptions, Source
@@ -25,6 +25,7 @@ from tfjsbuild.sources.registry import kind_of
 
 if TYPE_CHECKING:
     from tfjsbuild.verify.compare import Verification
+    from tfjsbuild.verify.record import VerificationRecord
     from tfjsbuild.worker.loaded import LoadedSource
 
 # What a task is doing, as errors say it ("... while converting"); the parent hears of each.
@@ -77,8 +78,8 @@ class ConversionOutcome:
     # Where the manifest should point for this error: "source" or "signature" (None: no line).
     error_at: str | None = None
     # As recorded (`Verification.as_record()`): the parent keeps it in the state, cache entries
-    # and reports as this JSON; a failed one's message is `error`.
-    verification: dict[str, Any] | None = None
+    # and reports; a failed one's message is `error`.
+    verification: VerificationRecord | None = None
 
 
 def prepare_environment() -> None:
@@ -161,7 +162,7 @@ def run_task(task: ConversionTask, progress: Progress | None = None) -> Conversi
             timings,
             located_at(phase),
         )
-    # The one place a verification becomes the JSON the parent records (see ConversionOutcome).
+    # The one place a verification becomes what the parent records (see ConversionOutcome).
     return ConversionOutcome(
         task.key,
         verification.message if verification is not None else None,

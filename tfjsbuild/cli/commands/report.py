@@ -15,7 +15,7 @@ from tfjsbuild.errors import EXIT_OK, UsageError
 from tfjsbuild.files.atomic import write_atomically
 from tfjsbuild.render.console import print_report
 from tfjsbuild.render.html import report_html
-from tfjsbuild.render.json import command_json
+from tfjsbuild.render.json import report_json
 
 
 def _html() -> options.CommandParser:
@@ -43,7 +43,7 @@ def report(args: argparse.Namespace, out: Output) -> int:
         except OSError as error:
             raise UsageError(f"cannot write --html {html}: {error.strerror or error}") from error
     if args.json_output:
-        print(command_json({"signatures": [row.as_dict() for row in rows]}), file=out.json_out)
+        print(report_json(rows), file=out.json_out)
     else:
         print_report(out.console, rows)
         if html is not None:
