@@ -524,6 +524,30 @@ def test_package(check: Callable[[Path], list[str]]) -> None:
     assert not failures, f"{len(failures)} found:\n" + "\n".join(failures)
 
 
+
+def undocumented_modules(root: Path, doc: Path) -> list[str]:
+    """Modules docs/architecture.md's package layout does not name: a newcomer reads the
+    layout there, so a module added or renamed gets its line in the same change."""
+    text = doc.read_text()
+    return [
+        f"{path.relative_to(root.parent)} is not named in {doc.name}"
+        for path in sorted(root.rglob("*.py"))
+        if path.name != "__init__.py" and path.name not in text
+    ]
+
+
+def test_every_module_is_in_the_architecture_doc() -> None:
+    doc = PACKAGE.parent / "docs" / "architecture.md"
+    failures = undocumented_modules(PACKAGE, doc)
+    assert not failures, "\n".join(failures)
+
+
+def test_an_undocumented_module_fails(tmp_path: Path) -> None:
+    package = make_package(tmp_path, {"a.py": "", "b.py": ""})
+    doc = tmp_path / "architecture.md"
+    doc.write_text("a.py  the one documented module")
+    assert undocumented_modules(package, doc) == ["fakepkg/b.py is not named in architecture.md"]
+
 # --- every check can fail: a small, bad package in tmp_path ------------------------------
 
 

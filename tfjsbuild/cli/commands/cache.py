@@ -1,5 +1,6 @@
 """`tfjs-build cache stats|prune`: the entries and bytes in each cache; dropping the least
-recently used. The caches themselves are `tfjsbuild.building.cache`'s, reached through the API."""
+recently used. The caches themselves are `tfjsbuild.stores`' (entries, stores, configuration),
+reached through the API."""
 
 from __future__ import annotations
 
