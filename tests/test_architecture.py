@@ -524,7 +524,6 @@ def test_package(check: Callable[[Path], list[str]]) -> None:
     assert not failures, f"{len(failures)} found:\n" + "\n".join(failures)
 
 
-
 def undocumented_modules(root: Path, doc: Path) -> list[str]:
     """Modules docs/architecture.md's package layout does not name: a newcomer reads the
     layout there, so a module added or renamed gets its line in the same change."""
@@ -547,6 +546,7 @@ def test_an_undocumented_module_fails(tmp_path: Path) -> None:
     doc = tmp_path / "architecture.md"
     doc.write_text("a.py  the one documented module")
     assert undocumented_modules(package, doc) == ["fakepkg/b.py is not named in architecture.md"]
+
 
 # --- every check can fail: a small, bad package in tmp_path ------------------------------
 
