@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from tfjsbuild.files.artifacts import size_parts
 from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.stores.state import SignatureRecord
-from tfjsbuild.verify.record import VerificationRecord
+from tfjsbuild.verify.record import VerificationRecord, verification_json
 
 Status = Literal["built", "restored", "verified", "up-to-date", "failed", "removed", "skipped"]
 
@@ -96,6 +96,22 @@ class ReportRow:
     @property
     def bytes(self) -> int:
         return self.model_json_bytes + self.weight_bytes
+
+    def as_dict(self) -> dict[str, Any]:
+        """This row as JSON (`report --json` prints these; build scripts may too)."""
+        return {
+            "manifest": str(self.manifest),
+            "model": self.model,
+            "signature": self.signature,
+            "output": self.output,
+            "bytes": self.bytes,
+            "model_json_bytes": self.model_json_bytes,
+            "weight_bytes": self.weight_bytes,
+            "shards": self.shards,
+            "quantization": self.quantization,
+            "verification": verification_json(self.verification),
+            "seconds": self.seconds,
+        }
 
     @classmethod
     def from_record(cls, manifest: Path, record: SignatureRecord) -> ReportRow:

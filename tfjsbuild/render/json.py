@@ -84,23 +84,7 @@ def results_json(
 
 def report_json(rows: Sequence[ReportRow]) -> str:
     """`tfjs-build report --json`: every recorded output, from the state."""
-    return command_json({"signatures": [row_json(row) for row in rows]})
-
-
-def row_json(row: ReportRow) -> dict[str, Any]:
-    return {
-        "manifest": str(row.manifest),
-        "model": row.model,
-        "signature": row.signature,
-        "output": row.output,
-        "bytes": row.bytes,
-        "model_json_bytes": row.model_json_bytes,
-        "weight_bytes": row.weight_bytes,
-        "shards": row.shards,
-        "quantization": row.quantization,
-        "verification": verification_json(row.verification),
-        "seconds": row.seconds,
-    }
+    return command_json({"signatures": [row.as_dict() for row in rows]})
 
 
 def command_json(payload: Mapping[str, Any], *, exit_code: int = EXIT_OK) -> str:
