@@ -127,8 +127,12 @@ def _merged_checks(root: Path, *scopes: Mapping[str, Any]) -> Checks:
         max_bytes = scope.get("max_bytes", max_bytes)
         timeout = float(scope.get("timeout", timeout))
     inputs = verify.pop("inputs", None)
+    # The schema's integers include 3.0: as ints, so `range(samples)` works and a recorded
+    # `samples: 3` compares equal however the manifest spelled it.
+    if "samples" in verify:
+        verify["samples"] = int(verify["samples"])
     settings = VerifySettings(**verify, inputs=None if inputs is None else root / inputs)
-    return Checks(settings, max_bytes, timeout)
+    return Checks(settings, None if max_bytes is None else int(max_bytes), timeout)
 
 
 def _build(doc: PositionedDocument) -> Manifest:

@@ -132,13 +132,6 @@ class VerifySettings:
     rtol: float = 1e-3
     inputs: Path | None = None  # a .npz of real inputs instead of generated ones
 
-    def as_dict(self, root: Path) -> dict[str, Any]:
-        """What a verification depends on (nothing when disabled), for fingerprints and reasons."""
-        if not self.enabled:
-            return {}
-        inputs = None if self.inputs is None else posixpath.relpath(self.inputs, root)
-        return {"samples": self.samples, "atol": self.atol, "rtol": self.rtol, "inputs": inputs}
-
 
 DEFAULT_TIMEOUT = 3600.0  # seconds; generous: a big model converts and verifies in minutes
 
