@@ -1,11 +1,11 @@
-"""A content-addressed cache of built signatures, shared by checkouts, machines and CI: where it
-is and how a build uses it (restore a cached output into place, save a fresh one).
+"""How a build uses the content-addressed cache: restore a cached output into place, save a
+fresh one.
 
-`resolve_config` says where the caches are and how they may be used; `_restore` puts a cached
-output in place as a conversion would (checked first: a bad entry is a miss, never a failure);
-`_store` offers a fresh build to the writable caches (a failing cache is only a warning). An
-entry's form is `cache_entry`'s, a store's file I/O `cache_store`'s; this module decides, and
-places outputs only through `outputs.place`.
+`restore` puts a cached output in place as a conversion would (checked first: a bad entry is a
+miss, never a failure); `save` offers a fresh build to the writable caches (a failing cache is
+only a warning). Which caches a build uses, an entry's form and a store's file I/O are
+`stores/`'s (`caches`, `cache_entry`, `cache_store`); this module decides, and places outputs
+only through `outputs.place`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from tfjsbuild.stores.caches import CacheHit
 from tfjsbuild.stores.state import SignatureRecord
 
 
-def _restore(item: PlanItem, project: Project, verify: bool) -> SignatureResult | None:
+def restore(item: PlanItem, project: Project, verify: bool) -> SignatureResult | None:
     """Put a cached build in place as a conversion would; None if the entry is unusable.
 
     With `verify`, only an entry carrying the verification the item wants will do.
@@ -95,7 +95,7 @@ def _place_restored(
     store.mark_used(entry.key)
     # A remote hit also fills the local cache, so the next restore is local.
     target = project.manifest.root / item.output
-    _store(item, project, target, project.state.records[item.key], exclude=store)
+    save(item, project, target, project.state.records[item.key], exclude=store)
     seconds = time.perf_counter() - start
     return SignatureResult.sized(
         item,
@@ -108,7 +108,7 @@ def _place_restored(
     )
 
 
-def _store(
+def save(
     item: PlanItem,
     project: Project,
     output: Path,

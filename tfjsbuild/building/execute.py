@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tfjsbuild.building.asset_index import write_index
-from tfjsbuild.building.cache import _restore, _store
+from tfjsbuild.building.cache import restore, save
 from tfjsbuild.building.executors import TaskExecutor, start_executor
 from tfjsbuild.building.outputs import (
     nested,
@@ -125,7 +125,7 @@ def _settle_without_workers(
             results[(item.manifest, item.key)] = SignatureResult(item, "failed", error=item.blocked)
         elif (linked := output_link_problem(item, project)) is not None:
             results[(item.manifest, item.key)] = SignatureResult(item, "failed", error=linked)
-        elif item.cached is not None and (restored := _restore(item, project, verify)) is not None:
+        elif item.cached is not None and (restored := restore(item, project, verify)) is not None:
             results[(item.manifest, item.key)] = restored
         else:
             builds.append(item)  # conversions, and verifications of outputs in place
@@ -313,7 +313,7 @@ def _finish(
     if isinstance(placed, SignatureResult):
         return replace(placed, seconds=outcome.seconds, timings=outcome.timings)
     record = project.state.records[item.key]
-    _store(item, project, project.manifest.root / item.output, record)
+    save(item, project, project.manifest.root / item.output, record)
     return SignatureResult.sized(
         item,
         "built",
@@ -352,7 +352,7 @@ def _record_verification(
     )
     project.state.records[item.key] = verified
     project.save()
-    _store(item, project, project.manifest.root / item.output, verified)
+    save(item, project, project.manifest.root / item.output, verified)
     return done
 
 

@@ -67,7 +67,7 @@ class _Job:
 @dataclass
 class _Worker(WorkerProcess):
     job: _Job | None = None
-    loaded: str | None = None  # the cache key of the source it loaded last
+    loaded: str | None = None  # the model key of the source it loaded last
 
 
 class WorkerPool:

@@ -100,7 +100,7 @@ class SavedModelKind:
         """Every file, by relative path and content (data shards by size unless `paranoid`)."""
         return path_digest(source.path, stat_cache, None if paranoid else DATA_SHARDS)
 
-    def cache_key(self, source: SavedModelSource, cache: SourceCache) -> tuple[str, str]:
+    def graph_cache_key(self, source: SavedModelSource, cache: SourceCache) -> tuple[str, str]:
         """The source's digest, and the key of the state's entry for it: names and fingerprints
         are cached under the content digest, so an unchanged model is neither parsed nor walked
         again."""
@@ -109,7 +109,7 @@ class SavedModelKind:
         return digest, key
 
     def cached_signature_names(self, source: SavedModelSource, cache: SourceCache) -> list[str]:
-        _, key = self.cache_key(source, cache)
+        _, key = self.graph_cache_key(source, cache)
         entry = cache.cached(key)
         if entry.names is None:
             entry = replace(entry, names=tuple(list_signatures(source)))
@@ -120,7 +120,7 @@ class SavedModelKind:
     def signature_sources(
         self, source: SavedModelSource, cache: SourceCache
     ) -> dict[str, SourceEntry]:
-        digest, key = self.cache_key(source, cache)
+        digest, key = self.graph_cache_key(source, cache)
         entry = cache.cached(key)
         if entry.sources is None:
             entry = replace(

@@ -116,7 +116,7 @@ class Store:
                 nofollow.touch(self.local_root, _entry_relative(key))
 
     def _warn(self, message: str) -> None:
-        """A refusal, once per store (a plan and its build look an entry up twice)."""
+        """A refusal, once per store (one build may look up many entries of one kind)."""
         if message not in self._warned:
             self._warned.add(message)
             warnings.warn(f"{self.label} cache {self.url}: {message}", stacklevel=2)
