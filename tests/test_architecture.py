@@ -404,10 +404,28 @@ def string_keyed_dicts_across_packages(root: Path) -> list[str]:
             if imp.bound_as is not None:
                 names |= _attributes_of(imp.bound_as, module.tree)
             wanted.setdefault(imp.target, set()).update(names)
+    # Follow what those annotations name into the modules that define it: `kind_of()` returns
+    # a `SourceKind` defined elsewhere, and its methods cross the boundary with it.
     found: set[tuple[str, int, str]] = set()
-    for name, taken in wanted.items():
-        found.update(_dict_annotations(modules[name], taken))
+    done: dict[str, set[str]] = {}
+    while wanted:
+        name, taken = wanted.popitem()
+        taken -= done.setdefault(name, set())
+        if not taken:
+            continue
+        done[name] |= taken
+        followed: set[str] = set()
+        found.update(_dict_annotations(modules[name], taken, followed))
+        origins = _imported_names(modules[name], modules)
+        for other in followed:
+            if other in origins:
+                wanted.setdefault(origins[other], set()).add(other)
     return [f"{label}:{line}: {what}" for label, line, what in sorted(found)]
+
+
+def _imported_names(module: Module, modules: dict[str, Module]) -> dict[str, str]:
+    """Local name -> the package module it was imported from (`from X import name`)."""
+    return {name: imp.target for imp in imports(module, modules) for name in imp.names}
 
 
 def _attributes_of(local: str, tree: ast.Module) -> set[str]:
@@ -423,7 +441,11 @@ def _json_edge(name: str) -> bool:
     return "json" in name.lower() or name.lower().endswith("dict")
 
 
-def _dict_annotations(module: Module, names: set[str]) -> Iterator[tuple[str, int, str]]:
+def _dict_annotations(
+    module: Module, names: set[str], followed: set[str]
+) -> Iterator[tuple[str, int, str]]:
+    """Offending annotations of `names` (and of the classes of this module they name); every
+    other name those annotations use goes into `followed`, for the caller to look up."""
     top: dict[str, ast.stmt] = {}
     for node in module.tree.body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
@@ -447,11 +469,10 @@ def _dict_annotations(module: Module, names: set[str]) -> Iterator[tuple[str, in
         for where, annotation in _annotations(name, top[name]):
             if _bad(annotation, aliases):
                 yield module.label, annotation.lineno, f"{where}{ast.unparse(annotation)}"
-            todo.extend(  # a class defined here and named in the annotation crosses too
-                n.id
-                for n in ast.walk(annotation)
-                if isinstance(n, ast.Name) and isinstance(top.get(n.id), ast.ClassDef)
-            )
+            named = {n.id for n in ast.walk(annotation) if isinstance(n, ast.Name)}
+            # A class defined here and named in the annotation crosses too.
+            todo.extend(n for n in named if isinstance(top.get(n), ast.ClassDef))
+            followed.update(n for n in named if n not in top)
 
 
 def _annotations(name: str, node: ast.stmt) -> Iterator[tuple[str, ast.expr]]:

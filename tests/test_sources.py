@@ -28,8 +28,8 @@ def test_the_protocol_is_what_the_kinds_are_asked() -> None:
     assert PROTOCOL_METHODS == [
         "digest",
         "incomplete",
-        "inspect_fields",
         "inspect_heading",
+        "inspect_json",
         "origin",
         "output_format",
         "problem",
@@ -145,17 +145,17 @@ def test_a_source_of_each_kind_round_trips_through_the_registry(one_of_each: Pat
         root / "nets/small.py",
         root / "nets/small/__init__.py",
     )
-    assert kind_of(heads).inspect_fields(heads) == {
+    assert kind_of(heads).inspect_json(heads) == {
         "path": str(root / "models/heads.keras"),
         "container": "keras_v3",
     }
-    assert kind_of(code).inspect_fields(code) == {
+    assert kind_of(code).inspect_json(code) == {
         "python": "nets.small:build",
         "inputs": ["nets/small.py"],
     }
-    assert kind_of(code).inspect_heading(
-        "nets.small:build", kind_of(code).inspect_fields(code)
-    ) == ("Python source nets.small:build (inputs: nets/small.py)")
+    assert kind_of(code).inspect_heading("nets.small:build", code) == (
+        "Python source nets.small:build (inputs: nets/small.py)"
+    )
 
     frames = [("/usr/lib/site-packages/tf/x.py", 3), (str(root / "nets/small.py"), 1)]
     assert kind_of(code).user_frame(code, frames) == " (at nets/small.py:1)"

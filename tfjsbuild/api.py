@@ -267,7 +267,7 @@ def inspect_source(source: KerasSource | PythonSource) -> SourceDescription:
     digest = source_digest(source, StatCache())
     with tempfile.TemporaryDirectory(prefix="tfjs-build-inspect-") as scratch:
         signatures = loaders.describe(source, Path(scratch))
-    return SourceDescription(source, digest, kind_of(source).inspect_fields(source), signatures)
+    return SourceDescription(source, digest, kind_of(source).inspect_json(source), signatures)
 
 
 def convert_concrete_function(

@@ -252,7 +252,7 @@ def print_saved_model(console: Console, description: SavedModelDescription) -> N
 def print_source(console: Console, shown: str, description: SourceDescription) -> None:
     """`tfjs-build inspect` of a Keras file or Python source the user named as `shown`."""
     source = description.source
-    console.print(escape(kind_of(source).inspect_heading(shown, description.fields_json)))
+    console.print(escape(kind_of(source).inspect_heading(shown, source)))
     console.print(f"  fingerprint {description.fingerprint[:16]}")
     for sig in description.signatures:
         console.print(f"    signature [bold]{escape(sig.name)}[/bold]")

@@ -161,10 +161,10 @@ class SourceKind(Protocol[S_contra]):
         code; "" for a kind that runs no user code, or when there is none."""
         ...
 
-    def inspect_fields(self, source: S_contra) -> dict[str, Any]:
-        """What `inspect` shows about the source besides its digest and signatures (JSON)."""
+    def inspect_json(self, source: S_contra) -> JsonObject:
+        """What `inspect --json` shows about the source besides its digest and signatures."""
         ...
 
-    def inspect_heading(self, shown: str, fields: Mapping[str, Any]) -> str:
+    def inspect_heading(self, shown: str, source: S_contra) -> str:
         """`inspect`'s first line for the source the user named as `shown` (plain text)."""
         ...

@@ -60,7 +60,7 @@ class SourceDescription:
 
     source: KerasSource | PythonSource
     fingerprint: str  # the source's content digest
-    fields_json: JsonObject  # what its kind adds (`SourceKind.inspect_fields`): JSON already
+    fields_json: JsonObject  # what its kind adds (`SourceKind.inspect_json`): JSON already
     signatures: tuple[TracedSignature, ...]  # as `worker.loaders.describe` traced them
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tfjsbuild.files.json_types import JsonObject
 from tfjsbuild.manifest.types import KERAS_SIGNATURE, KerasSource
 from tfjsbuild.sources.base import SignatureLister, SourceCache, SourceEntry, WatchPaths
 from tfjsbuild.sources.digest import StatCache, canonical_json, path_digest, sha256_text
@@ -130,11 +131,11 @@ class KerasKind:
     def user_frame(self, source: KerasSource, frames: Iterable[tuple[str, int]]) -> str:
         return ""  # a Keras file runs no user code of the manifest's folder
 
-    def inspect_fields(self, source: KerasSource) -> dict[str, Any]:
+    def inspect_json(self, source: KerasSource) -> JsonObject:
         return {"path": str(source.path), "container": source.container}
 
-    def inspect_heading(self, shown: str, fields: Mapping[str, Any]) -> str:
-        return f"Keras model {shown} ({fields['container']})"
+    def inspect_heading(self, shown: str, source: KerasSource) -> str:
+        return f"Keras model {shown} ({source.container})"
 
 
 KERAS = KerasKind()

@@ -7,10 +7,10 @@ here imports the module, TensorFlow or Keras; the worker's `load_python.py` does
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
+from tfjsbuild.files.json_types import JsonObject
 from tfjsbuild.manifest.types import PythonSource
 from tfjsbuild.sources.base import SignatureLister, SourceCache, SourceEntry, WatchPaths
 from tfjsbuild.sources.digest import StatCache, sha256_text
@@ -86,14 +86,15 @@ class PythonKind:
                 return f" (at {path.relative_to(source.root).as_posix()}:{line})"
         return ""
 
-    def inspect_fields(self, source: PythonSource) -> dict[str, Any]:
+    def inspect_json(self, source: PythonSource) -> JsonObject:
         return {
             "python": source.target,
             "inputs": [f.relative_to(source.root).as_posix() for f in python_input_files(source)],
         }
 
-    def inspect_heading(self, shown: str, fields: Mapping[str, Any]) -> str:
-        return f"Python source {shown} (inputs: {', '.join(fields['inputs'])})"
+    def inspect_heading(self, shown: str, source: PythonSource) -> str:
+        inputs = [f.relative_to(source.root).as_posix() for f in python_input_files(source)]
+        return f"Python source {shown} (inputs: {', '.join(inputs)})"
 
 
 PYTHON = PythonKind()

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
+from tfjsbuild.files.json_types import JsonObject
 from tfjsbuild.manifest.types import SavedModelSource
 from tfjsbuild.sources.base import SignatureLister, SourceCache, SourceEntry, WatchPaths
 from tfjsbuild.sources.digest import StatCache, path_digest
@@ -148,10 +148,10 @@ class SavedModelKind:
     def user_frame(self, source: SavedModelSource, frames: Iterable[tuple[str, int]]) -> str:
         return ""  # a SavedModel runs no user code
 
-    def inspect_fields(self, source: SavedModelSource) -> dict[str, Any]:
+    def inspect_json(self, source: SavedModelSource) -> JsonObject:
         return {"path": str(source.path), "tags": list(source.tags)}
 
-    def inspect_heading(self, shown: str, fields: Mapping[str, Any]) -> str:
+    def inspect_heading(self, shown: str, source: SavedModelSource) -> str:
         return f"SavedModel {shown}"
 
 
