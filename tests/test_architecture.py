@@ -700,6 +700,27 @@ def test_long_modules_and_functions_fail(tmp_path: Path) -> None:
     assert long_modules(root) == ["fakepkg/long.py: 403 lines (at most 400)"]
 
 
+def test_a_type_defined_elsewhere_crosses_with_the_function_returning_it(tmp_path: Path) -> None:
+    root = make_package(
+        tmp_path,
+        {
+            "sources/base.py": """\
+                from typing import Any, Protocol
+                class Kind(Protocol):
+                    def fields(self) -> dict[str, Any]: ...
+            """,
+            "sources/registry.py": """\
+                from fakepkg.sources.base import Kind
+                def kind_of(name: str) -> Kind: ...
+            """,
+            "api.py": "from fakepkg.sources.registry import kind_of\n",
+        },
+    )
+    assert string_keyed_dicts_across_packages(root) == [
+        "fakepkg/sources/base.py:3: Kind.fields() returns dict[str, Any]"
+    ]
+
+
 def test_string_keyed_dicts_across_packages_fail(tmp_path: Path) -> None:
     root = make_package(
         tmp_path,
