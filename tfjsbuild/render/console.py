@@ -280,3 +280,25 @@ def _tensor_text(name: str, dtype: str, shape: tuple[int | None, ...] | None) ->
 
 def _shape(shape: Sequence[int | None]) -> str:
     return "[" + ", ".join("?" if dim is None else str(dim) for dim in shape) + "]"
+
+
+# One cache (label, URL) and its counts, as `api.cache_stats` / `api.cache_prune` give them.
+CacheCounts = tuple[str, str, dict[str, int]]
+
+
+def print_cache_stats(console: Console, caches: Sequence[CacheCounts]) -> None:
+    """`tfjs-build cache stats`: each cache's entries, blobs and bytes."""
+    for label, url, stats in caches:
+        console.print(
+            f"{label} cache {escape(url)}: {stats['entries']} entries, {stats['blobs']} blobs, "
+            f"{format_bytes(stats['bytes'])}"
+        )
+
+
+def print_cache_pruned(console: Console, caches: Sequence[CacheCounts]) -> None:
+    """`tfjs-build cache prune`: what each writable cache dropped, and what is left."""
+    for label, url, stats in caches:
+        console.print(
+            f"{label} cache {escape(url)}: removed {stats['removed_entries']} entries; "
+            f"{stats['entries']} left, {format_bytes(stats['bytes'])}"
+        )

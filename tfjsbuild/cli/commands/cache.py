@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import argparse
 
-from rich.markup import escape
-
 from tfjsbuild import api
 from tfjsbuild.cli import options
 from tfjsbuild.cli.output import Output
 from tfjsbuild.errors import EXIT_OK, UsageError
-from tfjsbuild.files.artifacts import format_bytes
+from tfjsbuild.render.console import print_cache_pruned, print_cache_stats
 
 
 def add_parser(subparsers: options.Subparsers) -> None:
@@ -36,13 +34,9 @@ def add_parser(subparsers: options.Subparsers) -> None:
 
 
 def cache_stats(args: argparse.Namespace, out: Output) -> int:
-    for label, url, stats in api.cache_stats(
-        args.manifests, all_dirs=args.all_dirs, cache=args.cache
-    ):
-        out.console.print(
-            f"{label} cache {escape(url)}: {stats['entries']} entries, {stats['blobs']} blobs, "
-            f"{format_bytes(stats['bytes'])}"
-        )
+    print_cache_stats(
+        out.console, api.cache_stats(args.manifests, all_dirs=args.all_dirs, cache=args.cache)
+    )
     return EXIT_OK
 
 
@@ -50,11 +44,8 @@ def cache_prune(args: argparse.Namespace, out: Output) -> int:
     max_bytes: int = args.max_bytes
     if max_bytes < 0:
         raise UsageError(f"--max-bytes must be at least 0, got {max_bytes}")
-    for label, url, stats in api.cache_prune(
+    pruned = api.cache_prune(
         args.manifests, all_dirs=args.all_dirs, cache=args.cache, max_bytes=max_bytes
-    ):
-        out.console.print(
-            f"{label} cache {escape(url)}: removed {stats['removed_entries']} entries; "
-            f"{stats['entries']} left, {format_bytes(stats['bytes'])}"
-        )
+    )
+    print_cache_pruned(out.console, pruned)
     return EXIT_OK
