@@ -11,10 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tfjsbuild.errors import UsageError
 from tfjsbuild.files.artifacts import TensorSpec
 from tfjsbuild.files.json_types import JsonObject
-from tfjsbuild.manifest.types import KerasSource, PythonSource
+from tfjsbuild.manifest.types import (
+    KERAS_H5_SUFFIXES,
+    KERAS_V3_SUFFIX,
+    PYTHON_TARGET,
+    KerasSource,
+    PythonSource,
+)
 from tfjsbuild.sources.digest import StatCache
+from tfjsbuild.sources.python import python_source_problem
 from tfjsbuild.sources.saved_model_files import SignatureInfo, read_meta_graphs
 from tfjsbuild.sources.saved_model_graph import (
     GraphFingerprintError,
@@ -80,3 +88,21 @@ def describe_saved_model(folder: Path, *, paranoid: bool = False) -> SavedModelD
         )
         meta_graphs.append(DescribedMetaGraph(meta.tags, fallback, signatures))
     return SavedModelDescription(folder, tuple(meta_graphs))
+
+
+def inspected_source(path: str) -> KerasSource | PythonSource:
+    """What `tfjs-build inspect PATH` names besides a SavedModel folder: a Keras file, or a
+    Python source `module:callable` run from the current folder (as a manifest there would)."""
+    file = Path(path)
+    if file.is_file() and file.suffix.lower() in (KERAS_V3_SUFFIX, *KERAS_H5_SUFFIXES):
+        return KerasSource(file, "graph_model")
+    if not file.exists() and PYTHON_TARGET.fullmatch(path):
+        source = PythonSource(path, (), Path.cwd())
+        problem = python_source_problem(source)
+        if problem is not None:
+            raise UsageError(problem)
+        return source
+    raise UsageError(
+        f"{path} is not a SavedModel folder (no saved_model.pb), a .keras or .h5 file, or "
+        "a Python source module:callable"
+    )

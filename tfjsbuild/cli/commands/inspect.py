@@ -10,17 +10,10 @@ from pathlib import Path
 from tfjsbuild import api
 from tfjsbuild.cli import options
 from tfjsbuild.cli.output import Output
-from tfjsbuild.errors import EXIT_OK, SourceError, UsageError
-from tfjsbuild.manifest.types import (
-    KERAS_H5_SUFFIXES,
-    KERAS_V3_SUFFIX,
-    PYTHON_TARGET,
-    KerasSource,
-    PythonSource,
-)
+from tfjsbuild.errors import EXIT_OK, SourceError
 from tfjsbuild.render.console import print_saved_model, print_source
 from tfjsbuild.render.json import saved_model_json, source_json
-from tfjsbuild.sources.python import python_source_problem
+from tfjsbuild.sources.description import inspected_source
 from tfjsbuild.sources.saved_model_files import is_saved_model
 
 
@@ -50,7 +43,7 @@ def inspect(args: argparse.Namespace, out: Output) -> int:
 
 def _inspect_source(path: str, *, json_output: bool, out: Output) -> int:
     """A Keras file, or `module:callable` (run from the current folder, as a manifest there)."""
-    source = _source_at(path)
+    source = inspected_source(path)
     try:
         description = api.inspect_source(source)
     except SystemExit as exit:  # the user's code called sys.exit(): inspecting it failed
@@ -62,19 +55,3 @@ def _inspect_source(path: str, *, json_output: bool, out: Output) -> int:
     else:
         print_source(out.console, path, description)
     return EXIT_OK
-
-
-def _source_at(path: str) -> KerasSource | PythonSource:
-    file = Path(path)
-    if file.is_file() and file.suffix.lower() in (KERAS_V3_SUFFIX, *KERAS_H5_SUFFIXES):
-        return KerasSource(file, "graph_model")
-    if not file.exists() and PYTHON_TARGET.fullmatch(path):
-        source = PythonSource(path, (), Path.cwd())
-        problem = python_source_problem(source)
-        if problem is not None:
-            raise UsageError(problem)
-        return source
-    raise UsageError(
-        f"{path} is not a SavedModel folder (no saved_model.pb), a .keras or .h5 file, or "
-        "a Python source module:callable"
-    )
