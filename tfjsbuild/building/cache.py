@@ -23,9 +23,9 @@ from tfjsbuild.building.results import SignatureResult
 from tfjsbuild.files.artifacts import OutputCheckError, OutputFile, validate_graph_model
 from tfjsbuild.planning.fingerprint import cache_key
 from tfjsbuild.planning.plan import PlanItem
-from tfjsbuild.stores.cache_entry import CacheEntry, serves
+from tfjsbuild.stores.cache_entry import CacheEntry
 from tfjsbuild.stores.cache_store import Store
-from tfjsbuild.stores.caches import CacheHit
+from tfjsbuild.stores.caches import CacheHit, entries_serving
 from tfjsbuild.stores.state import SignatureRecord
 
 
@@ -65,10 +65,8 @@ def _cache_hits(item: PlanItem, project: Project, verify: bool) -> Iterator[Cach
     yield item.cache_hit
     stores = list(project.stores)
     after = next((i + 1 for i, s in enumerate(stores) if s is item.cache_hit.store), len(stores))
-    for store in stores[after:]:
-        entry = store.get(cache_key(item.fingerprint))
-        if entry is not None and serves(entry, item.fingerprint.verify if verify else None):
-            yield CacheHit(store, entry)
+    wanted = item.fingerprint.verify if verify else None
+    yield from entries_serving(stores[after:], cache_key(item.fingerprint), wanted)
 
 
 def _place_restored(

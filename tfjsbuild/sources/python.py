@@ -87,14 +87,15 @@ class PythonKind:
         return ""
 
     def inspect_json(self, source: PythonSource) -> JsonObject:
-        return {
-            "python": source.target,
-            "inputs": [f.relative_to(source.root).as_posix() for f in python_input_files(source)],
-        }
+        return {"python": source.target, "inputs": _input_names(source)}
 
     def inspect_heading(self, shown: str, source: PythonSource) -> str:
-        inputs = [f.relative_to(source.root).as_posix() for f in python_input_files(source)]
-        return f"Python source {shown} (inputs: {', '.join(inputs)})"
+        return f"Python source {shown} (inputs: {', '.join(_input_names(source))})"
+
+
+def _input_names(source: PythonSource) -> list[str]:
+    """The source's input files, relative to its folder, as inspect shows them."""
+    return [f.relative_to(source.root).as_posix() for f in python_input_files(source)]
 
 
 PYTHON = PythonKind()

@@ -5,7 +5,7 @@ in them. Looking up reads only: a plan writes nothing; a restore marks the entry
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -80,12 +80,19 @@ class CacheHit(NamedTuple):
     entry: CacheEntry
 
 
-def first_entry(
+def entries_serving(
     stores: Iterable[Store], key: str, wanted: VerificationRequest | None = None
-) -> CacheHit | None:
-    """The first store's entry for `key` that serves the verification `wanted` (see `serves`)."""
+) -> Iterator[CacheHit]:
+    """Each store's entry for `key` that serves the verification `wanted` (see `serves`), in
+    store order, each store looked up only when the one before it did not do."""
     for store in stores:
         entry = store.get(key)
         if entry is not None and serves(entry, wanted):
-            return CacheHit(store, entry)
-    return None
+            yield CacheHit(store, entry)
+
+
+def first_entry(
+    stores: Iterable[Store], key: str, wanted: VerificationRequest | None = None
+) -> CacheHit | None:
+    """The first store's entry for `key` that serves the verification `wanted`."""
+    return next(entries_serving(stores, key, wanted), None)
