@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tfjsbuild.building.results import ReportRow, SignatureResult
-from tfjsbuild.files.artifacts import format_bytes
+from tfjsbuild.files.artifacts import TensorSpec, format_bytes
 from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.render.words import quantization_text, verification_text
 from tfjsbuild.sources.description import SavedModelDescription, SourceDescription
@@ -239,8 +239,8 @@ def print_saved_model(console: Console, description: SavedModelDescription) -> N
         for described in meta.signatures:
             sig, graph = described.signature, described.fingerprint
             console.print(f"    signature [bold]{escape(sig.name)}[/bold]")
-            _print_tensors(console, [(t.key, t.dtype, t.shape) for t in sig.inputs], "input")
-            _print_tensors(console, [(t.key, t.dtype, t.shape) for t in sig.outputs], "output")
+            _print_tensors(console, [t.spec for t in sig.inputs], "input")
+            _print_tensors(console, [t.spec for t in sig.outputs], "output")
             if graph is not None:
                 console.print(f"      fingerprint {graph.digest[:16]}  graph {graph.graph[:16]}")
                 for capture in graph.captures:
@@ -259,23 +259,19 @@ def print_source(console: Console, shown: str, description: SourceDescription) -
         if sig.error is not None:
             console.print(f"      [red]{escape(sig.error)}[/red]")
             continue
-        _print_tensors(console, [(t.name, t.dtype, t.shape) for t in sig.inputs], "input")
-        _print_tensors(console, [(t.name, t.dtype, t.shape) for t in sig.outputs], "output")
+        _print_tensors(console, sig.inputs, "input")
+        _print_tensors(console, sig.outputs, "output")
 
 
-# A tensor as inspect shows it: its name, dtype and shape (None: unknown rank).
-Tensor = tuple[str, str, tuple[int | None, ...] | None]
+def _print_tensors(console: Console, tensors: Sequence[TensorSpec], side: str) -> None:
+    for tensor in tensors:
+        console.print(f"      {side:<6} {_tensor_text(tensor)}")
 
 
-def _print_tensors(console: Console, tensors: Sequence[Tensor], side: str) -> None:
-    for name, dtype, shape in tensors:
-        console.print(f"      {side:<6} {_tensor_text(name, dtype, shape)}")
-
-
-def _tensor_text(name: str, dtype: str, shape: tuple[int | None, ...] | None) -> str:
+def _tensor_text(tensor: TensorSpec) -> str:
     """`name: dtype [shape]`, escaped for rich (names come from the model)."""
-    shown = "unknown rank" if shape is None else _shape(shape)
-    return escape(f"{name}: {dtype} {shown}")
+    shape = "unknown rank" if tensor.shape is None else _shape(tensor.shape)
+    return escape(f"{tensor.name}: {tensor.dtype} {shape}")
 
 
 def _shape(shape: Sequence[int | None]) -> str:

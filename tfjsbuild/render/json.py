@@ -113,8 +113,8 @@ def _described_signature_json(described: DescribedSignature) -> dict[str, Any]:
     sig, graph = described.signature, described.fingerprint
     return {
         "name": sig.name,
-        "inputs": [t.as_dict() for t in sig.inputs],
-        "outputs": [t.as_dict() for t in sig.outputs],
+        "inputs": tensor_specs_json([t.spec for t in sig.inputs]),
+        "outputs": tensor_specs_json([t.spec for t in sig.outputs]),
         "fingerprint": None
         if graph is None
         else {

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tfjsbuild.errors import TfjsBuildError
+from tfjsbuild.files.artifacts import TensorSpec
 
 SAVED_MODEL_PB = "saved_model.pb"
 CHUNKED_SAVED_MODEL = "saved_model.cpb"
@@ -52,12 +53,13 @@ class TensorInfo:
     dtype: str
     shape: tuple[int | None, ...] | None  # None: unknown rank
 
+    @property
+    def spec(self) -> TensorSpec:
+        """As a converted model names it: by its key."""
+        return TensorSpec(self.key, self.dtype, self.shape)
+
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.key,
-            "dtype": self.dtype,
-            "shape": None if self.shape is None else list(self.shape),
-        }
+        return self.spec.to_json_dict()
 
 
 @dataclass(frozen=True)
