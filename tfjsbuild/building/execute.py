@@ -207,7 +207,7 @@ def _task(
         signature=item.signature,
         options=item.target.options,
         staging_dir=str(staging / f"{index:04d}-{item.model}-{item.signature}"),
-        model_key=f"{source}\0{item.fingerprint.parts['source']}",
+        model_key=f"{source}\0{item.fingerprint.model}",
         scratch_dir=str(staging / "scratch"),
         verify=_verify_task(item, runtime),
         timeout=item.target.checks.timeout,

@@ -84,6 +84,10 @@ class SignatureFingerprint:
     # What a verification depends on (settings, sample inputs' digest, TF.js version); None
     # when verification is off for this signature. A record keeps the one it was verified with.
     verify: VerificationRequest | None = None
+    # The whole source's content digest, not hashed either: a worker keeps a model it loaded
+    # for the next signature of the same source while this stays the same (the per-signature
+    # `parts.source` would reload a SavedModel for each signature).
+    model: str = ""
 
 
 def tool_versions(source_kind: str = "saved_model") -> dict[str, str]:
@@ -110,6 +114,7 @@ def fingerprint_signature(
     details: Mapping[str, str] | None = None,
     format: str = "graph_model",
     verify: VerificationRequest | None = None,
+    model: str = "",
 ) -> SignatureFingerprint:
     """`verify`: what a verification depends on (settings, input digest, runtime), or None.
 
@@ -133,6 +138,7 @@ def fingerprint_signature(
         options=options,
         details=dict(details or {}),
         verify=verify,
+        model=model,
     )
 
 

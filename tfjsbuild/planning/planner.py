@@ -156,6 +156,7 @@ def _fingerprints(
             details=entry.details,
             format=kind_of(source).output_format(source),
             verify=_verification_inputs(target, manifest.root, stat_cache),
+            model=sources.digest(source),
         )
     return fingerprints
 
