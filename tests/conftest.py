@@ -47,6 +47,20 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]
     return get
 
 
+@pytest.fixture(scope="session")
+def architectures(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every architecture of tests/architectures.py in both Kerases, small, as SavedModels
+    named <architecture>-keras<version>; made once, in a process of its own (Keras stays out of
+    the test process)."""
+    folder = tmp_path_factory.mktemp("architectures")
+    subprocess.run(
+        [sys.executable, str(TESTS / "architectures.py"), str(folder)],
+        check=True,
+        capture_output=True,
+    )
+    return folder
+
+
 @pytest.fixture
 def project(tmp_path: Path, model_store: Callable[..., Path]) -> Callable[..., Path]:
     """Write a manifest into tmp_path and copy the named models (folders or files) beside it."""

@@ -31,12 +31,12 @@ from tfjsbuild.worker.signature_defs import (
     signature_def,
     structured_output_keys_for_metadata,
 )
+from tfjsbuild.worker.stable_names import stable_shared_names
 from tfjsbuild.worker.tf1 import convert_tf1_signature
 from tfjsbuild.worker.write import (
     Initializer,
     check_initializer_ops,
     optimize_and_write,
-    stable_shared_names,
     timed,
 )
 

@@ -25,11 +25,11 @@ from tfjsbuild.worker.signature_defs import (
     check_keys,
     structured_output_keys_for_metadata,
 )
+from tfjsbuild.worker.stable_names import stable_shared_names
 from tfjsbuild.worker.write import (
     Initializer,
     check_initializer_ops,
     optimize_and_write,
-    stable_shared_names,
     timed,
 )
 

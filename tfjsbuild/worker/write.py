@@ -26,6 +26,7 @@ from tfjsbuild.files.artifacts import GraphModelOutput, check_graph_model
 from tfjsbuild.manifest.types import ConverterOptions
 from tfjsbuild.worker.errors import ConversionError
 from tfjsbuild.worker.native_log import capture_native_log, with_native_cause
+from tfjsbuild.worker.stable_names import stable_graph
 
 # What TensorFlow.js 4.22 can fuse into _FusedMatMul / FusedConv2D (backend applyActivation).
 TFJS_FUSED_ACTIVATIONS = frozenset({"relu", "relu6", "elu", "leakyrelu", "prelu", "sigmoid"})
@@ -87,6 +88,9 @@ def optimize_and_write(
             raise ConversionError(message.replace("\n", ": ")) from error
 
     check_fused_activations(optimized)
+    stable_graph(optimized)
+    if initializer.graph_def is not None:
+        stable_graph(initializer.graph_def)
 
     with timed(timings, "write"):
         weights = tfjs_v2.extract_weights(optimized, initializer.graph_def)
@@ -162,14 +166,3 @@ def check_fused_activations(graph_def: Any) -> None:
                 "run (it fuses only Relu, Relu6, Elu, LeakyRelu, Prelu and Sigmoid); TensorFlow's "
                 "oneDNN rewrites made it: set TF_ENABLE_ONEDNN_OPTS=0 before importing TensorFlow"
             )
-
-
-def stable_shared_names(graph_def: Any) -> None:
-    """Name lookup tables after their node, not the export path TensorFlow put in shared_name.
-
-    TensorFlow.js keys tables by node name and ignores shared_name, but the path made two
-    exports of the same model convert to different bytes.
-    """
-    for node in graph_def.node:
-        if "shared_name" in node.attr and node.attr["shared_name"].s:
-            node.attr["shared_name"].s = node.name.encode("utf-8")
