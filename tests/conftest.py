@@ -97,9 +97,13 @@ def export_fresh(kind: str, path: Path, **settings: object) -> Path:
 
 
 def run_cli(
-    *args: str, cwd: Path, check: bool = False, timeout: float = 600
+    *args: str,
+    cwd: Path,
+    check: bool = False,
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real `tfjs-build` command in a subprocess."""
+    """Run the real `tfjs-build` command in a subprocess (`env`: variables added to ours)."""
     return no_internal_error(
         subprocess.run(
             [sys.executable, "-m", "tfjsbuild", *args],
@@ -108,6 +112,7 @@ def run_cli(
             text=True,
             check=check,
             timeout=timeout,
+            env=None if env is None else {**os.environ, **env},
         )
     )
 

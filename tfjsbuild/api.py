@@ -18,7 +18,13 @@ from typing import Any
 
 from tfjsbuild.building.outputs import remove_built_files, remove_state_folders
 from tfjsbuild.building.results import Reporter, ReportRow, SignatureResult
-from tfjsbuild.building.run import build_locks, check_run_options, run_plans, skipped
+from tfjsbuild.building.run import (
+    build_locks,
+    check_run_options,
+    passes_notice,
+    run_plans,
+    skipped,
+)
 from tfjsbuild.files.artifacts import GraphModelOutput
 from tfjsbuild.files.atomic import swap_directory
 from tfjsbuild.manifest.types import KerasSource, Manifest, PythonSource
@@ -177,7 +183,8 @@ def build_manifests(
     build_plan = BuildPlan(plans)
     paths = [p.manifest.path for p in plans]
     elapsed = time.perf_counter() - start
-    return BuildResult(paths, results, elapsed, dry_run, build_plan.warnings)
+    notes = build_plan.warnings + passes_notice(results)
+    return BuildResult(paths, results, elapsed, dry_run, notes)
 
 
 def clean(

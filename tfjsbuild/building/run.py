@@ -5,8 +5,10 @@ Planning is `planning/planner.py`'s; the results are returned, never rendered he
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
+from importlib import metadata
 
 from tfjsbuild.building.execute import execute
 from tfjsbuild.building.project import Project
@@ -15,6 +17,7 @@ from tfjsbuild.errors import UsageError
 from tfjsbuild.manifest.types import Manifest
 from tfjsbuild.planning.planner import ManifestPlan
 from tfjsbuild.stores.lock import BuildLock
+from tfjsbuild.version import FAST_PASSES_TENSORFLOWJS, STOCK_PASSES_VARIABLE, fast_passes_apply
 
 
 def check_run_options(*, executor: str, jobs: int | None) -> None:
@@ -61,3 +64,33 @@ def run_plans(
         executor=executor,
         ray_address=ray_address,
     )
+
+
+def passes_notice(
+    results: Sequence[SignatureResult],
+    tensorflowjs: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> list[str]:
+    """A line when this build converted with tensorflowjs's own, slower graph passes because
+    another tensorflowjs than the one the fast passes reproduce is installed (workers decide
+    the same way: `worker/optimize.py`). Nothing when the user chose them
+    (TFJS_BUILD_STOCK_PASSES) or nothing was converted."""
+    converted = any(
+        r.item.action == "build" and r.status in ("built", "failed") and r.cache is None
+        for r in results
+    )
+    environ = os.environ if environ is None else environ
+    if not converted or environ.get(STOCK_PASSES_VARIABLE, "") not in ("", "0"):
+        return []  # nothing converted, or the user chose tensorflowjs's passes
+    if tensorflowjs is None:
+        try:
+            tensorflowjs = metadata.version("tensorflowjs")
+        except metadata.PackageNotFoundError:
+            return []
+    if fast_passes_apply(tensorflowjs, environ):
+        return []
+    return [
+        f"tensorflowjs {tensorflowjs} is installed; tfjs-build's fast conversion passes were "
+        f"checked against tensorflowjs {FAST_PASSES_TENSORFLOWJS} only, so this build used "
+        "tensorflowjs's own (slower) passes"
+    ]

@@ -33,11 +33,11 @@ from tfjsbuild.worker.signature_defs import (
 )
 from tfjsbuild.worker.stable_names import stable_shared_names
 from tfjsbuild.worker.tf1 import convert_tf1_signature
+from tfjsbuild.worker.timing import timed
 from tfjsbuild.worker.write import (
     Initializer,
     check_initializer_ops,
     optimize_and_write,
-    timed,
 )
 
 

@@ -13,7 +13,8 @@ from typing import Any
 from tfjsbuild.files.artifacts import GraphModelOutput, check_graph_model
 from tfjsbuild.manifest.types import ConverterOptions
 from tfjsbuild.worker.errors import ConversionError
-from tfjsbuild.worker.write import canonical_model_json, timed
+from tfjsbuild.worker.timing import timed
+from tfjsbuild.worker.write import canonical_model_json
 
 
 def convert_layers_model(

@@ -26,11 +26,11 @@ from tfjsbuild.worker.signature_defs import (
     structured_output_keys_for_metadata,
 )
 from tfjsbuild.worker.stable_names import stable_shared_names
+from tfjsbuild.worker.timing import timed
 from tfjsbuild.worker.write import (
     Initializer,
     check_initializer_ops,
     optimize_and_write,
-    timed,
 )
 
 # The lookup tables TensorFlow.js runs, and the ops that fill them (tfjs-converter's op list;

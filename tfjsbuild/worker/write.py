@@ -1,4 +1,4 @@
-"""From a frozen graph to the files TensorFlow.js reads: grappler, the checks, model.json.
+"""From a frozen graph to the files TensorFlow.js reads: the optimization, the checks, model.json.
 
 The same for every path a graph model takes (TF2 functions, TF1 signatures), and for layers
 models the canonical model.json: tensorflowjs writes, then an output only counts once it is
@@ -12,9 +12,6 @@ import tfjsbuild.worker.environment  # noqa: F401  (first: TensorFlow reads it w
 
 # isort: split
 import json
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,9 @@ from tfjsbuild.files.artifacts import GraphModelOutput, check_graph_model
 from tfjsbuild.manifest.types import ConverterOptions
 from tfjsbuild.worker.errors import ConversionError
 from tfjsbuild.worker.native_log import capture_native_log, with_native_cause
+from tfjsbuild.worker.optimize import optimize_graph
 from tfjsbuild.worker.stable_names import stable_graph
+from tfjsbuild.worker.timing import timed
 
 # What TensorFlow.js 4.22 can fuse into _FusedMatMul / FusedConv2D (backend applyActivation).
 TFJS_FUSED_ACTIVATIONS = frozenset({"relu", "relu6", "elu", "leakyrelu", "prelu", "sigmoid"})
@@ -41,16 +40,6 @@ class Initializer:
     graph_def: Any = None  # written into model.json, its weights with the model's
     signature_def: Any = None  # its outputs, the tables (TF2); None: TF.js runs it whole (TF1)
     resource_ids_maps: tuple[dict[str, int], dict[str, int]] | None = None
-
-
-@contextmanager
-def timed(timings: dict[str, float] | None, phase: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        if timings is not None:
-            timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start
 
 
 def optimize_and_write(
@@ -77,7 +66,7 @@ def optimize_and_write(
         native_log: list[str] = []
         try:
             with capture_native_log(native_log):
-                optimized = tfjs_v2.optimize_graph(
+                optimized = optimize_graph(
                     frozen_graph,
                     signature,
                     skip_op_check=options.skip_op_check,
