@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -80,6 +81,13 @@ def project(tmp_path: Path, model_store: Callable[..., Path]) -> Callable[..., P
         return path
 
     return make
+
+
+def default_sigint() -> None:
+    """A `preexec_fn` for processes a test sends SIGINT: where the tests run in the background of
+    a non-interactive shell, SIGINT is ignored and children inherit that, so Ctrl-C would never
+    reach tfjs-build."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def export_fresh(kind: str, path: Path, **settings: object) -> Path:

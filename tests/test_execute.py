@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import tfjsbuild
+from conftest import default_sigint
 from tfjsbuild.stores.lock import BuildLock
 from tfjsbuild.stores.state import load_state
 
@@ -38,6 +39,7 @@ def start_build(manifest: Path) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, as a terminal's Ctrl-C would reach
+        preexec_fn=default_sigint,
     )
 
 

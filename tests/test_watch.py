@@ -18,6 +18,7 @@ from types import TracebackType
 import pytest
 
 import tfjsbuild
+from conftest import default_sigint
 from tfjsbuild.stores.lock import BuildLock
 from tfjsbuild.stores.state import load_state
 from tfjsbuild.watch import Cycle, Watcher
@@ -226,6 +227,7 @@ def _start_watch(manifest: Path, *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=default_sigint,
     )
 
 

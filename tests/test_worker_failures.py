@@ -23,7 +23,7 @@ import jsonschema
 import pytest
 
 import tfjsbuild
-from conftest import REPO, STATE, run_cli
+from conftest import REPO, STATE, default_sigint, run_cli
 from tfjsbuild.building.execute import _finish
 from tfjsbuild.building.project import Project
 from tfjsbuild.manifest.load import load_manifest
@@ -342,8 +342,7 @@ def test_no_worker_outlives_the_build(
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, as a terminal's Ctrl-C would reach
-        # Ctrl-C must reach it even when these tests run where SIGINT is ignored.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=default_sigint,
     )
     try:
         marker = tmp_path / "models/worker.pid"
