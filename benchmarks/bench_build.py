@@ -3,15 +3,20 @@
     python benchmarks/bench_build.py [--work DIR] [--skip-big]
 
 1. A MobileNetV2 SavedModel (Keras 3 architecture, seeded random weights: nothing is
-   downloaded) with three signatures (features, classify = head A, embed = head B), converted by a loop of `tensorflowjs_converter` calls and by
-   `tfjs-build run` from scratch; prints the ratio.
+   downloaded) with three signatures (features, classify = head A, embed = head B), converted
+   by a loop of `tensorflowjs_converter` calls and by `tfjs-build run` from scratch; prints the
+   ratio.
 2. A no-op `tfjs-build run` (nothing changed), and whether planning imports TensorFlow.
 3. One signature's options changed: which signatures are rebuilt.
 4. The model re-exported identically in a fresh process, then with one head retrained: which
    signatures are rebuilt (signature-level graph fingerprints).
-5. Planning an unchanged model with 1 GiB of variables (after one build recorded its stat data).
+5. Conversion speed: MobileNetV2 exported by Keras 3 (batch norms as multiplies and adds) and
+   by Keras 2 (FusedBatchNormV3, which tensorflowjs folds in Python), with 3 and 10
+   signatures: the converter loop against `tfjs-build run --force` with 1 and 2 workers.
+6. Planning an unchanged model with 1 GiB of variables (after one build recorded its stat data).
 
-Every number is wall time of a fresh process, as a build script would see it.
+Every number is wall time of a fresh process, as a build script would see it; verification is
+off except where a case says otherwise (the converter does not verify).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ defaults:
   verify: {enabled: false}
 models:
   mobilenet:
-    saved_model: mobilenet
+    saved_model: model
     signatures:
       features: {}
       classify: {}
@@ -54,10 +59,10 @@ def timed(command: list[str], cwd: Path) -> float:
     return seconds
 
 
-def make_mobilenet(path: Path, embed_seed: int = 2) -> None:
+def make_mobilenet(path: Path, embed_seed: int = 2, extra_heads: int = 0) -> None:
     """MobileNetV2 backbone (seeded, so re-exports are identical) with three signatures:
     `features` (pooled backbone), `classify` (head A) and `embed` (head B, seeded separately
-    to simulate retraining only that head)."""
+    to simulate retraining only that head), and `extra_heads` more (`head_0`, ...)."""
     script = textwrap.dedent(
         f"""
         import os
@@ -69,6 +74,9 @@ def make_mobilenet(path: Path, embed_seed: int = 2) -> None:
                                                   input_shape=(224, 224, 3))
         classify_head = keras.layers.Dense(1000, activation="softmax", name="classify_head")
         classify_head.build((None, 1280))
+        heads = [keras.layers.Dense(16 * (i + 1), name=f"head_{{i}}") for i in range({extra_heads})]
+        for head in heads:
+            head.build((None, 1280))
         keras.utils.set_random_seed({embed_seed})
         embed_head = keras.layers.Dense(128, name="embed_head")
         embed_head.build((None, 1280))
@@ -81,7 +89,40 @@ def make_mobilenet(path: Path, embed_seed: int = 2) -> None:
         archive.add_endpoint("features", lambda image: {{"features": backbone(image)}}, input_signature=spec)
         archive.add_endpoint("classify", lambda image: {{"probs": classify_head(backbone(image))}}, input_signature=spec)
         archive.add_endpoint("embed", lambda image: {{"embedding": embed_head(backbone(image))}}, input_signature=spec)
+        def endpoint(head):
+            return lambda image: {{"y": head(backbone(image))}}
+        for i, head in enumerate(heads):
+            archive.track(head)
+            archive.add_endpoint(f"head_{{i}}", endpoint(head), input_signature=spec)
         archive.write_out({str(path)!r}, verbose=False)
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+
+
+def make_mobilenet_keras2(path: Path, signatures: int) -> None:
+    """The same shape in Keras 2 (tf_keras), whose BatchNormalization exports FusedBatchNormV3:
+    the batch norms tensorflowjs folds in Python (Keras 3's exports are folded by grappler)."""
+    script = textwrap.dedent(
+        f"""
+        import os
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+        import tensorflow as tf
+        import tf_keras
+        tf_keras.utils.set_random_seed(1)
+        backbone = tf_keras.applications.MobileNetV2(weights=None, include_top=False,
+                                                     pooling="avg", input_shape=(224, 224, 3))
+        module = tf.Module()
+        module.backbone = backbone
+        module.heads = [tf_keras.layers.Dense(16 * (i + 1)) for i in range({signatures} - 1)]
+        spec = tf.TensorSpec([None, 224, 224, 3], tf.float32, name="image")
+        signatures = {{"features": tf.function(lambda image: {{"features": backbone(image)}},
+                                               input_signature=[spec])}}
+        for i, head in enumerate(module.heads):
+            head.build((None, 1280))
+            signatures[f"head_{{i}}"] = tf.function(
+                lambda image, head=head: {{"y": head(backbone(image))}}, input_signature=[spec])
+        tf.saved_model.save(module, {str(path)!r}, signatures=signatures)
         """
     )
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
@@ -115,6 +156,49 @@ def make_big(path: Path) -> None:
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
 
 
+def converter_loop(work: Path, signatures: list[str]) -> float:
+    """Seconds for one `tensorflowjs_converter` call per signature of work/model."""
+    converter = BIN / "tensorflowjs_converter"
+    return sum(
+        timed(
+            [
+                str(converter),
+                "--input_format=tf_saved_model",
+                f"--signature_name={signature}",
+                "model",
+                f"converter-out/{signature}",
+            ],
+            work,
+        )
+        for signature in signatures
+    )
+
+
+def speed_case(work: Path, keras: str, count: int) -> list[tuple[str, float, str]]:
+    """A MobileNetV2 of Keras `keras` with `count` signatures: the converter loop, then
+    `tfjs-build run --force` (no cache, no verification) with 1 and 2 workers."""
+    work.mkdir()
+    if keras == "3":
+        make_mobilenet(work / "model", extra_heads=count - 3)
+        signatures = ["features", "classify", "embed", *(f"head_{i}" for i in range(count - 3))]
+    else:
+        make_mobilenet_keras2(work / "model", count)
+        signatures = ["features", *(f"head_{i}" for i in range(count - 1))]
+    (work / "tfjs-build.yaml").write_text(
+        "version: 1\noutput_dir: web\ndefaults:\n  verify: {enabled: false}\nmodels:\n"
+        f"  m:\n    saved_model: model\n    signatures: [{', '.join(signatures)}]\n"
+    )
+    loop = converter_loop(work, signatures)
+    label = f"Keras {keras} MobileNetV2, {count} signatures"
+    rows = [(f"tensorflowjs_converter loop, {label}", loop, "")]
+    for jobs in (1, 2):
+        seconds = timed([str(BIN / "tfjs-build"), "run", "-q", "--force", "-j", str(jobs)], work)
+        rows.append(
+            (f"tfjs-build run -j {jobs}, {label}", seconds, f"{loop / seconds:.2f}x faster")
+        )
+    return rows
+
+
 def statuses(cwd: Path) -> dict[str, str]:
     done = subprocess.run(
         [str(BIN / "tfjs-build"), "run", "--json"],
@@ -129,9 +213,9 @@ def statuses(cwd: Path) -> dict[str, str]:
 
 def export_and_build(work: Path, embed_seed: int) -> tuple[float, list[str]]:
     """Re-export the model in a fresh process, swap it in, build; (seconds, rebuilt)."""
-    make_mobilenet(work / "mobilenet-new", embed_seed=embed_seed)
-    shutil.rmtree(work / "mobilenet")
-    (work / "mobilenet-new").rename(work / "mobilenet")
+    make_mobilenet(work / "model-new", embed_seed=embed_seed)
+    shutil.rmtree(work / "model")
+    (work / "model-new").rename(work / "model")
     start = time.perf_counter()
     result = statuses(work)
     return time.perf_counter() - start, sorted(k for k, s in result.items() if s == "built")
@@ -151,23 +235,11 @@ def main() -> None:
     work.mkdir(parents=True)
     print(f"work folder: {work}  (cores: {os.cpu_count()})")
 
-    make_mobilenet(work / "mobilenet")
-    size = sum(p.stat().st_size for p in (work / "mobilenet").rglob("*") if p.is_file())
+    make_mobilenet(work / "model")
+    size = sum(p.stat().st_size for p in (work / "model").rglob("*") if p.is_file())
     print(f"MobileNetV2-sized SavedModel: {size / 1e6:.1f} MB, 3 signatures")
 
-    converter = BIN / "tensorflowjs_converter"
-    loop = 0.0
-    for signature in ("features", "classify", "embed"):
-        loop += timed(
-            [
-                str(converter),
-                "--input_format=tf_saved_model",
-                f"--signature_name={signature}",
-                "mobilenet",
-                f"converter-out/{signature}",
-            ],
-            work,
-        )
+    loop = converter_loop(work, ["features", "classify", "embed"])
     (work / "tfjs-build.yaml").write_text(MANIFEST)
     full = timed([str(BIN / "tfjs-build"), "run", "-q"], work)
     noop = min(timed([str(BIN / "tfjs-build"), "run", "-q"], work) for _ in range(5))
@@ -225,6 +297,13 @@ def main() -> None:
         f"{'tfjs-build run, verification turned on (3 verified as built)':<58}{verify_seconds:>9.2f}  "
         f"{loop / verify_seconds:.2f}x the converter loop's speed; {sorted(set(verified.values()))}"
     )
+
+    # Conversion speed: Keras 3 exports batch norms as multiplies and adds (grappler folds
+    # them); Keras 2 as FusedBatchNormV3, which tensorflowjs folds in Python.
+    for keras in ("3", "2"):
+        for count in (3, 10):
+            for case, seconds, result in speed_case(work / f"speed-k{keras}-{count}", keras, count):
+                print(f"{case:<58}{seconds:>9.2f}  {result}")
 
     if not args.skip_big:
         big = work / "big"
