@@ -168,7 +168,10 @@ def _signature_initializer(
 def _resource_ids_maps(
     loaded: LoadedSavedModel, concrete_func: Any, init_function: Any
 ) -> tuple[dict[str, int], dict[str, int]]:
-    """Like tensorflowjs's, but only for the resources this signature actually captures."""
+    """Like tensorflowjs's, but only for the resources this signature actually captures, and
+    numbered by their place in the model: tensorflowjs uses the handle tensors' ids, a
+    process-wide counter, so a table model's model.json depended on what its worker loaded
+    before. TF.js only matches the numbers between inputs and initializer outputs."""
     resources = [
         obj
         for obj in TrackableView(loaded.model).descendants()
@@ -182,6 +185,6 @@ def _resource_ids_maps(
         handle_id = resource.resource_handle._id
         if handle_id not in captured:
             continue
-        model_inputs[concrete_func.inputs[captured[handle_id] + offset].name] = handle_id
-        init_outputs[init_function.outputs[index].name] = handle_id
+        model_inputs[concrete_func.inputs[captured[handle_id] + offset].name] = index
+        init_outputs[init_function.outputs[index].name] = index
     return model_inputs, init_outputs

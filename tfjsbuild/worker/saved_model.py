@@ -31,8 +31,9 @@ class LoadedSavedModel:
     # What TensorFlow is given: `path`, or a link to it without glob characters (see below).
     load_path: Path | None = None
     _meta_graph: Any = field(default=None, init=False)
-    _initializer: tuple[Any, Any] | None = field(default=None, init=False)
+    _initializer_function: Any = field(default=None, init=False)
     _initializer_done: bool = field(default=False, init=False)
+    _frozen_initializers: dict[bool, Any] = field(default_factory=dict, init=False)
 
     def signature_def(self, name: str) -> Any:
         """The SignatureDef as saved, to check the converted keys against."""
@@ -51,18 +52,23 @@ class LoadedSavedModel:
     def initializer(self, control_flow_v2: bool) -> tuple[Any, Any] | None:
         """(initializer concrete function, its frozen graph) for lookup tables and the like.
 
-        tensorflowjs rebuilds this per conversion, and doing so mutates the loaded model's
-        resources, so on a model loaded once it is computed once.
+        tensorflowjs rebuilds the function per conversion, and doing so mutates the loaded
+        model's resources, so on a model loaded once it is built once; it is frozen once per
+        `control_flow_v2` setting (two targets of one model may differ in it).
         """
         if not self._initializer_done:
             self._initializer_done = True
-            function = tfjs_v2._get_resource_initializer_concrete_function(self.model)
-            if function is not None:
-                self._initializer = (
-                    function,
-                    tfjs_v2._freeze_saved_model_v2(function, control_flow_v2),
-                )
-        return self._initializer
+            self._initializer_function = tfjs_v2._get_resource_initializer_concrete_function(
+                self.model
+            )
+        function = self._initializer_function
+        if function is None:
+            return None
+        if control_flow_v2 not in self._frozen_initializers:
+            self._frozen_initializers[control_flow_v2] = tfjs_v2._freeze_saved_model_v2(
+                function, control_flow_v2
+            )
+        return function, self._frozen_initializers[control_flow_v2]
 
 
 def load_saved_model(path: Path, tags: tuple[str, ...]) -> LoadedSavedModel:

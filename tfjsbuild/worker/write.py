@@ -24,7 +24,7 @@ from tfjsbuild.manifest.types import ConverterOptions
 from tfjsbuild.worker.errors import ConversionError
 from tfjsbuild.worker.native_log import capture_native_log, with_native_cause
 from tfjsbuild.worker.optimize import optimize_graph
-from tfjsbuild.worker.stable_names import stable_graph
+from tfjsbuild.worker.stable_names import signature_nodes, stable_graphs
 from tfjsbuild.worker.timing import timed
 
 # What TensorFlow.js 4.22 can fuse into _FusedMatMul / FusedConv2D (backend applyActivation).
@@ -77,9 +77,8 @@ def optimize_and_write(
             raise ConversionError(message.replace("\n", ": ")) from error
 
     check_fused_activations(optimized)
-    stable_graph(optimized)
-    if initializer.graph_def is not None:
-        stable_graph(initializer.graph_def)
+    graphs = [optimized] if initializer.graph_def is None else [optimized, initializer.graph_def]
+    stable_graphs(graphs, signature_nodes(signature) | signature_nodes(initializer.signature_def))
 
     with timed(timings, "write"):
         weights = tfjs_v2.extract_weights(optimized, initializer.graph_def)
