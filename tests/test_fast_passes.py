@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import tfjsbuild
 from conftest import run_cli
 from tfjsbuild.building.run import passes_notice
 from tfjsbuild.version import FAST_PASSES_TENSORFLOWJS, STOCK_PASSES_VARIABLE, fast_passes_apply
@@ -28,17 +29,21 @@ MODELS = [f"{name}-keras{version}" for name in ARCHITECTURES for version in ("3"
 FOLDED = ("mobilenet_v2-keras2", "resnet-keras2", "prelu-keras2")
 
 
-def build(models: Path, project: Path, names: list[str], env: dict[str, str]) -> dict[str, str]:
-    """Build `names` (copies of the SavedModels in `models`) in `project` without verifying;
-    statuses by model."""
+def build(
+    models: Path, project: Path, names: list[str], monkeypatch: pytest.MonkeyPatch, stock: bool
+) -> dict[str, tuple[str, set[str]]]:
+    """Build `names` (copies of the SavedModels in `models`) in `project` without verifying, with
+    TFJS_BUILD_STOCK_PASSES set or not (the workers inherit it); by model, its status and the
+    phases its worker timed (the fast passes time each of theirs)."""
     lines = ["version: 1", "output_dir: web", "models:"]
     for name in names:
         shutil.copytree(models / name, project / name)
         lines += [f"  {name}:", f"    saved_model: {name}", "    signatures: [serving_default]"]
     (project / "tfjs-build.yaml").write_text("\n".join(lines) + "\n")
-    done = run_cli("run", "--json", "--no-verify", "-j", "2", cwd=project, env=env, timeout=900)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return statuses(done.stdout)
+    with monkeypatch.context() as patched:
+        patched.setenv(STOCK_PASSES_VARIABLE, "1" if stock else "")
+        result = tfjsbuild.build([project / "tfjs-build.yaml"], jobs=2, verify=False)
+    return {r.item.model: (r.status, set(r.timings or {})) for r in result.results}
 
 
 def statuses(stdout: str) -> dict[str, str]:
@@ -51,7 +56,7 @@ def read_output(folder: Path) -> tuple[dict[str, object], dict[str, bytes]]:
 
 
 def test_the_fast_passes_write_what_tensorflowjs_passes_write(
-    architectures: Path, tmp_path: Path
+    architectures: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert metadata.version("tensorflowjs") == FAST_PASSES_TENSORFLOWJS  # else both are stock
     fast_env, stock_env = {STOCK_PASSES_VARIABLE: ""}, {STOCK_PASSES_VARIABLE: "1"}
@@ -59,10 +64,14 @@ def test_the_fast_passes_write_what_tensorflowjs_passes_write(
     assert not fast_passes_apply(FAST_PASSES_TENSORFLOWJS, stock_env)
     (tmp_path / "fast").mkdir()
     (tmp_path / "stock").mkdir()
-    fast = build(architectures, tmp_path / "fast", MODELS, fast_env)
-    assert fast == {name: "built" for name in MODELS}
-    stock = build(architectures, tmp_path / "stock", MODELS, stock_env)
-    assert stock == {name: "built" for name in MODELS}
+    fast = build(architectures, tmp_path / "fast", MODELS, monkeypatch, stock=False)
+    stock = build(architectures, tmp_path / "stock", MODELS, monkeypatch, stock=True)
+    assert {status for status, _ in [*fast.values(), *stock.values()]} == {"built"}
+    # Each build took the passes asked for: only the fast ones time each pass.
+    assert all("optimize: fold_batch_norms" in phases for _, phases in fast.values())
+    assert not any(
+        phase.startswith("optimize: ") for _, phases in stock.values() for phase in phases
+    )
 
     for name in MODELS:
         fast_json, fast_files = read_output(tmp_path / "fast" / "web" / name / "serving_default")
@@ -86,6 +95,11 @@ def test_the_fast_passes_write_what_tensorflowjs_passes_write(
     assert verified.pop("transformer-keras2") == "failed"  # NaN: tf_keras's LayerNormalization
     assert verified == {name: "verified" for name in MODELS if name in verified}
     assert len(verified) == len(MODELS) - 2
+
+    # Whoever asks for tensorflowjs's passes gets them: outputs of the fast ones are not kept.
+    monkeypatch.setenv(STOCK_PASSES_VARIABLE, "1")
+    replanned = tfjsbuild.plan([tmp_path / "fast" / "tfjs-build.yaml"]).items
+    assert [item.action for item in replanned] == ["build"] * len(MODELS)
 
 
 def tensorflowjs_loop(weights: np.ndarray, scale: np.ndarray, op: str) -> np.ndarray:

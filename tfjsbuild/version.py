@@ -18,8 +18,11 @@ FAST_PASSES_TENSORFLOWJS = "4.22.0"
 STOCK_PASSES_VARIABLE = "TFJS_BUILD_STOCK_PASSES"
 
 
+def stock_passes_requested(environ: Mapping[str, str]) -> bool:
+    return environ.get(STOCK_PASSES_VARIABLE, "") not in ("", "0")
+
+
 def fast_passes_apply(tensorflowjs: str, environ: Mapping[str, str]) -> bool:
     """Whether conversions use the fast passes: with the tensorflowjs they reproduce, unless
     STOCK_PASSES_VARIABLE asks for tensorflowjs's own."""
-    stock = environ.get(STOCK_PASSES_VARIABLE, "") not in ("", "0")
-    return tensorflowjs == FAST_PASSES_TENSORFLOWJS and not stock
+    return tensorflowjs == FAST_PASSES_TENSORFLOWJS and not stock_passes_requested(environ)

@@ -36,6 +36,7 @@ from tfjsbuild.files.filesystem import refusals_reported
 from tfjsbuild.manifest.types import Manifest, VerifySettings
 from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.stores.state import STATE_REMEDY, output_change
+from tfjsbuild.version import stock_passes_requested
 from tfjsbuild.worker.task import ConversionOutcome, ConversionTask, VerifyTask
 
 if TYPE_CHECKING:
@@ -214,6 +215,7 @@ def _task(
         kind="verify" if verify_only else "convert",
         # Its output in place: the plan found it unchanged since it was recorded.
         output_dir=str(project_root / item.output) if verify_only else None,
+        stock_passes=stock_passes_requested(os.environ),
     )
 
 

@@ -17,7 +17,11 @@ from tfjsbuild.errors import UsageError
 from tfjsbuild.manifest.types import Manifest
 from tfjsbuild.planning.planner import ManifestPlan
 from tfjsbuild.stores.lock import BuildLock
-from tfjsbuild.version import FAST_PASSES_TENSORFLOWJS, STOCK_PASSES_VARIABLE, fast_passes_apply
+from tfjsbuild.version import (
+    FAST_PASSES_TENSORFLOWJS,
+    fast_passes_apply,
+    stock_passes_requested,
+)
 
 
 def check_run_options(*, executor: str, jobs: int | None) -> None:
@@ -74,13 +78,10 @@ def passes_notice(
     """A line when this build converted with tensorflowjs's own, slower graph passes because
     another tensorflowjs than the one the fast passes reproduce is installed (workers decide
     the same way: `worker/optimize.py`). Nothing when the user chose them
-    (TFJS_BUILD_STOCK_PASSES) or nothing was converted."""
-    converted = any(
-        r.item.action == "build" and r.status in ("built", "failed") and r.cache is None
-        for r in results
-    )
+    (TFJS_BUILD_STOCK_PASSES) or nothing was converted (built, not restored from a cache)."""
+    converted = any(r.status == "built" and r.cache is None for r in results)
     environ = os.environ if environ is None else environ
-    if not converted or environ.get(STOCK_PASSES_VARIABLE, "") not in ("", "0"):
+    if not converted or stock_passes_requested(environ):
         return []  # nothing converted, or the user chose tensorflowjs's passes
     if tensorflowjs is None:
         try:

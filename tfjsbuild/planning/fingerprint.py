@@ -7,6 +7,7 @@ cheapest check first.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -16,6 +17,7 @@ from tfjsbuild.sources.digest import canonical_json, sha256_text
 from tfjsbuild.sources.registry import KINDS
 from tfjsbuild.stores.cache_entry import CACHE_VERSION
 from tfjsbuild.verify.record import VerificationRequest
+from tfjsbuild.version import stock_passes_requested
 
 # Bump when what goes into a fingerprint changes: every signature then rebuilds once.
 # 2: verification settings left the digest (they are compared on their own: `verify`).
@@ -99,6 +101,10 @@ def tool_versions(source_kind: str = "saved_model") -> dict[str, str]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "missing"
+    if stock_passes_requested(os.environ):
+        # Outputs are the same bytes either way, but whoever asks for tensorflowjs's own passes
+        # wants them used: neither up-to-date outputs nor cache entries of the fast ones count.
+        versions["graph passes"] = "tensorflowjs"
     return versions
 
 

@@ -240,8 +240,11 @@ def scaled(weights: NDArray[Any], scale: NDArray[Any], op: str) -> NDArray[Any]:
     Conv2D weights are [height, width, in, out], scaled by `scale[out]`; depthwise weights are
     [height, width, in, multiplier], scaled by `scale[in * multiplier + m]`.
     """
+    if weights.size == 0:  # np.nditer refuses them, and tensorflowjs fails the conversion
+        raise ValueError("Iteration of zero-sized operands is not enabled")
     if op == "Conv2D":
         factors = scale.reshape(1, 1, 1, weights.shape[3])
     else:
         factors = scale.reshape(1, 1, weights.shape[2], weights.shape[3])
-    return np.multiply(weights, factors).astype(weights.dtype, copy=False)
+    # The in-place loop casts "same_kind": integer weights fail there, and fail here.
+    return np.multiply(weights, factors).astype(weights.dtype, casting="same_kind", copy=False)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Literal
 from tfjsbuild.errors import SignatureError, SourceError, TfjsBuildError
 from tfjsbuild.manifest.types import ConverterOptions, Source
 from tfjsbuild.sources.registry import kind_of
+from tfjsbuild.version import STOCK_PASSES_VARIABLE
 
 if TYPE_CHECKING:
     from tfjsbuild.verify.compare import Verification
@@ -67,6 +68,8 @@ class ConversionTask:
     # verify the output already in `output_dir` (read, never written; `verify` is set).
     kind: Literal["convert", "verify"] = "convert"
     output_dir: str | None = None
+    # TFJS_BUILD_STOCK_PASSES as the build saw it: a Ray worker does not share its environment.
+    stock_passes: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,8 @@ def _convert_and_verify(
     when the task asks to; a failed verification is returned, not raised."""
     from tfjsbuild.worker import loaders
 
+    # Read where the graph is optimized (worker/optimize.py); set per task, as the build saw it.
+    os.environ[STOCK_PASSES_VARIABLE] = "1" if task.stock_passes else ""
     enter(LOADING)  # the time limit starts now, with TensorFlow imported
     load_start = time.perf_counter()
     loaded = loaders.load(task.source, task.model_key, Path(task.scratch_dir))

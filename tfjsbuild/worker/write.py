@@ -23,7 +23,7 @@ from tfjsbuild.files.artifacts import GraphModelOutput, check_graph_model
 from tfjsbuild.manifest.types import ConverterOptions
 from tfjsbuild.worker.errors import ConversionError
 from tfjsbuild.worker.native_log import capture_native_log, with_native_cause
-from tfjsbuild.worker.optimize import optimize_graph
+from tfjsbuild.worker.optimize import optimize_graph, uses_fast_passes
 from tfjsbuild.worker.stable_names import signature_nodes, stable_graphs
 from tfjsbuild.worker.timing import timed
 
@@ -62,20 +62,7 @@ def optimize_and_write(
         if tfjs_v2._is_assets_required(model_ops):
             tfjs_v2._copy_assets(str(saved_model), str(output_dir))
 
-    with timed(timings, "optimize"):
-        native_log: list[str] = []
-        try:
-            with capture_native_log(native_log):
-                optimized = optimize_graph(
-                    frozen_graph,
-                    signature,
-                    skip_op_check=options.skip_op_check,
-                    strip_debug_ops=options.strip_debug_ops,
-                )
-        except ValueError as error:
-            message = with_native_cause(error, native_log, with_type=False)
-            raise ConversionError(message.replace("\n", ": ")) from error
-
+    optimized = _optimized(frozen_graph, signature, options, timings)
     check_fused_activations(optimized)
     graphs = [optimized] if initializer.graph_def is None else [optimized, initializer.graph_def]
     stable_graphs(graphs, signature_nodes(signature) | signature_nodes(initializer.signature_def))
@@ -99,6 +86,35 @@ def optimize_and_write(
     # an output only counts once it is on disk and adds up.
     canonical_model_json(output_dir)
     return check_graph_model(output_dir)
+
+
+def _optimized(
+    frozen_graph: Any, signature: Any, options: ConverterOptions, timings: dict[str, float] | None
+) -> Any:
+    """The optimized GraphDef, or the converter's refusal as a ConversionError.
+
+    Each fast pass's time goes into the timings ("optimize: fold_batch_norms"); tensorflowjs's
+    own optimize_graph runs whole, untimed inside."""
+    fast = uses_fast_passes()
+    passes: dict[str, float] | None = {} if fast else None
+    with timed(timings, "optimize"):
+        native_log: list[str] = []
+        try:
+            with capture_native_log(native_log):
+                optimized = optimize_graph(
+                    frozen_graph,
+                    signature,
+                    skip_op_check=options.skip_op_check,
+                    strip_debug_ops=options.strip_debug_ops,
+                    fast=fast,
+                    pass_seconds=passes,
+                )
+        except ValueError as error:
+            message = with_native_cause(error, native_log, with_type=False)
+            raise ConversionError(message.replace("\n", ": ")) from error
+    if timings is not None and passes:
+        timings.update({f"optimize: {name}": seconds for name, seconds in passes.items()})
+    return optimized
 
 
 def canonical_model_json(output_dir: Path) -> None:
