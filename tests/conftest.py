@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -81,6 +82,12 @@ def project(tmp_path: Path, model_store: Callable[..., Path]) -> Callable[..., P
         return path
 
     return make
+
+
+def read_output(folder: Path) -> tuple[dict[str, object], dict[str, bytes]]:
+    """A graph model output as a test compares it: model.json parsed, every other file's bytes."""
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != "model.json"}
+    return json.loads((folder / "model.json").read_text()), files
 
 
 def default_sigint() -> None:

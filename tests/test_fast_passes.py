@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import tfjsbuild
-from conftest import run_cli
+from conftest import read_output, run_cli
 from tfjsbuild.building.run import passes_notice
 from tfjsbuild.version import FAST_PASSES_TENSORFLOWJS, STOCK_PASSES_VARIABLE, fast_passes_apply
 
@@ -48,11 +48,6 @@ def build(
 
 def statuses(stdout: str) -> dict[str, str]:
     return {row["model"]: row["status"] for row in json.loads(stdout)["signatures"]}
-
-
-def read_output(folder: Path) -> tuple[dict[str, object], dict[str, bytes]]:
-    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != "model.json"}
-    return json.loads((folder / "model.json").read_text()), files
 
 
 def test_the_fast_passes_write_what_tensorflowjs_passes_write(

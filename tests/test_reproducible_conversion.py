@@ -13,16 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import read_output, run_cli
 
 pytestmark = pytest.mark.slow
 
 VERIFY = "verify: {enabled: true}"
-
-
-def read_output(folder: Path) -> tuple[dict[str, object], dict[str, bytes]]:
-    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != "model.json"}
-    return json.loads((folder / "model.json").read_text()), files
 
 
 def test_a_signature_converts_to_the_same_bytes_whatever_its_worker_converted_before(

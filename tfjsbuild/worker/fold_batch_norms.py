@@ -124,12 +124,8 @@ def _match(node: Any, node_map: dict[str, Any]) -> _Match | None:
             f"Didn't find expected Conv2D or DepthwiseConv2dNative input to '{node.name}'"
         )
         return None
-    weights_op = util.node_from_map(node_map, conv_op.input[1])
-    if weights_op.op != "Const":
-        tf_logging.warning(
-            f"Didn't find expected conv Constant input to '{conv_op.name}', found {weights_op} "
-            "instead. Maybe because freeze_graph wasn't run first?"
-        )
+    weights_op = _constant_input(node_map, conv_op.input[1], "conv", conv_op.name)
+    if weights_op is None:
         return None
     weights = util.values_from_const(weights_op)
     if conv_op.op == "Conv2D":
@@ -164,12 +160,8 @@ def _channel_constant(
     """Batch norm input `role` ("mean_op", ...) as a constant with one value per channel, or
     None with tensorflowjs's warning. The mean absorbs a bias between conv and batch norm."""
     what = role[: -len("_op")]
-    op = util.node_from_map(node_map, node.input[INPUT_ORDER[node.op].index(role)])
-    if op.op != "Const":
-        tf_logging.warning(
-            f"Didn't find expected {what} Constant input to '{node.name}', found {op} instead. "
-            "Maybe because freeze_graph wasn't run first?"
-        )
+    op = _constant_input(node_map, node.input[INPUT_ORDER[node.op].index(role)], what, node.name)
+    if op is None:
         return None
     value = util.values_from_const(op)
     if role == "mean_op" and bias is not None:
@@ -183,6 +175,19 @@ def _channel_constant(
         )
         return None
     return op, value
+
+
+def _constant_input(node_map: dict[str, Any], name: str, what: str, owner: str) -> Any:
+    """Input `name` (the `what` of node `owner`) if it is a constant, else None with
+    tensorflowjs's warning."""
+    op = util.node_from_map(node_map, name)
+    if op.op != "Const":
+        tf_logging.warning(
+            f"Didn't find expected {what} Constant input to '{owner}', found {op} instead. "
+            "Maybe because freeze_graph wasn't run first?"
+        )
+        return None
+    return op
 
 
 def _folded(match: _Match) -> list[Any]:

@@ -56,19 +56,16 @@ def optimize_graph(
     graph: Any,
     signature_def: Any,
     *,
+    fast: bool,
     skip_op_check: bool = False,
     strip_debug_ops: bool = False,
-    fast: bool | None = None,
     pass_seconds: dict[str, float] | None = None,
 ) -> Any:
     """The frozen `graph` optimized as tensorflowjs_converter optimizes it (the same GraphDef).
 
-    `fast` chooses the vectorized passes (default: `uses_fast_passes()`); with False, or another
-    tensorflowjs than the one they reproduce, tensorflowjs's own passes run. `pass_seconds`,
-    when given, receives each pass's time (the benchmarks' profile).
+    `fast` (see `uses_fast_passes`) chooses the vectorized passes; with False, tensorflowjs's own
+    passes run. `pass_seconds`, when given, receives each pass's time.
     """
-    if fast is None:
-        fast = uses_fast_passes()
     checked = tensorflowjs.__version__ == FAST_PASSES_TENSORFLOWJS
     if fast and not checked:
         raise RuntimeError(

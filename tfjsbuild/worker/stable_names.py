@@ -34,7 +34,7 @@ def stable_graphs(graph_defs: Sequence[Any], keep: Iterable[str] = ()) -> None:
     stable_function_names(graph_defs)
     stable_node_names(graph_defs, set(keep))
     for graph_def in graph_defs:
-        for node in _all_nodes(graph_def):
+        for node in graph_nodes(graph_def):
             for name in HISTORY_ATTRIBUTES:
                 if name in node.attr:
                     del node.attr[name]
@@ -105,7 +105,7 @@ def stable_function_names(graph_defs: Sequence[Any]) -> None:
         library = graph_def.library
         for function in library.function:
             function.signature.name = renamed.get(function.signature.name, function.signature.name)
-        for node in _all_nodes(graph_def):
+        for node in graph_nodes(graph_def):
             node.op = renamed.get(node.op, node.op)
             for value in node.attr.values():
                 _rename_attr(value, renamed)
@@ -125,15 +125,15 @@ def _in_rank_order(numbered: Sequence[Sequence[tuple[int, str]]], keep: set[str]
     """Names in rank order: graph by graph (a worker freezes a model's initializer once, before
     or after a signature's graph, so uids compare only within a graph), by number within one;
     a name in two graphs once, at its first."""
-    ordered: list[str] = []
+    ordered: dict[str, None] = {}
     for graph in numbered:
         for _, name in sorted(graph):
-            if name not in keep and name not in ordered:
-                ordered.append(name)
-    return ordered
+            if name not in keep:
+                ordered.setdefault(name)
+    return list(ordered)
 
 
-def _all_nodes(graph_def: Any) -> list[Any]:
+def graph_nodes(graph_def: Any) -> list[Any]:
     """The graph's nodes and its functions' nodes."""
     nodes = list(graph_def.node)
     for function in graph_def.library.function:

@@ -24,7 +24,7 @@ from tfjsbuild.manifest.types import ConverterOptions
 from tfjsbuild.worker.errors import ConversionError
 from tfjsbuild.worker.native_log import capture_native_log, with_native_cause
 from tfjsbuild.worker.optimize import optimize_graph, uses_fast_passes
-from tfjsbuild.worker.stable_names import signature_nodes, stable_graphs
+from tfjsbuild.worker.stable_names import graph_nodes, signature_nodes, stable_graphs
 from tfjsbuild.worker.timing import timed
 
 # What TensorFlow.js 4.22 can fuse into _FusedMatMul / FusedConv2D (backend applyActivation).
@@ -156,10 +156,7 @@ def check_fused_activations(graph_def: Any) -> None:
     (tensorflow/tensorflow#42173). Workers turn oneDNN off; a process that imported
     TensorFlow with it on (the Python API) can still produce such a graph.
     """
-    nodes = list(graph_def.node)
-    for function in graph_def.library.function:
-        nodes.extend(function.node_def)
-    for node in nodes:
+    for node in graph_nodes(graph_def):
         if "fused_ops" not in node.attr:
             continue
         fused = [op.decode("utf-8") for op in node.attr["fused_ops"].list.s]
