@@ -144,6 +144,8 @@ def no_internal_error(
 def run_tfjs(model_dir: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run a converted model in Node with pure-JS @tensorflow/tfjs; outputs by key."""
     from tfjsbuild.verify.runtime import find_runtime
+    from tfjsbuild.verify.verifier import shared_verifier
 
-    (outputs,) = find_runtime(install=False).run(model_dir, [inputs])
+    verifier = shared_verifier(find_runtime(install=False))  # one Node.js for the test session
+    (outputs,) = verifier.run(model_dir, [inputs], backend="cpu").outputs
     return outputs

@@ -97,6 +97,29 @@ def save_with_unsupported(path: Path) -> Path:
     return path
 
 
+class WithEinsum(tf.Module):
+    """`mix` uses Einsum (as Keras MultiHeadAttention does), which TF.js's WebAssembly backend
+    has no kernel for; `dense` is a plain matmul every backend runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = tf.Variable(_weights(8, [8, 3]), name="w")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4, 8], tf.float32, name="x")])
+    def mix(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"y": tf.einsum("bij,jk->bik", x, self.w)}
+
+    @tf.function(input_signature=[X])
+    def dense(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"y": tf.matmul(x, self.w)}
+
+
+def save_einsum(path: Path) -> Path:
+    module = WithEinsum()
+    tf.saved_model.save(module, str(path), signatures={"mix": module.mix, "dense": module.dense})
+    return path
+
+
 class MarkupNames(tf.Module):
     """One function exported under names rich would read as markup or emoji codes."""
 

@@ -211,7 +211,14 @@ def test_whole_model_fallback_says_why() -> None:
     )
 
 
-VERIFY = {"samples": 3, "atol": 1e-4, "rtol": 1e-3, "inputs": None, "tfjs": "4.22.0"}
+VERIFY = {
+    "samples": 3,
+    "atol": 1e-4,
+    "rtol": 1e-3,
+    "inputs": None,
+    "tfjs": "4.22.0",
+    "backend": "auto",
+}
 PASSED = VerificationRecord(
     passed=True, samples=3, inputs="generated", atol=1e-4, rtol=1e-3, max_abs_error=0.0
 )

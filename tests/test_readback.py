@@ -77,11 +77,17 @@ def test_verification_records() -> None:
         "inputs": "generated",
         "atol": 1e-4,
         "rtol": 0.0,
+        "backend": "wasm",
         "max_abs_error": 1e-7,
         "outputs": {"y": {"max_abs_error": 1e-7, "max_rel_error": 0.0, "passed": True}},
     }
     checked = verification_from_json(good, "v")
     assert checked is not None and checked.to_json_dict() == good
+    older = verification_from_json({k: v for k, v in good.items() if k != "backend"}, "v")
+    assert older is not None and older.backend == "cpu"  # as every one was before "backend"
+    with pytest.raises(InvalidData) as caught:
+        verification_from_json({**good, "backend": 1}, "v")
+    assert str(caught.value) == "v.backend: expected a string, got int"
     assert verification_from_json(None, "v") is None
     with pytest.raises(InvalidData) as caught:
         verification_from_json(5, "v")

@@ -50,7 +50,14 @@ def test_state_is_sorted_json_and_rewritten_only_when_changed(tmp_path: Path) ->
 
 
 def test_a_record_says_what_its_verification_was_run_with() -> None:
-    verified_with = {"samples": 3, "atol": 1e-4, "rtol": 1e-3, "inputs": None, "tfjs": "4.22.0"}
+    verified_with = {
+        "samples": 3,
+        "atol": 1e-4,
+        "rtol": 1e-3,
+        "inputs": None,
+        "tfjs": "4.22.0",
+        "backend": "auto",
+    }
     data = {
         "model": "m",
         "signature": "s",
@@ -70,6 +77,7 @@ def test_a_record_says_what_its_verification_was_run_with() -> None:
             "inputs": "generated",
             "atol": 1e-4,
             "rtol": 1e-3,
+            "backend": "wasm",
             "max_abs_error": 0.0,
             "outputs": {},
         },
@@ -77,7 +85,18 @@ def test_a_record_says_what_its_verification_was_run_with() -> None:
     }
     record = SignatureRecord.from_json(data, "signatures.m:s")
     assert record.verified_with is not None and record.verified_with.to_json_dict() == verified_with
+    assert record.verification is not None and record.verification.backend == "wasm"
     assert record.to_json() == data  # as written: a loaded state is not rewritten
+    # Written before verification could run on WebAssembly: it ran on the CPU backend, and it
+    # answers no request of this version (the output is verified again, not converted).
+    older_verification = dict(data["verification"])  # type: ignore[call-overload]
+    del older_verification["backend"]
+    older_request = {k: v for k, v in verified_with.items() if k != "backend"}
+    older = SignatureRecord.from_json(
+        {**data, "verification": older_verification, "verified_with": older_request}
+    )
+    assert older.verification is not None and older.verification.backend == "cpu"
+    assert older.verified_with is None
     assert SignatureRecord.from_json({**data, "verified_with": None}).verified_with is None
     bad = {
         "5": "signatures.m:s.verified_with: expected an object, got int",

@@ -270,6 +270,7 @@ def _verify_task(item: PlanItem, runtime: Runtime | None) -> VerifyTask | None:
         rtol=settings.rtol,
         inputs=None if settings.inputs is None else str(settings.inputs),
         seed=item.key,
+        backend=settings.backend,
         node=runtime.node,
         runtime=str(runtime.folder),
     )

@@ -131,6 +131,9 @@ class VerifySettings:
     atol: float = 1e-4
     rtol: float = 1e-3
     inputs: Path | None = None  # a .npz of real inputs instead of generated ones
+    # The TensorFlow.js backend that runs it: "auto" (WebAssembly, or CPU where WebAssembly
+    # lacks a kernel the model uses), "cpu" or "wasm".
+    backend: str = "auto"
 
 
 DEFAULT_TIMEOUT = 3600.0  # seconds; generous: a big model converts and verifies in minutes

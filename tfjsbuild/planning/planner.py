@@ -187,6 +187,7 @@ def _verification_inputs(
         inputs=None if settings.inputs is None else posixpath.relpath(settings.inputs, root),
         tfjs=tfjs_version(),
         inputs_sha256=None if settings.inputs is None else stat_cache.digest(settings.inputs),
+        backend=settings.backend,
     )
 
 

@@ -28,8 +28,8 @@ def verification_text(verification: VerificationRecord | None, *, short: bool = 
     shown = f"{error:.2g}" if math.isfinite(error) else str(json_float(error))
     verdict = "ok" if verification.passed else "FAILED"
     if short:
-        return f"{verdict} {shown}"
+        return f"{verdict} {shown} ({verification.backend})"
     return (
-        f"{verdict}, max abs error {shown} ({verification.samples} samples, "
-        f"atol {verification.atol:g}, rtol {verification.rtol:g})"
+        f"{verdict} on {verification.backend}, max abs error {shown} ({verification.samples} "
+        f"samples, atol {verification.atol:g}, rtol {verification.rtol:g})"
     )

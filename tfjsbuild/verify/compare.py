@@ -56,6 +56,7 @@ class Verification:
     atol: float
     rtol: float
     message: str | None = None  # why it failed, for the build's error; None when it passed
+    backend: str = "cpu"  # the TensorFlow.js backend that ran the output
 
     @property
     def passed(self) -> bool:
@@ -71,13 +72,14 @@ class Verification:
         rtol: float,
         *,
         kept: str,
+        backend: str = "cpu",
     ) -> Verification:
-        """The verification of `comparisons`, with the failure message when one failed; `kept`
-        says what stays in place then."""
-        verification = cls(tuple(comparisons), samples, inputs, atol, rtol)
+        """The verification of `comparisons` run on `backend`, with the failure message when one
+        failed; `kept` says what stays in place then."""
+        verification = cls(tuple(comparisons), samples, inputs, atol, rtol, backend=backend)
         if verification.passed:
             return verification
-        message = failure_message(comparisons, samples, atol, rtol, kept=kept)
+        message = failure_message(comparisons, samples, atol, rtol, kept=kept, backend=backend)
         return replace(verification, message=message)
 
     def as_record(self) -> VerificationRecord:
@@ -95,6 +97,7 @@ class Verification:
                 OutputRecord(c.key, round(c.max_abs_error, 9), round(c.max_rel_error, 9), c.passed)
                 for c in self.outputs
             ),
+            backend=self.backend,
         )
 
 
@@ -228,6 +231,7 @@ def failure_message(
     rtol: float,
     *,
     kept: str = "The previous output is kept.",
+    backend: str = "cpu",
 ) -> str:
     failed = [c for c in comparisons if not c.passed]
     parts = [
@@ -236,7 +240,7 @@ def failure_message(
         for c in failed
     ]
     return (
-        "TensorFlow.js does not match TensorFlow: "
+        f"TensorFlow.js ({backend} backend) does not match TensorFlow: "
         + "; ".join(parts)
         + f" (allowed: atol {atol:g} + rtol {rtol:g} x |expected|). {kept} "
         "Quantization and float16 overflow are the usual causes: quantize fewer weights, "

@@ -49,6 +49,7 @@ class VerificationRecord:
     rtol: float
     max_abs_error: float  # over all outputs; NaN or an infinity as measured
     outputs: tuple[OutputRecord, ...] = ()
+    backend: str = "cpu"  # the TensorFlow.js backend that ran the output: "cpu" or "wasm"
 
     def to_json_dict(self) -> dict[str, Any]:
         """As the state, cache entries and --json write it (the asset index keeps a summary)."""
@@ -58,6 +59,7 @@ class VerificationRecord:
             "inputs": self.inputs,
             "atol": self.atol,
             "rtol": self.rtol,
+            "backend": self.backend,
             "max_abs_error": json_float(self.max_abs_error),
             "outputs": {
                 output.key: {
@@ -77,6 +79,7 @@ class VerificationRecord:
             "samples": self.samples,
             "atol": self.atol,
             "rtol": self.rtol,
+            "backend": self.backend,
         }
 
 
@@ -93,7 +96,8 @@ def verification_from_json(value: Any, where: str) -> VerificationRecord | None:
 
     Keys this version does not know (an older or newer tfjs-build may have written more) are
     not kept: nothing here reads them, and a record rewritten by this version drops them. A
-    record without `outputs` (as early ones were written) reads with none.
+    record without `outputs` (as early ones were written) reads with none, one without `backend`
+    (written before the WebAssembly backend verified) as run on "cpu", as all of those were.
     """
     if value is None:
         return None
@@ -118,6 +122,7 @@ def verification_from_json(value: Any, where: str) -> VerificationRecord | None:
         rtol=as_float(data.get("rtol"), f"{where}.rtol"),
         max_abs_error=_error(data.get("max_abs_error"), f"{where}.max_abs_error"),
         outputs=tuple(outputs),
+        backend=as_str(data.get("backend", "cpu"), f"{where}.backend"),
     )
 
 
@@ -141,6 +146,7 @@ class VerificationRequest:
     )  # the sample inputs' `.npz`, relative to the manifest's folder; None: generated
     tfjs: str  # the TensorFlow.js version that runs the output
     inputs_sha256: str | None = None  # the `.npz`'s digest, when there is one
+    backend: str = "auto"  # the manifest's `verify.backend`: "auto", "cpu" or "wasm"
 
     def to_json_dict(self) -> dict[str, Any]:
         """As the state and cache entries write it (`verified_with`)."""
@@ -150,6 +156,7 @@ class VerificationRequest:
             "rtol": self.rtol,
             "inputs": self.inputs,
             "tfjs": self.tfjs,
+            "backend": self.backend,
         }
         if self.inputs_sha256 is not None:
             data["inputs_sha256"] = self.inputs_sha256
@@ -170,6 +177,7 @@ def request_from_json(value: Any, where: str) -> VerificationRequest | None:
     data = as_scalar_dict(value, where)
     samples, atol, rtol = data.get("samples"), data.get("atol"), data.get("rtol")
     inputs, tfjs, digest = data.get("inputs"), data.get("tfjs"), data.get("inputs_sha256")
+    backend = data.get("backend")
     if not (
         set(data) <= _REQUEST_KEYS | {"inputs_sha256"}
         and set(data) >= _REQUEST_KEYS
@@ -181,15 +189,17 @@ def request_from_json(value: Any, where: str) -> VerificationRequest | None:
         and not isinstance(rtol, bool)
         and (inputs is None or isinstance(inputs, str))
         and isinstance(tfjs, str)
+        and isinstance(backend, str)
         and ("inputs_sha256" not in data or isinstance(digest, str))  # never written as null
     ):
         return None
     return VerificationRequest(
-        samples, atol, rtol, inputs, tfjs, digest if isinstance(digest, str) else None
+        samples, atol, rtol, inputs, tfjs, digest if isinstance(digest, str) else None, backend
     )
 
 
-_REQUEST_KEYS = {"samples", "atol", "rtol", "inputs", "tfjs"}
+# Without "backend" (written before it could be chosen, all on "cpu"): verified again.
+_REQUEST_KEYS = {"samples", "atol", "rtol", "inputs", "tfjs", "backend"}
 
 
 def json_float(value: float) -> float | str:

@@ -1,10 +1,11 @@
-"""The TensorFlow.js side of verification: Node.js running the pinned, pure-JS @tensorflow/tfjs.
+"""The TensorFlow.js runtime verification runs in: Node.js, the pinned pure-JS @tensorflow/tfjs and
+its WebAssembly backend, found or installed.
 
-`js/run_model.mjs` (in `tfjsbuild/verify/js`) runs a converted model on the samples it is sent
-as JSON. The runtime is installed once with `npm ci` from the lockfile shipped there, into a
-cache folder (`$XDG_CACHE_HOME/tfjs-build` or `~/.cache/tfjs-build`), or taken from the folder
-`TFJS_BUILD_TFJS_RUNTIME` names. No TensorFlow here, and numpy only once tensors are encoded:
-planning imports this module for `tfjs_version`.
+`js/run_model.mjs` (in `tfjsbuild/verify/js`) runs converted models on the samples it is sent
+(`verifier.py` keeps one running). The runtime is installed once with `npm ci` from the lockfile
+shipped there, into a cache folder (`$XDG_CACHE_HOME/tfjs-build` or `~/.cache/tfjs-build`), or taken from the folder
+`TFJS_BUILD_TFJS_RUNTIME` names. No TensorFlow or numpy here: planning imports this module for
+`tfjs_version`.
 """
 
 from __future__ import annotations
@@ -15,19 +16,16 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from tfjsbuild.errors import BuildError
-
-if TYPE_CHECKING:
-    from tfjsbuild.verify.compare import Array
 
 RUNTIME_ENV = "TFJS_BUILD_TFJS_RUNTIME"
 JS_DIR = Path(__file__).parent / "js"
 RUNNER = JS_DIR / "run_model.mjs"
+# What the runtime's node_modules must hold, each at `tfjs_version()`.
+PACKAGES = ("@tensorflow/tfjs", "@tensorflow/tfjs-backend-wasm")
 NO_VERIFY_HINT = "or build with --no-verify (or `verify: {enabled: false}` in the manifest)"
 
 
@@ -37,30 +35,11 @@ class RuntimeSetupError(BuildError):
 
 @dataclass(frozen=True)
 class Runtime:
-    """Node.js, and the folder whose node_modules holds the pinned @tensorflow/tfjs."""
+    """Node.js, and the folder whose node_modules holds the pinned @tensorflow/tfjs (and its
+    WebAssembly backend)."""
 
     node: str
     folder: Path  # its node_modules holds @tensorflow/tfjs
-
-    def run(
-        self, model_dir: Path, samples: Sequence[Mapping[str, Array]], timeout: float = 600
-    ) -> list[dict[str, Array]]:
-        """Outputs of the converted model for each sample of inputs, keyed like the model."""
-        request = {"samples": [{"inputs": encode_tensors(sample)} for sample in samples]}
-        try:
-            done = subprocess.run(
-                [self.node, str(RUNNER), str(self.folder), str(model_dir), "-"],
-                input=json.dumps(request, allow_nan=False),
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired as error:
-            raise BuildError(f"TensorFlow.js did not finish within {timeout:.0f} s") from error
-        if done.returncode != 0:
-            message = done.stderr.strip().removeprefix("run_model: error: ")
-            raise BuildError(f"TensorFlow.js could not run the converted model: {message}")
-        return [decode_tensors(sample["outputs"]) for sample in json.loads(done.stdout)["samples"]]
 
 
 def tfjs_version() -> str:
@@ -79,17 +58,18 @@ def find_runtime(*, install: bool = True) -> Runtime:
     given = os.environ.get(RUNTIME_ENV)
     if given:
         folder = Path(given)
-        found = _installed_version(folder)
-        if found is None:
-            raise RuntimeSetupError(
-                f"{RUNTIME_ENV}={given}: no node_modules/@tensorflow/tfjs there; run "
-                f"`npm ci --prefix {given}` with tfjs-build's package.json, or unset it"
-            )
-        if found != tfjs_version():
-            raise RuntimeSetupError(
-                f"{RUNTIME_ENV}={given} holds @tensorflow/tfjs {found}, but tfjs-build verifies "
-                f"with {tfjs_version()}: install that version there, or unset {RUNTIME_ENV}"
-            )
+        for package in PACKAGES:
+            found = _installed_version(folder, package)
+            if found is None:
+                raise RuntimeSetupError(
+                    f"{RUNTIME_ENV}={given}: no node_modules/{package} there; run "
+                    f"`npm ci --prefix {given}` with tfjs-build's package.json, or unset it"
+                )
+            if found != tfjs_version():
+                raise RuntimeSetupError(
+                    f"{RUNTIME_ENV}={given} holds {package} {found}, but tfjs-build verifies "
+                    f"with {tfjs_version()}: install that version there, or unset {RUNTIME_ENV}"
+                )
         return Runtime(node, folder)
     folder = cache_folder()
     if (folder / ".installed").is_file():
@@ -106,10 +86,10 @@ def cache_folder() -> Path:
     return Path(base) / "tfjs-build" / f"tfjs-{tfjs_version()}-{lock}"
 
 
-def _installed_version(folder: Path) -> str | None:
-    package = folder / "node_modules" / "@tensorflow" / "tfjs" / "package.json"
+def _installed_version(folder: Path, package: str) -> str | None:
     try:
-        return str(json.loads(package.read_text("utf-8"))["version"])
+        found = json.loads((folder / "node_modules" / package / "package.json").read_text("utf-8"))
+        return str(found["version"])
     except (OSError, ValueError, KeyError):
         return None
 
@@ -149,43 +129,3 @@ def _install(folder: Path) -> None:
             os.replace(staging, folder)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-
-
-def encode_tensors(tensors: Mapping[str, Array]) -> dict[str, Any]:
-    """Arrays as the runner's JSON: flat data, non-finite floats as strings."""
-    import numpy as np  # only verification needs it; planning imports this module
-
-    from tfjsbuild.verify.record import json_float
-
-    encoded = {}
-    for key, value in tensors.items():
-        array = np.asarray(value)
-        data: list[Any]
-        if array.dtype.kind in "USO":
-            dtype = "string"
-            data = [str(v, "utf-8") if isinstance(v, bytes) else str(v) for v in array.ravel()]
-        elif array.dtype.kind == "b":
-            dtype, data = "bool", array.ravel().tolist()
-        elif array.dtype.kind in "iu":
-            dtype, data = "int32", array.astype("int64").ravel().tolist()
-        else:
-            dtype = "float32"
-            data = [json_float(v) for v in array.astype("float32").ravel().tolist()]
-        encoded[key] = {"dtype": dtype, "shape": list(array.shape), "data": data}
-    return encoded
-
-
-def decode_tensors(encoded: Mapping[str, Any]) -> dict[str, Array]:
-    import numpy as np
-
-    decoded = {}
-    for key, value in encoded.items():
-        dtype = value["dtype"]
-        if dtype == "string":
-            array = np.array(value["data"], dtype=object)
-        elif dtype in ("float32", "complex64"):
-            array = np.array([float(v) for v in value["data"]], dtype="float32")
-        else:
-            array = np.array(value["data"], dtype=dtype)
-        decoded[key] = array.reshape(value["shape"])
-    return decoded

@@ -27,6 +27,7 @@ from tfjsbuild.version import STOCK_PASSES_VARIABLE
 if TYPE_CHECKING:
     from tfjsbuild.verify.compare import Verification
     from tfjsbuild.verify.record import VerificationRecord
+    from tfjsbuild.verify.verifier import Verifier
     from tfjsbuild.worker.loaded import LoadedSource
 
 # What a task is doing, as errors say it ("... while converting"); the parent hears of each.
@@ -47,6 +48,7 @@ class VerifyTask:
     rtol: float
     inputs: str | None  # a .npz of real inputs; None: generate `samples` sets
     seed: str  # generated inputs depend only on this (model:signature) and the input specs
+    backend: str  # `verify.backend`: "auto", "cpu" or "wasm"
     node: str
     runtime: str
 
@@ -184,6 +186,8 @@ def _convert_and_verify(
 
     # Read where the graph is optimized (worker/optimize.py); set per task, as the build saw it.
     os.environ[STOCK_PASSES_VARIABLE] = "1" if task.stock_passes else ""
+    if task.verify is not None:  # Node.js imports TensorFlow.js while this worker converts
+        _verifier(task.verify).start()
     enter(LOADING)  # the time limit starts now, with TensorFlow imported
     load_start = time.perf_counter()
     loaded = loaders.load(task.source, task.model_key, Path(task.scratch_dir))
@@ -202,7 +206,7 @@ def _convert_and_verify(
     enter(VERIFYING)
     verify_start = time.perf_counter()
     try:
-        return verify_output(loaded, task.signature, verified, task.verify, kept=kept)
+        return verify_output(loaded, task.signature, verified, task.verify, kept, timings)
     finally:
         timings["verify"] = time.perf_counter() - verify_start
 
@@ -219,18 +223,26 @@ def _ended_message(error: BaseException, phase: str, source: Source) -> str:
     return message
 
 
+def _verifier(settings: VerifyTask) -> Verifier:
+    from tfjsbuild.verify.runtime import Runtime
+    from tfjsbuild.verify.verifier import shared_verifier
+
+    return shared_verifier(Runtime(settings.node, Path(settings.runtime)))
+
+
 def verify_output(
     loaded: LoadedSource,
     signature: str,
     output_dir: str,
     settings: VerifyTask,
-    *,
     kept: str = "The previous output is kept.",
+    timings: dict[str, float] | None = None,
 ) -> Verification:
-    """TensorFlow (the loaded source) against TensorFlow.js (Node.js) on the same inputs."""
+    """TensorFlow (the loaded source) against TensorFlow.js (Node.js) on the same inputs; each
+    side's time goes into `timings` ("verify: tensorflow", "verify: tfjs <phase>")."""
     from tfjsbuild.verify import compare as verify
-    from tfjsbuild.verify.runtime import Runtime
 
+    start = time.perf_counter()
     specs = loaded.input_specs(signature)
     if settings.inputs is not None:
         samples = verify.load_inputs(Path(settings.inputs), specs)
@@ -245,12 +257,20 @@ def verify_output(
             f"({type(error).__name__}: {first}); give inputs it accepts with verify.inputs "
             "(a .npz keyed by input name)"
         ) from error
-    got = Runtime(settings.node, Path(settings.runtime)).run(Path(output_dir), samples)
+    tensorflow_seconds = time.perf_counter() - start
+    got = _verifier(settings).run(Path(output_dir), samples, settings.backend)
+    if got.fallback is not None:
+        print(f"tfjs-build: verified {output_dir} on the CPU backend: {got.fallback}", flush=True)
+    if timings is not None:
+        timings["verify: tensorflow"] = tensorflow_seconds
+        for phase, seconds in got.seconds.items():
+            timings[f"verify: tfjs {phase}"] = seconds
     return verify.Verification.judged(
-        verify.compare(expected, got, settings.atol, settings.rtol),
+        verify.compare(expected, got.outputs, settings.atol, settings.rtol),
         len(samples),
         settings.inputs or "generated",
         settings.atol,
         settings.rtol,
         kept=kept,
+        backend=got.backend,
     )

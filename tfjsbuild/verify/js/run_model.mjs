@@ -1,32 +1,38 @@
 #!/usr/bin/env node
-// Run a converted TF.js model (graph model or layers model) from disk with the pure-JS
-// @tensorflow/tfjs package (CPU backend, no tfjs-node, no network), so that tfjs-build can
-// compare its outputs with TensorFlow's, signature key by signature key.
+// The TensorFlow.js side of tfjs-build's verification: a long-lived process that runs converted
+// models (graph or layers models) from disk and answers with their outputs, so that tfjs-build
+// can compare them with TensorFlow's, signature key by signature key. It loads the pinned, pure-JS
+// @tensorflow/tfjs (no tfjs-node, no network) once, and its WebAssembly backend, whose .wasm files
+// ship in the npm package.
 //
-// Usage: node run_model.mjs RUNTIME_DIR MODEL_DIR REQUEST.json   ("-": read REQUEST from stdin)
+// Usage: node run_model.mjs RUNTIME_DIR
+//   RUNTIME_DIR: a folder whose node_modules holds @tensorflow/tfjs and
+//   @tensorflow/tfjs-backend-wasm (tfjs-build installs one).
 //
-// RUNTIME_DIR: a folder whose node_modules holds @tensorflow/tfjs (tfjs-build installs one).
-// REQUEST: {"samples": [{"inputs": {"<signature input key>": {"dtype": "float32"|"int32"|
-//           "bool"|"string", "shape": [..], "data": [flat values]}}}, ...],
-//           "outputs": ["<signature output key>", ...]}   (optional; default: all keys)
-//          or one sample as {"inputs": {...}}.
-// stdout:  {"samples": [{"outputs": {"<key>": {"dtype", "shape", "data"}}}, ...]}
-//          (or {"outputs": {...}} for a one-sample request). A layers model has no signature:
-//          its inputs and outputs are keyed by the model's input and output names.
-//
-// Non-finite floats are written as the strings "NaN", "Infinity", "-Infinity" (JSON has no
-// literal for them); the same strings are accepted in float32 input data. bool data is
-// written as JSON true/false. On any error: a message on stderr, nothing on stdout, exit 1.
+// Protocol: one JSON request per line on stdin, one JSON answer per line on stdout, in order.
+// Request: {"model_dir": "...", "backend": "auto"|"cpu"|"wasm",
+//           "samples": [{"inputs": {"<signature input key>": TENSOR}}, ...],
+//           "outputs": ["<signature output key>", ...]}   ("outputs" optional: all keys)
+// TENSOR:  {"dtype": "float32"|"int32"|"bool", "shape": [..], "base64": "<little-endian bytes:
+//           float32, int32, or one byte per bool>"} or {"dtype": "string", "shape": [..],
+//           "data": ["...", ...]}
+// Answer:  {"samples": [{"outputs": {"<key>": TENSOR}}, ...], "backend": "wasm"|"cpu",
+//           "fallback": null | "why auto did not run it on wasm",
+//           "seconds": {"backend": s, "load": s, "run": s}}
+//          or {"error": "message"}; after an unexpected error ("fatal": true) the process exits.
+// "auto" runs the model on the WebAssembly backend, and on the CPU backend when WebAssembly
+// lacks one of its kernels. A layers model has no signature: its inputs and outputs are keyed by
+// the model's input and output names.
 
 import { Console } from 'node:console';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import readline from 'node:readline';
 import { pathToFileURL } from 'node:url';
 
-// tfjs prints a banner and warnings through console.*: keep stdout pure JSON by
-// sending every console method to stderr. This must happen before tfjs is
-// imported, hence the dynamic import below.
+// tfjs prints a banner and warnings through console.*: keep stdout for answers by sending every
+// console method to stderr. This must happen before tfjs is imported, hence the dynamic import.
 const stderrConsole = new Console({ stdout: process.stderr, stderr: process.stderr });
 const NOISE = [
   // Banner suggesting tfjs-node, which is deliberately not used here.
@@ -41,32 +47,18 @@ for (const method of ['log', 'info', 'warn', 'debug', 'trace', 'dir', 'table']) 
   };
 }
 
-const USAGE = 'usage: node run_model.mjs RUNTIME_DIR MODEL_DIR REQUEST.json  (or "-" to read REQUEST from stdin)';
+const USAGE = 'usage: node run_model.mjs RUNTIME_DIR  (then one JSON request per line on stdin)';
+const BACKENDS = ['auto', 'cpu', 'wasm'];
+// How TF.js says a backend has no kernel for an op (tfjs-core's engine and KernelBackend).
+const MISSING_KERNEL = [
+  /Kernel '([^']+)' not registered for backend/,
+  /'([^']+)' not yet implemented or not found in the registry/,
+];
 
 class UserError extends Error {}
 
 function fail(message) {
   throw new UserError(message);
-}
-
-async function readStdin() {
-  const chunks = [];
-  for await (const chunk of process.stdin) chunks.push(chunk);
-  return Buffer.concat(chunks).toString('utf8');
-}
-
-async function readJson(file, what) {
-  let text;
-  try {
-    text = file === '-' ? await readStdin() : await readFile(file, 'utf8');
-  } catch (e) {
-    fail(`cannot read ${what} ${file === '-' ? '(stdin)' : JSON.stringify(file)}: ${e.message}`);
-  }
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    fail(`${what} ${file === '-' ? '(stdin)' : JSON.stringify(file)} is not valid JSON: ${e.message}`);
-  }
 }
 
 function isPlainObject(v) {
@@ -141,117 +133,44 @@ function fileSystemHandler(modelDir, modelJson) {
   };
 }
 
-function parseFloatValue(v, where) {
-  if (typeof v === 'number') return v;
-  if (v === 'NaN') return NaN;
-  if (v === 'Infinity' || v === 'inf') return Infinity;
-  if (v === '-Infinity' || v === '-inf') return -Infinity;
-  fail(`${where}: expected a number (or "NaN"/"Infinity"/"-Infinity"), got ${JSON.stringify(v)}`);
-}
+
+const TYPED = { float32: Float32Array, int32: Int32Array, bool: Uint8Array };
 
 function makeInputTensor(tf, key, spec) {
   const where = `request input ${JSON.stringify(key)}`;
-  if (!isPlainObject(spec)) fail(`${where}: expected an object {"dtype", "shape", "data"}`);
-  const { dtype, shape, data } = spec;
+  if (!isPlainObject(spec)) fail(`${where}: expected an object {"dtype", "shape", "base64"}`);
+  const { dtype, shape } = spec;
   if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
     fail(`${where}: "shape" must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
   }
-  if (!Array.isArray(data)) fail(`${where}: "data" must be a flat array`);
   const size = shape.reduce((a, d) => a * d, 1);
-  if (data.length !== size) {
-    fail(`${where}: "data" has ${data.length} values but shape ${JSON.stringify(shape)} needs ${size}`);
+  if (dtype === 'string') {
+    const { data } = spec;
+    if (!Array.isArray(data) || data.length !== size || !data.every((v) => typeof v === 'string')) {
+      fail(`${where}: "data" must be ${size} strings for shape ${JSON.stringify(shape)}`);
+    }
+    return tf.tensor(data, shape, 'string');
   }
-  if (data.some((v) => Array.isArray(v))) fail(`${where}: "data" must be flat (row-major), not nested`);
-  switch (dtype) {
-    case 'float32':
-      return tf.tensor(Float32Array.from(data, (v, i) => parseFloatValue(v, `${where} data[${i}]`)), shape, 'float32');
-    case 'int32':
-      return tf.tensor(Int32Array.from(data, (v, i) => {
-        if (!Number.isInteger(v) || v < -2147483648 || v > 2147483647) {
-          fail(`${where} data[${i}]: expected an int32, got ${JSON.stringify(v)}`);
-        }
-        return v;
-      }), shape, 'int32');
-    case 'bool':
-      return tf.tensor(Uint8Array.from(data, (v, i) => {
-        if (v === true || v === 1) return 1;
-        if (v === false || v === 0) return 0;
-        fail(`${where} data[${i}]: expected true/false, got ${JSON.stringify(v)}`);
-      }), shape, 'bool');
-    case 'string':
-      data.forEach((v, i) => {
-        if (typeof v !== 'string') fail(`${where} data[${i}]: expected a string, got ${JSON.stringify(v)}`);
-      });
-      return tf.tensor(data, shape, 'string');
-    default:
-      fail(`${where}: unsupported dtype ${JSON.stringify(dtype)} (use float32, int32, bool or string)`);
+  const Typed = TYPED[dtype];
+  if (Typed == null) fail(`${where}: unsupported dtype ${JSON.stringify(dtype)} (use float32, int32, bool or string)`);
+  if (typeof spec.base64 !== 'string') fail(`${where}: "base64" must be a string`);
+  const bytes = Buffer.from(spec.base64, 'base64');
+  if (bytes.length !== size * Typed.BYTES_PER_ELEMENT) {
+    fail(`${where}: ${bytes.length} bytes, but shape ${JSON.stringify(shape)} of ${dtype} needs ${size * Typed.BYTES_PER_ELEMENT}`);
   }
-}
-
-function encodeFloat(v) {
-  if (Number.isFinite(v)) return v;
-  return Number.isNaN(v) ? 'NaN' : (v > 0 ? 'Infinity' : '-Infinity');
+  // A copy: the Buffer's memory may be unaligned for the typed array.
+  const values = new Typed(new Uint8Array(bytes).buffer);
+  return tf.tensor(values, shape, dtype);
 }
 
 async function encodeOutput(key, t) {
   const data = await t.data();
-  let values;
-  switch (t.dtype) {
-    case 'float32':
-    case 'complex64': // interleaved real/imag
-      values = Array.from(data, encodeFloat);
-      break;
-    case 'int32':
-      values = Array.from(data);
-      break;
-    case 'bool':
-      values = Array.from(data, (v) => v !== 0);
-      break;
-    case 'string':
-      values = Array.from(data);
-      break;
-    default:
-      fail(`output ${JSON.stringify(key)}: unsupported dtype ${t.dtype}`);
-  }
-  return { dtype: t.dtype, shape: t.shape.slice(), data: values };
-}
-
-async function main(argv) {
-  if (argv.length !== 3) fail(USAGE);
-  const [runtimeDir, modelDir, requestFile] = argv;
-
-  const modelJsonPath = path.join(modelDir, 'model.json');
-  const modelJson = await readJson(modelJsonPath, 'model file');
-  if (!isPlainObject(modelJson) || !isPlainObject(modelJson.modelTopology)) {
-    fail(`${modelJsonPath}: no "modelTopology" object; is this a TF.js model.json?`);
-  }
-  const layers = modelJson.format === 'layers-model';
-  if (!layers && modelJson.format != null && modelJson.format !== 'graph-model') {
-    fail(`${modelJsonPath}: format is ${JSON.stringify(modelJson.format)}, expected "graph-model" or "layers-model"`);
-  }
-
-  const request = await readJson(requestFile, 'request');
-  if (!isPlainObject(request)) fail('request must be a JSON object {"samples": [...], "outputs": [...]}');
-  const unknownFields = Object.keys(request).filter((k) => !['inputs', 'samples', 'outputs'].includes(k));
-  if (unknownFields.length) fail(`request has unknown fields: ${unknownFields.join(', ')}`);
-  const single = request.samples == null;
-  const samples = single ? [{ inputs: request.inputs ?? {} }] : request.samples;
-  if (!Array.isArray(samples) || samples.length === 0) fail('request "samples" must be a non-empty array');
-  for (const [i, sample] of samples.entries()) {
-    if (!isPlainObject(sample) || !isPlainObject(sample.inputs ?? {})) {
-      fail(`request samples[${i}] must be {"inputs": {...}} keyed by input name`);
-    }
-  }
-
-  const tf = await loadTf(runtimeDir);
-  const run = layers
-    ? await layersModelRunner(tf, modelDir, modelJson)
-    : await graphModelRunner(tf, modelDir, modelJson, modelJsonPath, request.outputs);
-  const results = [];
-  for (const sample of samples) {
-    results.push({ outputs: await run(sample.inputs ?? {}) });
-  }
-  return single ? results[0] : { samples: results };
+  if (t.dtype === 'string') return { dtype: 'string', shape: t.shape.slice(), data: Array.from(data) };
+  const Typed = TYPED[t.dtype];
+  if (Typed == null) fail(`output ${JSON.stringify(key)}: unsupported dtype ${t.dtype}`);
+  const typed = data instanceof Typed ? data : Typed.from(data);
+  const base64 = Buffer.from(typed.buffer, typed.byteOffset, typed.byteLength).toString('base64');
+  return { dtype: t.dtype, shape: t.shape.slice(), base64 };
 }
 
 function checkInputKeys(given, expected, what) {
@@ -290,7 +209,7 @@ async function graphModelRunner(tf, modelDir, modelJson, modelJsonPath, requeste
   }
 
   const model = await tf.loadGraphModel(fileSystemHandler(modelDir, modelJson));
-  return async (inputs) => {
+  const run = async (inputs) => {
     checkInputKeys(inputs, feedable, 'model signature');
     const feeds = {};
     for (const key of feedable) feeds[key] = makeInputTensor(tf, key, inputs[key]);
@@ -307,6 +226,7 @@ async function graphModelRunner(tf, modelDir, modelJson, modelJsonPath, requeste
     tf.dispose([...Object.values(feeds), ...result]);
     return outputs;
   };
+  return { run, model };
 }
 
 // A layers model has no signature: inputs are keyed by the model's input names and outputs
@@ -317,7 +237,7 @@ async function layersModelRunner(tf, modelDir, modelJson) {
   const layerNames = (tensors) => tensors.map((t) => t.sourceLayer.name);
   const inputNames = model.inputNames.length ? model.inputNames : layerNames(model.inputs);
   const outputNames = model.outputNames.length ? model.outputNames : layerNames(model.outputs);
-  return async (inputs) => {
+  const run = async (inputs) => {
     checkInputKeys(inputs, inputNames, 'layers model');
     const feeds = inputNames.map((k) => makeInputTensor(tf, k, inputs[k]));
     let result = model.predict(feeds.length === 1 ? feeds[0] : feeds);
@@ -327,36 +247,169 @@ async function layersModelRunner(tf, modelDir, modelJson) {
     tf.dispose([...feeds, ...result]);
     return outputs;
   };
+  return { run, model };
 }
+
+
+// One request: the model run on each sample, on the backend asked for.
+async function answer(tf, request) {
+  if (!isPlainObject(request)) fail('a request must be a JSON object');
+  const unknown = Object.keys(request).filter((k) => !['model_dir', 'backend', 'samples', 'outputs'].includes(k));
+  if (unknown.length) fail(`request has unknown fields: ${unknown.join(', ')}`);
+  const { model_dir: modelDir, samples } = request;
+  const backend = request.backend ?? 'auto';
+  if (typeof modelDir !== 'string') fail('request "model_dir" must be a string');
+  if (!BACKENDS.includes(backend)) fail(`request "backend" must be one of ${BACKENDS.join(', ')}`);
+  if (!Array.isArray(samples) || samples.length === 0) fail('request "samples" must be a non-empty array');
+  for (const [i, sample] of samples.entries()) {
+    if (!isPlainObject(sample) || !isPlainObject(sample.inputs ?? {})) {
+      fail(`request samples[${i}] must be {"inputs": {...}} keyed by input name`);
+    }
+  }
+  const modelJsonPath = path.join(modelDir, 'model.json');
+  const modelJson = await readJson(modelJsonPath, 'model file');
+  if (!isPlainObject(modelJson) || !isPlainObject(modelJson.modelTopology)) {
+    fail(`${modelJsonPath}: no "modelTopology" object; is this a TF.js model.json?`);
+  }
+  if (modelJson.format != null && !['graph-model', 'layers-model'].includes(modelJson.format)) {
+    fail(`${modelJsonPath}: format is ${JSON.stringify(modelJson.format)}, expected "graph-model" or "layers-model"`);
+  }
+  if (backend === 'auto') {
+    const wasm = await backendProblem(tf, 'wasm');
+    if (wasm != null) return { ...(await runOn(tf, 'cpu', modelDir, modelJson, request)), fallback: wasm };
+  }
+  const first = backend === 'auto' ? 'wasm' : backend;
+  try {
+    return { ...(await runOn(tf, first, modelDir, modelJson, request)), fallback: null };
+  } catch (e) {
+    const kernel = missingKernel(e);
+    if (kernel == null) throw e;
+    const lacks = `the ${first === 'wasm' ? 'WebAssembly' : first} backend has no kernel for ${kernel}`;
+    if (backend !== 'auto') fail(`${lacks}, which the model uses: verify it on the CPU backend (\`verify: {backend: cpu}\`, or \`auto\`), or avoid the op`);
+    return { ...(await runOn(tf, 'cpu', modelDir, modelJson, request)), fallback: lacks };
+  }
+}
+
+function missingKernel(error) {
+  for (const pattern of MISSING_KERNEL) {
+    const match = pattern.exec(String(error?.message ?? ''));
+    if (match != null) return match[1];
+  }
+  return null;
+}
+
+async function runOn(tf, backend, modelDir, modelJson, request) {
+  let start = performance.now();
+  const problem = await backendProblem(tf, backend);
+  if (problem != null) fail(problem);
+  const seconds = { backend: (performance.now() - start) / 1000 };
+  start = performance.now();
+  const layers = modelJson.format === 'layers-model';
+  const { run, model } = layers
+    ? await layersModelRunner(tf, modelDir, modelJson)
+    : await graphModelRunner(tf, modelDir, modelJson, path.join(modelDir, 'model.json'), request.outputs);
+  seconds.load = (performance.now() - start) / 1000;
+  start = performance.now();
+  try {
+    const results = [];
+    for (const sample of request.samples) results.push({ outputs: await run(sample.inputs ?? {}) });
+    seconds.run = (performance.now() - start) / 1000;
+    return { samples: results, backend, seconds };
+  } finally {
+    model.dispose();
+  }
+}
+
+let wasmImported = null;
+
+// Why `backend` cannot be used here (null: it is the current backend now).
+async function backendProblem(tf, backend) {
+  if (backend === 'wasm' && wasmImported == null) {
+    try {
+      await import(pathToFileURL(runtimeRequire.resolve('@tensorflow/tfjs-backend-wasm')).href);
+      wasmImported = true;
+    } catch (e) {
+      wasmImported = `@tensorflow/tfjs-backend-wasm is not installed in the runtime (${e.code ?? e.message})`;
+    }
+  }
+  if (backend === 'wasm' && wasmImported !== true) return wasmImported;
+  if (tf.getBackend() === backend) return null;
+  if (!(await tf.setBackend(backend))) return `the TensorFlow.js "${backend}" backend could not start`;
+  await tf.ready();
+  return null;
+}
+
+let runtimeRequire = null;
 
 async function loadTf(runtimeDir) {
   // Resolved from RUNTIME_DIR, not from this script's folder: the runtime is installed apart.
+  runtimeRequire = createRequire(path.join(path.resolve(runtimeDir), 'package.json'));
   let entry;
   try {
-    entry = createRequire(path.join(path.resolve(runtimeDir), 'package.json')).resolve('@tensorflow/tfjs');
+    entry = runtimeRequire.resolve('@tensorflow/tfjs');
   } catch (e) {
     fail(`@tensorflow/tfjs is not installed in ${runtimeDir} (${e.code ?? e.message})`);
   }
   const tfModule = await import(pathToFileURL(entry).href);
-  const tf = tfModule.default ?? tfModule;
-  if (!(await tf.setBackend('cpu'))) fail('could not initialise the tfjs "cpu" backend');
-  await tf.ready();
-  if (tf.getBackend() !== 'cpu') fail(`tfjs backend is ${tf.getBackend()}, expected cpu`);
-  return tf;
+  return tfModule.default ?? tfModule;
+}
+
+async function readJson(file, what) {
+  let text;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    fail(`cannot read ${what} ${JSON.stringify(file)}: ${e.message}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    fail(`${what} ${JSON.stringify(file)} is not valid JSON: ${e.message}`);
+  }
+}
+
+function send(value) {
+  process.stdout.write(JSON.stringify(value) + '\n');
+}
+
+async function serve(argv) {
+  if (argv.length !== 1) {
+    process.stderr.write(`run_model: error: ${USAGE}\n`);
+    process.exit(2);
+  }
+  let tf;
+  try {
+    tf = await loadTf(argv[0]);
+    await backendProblem(tf, 'wasm'); // ready before the first request; `auto` starts there
+  } catch (e) {
+    tf = e;
+  }
+  const lines = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
+  for await (const line of lines) {
+    if (line.trim() === '') continue;
+    try {
+      if (tf instanceof Error) throw tf;
+      let request;
+      try {
+        request = JSON.parse(line);
+      } catch (e) {
+        fail(`a request is not valid JSON: ${e.message}`);
+      }
+      send(await answer(tf, request));
+    } catch (e) {
+      if (e instanceof UserError) {
+        send({ error: e.message });
+        continue;
+      }
+      send({ error: e?.stack ?? String(e), fatal: true });
+      process.exit(1);
+    }
+  }
 }
 
 process.on('unhandledRejection', (e) => {
-  process.stderr.write(`run_model: unhandled rejection: ${e?.stack ?? e}\n`);
+  send({ error: `unhandled rejection: ${e?.stack ?? e}`, fatal: true });
   process.exit(1);
 });
 
-try {
-  const out = await main(process.argv.slice(2));
-  const text = JSON.stringify(out) + '\n';
-  process.stdout.write(text);
-  process.exitCode = 0;
-} catch (e) {
-  const msg = e instanceof UserError ? e.message : (e?.stack ?? String(e));
-  process.stderr.write(`run_model: error: ${msg}\n`);
-  process.exitCode = 1;
-}
+await serve(process.argv.slice(2));

@@ -1,0 +1,134 @@
+"""The TensorFlow.js side of verification: one long-lived Node.js per worker, the WebAssembly
+backend by default, and the CPU backend where WebAssembly lacks a kernel the model uses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tfjsbuild
+from conftest import run_cli
+from tfjsbuild.errors import BuildError
+from tfjsbuild.verify.runtime import find_runtime
+from tfjsbuild.verify.verifier import Verifier
+
+MANIFEST = """
+version: 1
+output_dir: web
+models:
+  net:
+    saved_model: model
+    signatures: {mix: {}, dense: {}}
+"""
+
+
+def _weights() -> np.ndarray:  # savedmodels.WithEinsum's `w`
+    return np.random.RandomState(8).uniform(-1, 1, [8, 3]).astype("float32")
+
+
+def test_one_node_answers_every_request_and_a_dead_one_is_replaced(
+    project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    manifest = project(
+        MANIFEST.replace(
+            "output_dir: web", "output_dir: web\ndefaults: {verify: {enabled: false}}"
+        ),
+        {"model": model_store("einsum")},
+    )
+    assert tfjsbuild.build([manifest]).ok
+    model = manifest.parent / "web" / "net" / "dense"
+    x = np.random.default_rng(0).uniform(-1, 1, [2, 8]).astype("float32")
+    expected = x @ _weights()
+    verifier = Verifier(find_runtime(install=False))
+    try:
+        first = verifier.run(model, [{"x": x}, {"x": x * 2}])
+        pid = verifier.pid
+        assert first.backend == "wasm" and first.fallback is None
+        np.testing.assert_allclose(first.outputs[0]["y"], expected, atol=1e-5)
+        np.testing.assert_allclose(first.outputs[1]["y"], 2 * expected, atol=1e-5)
+        assert set(first.seconds) == {"backend", "load", "run"}
+        # The same process answers the next request, on the backend asked for.
+        second = verifier.run(model, [{"x": x}], backend="cpu")
+        assert verifier.pid == pid and second.backend == "cpu"
+        np.testing.assert_allclose(second.outputs[0]["y"], expected, atol=1e-5)
+        # A request it cannot serve is answered with an error; the process lives on.
+        with pytest.raises(BuildError, match=r"cannot read model file .*nothing/model\.json"):
+            verifier.run(model.parent / "nothing", [{"x": x}])
+        assert verifier.pid == pid
+        # Killed between requests (the OOM killer, say): the next request is answered by a new
+        # one, whether or not the old one was seen dead first.
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        third = verifier.run(model, [{"x": x}])
+        assert verifier.pid not in (None, pid)
+        np.testing.assert_allclose(third.outputs[0]["y"], expected, atol=1e-5)
+    finally:
+        verifier.close()
+
+
+def test_auto_verifies_on_wasm_and_on_cpu_where_wasm_lacks_a_kernel(
+    project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    manifest = project(MANIFEST, {"model": model_store("einsum")})
+    result = tfjsbuild.build([manifest])
+    assert result.ok, [r.error for r in result.failed]
+    verified = {r.item.signature: r.verification for r in result.results}
+    assert {name: v.backend for name, v in verified.items() if v is not None} == {
+        "mix": "cpu",
+        "dense": "wasm",
+    }
+    log = (manifest.parent / ".tfjs-build/manifests/tfjs-build.yaml/worker.log").read_text()
+    assert "on the CPU backend: the WebAssembly backend has no kernel for Einsum" in log
+    index = json.loads((manifest.parent / "web" / "tfjs-build.json").read_text())
+    signatures = index["models"]["net"]
+    assert {name: entry["verification"]["backend"] for name, entry in signatures.items()} == {
+        "mix": "cpu",
+        "dense": "wasm",
+    }
+
+    # Asking for WebAssembly verifies again, without converting: `mix` fails, naming the kernel,
+    # and keeps its output and its recorded verification.
+    manifest.write_text(
+        MANIFEST.replace("output_dir: web", "output_dir: web\ndefaults: {verify: {backend: wasm}}")
+    )
+    plan = tfjsbuild.plan([manifest])
+    assert [(i.signature, i.action, i.reasons) for i in plan.items] == [
+        ("mix", "verify", ("verification changed: backend",)),
+        ("dense", "verify", ("verification changed: backend",)),
+    ]
+    mix_model = (manifest.parent / "web/net/mix/model.json").read_bytes()
+    result = tfjsbuild.build([manifest])
+    by_name = {r.item.signature: r for r in result.results}
+    assert by_name["dense"].status == "verified"
+    assert by_name["mix"].status == "failed"
+    error = by_name["mix"].error or ""
+    assert "the WebAssembly backend has no kernel for Einsum, which the model uses" in error
+    assert "`verify: {backend: cpu}`" in error
+    assert (manifest.parent / "web/net/mix/model.json").read_bytes() == mix_model
+    again = tfjsbuild.plan([manifest])
+    assert [(i.signature, i.action) for i in again.items] == [
+        ("mix", "verify"),
+        ("dense", "up-to-date"),
+    ]
+
+
+def test_the_report_says_which_backend_verified(
+    project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    manifest = project(
+        textwrap.dedent(MANIFEST).replace("{mix: {}, dense: {}}", "{dense: {}}"),
+        {"model": model_store("einsum")},
+    )
+    assert tfjsbuild.build([manifest]).ok
+    rows = tfjsbuild.report([manifest])
+    (row,) = rows
+    assert row.verification is not None and row.verification.backend == "wasm"
+    shown = run_cli("report", cwd=manifest.parent, check=True).stdout
+    assert "ok 0 (wasm)" in shown or "(wasm)" in shown.split("net")[-1], shown
