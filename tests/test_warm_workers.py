@@ -20,6 +20,7 @@ from test_watch import MANIFEST, WatchThread, changes, replace_model
 
 import tfjsbuild
 from conftest import STATE, read_output, run_cli, run_tfjs
+from tfjsbuild.building.executors import KeptWorkers
 from tfjsbuild.building.local_pool import WorkerPool
 from tfjsbuild.building.results import SignatureResult
 from tfjsbuild.manifest.load import load_manifest
@@ -249,3 +250,27 @@ def test_run_says_when_it_starts_workers(
     again = run_cli("run", "--no-verify", cwd=manifest.parent)  # nothing to build: no worker
     assert again.returncode == 0, again.stderr
     assert "starting" not in again.stdout
+
+
+def test_kept_workers_grow_and_are_replaced_when_their_log_moves_or_a_build_aborts(
+    tmp_path: Path,
+) -> None:
+    """No task is submitted: a pool starts no worker before it has a task."""
+    kept = KeptWorkers()
+    try:
+        first = kept.pool(1, tmp_path / "a.log")
+        grown = kept.pool(3, tmp_path / "a.log")
+        assert grown.pool is first.pool
+        assert kept.pool(1, tmp_path / "a.log").pool.worker_count == 3
+        grown.shutdown(abort=False)  # a build's end: the pool lives on
+        assert kept.pool(1, tmp_path / "a.log").pool is first.pool
+
+        moved = kept.pool(1, tmp_path / "b.log")  # other manifests: a pool of their own
+        assert moved.pool is not first.pool
+        with pytest.raises(RuntimeError, match="the worker pool is shut down"):
+            first.submit(ConversionTask("0", None, "a", None, "", "", ""))
+
+        moved.shutdown(abort=True)  # Ctrl-C in a build: its workers are killed, the pool dropped
+        assert kept.pool(1, tmp_path / "b.log").pool is not moved.pool
+    finally:
+        kept.close()
