@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tfjsbuild.building.executors import KeptWorkers
 from tfjsbuild.building.outputs import remove_built_files, remove_state_folders
 from tfjsbuild.building.results import Reporter, ReportRow, SignatureResult
 from tfjsbuild.building.run import (
@@ -157,8 +158,13 @@ def build_manifests(
     ray_address: str | None = None,
     verify: bool = True,
     reporter: Reporter | None = None,
+    workers: KeptWorkers | None = None,
 ) -> BuildResult:
-    """`build` for manifests already loaded (watch keeps building the last valid ones)."""
+    """`build` for manifests already loaded (watch keeps building the last valid ones).
+
+    `workers`: local worker processes kept from one build to the next (watch's); by default
+    the build starts its own and stops them at its end.
+    """
     start = time.perf_counter()
     check_run_options(executor=executor, jobs=jobs)
     with ExitStack() as stack:
@@ -178,6 +184,7 @@ def build_manifests(
                 verify=verify,
                 executor=executor,
                 ray_address=ray_address,
+                workers=workers,
             )
         )
     build_plan = BuildPlan(plans)

@@ -30,6 +30,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from tfjsbuild import api
+from tfjsbuild.building.executors import KeptWorkers
 from tfjsbuild.building.results import Reporter
 from tfjsbuild.errors import ManifestError, TfjsBuildError, UsageError
 from tfjsbuild.manifest.types import Manifest
@@ -237,6 +238,8 @@ class Watcher:
         self.manifests: list[Manifest] = []
         self.waiting: dict[str, str] = {}  # model -> why its source is not ready
         self.cycles = 0
+        # Workers kept from cycle to cycle: TensorFlow is imported (and a model loaded) once.
+        self.workers = KeptWorkers()
 
     def run(self) -> None:
         for path in self.manifest_paths:
@@ -267,6 +270,7 @@ class Watcher:
                 trigger = tuple(sorted(_relative(p, root) for p in changed)) or ("(recheck)",)
                 self._cycle(trigger, error)
         finally:
+            self.workers.close()
             observer.stop()
             observer.join(timeout=5)
 
@@ -328,6 +332,7 @@ class Watcher:
                     verify=self.verify,
                     cache=self.cache,
                     reporter=self.reporter,
+                    workers=self.workers,
                 )
                 cycle = replace(cycle, result=result)
             except TfjsBuildError as error:

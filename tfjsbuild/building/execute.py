@@ -13,6 +13,7 @@ executor's (`executors`).
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from tfjsbuild.building.asset_index import write_index
 from tfjsbuild.building.cache import restore, save
-from tfjsbuild.building.executors import TaskExecutor, start_executor
+from tfjsbuild.building.executors import KeptWorkers, TaskExecutor, start_executor
 from tfjsbuild.building.outputs import (
     nested,
     output_link_problem,
@@ -63,7 +64,10 @@ def execute(
     verify: bool = True,
     executor: str = "local",
     ray_address: str | None = None,
+    workers: KeptWorkers | None = None,
 ) -> list[SignatureResult]:
+    """Build `items`; local workers are started for this build, or taken from `workers` (and
+    left running for the next build) when given."""
     for project in projects.values():
         # Left by a build that was killed; the lock says no other build is using it.
         remove_staging(project.manifest)
@@ -88,6 +92,7 @@ def execute(
             runtime,
             executor,
             ray_address,
+            workers,
         )
         for result in converted:
             results[(result.item.manifest, result.item.key)] = result
@@ -163,6 +168,7 @@ def _convert_all(
     runtime: Runtime | None,
     executor: str,
     ray_address: str | None,
+    workers: KeptWorkers | None,
 ) -> list[SignatureResult]:
     # Removed however this ends (even Ctrl-C before the workers start): never left behind.
     try:
@@ -174,11 +180,14 @@ def _convert_all(
         with refusals_reported(log_dir, "state folder", STATE_REMEDY):
             log_path.write_text("")
         tasks: Tasks = {}
+        build = uuid.uuid4().hex  # a kept worker forgets what only an earlier build could use
         for index, item in enumerate(builds):
             project_root = projects[item.manifest].manifest.root
             task = _task(index, item, staging_roots[item.manifest], project_root, runtime)
-            tasks[task.key] = (item, task)
-        pool = start_executor(executor, worker_count, log_path, ray_address)
+            tasks[task.key] = (item, replace(task, build=build))
+        pool = start_executor(executor, worker_count, log_path, ray_address, workers)
+        if starting := pool.workers_to_start(len(tasks)):
+            reporter.workers_starting(starting)
         try:
             results = _run_tasks(tasks, pool, projects, fail_fast, reporter)
         except BaseException:

@@ -4,7 +4,10 @@ A worker that dies (`os._exit`, a segfault, the OOM killer) or overruns its task
 fails only the task it was running, is replaced by a fresh one, and every other task, running
 or queued, goes on. Workers die with the parent (`PR_SET_PDEATHSIG`), never see the terminal's
 Ctrl-C (they run in their own process group; the parent stops them), and keep their loaded
-model for the next task of the same source: a free worker is given such a task first.
+model for the next task of the same source: a free worker is given such a task first. A worker
+that has grown past the pool's memory limit after a task is retired (killed: its task is
+done), and the next task gets a fresh one. A pool may serve several builds (watch keeps one):
+between them, `end_build` retires the workers that imported a python: source's code.
 
 This is the parent's end of the conversation: `WorkerPool` queues tasks, hands them to workers
 and resolves their futures. One process's start, kill and stack dump are `worker_process`'s;
@@ -17,8 +20,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import signal
-import subprocess
 import threading
 import time
 from collections import deque
@@ -29,14 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from tfjsbuild.building.worker_process import (
+    STOP_WAIT,
     WorkerProcess,
     dump_frames,
     exit_status,
     kill,
-    read_dump,
-    wait_for_dump,
+    memory_limit_from,
+    memory_text,
 )
 from tfjsbuild.sources.registry import kind_of
+from tfjsbuild.worker.serve import TaskDone
 from tfjsbuild.worker.task import (
     LOADING,
     STARTING,
@@ -49,8 +52,6 @@ from tfjsbuild.worker.task import (
 # A worker that has not begun its task this long after it was given it is stuck starting up
 # (importing TensorFlow takes seconds); the task's own time limit starts when it begins.
 STARTUP_LIMIT = 600.0
-# How long a worker told to stop may take to exit before it is killed.
-STOP_WAIT = 10.0
 MAX_WAIT = 3600.0  # seconds one wait for worker messages may last before it loops again
 
 
@@ -68,6 +69,8 @@ class _Job:
 class _Worker(WorkerProcess):
     job: _Job | None = None
     loaded: str | None = None  # the model key of the source it loaded last
+    resident: int = 0  # bytes of memory it (and its children) held after its last task
+    outlives_build: bool = True  # False: retired at the end of the build (it ran user code)
 
 
 class WorkerPool:
@@ -77,9 +80,11 @@ class WorkerPool:
     happened to the worker, unless it was cancelled while still queued.
     """
 
-    def __init__(self, worker_count: int, log_path: Path) -> None:
+    def __init__(self, worker_count: int, log_path: Path, memory_limit: int | None = None) -> None:
         self.worker_count = max(1, worker_count)
         self.log_path = log_path
+        self.memory_limit = memory_limit_from(os.environ) if memory_limit is None else memory_limit
+        self._builds_ended: list[threading.Event] = []  # end_build calls not yet served
         self._queue: deque[_Job] = deque()
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
@@ -100,6 +105,29 @@ class WorkerPool:
             self._queue.append(_Job(task, future))
         self._wake()
         return future
+
+    def grow(self, worker_count: int) -> None:
+        """Run up to `worker_count` workers from now on (never fewer than so far)."""
+        with self._lock:
+            self.worker_count = max(self.worker_count, worker_count)
+        self._wake()
+
+    def workers_to_start(self, task_count: int) -> int:
+        """How many worker processes submitting `task_count` tasks now starts."""
+        # The pool's thread alone changes the list; its length is a snapshot, all it needs.
+        return max(0, min(self.worker_count, task_count) - len(self._workers))
+
+    def end_build(self) -> None:
+        """A build is over and the pool serves the next: retire the workers that may not
+        (they imported a python: source's code), and return once they are gone."""
+        ended = threading.Event()
+        with self._lock:
+            self._builds_ended.append(ended)
+        self._wake()
+        while not ended.wait(0.1) and self._thread.is_alive():
+            pass
+        if self._failure is not None:
+            raise self._failure  # a bug: the caller reports it as one (exit 3)
 
     def shutdown(self, *, abort: bool) -> None:
         """Wait for the tasks given (abort: kill the workers now); then no worker is left."""
@@ -135,9 +163,14 @@ class WorkerPool:
         while True:
             with self._lock:
                 closing, aborting = self._closing, self._aborting
+                ended, self._builds_ended = self._builds_ended, []
             if aborting:
                 self._fail_everything("the build was interrupted")
                 return
+            for event in ended:  # end_build: retire the workers that ran a source's code
+                for worker in [w for w in self._workers if not w.job and not w.outlives_build]:
+                    self._retire(worker, "it imported a python: source's code, which changes")
+                event.set()
             self._dispatch()
             busy = [w for w in self._workers if w.job is not None]
             if closing and not busy and not self._live_queue():
@@ -207,6 +240,7 @@ class WorkerPool:
             # cancelled (--fail-fast) between the two looks: take another
 
     def _give(self, worker: _Worker, job: _Job) -> None:
+        self._log(f"worker pid {worker.process.pid} takes {_label(job.task)}")
         job.started = time.monotonic()
         job.phase = STARTING
         job.deadline = job.started + STARTUP_LIMIT
@@ -239,8 +273,12 @@ class WorkerPool:
                     if value == LOADING:
                         job.deadline = time.monotonic() + _limit(job.task)
                 elif kind == "done":
+                    if not isinstance(value, TaskDone):
+                        raise TypeError(f"a done message of {type(value).__name__}")
                     worker.job = None
-                    job.future.set_result(value)
+                    worker.resident = value.resident_bytes or 0
+                    worker.outlives_build = worker.outlives_build and value.outlives_build
+                    job.future.set_result(value.outcome)
         except (EOFError, OSError):
             self._bury(worker)
             return
@@ -250,17 +288,20 @@ class WorkerPool:
             return
         if worker.process.poll() is not None:
             self._bury(worker)
+        elif worker.job is None and worker.resident > self.memory_limit:
+            held, limit = memory_text(worker.resident), memory_text(self.memory_limit)
+            self._retire(worker, f"{held} resident, over the {limit} limit")
+
+    def _retire(self, worker: _Worker, why: str) -> None:
+        """Stop an idle worker for good; the next task that needs one starts a fresh one."""
+        self._forget(worker)
+        worker.end(stacks=False)
+        self._log(f"retired worker pid {worker.process.pid}: {why}")
 
     def _bury(self, worker: _Worker) -> None:
         """A worker has exited or stopped answering: fail its task, never another one."""
         self._forget(worker)
-        try:
-            status = worker.process.wait(timeout=STOP_WAIT)
-        except subprocess.TimeoutExpired:  # closed its connection yet lives on: stop it
-            kill(worker.process)
-            status = worker.process.wait()
-        dump = read_dump(worker.dump)
-        worker.dump.close()
+        status, dump = worker.reap()
         job = worker.job
         if job is None:
             self._log(f"an idle worker (pid {worker.process.pid}) {exit_status(status)}\n{dump}")
@@ -281,14 +322,8 @@ class WorkerPool:
         job = worker.job
         assert job is not None
         self._forget(worker)
-        if job.phase != STARTING:  # before `serve` registers it, SIGUSR1 would kill outright
-            with contextlib.suppress(OSError):
-                worker.process.send_signal(signal.SIGUSR1)
-            wait_for_dump(worker.dump)
-        kill(worker.process)
-        worker.process.wait()
-        dump = read_dump(worker.dump)
-        worker.dump.close()
+        # Its stacks say where it was; before `serve` registers SIGUSR1, it would kill outright.
+        dump = worker.end(stacks=job.phase != STARTING)
         if job.phase == STARTING:
             self._log(f"the worker (pid {worker.process.pid}) did not start\n{dump}")
             self._resolve(
@@ -344,11 +379,7 @@ class WorkerPool:
                     worker.connection.send(None)
         deadline = time.monotonic() + STOP_WAIT
         for worker in list(self._workers):
-            try:
-                worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                kill(worker.process)
-                worker.process.wait()
+            worker.wait_or_kill(deadline - time.monotonic())
             self._forget(worker)
             worker.dump.close()
 

@@ -92,6 +92,9 @@ class RayExecutor:
         result.add_done_callback(lambda f: self.ray.cancel(ref) if f.cancelled() else None)
         return result
 
+    def workers_to_start(self, task_count: int) -> int:
+        return 0  # Ray starts (and keeps) its own workers
+
     def shutdown(self, *, abort: bool) -> None:
         if abort:
             for ref in self.refs:

@@ -75,6 +75,10 @@ class SizedFile(Protocol):
 class Reporter(Protocol):
     def build_started(self, items: Sequence[PlanItem], jobs: int) -> None: ...
 
+    def workers_starting(self, count: int) -> None:
+        """`count` (> 0) local worker processes start for this build, importing TensorFlow."""
+        ...
+
     def signature_finished(self, result: SignatureResult) -> None: ...
 
 

@@ -11,6 +11,7 @@ from contextlib import ExitStack, contextmanager
 from importlib import metadata
 
 from tfjsbuild.building.execute import execute
+from tfjsbuild.building.executors import KeptWorkers
 from tfjsbuild.building.project import Project
 from tfjsbuild.building.results import Reporter, SignatureResult
 from tfjsbuild.errors import UsageError
@@ -55,6 +56,7 @@ def run_plans(
     verify: bool,
     executor: str,
     ray_address: str | None,
+    workers: KeptWorkers | None = None,
 ) -> list[SignatureResult]:
     """Execute the plans' items in order; each manifest's state is saved as it goes."""
     projects = {p.manifest.path: Project(p.manifest, p.state, p.stores) for p in plans}
@@ -67,6 +69,7 @@ def run_plans(
         verify=verify,
         executor=executor,
         ray_address=ray_address,
+        workers=workers,
     )
 
 

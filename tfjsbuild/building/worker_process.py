@@ -3,13 +3,14 @@
 A worker runs `tfjsbuild.worker.serve` in a fresh interpreter (`BOOTSTRAP`), in its own process
 group, with a socket to the parent and an unlinked file its stacks are dumped into. Which task a
 worker runs, and when it is replaced, is `local_pool`'s business; this module imports no
-TensorFlow and never looks at a task.
+TensorFlow and never looks at a task. How much memory a worker may hold is said here too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import signal
@@ -18,13 +19,22 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO, Self
 
+from tfjsbuild.errors import UsageError
+
 # After a SIGUSR1, how long a worker that overran its time limit may take to write its stacks.
 STACK_DUMP_WAIT = 2.0
+# How long a worker told to stop may take to exit before it is killed.
+STOP_WAIT = 10.0
+# A worker with more resident memory than this after a task (with the Node.js it keeps) is
+# replaced before its next one; TFJS_BUILD_WORKER_MEMORY_MB sets another limit.
+DEFAULT_MEMORY_LIMIT = 4 * 1024**3
+MEMORY_VARIABLE = "TFJS_BUILD_WORKER_MEMORY_MB"
 
 # The worker's first Python: the parent's sys.path (as multiprocessing's spawn passes it), then
 # `serve(connection fd, stack dump fd, parent pid, log path)`.
@@ -78,12 +88,61 @@ class WorkerProcess:
             exited = os.pidfd_open(process.pid)
         return cls(process, Connection(ours.detach()), dump, exited)
 
+    def reap(self) -> tuple[int, str]:
+        """Its exit status and stack dump, once it has exited (killed if it lingers on)."""
+        status = self.wait_or_kill(STOP_WAIT)  # it may have closed its connection yet live on
+        dump = read_dump(self.dump)
+        self.dump.close()
+        return status, dump
+
+    def wait_or_kill(self, timeout: float) -> int:
+        """Its exit status, once it has exited: killed after `timeout` seconds."""
+        try:
+            return self.process.wait(timeout=max(0.0, timeout))
+        except subprocess.TimeoutExpired:
+            kill(self.process)
+            return self.process.wait()
+
+    def end(self, *, stacks: bool) -> str:
+        """Kill it, after it has written its stacks (SIGUSR1) when `stacks`; its dump."""
+        if stacks:
+            with contextlib.suppress(OSError):
+                self.process.send_signal(signal.SIGUSR1)
+            wait_for_dump(self.dump)
+        kill(self.process)
+        self.process.wait()
+        dump = read_dump(self.dump)
+        self.dump.close()
+        return dump
+
     def close(self) -> None:
         """Stop listening to it: its connection and pidfd are closed (its dump stays open)."""
         self.connection.close()
         if self.exited is not None:
             os.close(self.exited)
             self.exited = None
+
+
+def memory_limit_from(environ: Mapping[str, str]) -> int:
+    """The memory limit of a worker, in bytes: TFJS_BUILD_WORKER_MEMORY_MB, else 4 GiB."""
+    text = environ.get(MEMORY_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_MEMORY_LIMIT
+    try:
+        megabytes = float(text)
+    except ValueError:
+        megabytes = math.nan
+    if not (math.isfinite(megabytes) and megabytes > 0):
+        raise UsageError(f"{MEMORY_VARIABLE} must be a number of megabytes above 0, got {text!r}")
+    return int(megabytes * 1024**2)
+
+
+def memory_text(size: int) -> str:
+    """`4.3 GiB`, `4 GiB`, `512 MiB`: memory as the retirement log line says it."""
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{size} bytes"
 
 
 def kill(process: subprocess.Popen[bytes]) -> None:

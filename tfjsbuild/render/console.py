@@ -44,6 +44,12 @@ class ConsoleReporter:
         if self.console.is_terminal:
             self._start_progress(len(items))
 
+    def workers_starting(self, count: int) -> None:
+        if not self.quiet:
+            self.console.print(
+                f"starting {count} worker{'s' if count != 1 else ''} (importing TensorFlow)"
+            )
+
     def _start_progress(self, total: int) -> None:
         from rich.progress import (
             BarColumn,
@@ -138,6 +144,9 @@ def _verified(verification: VerificationRecord | None) -> str:
 
 class SilentReporter:
     def build_started(self, items: Sequence[PlanItem], jobs: int) -> None:
+        pass
+
+    def workers_starting(self, count: int) -> None:
         pass
 
     def signature_finished(self, result: SignatureResult) -> None:

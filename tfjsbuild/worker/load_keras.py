@@ -201,4 +201,4 @@ def describable(source: KerasSource, scratch: Path) -> tuple[LoadedSource, dict[
     return loaded, functions
 
 
-LOADER = KindLoader("keras", load_keras, describable)
+LOADER = KindLoader("keras", load_keras, describable, outlives_build=False)

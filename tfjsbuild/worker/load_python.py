@@ -172,4 +172,11 @@ def _user_frame(error: BaseException, root: Path | None = None) -> str:
 
 
 # User code runs again, as it may differ: a failure is not remembered.
-LOADER = KindLoader("python", load_python, all_functions(load_python), remember_failures=False)
+LOADER = KindLoader(
+    "python",
+    load_python,
+    all_functions(load_python),
+    remember_failures=False,
+    outlives_build=False,  # it may return a Keras model, exported into scratch
+    worker_outlives_build=False,
+)

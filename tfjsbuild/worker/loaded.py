@@ -67,6 +67,12 @@ class KindLoader:
     # A failure to load is remembered for the next task on the same content, unless loading
     # runs user code (which may behave differently the next time).
     remember_failures: bool = True
+    # The loaded model may serve a later build: not when it was exported into the build's
+    # scratch folder (a Keras model), which the parent deletes after every build.
+    outlives_build: bool = True
+    # A worker that loaded this kind may serve a later build: not when loading imported the
+    # user's code, which stays in `sys.modules` (an edit would go unseen).
+    worker_outlives_build: bool = True
 
 
 def all_functions(

@@ -9,6 +9,7 @@ Keras, and the user's code.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from tfjsbuild.errors import SourceError
@@ -28,16 +29,32 @@ _cache: dict[str, LoadedSource] = {}
 _failed: dict[str, SourceError] = {}
 
 
-def load(source: Source, model_key: str, scratch: Path) -> LoadedSource:
+@dataclass
+class _Kept:
+    """Which build `_cache` and `_failed` are from, and what may serve a later one."""
+
+    build: str | None = None
+    model_outlives_build: bool = True  # the cached model's files outlive the build
+    worker_outlives_build: bool = True  # no source's loading imported user code
+
+
+_kept = _Kept()
+
+
+def load(source: Source, model_key: str, scratch: Path, build: str | None = None) -> LoadedSource:
     """Load a source once per worker (while `model_key`, its content digest, stays the same).
 
-    Keras exports go to `scratch`, which the parent removes after the build.
+    Keras exports go to `scratch`, which the parent removes after the build; so the first task
+    of another `build` forgets such a model, and every failure remembered.
     """
+    _begin(build)
     if model_key in _cache:
         return _cache[model_key]
     if model_key in _failed:
         raise SourceError(str(_failed[model_key]))
     loader = LOADERS[source.kind]
+    if not loader.worker_outlives_build:
+        _kept.worker_outlives_build = False  # a failed load may have imported the code too
     try:
         loaded = loader.load(source, scratch)
     except SourceError as error:
@@ -47,7 +64,25 @@ def load(source: Source, model_key: str, scratch: Path) -> LoadedSource:
         raise
     _cache.clear()  # one model per worker: bounded memory, and the next task is likely the same
     _cache[model_key] = loaded
+    _kept.model_outlives_build = loader.outlives_build
     return loaded
+
+
+def _begin(build: str | None) -> None:
+    """A task of `build`: what only an earlier build could use is forgotten."""
+    if build == _kept.build:
+        return
+    _kept.build = build
+    _failed.clear()  # a failure is its build's: a later build tries again
+    if not _kept.model_outlives_build:
+        _cache.clear()  # exported into the earlier build's scratch folder, deleted since
+        _kept.model_outlives_build = True
+
+
+def worker_outlives_build() -> bool:
+    """Whether this process may serve a later build: no load imported the user's code, which
+    stays in `sys.modules`, so an edit to it would go unseen."""
+    return _kept.worker_outlives_build
 
 
 def describe(source: Source, scratch: Path) -> tuple[TracedSignature, ...]:

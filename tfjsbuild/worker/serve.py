@@ -3,12 +3,13 @@ stop, and never outlive the parent.
 
 This is the worker's end of the conversation; the parent's end (starting, watching and replacing
 workers) is `tfjsbuild.building.local_pool`. Nothing here writes state or moves outputs: a task's
-outcome goes back to the parent, which alone records it. This module imports no TensorFlow
-itself; `run_task` does, in the worker, on first use.
+outcome goes back to the parent, which alone records it. A worker imports TensorFlow as it
+starts, before its first task; importing this module imports none.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import faulthandler
 import os
@@ -16,11 +17,25 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
-from tfjsbuild.worker.task import init_worker, run_task
+from tfjsbuild.worker.task import ConversionOutcome, init_worker, run_task
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+@dataclass(frozen=True)
+class TaskDone:
+    """A worker's "done" message: the task's outcome, and whether the worker should go on."""
+
+    outcome: ConversionOutcome
+    # The worker's resident memory and its children's (a Node.js verifier), in bytes; None
+    # where /proc does not say. The pool retires a worker over its memory limit.
+    resident_bytes: int | None
+    # False once a source's loading imported the user's code: the worker is retired at the end
+    # of the build, so that the next build imports the code as it is then.
+    outlives_build: bool
 
 
 def serve(connection_fd: int, dump_fd: int, parent_pid: int, log_path: str) -> None:
@@ -31,6 +46,16 @@ def serve(connection_fd: int, dump_fd: int, parent_pid: int, log_path: str) -> N
     # stack to `dump_fd`: the parent reads the user's file and line from it.
     faulthandler.enable(file=dump_fd, all_threads=True)
     faulthandler.register(signal.SIGUSR1, file=dump_fd, all_threads=True)
+    # TensorFlow now, before the first task: its seconds are the worker's start-up, not the
+    # first signature's (the task's time limit starts once the worker begins it).
+    started = time.perf_counter()
+    from tfjsbuild.worker import loaders
+
+    print(
+        f"tfjs-build: worker pid {os.getpid()} ready: TensorFlow imported in "
+        f"{time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
     connection = Connection(connection_fd)
     while True:
         try:
@@ -42,7 +67,39 @@ def serve(connection_fd: int, dump_fd: int, parent_pid: int, log_path: str) -> N
         outcome = run_task(task, lambda phase: connection.send(("phase", phase)))
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # the log is complete even if this worker is killed later
-        connection.send(("done", outcome))
+        done = TaskDone(outcome, resident_bytes(), loaders.worker_outlives_build())
+        connection.send(("done", done))
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory plus its descendants' (Linux /proc); None elsewhere."""
+    pages = 0
+    pending = [os.getpid()]
+    seen: set[int] = set()
+    while pending:
+        pid = pending.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            with open(f"/proc/{pid}/statm", encoding="ascii") as statm:
+                pages += int(statm.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            if pid == os.getpid():
+                return None  # no /proc: not Linux
+            continue  # a child that has just exited
+        pending.extend(_children(pid))
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def _children(pid: int) -> list[int]:
+    children: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            path = f"/proc/{pid}/task/{task}/children"
+            with contextlib.suppress(OSError, ValueError), open(path, encoding="ascii") as listed:
+                children.extend(int(child) for child in listed.read().split())
+    return children
 
 
 def _die_with_parent(parent_pid: int) -> None:

@@ -10,6 +10,7 @@ replaced is `building/local_pool.py`'s business.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -72,6 +73,9 @@ class ConversionTask:
     output_dir: str | None = None
     # TFJS_BUILD_STOCK_PASSES as the build saw it: a Ray worker does not share its environment.
     stock_passes: bool = False
+    # Which build the task is of (one id per `execute` call): a worker forgets, at the first
+    # task of another build, what only an earlier build could use (its scratch folder's files).
+    build: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,11 @@ def _ended_by(error: BaseException) -> str:
 def run_task(task: ConversionTask, progress: Progress | None = None) -> ConversionOutcome:
     """Convert (and verify) one signature, or verify its output in place (`kind="verify"`);
     `progress` hears each phase as it starts."""
+    # TensorFlow is imported once per process, before the clock starts: a worker's start-up is
+    # not this signature's time. (A local worker imports it before its first task; should the
+    # import fail, the same import inside the `try` below fails the task, saying why.)
+    with contextlib.suppress(Exception):
+        import tfjsbuild.worker.loaders  # noqa: F401
     start = time.perf_counter()
     timings: dict[str, float] = {}
     phase = LOADING
@@ -190,7 +199,7 @@ def _convert_and_verify(
         _verifier(task.verify).start()
     enter(LOADING)  # the time limit starts now, with TensorFlow imported
     load_start = time.perf_counter()
-    loaded = loaders.load(task.source, task.model_key, Path(task.scratch_dir))
+    loaded = loaders.load(task.source, task.model_key, Path(task.scratch_dir), task.build)
     if time.perf_counter() - load_start > 0.001:
         timings["load"] = time.perf_counter() - load_start
     if task.kind == "verify":
