@@ -12,7 +12,8 @@
    signatures are rebuilt (signature-level graph fingerprints).
 5. Conversion speed: MobileNetV2 exported by Keras 3 (batch norms as multiplies and adds) and
    by Keras 2 (FusedBatchNormV3, which tensorflowjs folds in Python), with 3 and 10
-   signatures: the converter loop against `tfjs-build run --force` with 1 and 2 workers.
+   signatures: the converter loop against `tfjs-build run --force` with 1 and 2 workers, then
+   verified (the default; converted again too), with each phase's seconds per signature.
 6. Planning an unchanged model with 1 GiB of variables (after one build recorded its stat data).
 
 Every number is wall time of a fresh process, as a build script would see it; verification is
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -69,9 +71,17 @@ def make_mobilenet(path: Path, embed_seed: int = 2, extra_heads: int = 0) -> Non
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
         import tensorflow as tf
         import keras
+        import numpy as np
+        tf.config.experimental.enable_op_determinism()  # re-exports give identical weights
         keras.utils.set_random_seed(1)
         backbone = keras.applications.MobileNetV2(weights=None, include_top=False, pooling="avg",
                                                   input_shape=(224, 224, 3))
+        # Batch norm statistics from a random batch: untrained ones make every output ~1e-11,
+        # and a parity check on those means nothing.
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = 0.0
+        backbone(np.random.RandomState(3).uniform(-1, 1, (8, 224, 224, 3)).astype("float32"), training=True)
         classify_head = keras.layers.Dense(1000, activation="softmax", name="classify_head")
         classify_head.build((None, 1280))
         heads = [keras.layers.Dense(16 * (i + 1), name=f"head_{{i}}") for i in range({extra_heads})]
@@ -109,9 +119,15 @@ def make_mobilenet_keras2(path: Path, signatures: int) -> None:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
         import tensorflow as tf
         import tf_keras
+        import numpy as np
+        tf.config.experimental.enable_op_determinism()
         tf_keras.utils.set_random_seed(1)
         backbone = tf_keras.applications.MobileNetV2(weights=None, include_top=False,
                                                      pooling="avg", input_shape=(224, 224, 3))
+        for layer in backbone.layers:  # batch norm statistics from a random batch
+            if isinstance(layer, tf_keras.layers.BatchNormalization):
+                layer.momentum = 0.0
+        backbone(np.random.RandomState(3).uniform(-1, 1, (8, 224, 224, 3)).astype("float32"), training=True)
         module = tf.Module()
         module.backbone = backbone
         module.heads = [tf_keras.layers.Dense(16 * (i + 1)) for i in range({signatures} - 1)]
@@ -196,7 +212,56 @@ def speed_case(work: Path, keras: str, count: int) -> list[tuple[str, float, str
         rows.append(
             (f"tfjs-build run -j {jobs}, {label}", seconds, f"{loop / seconds:.2f}x faster")
         )
+    # Verification on (the default), converting everything again: wall time of a fresh process,
+    # and each signature's phases from the run's --json.
+    (work / "tfjs-build.yaml").write_text(
+        (work / "tfjs-build.yaml")
+        .read_text()
+        .replace("defaults:\n  verify: {enabled: false}\n", "")
+    )
+    start = time.perf_counter()
+    done = subprocess.run(
+        [str(BIN / "tfjs-build"), "run", "--force", "--json"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - start
+    report = json.loads(done.stdout)
+    if not report["ok"]:
+        raise SystemExit(f"the verified build failed:\n{done.stdout}\n{done.stderr}")
+    backends = sorted({s["verification"]["backend"] for s in report["signatures"]})
+    rows.append(
+        (
+            f"tfjs-build run, verified, {label}",
+            seconds,
+            f"{loop / seconds:.2f}x faster (verified on {', '.join(backends)})",
+        )
+    )
+    PHASES[f"Keras {keras}, {count} signatures"] = phases(
+        [s["timings"] for s in report["signatures"]]
+    )
     return rows
+
+
+# Per speed case: mean seconds per signature of each phase of the verified build.
+PHASES: dict[str, dict[str, float]] = {}
+
+
+def phases(timings: list[dict[str, float]]) -> dict[str, float]:
+    """Mean seconds per signature: conversion (freeze, optimize, write), the whole
+    verification, and verification's parts; model loads are per worker, shown apart."""
+
+    def mean(select: Callable[[str], bool]) -> float:
+        return sum(v for t in timings for k, v in t.items() if select(k)) / len(timings)
+
+    verify_parts = sorted({k for t in timings for k in t if k.startswith("verify: ")})
+    return {
+        "load (per worker, not per signature)": sum(t.get("load", 0.0) for t in timings),
+        "convert": mean(lambda k: k != "load" and not k.startswith("verify")),
+        "verify": mean(lambda k: k == "verify"),
+        **{f"  {k.removeprefix('verify: ')}": mean(lambda k, p=k: k == p) for k in verify_parts},
+    }
 
 
 def statuses(cwd: Path) -> dict[str, str]:
@@ -304,6 +369,13 @@ def main() -> None:
         for count in (3, 10):
             for case, seconds, result in speed_case(work / f"speed-k{keras}-{count}", keras, count):
                 print(f"{case:<58}{seconds:>9.2f}  {result}")
+    print()
+    print("Verified builds, seconds per signature (means; a worker's start-up is not included):")
+    labels = list(PHASES)
+    print(f"{'phase':<40}" + "".join(f"{label[:28]:>30}" for label in labels))
+    for phase in PHASES[labels[0]]:
+        cells = "".join(f"{PHASES[label].get(phase, 0.0):>30.3f}" for label in labels)
+        print(f"{phase:<40}{cells}")
 
     if not args.skip_big:
         big = work / "big"

@@ -98,8 +98,10 @@ def save_with_unsupported(path: Path) -> Path:
 
 
 class WithEinsum(tf.Module):
-    """`mix` uses Einsum (as Keras MultiHeadAttention does), which TF.js's WebAssembly backend
-    has no kernel for; `dense` is a plain matmul every backend runs."""
+    """Signatures TF.js's WebAssembly backend cannot run, and one it can: `mix` uses Einsum (as
+    Keras MultiHeadAttention does), which it has no kernel for; `shifted` adds a scalar to a
+    matmul, which TF.js fuses into a _FusedMatMul whose bias its WebAssembly kernel refuses
+    (rank 0); `dense` is a plain matmul every backend runs."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -110,13 +112,18 @@ class WithEinsum(tf.Module):
         return {"y": tf.einsum("bij,jk->bik", x, self.w)}
 
     @tf.function(input_signature=[X])
+    def shifted(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"y": tf.matmul(x, self.w) + 0.5}
+
+    @tf.function(input_signature=[X])
     def dense(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
         return {"y": tf.matmul(x, self.w)}
 
 
 def save_einsum(path: Path) -> Path:
     module = WithEinsum()
-    tf.saved_model.save(module, str(path), signatures={"mix": module.mix, "dense": module.dense})
+    signatures = {"mix": module.mix, "shifted": module.shifted, "dense": module.dense}
+    tf.saved_model.save(module, str(path), signatures=signatures)
     return path
 
 

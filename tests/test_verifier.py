@@ -25,7 +25,7 @@ output_dir: web
 models:
   net:
     saved_model: model
-    signatures: {mix: {}, dense: {}}
+    signatures: {mix: {}, shifted: {}, dense: {}}
 """
 
 
@@ -82,14 +82,23 @@ def test_auto_verifies_on_wasm_and_on_cpu_where_wasm_lacks_a_kernel(
     verified = {r.item.signature: r.verification for r in result.results}
     assert {name: v.backend for name, v in verified.items() if v is not None} == {
         "mix": "cpu",
+        "shifted": "cpu",
         "dense": "wasm",
     }
     log = (manifest.parent / ".tfjs-build/manifests/tfjs-build.yaml/worker.log").read_text()
-    assert "on the CPU backend: the WebAssembly backend has no kernel for Einsum" in log
+    assert (
+        "verified signature 'mix' on the CPU backend: "
+        "the WebAssembly backend has no kernel for Einsum"
+    ) in log
+    assert (
+        "verified signature 'shifted' on the CPU backend: the WebAssembly backend could not run "
+        "it: _FusedMatMul only supports rank-1 bias but got rank 0"
+    ) in log
     index = json.loads((manifest.parent / "web" / "tfjs-build.json").read_text())
     signatures = index["models"]["net"]
     assert {name: entry["verification"]["backend"] for name, entry in signatures.items()} == {
         "mix": "cpu",
+        "shifted": "cpu",
         "dense": "wasm",
     }
 
@@ -100,8 +109,7 @@ def test_auto_verifies_on_wasm_and_on_cpu_where_wasm_lacks_a_kernel(
     )
     plan = tfjsbuild.plan([manifest])
     assert [(i.signature, i.action, i.reasons) for i in plan.items] == [
-        ("mix", "verify", ("verification changed: backend",)),
-        ("dense", "verify", ("verification changed: backend",)),
+        (name, "verify", ("verification changed: backend",)) for name in ("mix", "shifted", "dense")
     ]
     mix_model = (manifest.parent / "web/net/mix/model.json").read_bytes()
     result = tfjsbuild.build([manifest])
@@ -111,10 +119,13 @@ def test_auto_verifies_on_wasm_and_on_cpu_where_wasm_lacks_a_kernel(
     error = by_name["mix"].error or ""
     assert "the WebAssembly backend has no kernel for Einsum, which the model uses" in error
     assert "`verify: {backend: cpu}`" in error
+    assert by_name["shifted"].status == "failed"
+    assert "_FusedMatMul only supports rank-1 bias" in (by_name["shifted"].error or "")
     assert (manifest.parent / "web/net/mix/model.json").read_bytes() == mix_model
     again = tfjsbuild.plan([manifest])
     assert [(i.signature, i.action) for i in again.items] == [
         ("mix", "verify"),
+        ("shifted", "verify"),
         ("dense", "up-to-date"),
     ]
 
@@ -123,7 +134,7 @@ def test_the_report_says_which_backend_verified(
     project: Callable[..., Path], model_store: Callable[..., Path]
 ) -> None:
     manifest = project(
-        textwrap.dedent(MANIFEST).replace("{mix: {}, dense: {}}", "{dense: {}}"),
+        textwrap.dedent(MANIFEST).replace("{mix: {}, shifted: {}, dense: {}}", "{dense: {}}"),
         {"model": model_store("einsum")},
     )
     assert tfjsbuild.build([manifest]).ok

@@ -64,6 +64,7 @@ def results_json(
         entry.update(
             status=result.status,
             seconds=round(result.seconds, 3),
+            timings={phase: round(s, 3) for phase, s in (result.timings or {}).items()},
             bytes=result.bytes,
             model_json_bytes=result.model_json_bytes,
             weight_bytes=result.weight_bytes,

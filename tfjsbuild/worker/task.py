@@ -269,7 +269,11 @@ def verify_output(
     tensorflow_seconds = time.perf_counter() - start
     got = _verifier(settings).run(Path(output_dir), samples, settings.backend)
     if got.fallback is not None:
-        print(f"tfjs-build: verified {output_dir} on the CPU backend: {got.fallback}", flush=True)
+        print(
+            f"tfjs-build: verified signature '{signature}' on the CPU backend: {got.fallback} "
+            f"({output_dir})",
+            flush=True,
+        )
     if timings is not None:
         timings["verify: tensorflow"] = tensorflow_seconds
         for phase, seconds in got.seconds.items():

@@ -21,8 +21,8 @@
 //           "seconds": {"backend": s, "load": s, "run": s}}
 //          or {"error": "message"}; after an unexpected error ("fatal": true) the process exits.
 // "auto" runs the model on the WebAssembly backend, and on the CPU backend when WebAssembly
-// lacks one of its kernels. A layers model has no signature: its inputs and outputs are keyed by
-// the model's input and output names.
+// cannot run it (it lacks one of its kernels, or a kernel refuses its inputs). A layers model has
+// no signature: its inputs and outputs are keyed by the model's input and output names.
 
 import { Console } from 'node:console';
 import { readFile } from 'node:fs/promises';
@@ -282,12 +282,22 @@ async function answer(tf, request) {
   try {
     return { ...(await runOn(tf, first, modelDir, modelJson, request)), fallback: null };
   } catch (e) {
+    if (e instanceof UserError) throw e; // the request or the model files: no backend helps
     const kernel = missingKernel(e);
-    if (kernel == null) throw e;
-    const lacks = `the ${first === 'wasm' ? 'WebAssembly' : first} backend has no kernel for ${kernel}`;
-    if (backend !== 'auto') fail(`${lacks}, which the model uses: verify it on the CPU backend (\`verify: {backend: cpu}\`, or \`auto\`), or avoid the op`);
-    return { ...(await runOn(tf, 'cpu', modelDir, modelJson, request)), fallback: lacks };
+    const name = first === 'wasm' ? 'WebAssembly' : first;
+    const why = kernel != null
+      ? `the ${name} backend has no kernel for ${kernel}`
+      : `the ${name} backend could not run it: ${firstLine(e)}`;
+    if (backend !== 'auto') {
+      fail(`${why}${kernel != null ? ', which the model uses' : ''}: verify it on the CPU backend ` +
+           '(`verify: {backend: cpu}`, or `auto`), or avoid the op');
+    }
+    return { ...(await runOn(tf, 'cpu', modelDir, modelJson, request)), fallback: why };
   }
+}
+
+function firstLine(error) {
+  return String(error?.message ?? error).split('\n')[0];
 }
 
 function missingKernel(error) {
