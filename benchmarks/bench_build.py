@@ -250,17 +250,20 @@ PHASES: dict[str, dict[str, float]] = {}
 
 def phases(timings: list[dict[str, float]]) -> dict[str, float]:
     """Mean seconds per signature: conversion (freeze, optimize, write), the whole
-    verification, and verification's parts; model loads are per worker, shown apart."""
+    verification, and its parts (each over the signatures that have it: Node.js's start-up
+    only the first verification of each worker has, while that worker converts)."""
 
     def mean(select: Callable[[str], bool]) -> float:
-        return sum(v for t in timings for k, v in t.items() if select(k)) / len(timings)
+        values = [sum(v for k, v in t.items() if select(k)) for t in timings]
+        having = [v for v, t in zip(values, timings, strict=True) if any(map(select, t))]
+        return sum(having) / max(1, len(having))
 
-    verify_parts = sorted({k for t in timings for k in t if k.startswith("verify: ")})
+    parts = sorted({k for t in timings for k in t if k.startswith("verify: ")})
     return {
-        "load (per worker, not per signature)": sum(t.get("load", 0.0) for t in timings),
+        "load (per worker, not per signature)": mean(lambda k: k == "load"),
         "convert": mean(lambda k: k != "load" and not k.startswith("verify")),
         "verify": mean(lambda k: k == "verify"),
-        **{f"  {k.removeprefix('verify: ')}": mean(lambda k, p=k: k == p) for k in verify_parts},
+        **{f"  {k.removeprefix('verify: ')}": mean(lambda k, p=k: k == p) for k in parts},
     }
 
 

@@ -189,7 +189,7 @@ def test_an_output_folder_that_is_a_mount_point_is_refused_clearly(
 
     assert result.returncode == 1
     assert result.stdout.startswith(
-        "Converting 1 signature with 1 worker\n"
+        "Converting 1 signature with 1 worker, starting 1 (importing TensorFlow)\n"
         f"✗ m:first failed: output folder {target} is a mount point: outputs are replaced by "
         "renaming a new folder into place, which cannot replace a mount point; mount the "
         "folder above it instead\n"
@@ -230,7 +230,7 @@ def test_read_only_output_fails_clearly_and_keeps_everything(
         )
     else:  # a read-only mount inside output_dir: found when the output is swapped in
         assert result.stdout.startswith(
-            "Converting 1 signature with 1 worker\n"
+            "Converting 1 signature with 1 worker, starting 1 (importing TensorFlow)\n"
             f"✗ m:first failed: output folder {root / 'dist/m/first'} is read-only (EROFS); "
             f"{OUTPUT_REMEDY}\n"
         )

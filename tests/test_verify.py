@@ -537,7 +537,7 @@ def test_no_verify_builds_are_verified_later_without_converting(
     done = run_cli("run", "wide", cwd=root)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == "Verifying 1 signature with 1 worker"
+    assert lines[0] == "Verifying 1 signature with 1 worker, starting 1 (importing TensorFlow)"
     assert lines[1].startswith("✓ wide:serving_default → dist/wide/serving_default  ")
     assert lines[1].endswith(" as built, not converted again  (verification changed: atol)")
     assert lines[2].startswith("1 verified in ")

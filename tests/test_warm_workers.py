@@ -52,14 +52,11 @@ class Recorder:
     def __init__(self) -> None:
         self.starting: list[int] = []
 
-    def build_started(self, items: Sequence[PlanItem], jobs: int) -> None:
-        pass
+    def build_started(self, items: Sequence[PlanItem], jobs: int, starting: int) -> None:
+        self.starting.append(starting)
 
     def signature_finished(self, result: SignatureResult) -> None:
         pass
-
-    def workers_starting(self, count: int) -> None:
-        self.starting.append(count)
 
 
 def built(cycle: Cycle) -> list[SignatureResult]:
@@ -105,7 +102,7 @@ def test_a_watch_cycle_converts_in_the_worker_the_first_cycle_started(
         (regress,) = built(second)
         assert regress.verification is not None and regress.verification.passed
         warm = read_output(root / "web/multi-out/regress")
-    assert recorder.starting == [1]  # and nothing said in the second cycle
+    assert recorder.starting == [1, 0]  # the second cycle started none
     # What the warm worker wrote is what a build of the new export alone writes.
     cold = cold_build(
         tmp_path / "cold", MANIFEST, {"multi": model_store("multihead", head_b_seed=30)}
@@ -246,7 +243,9 @@ def test_run_says_when_it_starts_workers(
     )
     first = run_cli("run", "-j", "1", "--no-verify", cwd=manifest.parent)
     assert first.returncode == 0, first.stderr
-    assert "starting 1 worker (importing TensorFlow)\n" in first.stdout
+    assert first.stdout.splitlines()[0] == (
+        "Converting 1 signature with 1 worker, starting 1 (importing TensorFlow)"
+    )
     again = run_cli("run", "--no-verify", cwd=manifest.parent)  # nothing to build: no worker
     assert again.returncode == 0, again.stderr
     assert "starting" not in again.stdout

@@ -82,7 +82,6 @@ def execute(
 
         runtime = find_runtime()  # before any conversion: a missing Node.js fails fast
     if builds:
-        reporter.build_started(builds, worker_count)
         converted = _convert_all(
             builds,
             projects,
@@ -186,8 +185,7 @@ def _convert_all(
             task = _task(index, item, staging_roots[item.manifest], project_root, runtime)
             tasks[task.key] = (item, replace(task, build=build))
         pool = start_executor(executor, worker_count, log_path, ray_address, workers)
-        if starting := pool.workers_to_start(len(tasks)):
-            reporter.workers_starting(starting)
+        reporter.build_started(builds, worker_count, pool.workers_to_start(len(tasks)))
         try:
             results = _run_tasks(tasks, pool, projects, fail_fast, reporter)
         except BaseException:

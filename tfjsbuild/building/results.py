@@ -73,10 +73,9 @@ class SizedFile(Protocol):
 
 
 class Reporter(Protocol):
-    def build_started(self, items: Sequence[PlanItem], jobs: int) -> None: ...
-
-    def workers_starting(self, count: int) -> None:
-        """`count` (> 0) local worker processes start for this build, importing TensorFlow."""
+    def build_started(self, items: Sequence[PlanItem], jobs: int, starting: int) -> None:
+        """`items` go to `jobs` workers, of which `starting` local processes start now
+        (importing TensorFlow; 0 when kept workers are warm, or on Ray)."""
         ...
 
     def signature_finished(self, result: SignatureResult) -> None: ...

@@ -37,18 +37,12 @@ class ConsoleReporter:
         self._progress: Any = None
         self._task: Any = None
 
-    def build_started(self, items: Sequence[PlanItem], jobs: int) -> None:
+    def build_started(self, items: Sequence[PlanItem], jobs: int, starting: int) -> None:
         if self.quiet:
             return
-        self.console.print(_starting_line(items, jobs))
+        self.console.print(_starting_line(items, jobs, starting))
         if self.console.is_terminal:
             self._start_progress(len(items))
-
-    def workers_starting(self, count: int) -> None:
-        if not self.quiet:
-            self.console.print(
-                f"starting {count} worker{'s' if count != 1 else ''} (importing TensorFlow)"
-            )
 
     def _start_progress(self, total: int) -> None:
         from rich.progress import (
@@ -89,7 +83,7 @@ class ConsoleReporter:
             self._progress = None
 
 
-def _starting_line(items: Sequence[PlanItem], jobs: int) -> str:
+def _starting_line(items: Sequence[PlanItem], jobs: int, starting: int) -> str:
     workers = "worker" if jobs == 1 else "workers"
     converts = sum(1 for item in items if item.action != "verify")
     verifies = len(items) - converts
@@ -99,7 +93,8 @@ def _starting_line(items: Sequence[PlanItem], jobs: int) -> str:
     if verifies:  # built earlier, verified now as they are
         verb = "verifying" if converts else "Verifying"
         doing.append(f"{verb} {verifies} signature{'s' if verifies != 1 else ''}")
-    return f"{' and '.join(doing)} with {jobs} {workers}"
+    start = f", starting {starting} (importing TensorFlow)" if starting else ""
+    return f"{' and '.join(doing)} with {jobs} {workers}{start}"
 
 
 def _result_line(result: SignatureResult) -> str | None:
@@ -143,10 +138,7 @@ def _verified(verification: VerificationRecord | None) -> str:
 
 
 class SilentReporter:
-    def build_started(self, items: Sequence[PlanItem], jobs: int) -> None:
-        pass
-
-    def workers_starting(self, count: int) -> None:
+    def build_started(self, items: Sequence[PlanItem], jobs: int, starting: int) -> None:
         pass
 
     def signature_finished(self, result: SignatureResult) -> None:

@@ -17,7 +17,7 @@ import os
 import select
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +38,7 @@ class TfjsRun:
     outputs: list[dict[str, Array]]
     backend: str  # the backend that ran it: "wasm" or "cpu"
     fallback: str | None  # why `auto` ran it on the CPU backend (None: it did not)
-    seconds: dict[str, float]  # Node.js's own: "backend", "load", "run"
+    seconds: dict[str, float]  # Node.js's own: "backend", "load", "run" (and "startup")
 
 
 class Verifier:
@@ -72,14 +72,17 @@ class Verifier:
         samples: Sequence[Mapping[str, Array]],
         backend: str = "auto",
         timeout: float = REQUEST_TIMEOUT,
+        meanwhile: Callable[[], object] | None = None,
     ) -> TfjsRun:
-        """The outputs of the converted model in `model_dir` for each sample of inputs."""
+        """The outputs of the converted model in `model_dir` for each sample of inputs;
+        `meanwhile` is called while Node.js computes them (if it raises, Node.js is stopped)."""
         request = {
             "model_dir": str(model_dir),
             "backend": backend,
             "samples": [{"inputs": encode_tensors(sample)} for sample in samples],
         }
-        answer = self._ask(json.dumps(request, allow_nan=False).encode() + b"\n", timeout)
+        line = json.dumps(request, allow_nan=False).encode() + b"\n"
+        answer = self._ask(line, timeout, meanwhile)
         if "error" in answer:
             if answer.get("fatal"):
                 self.close()
@@ -111,7 +114,9 @@ class Verifier:
         if process.stdout is not None:
             process.stdout.close()
 
-    def _ask(self, line: bytes, timeout: float) -> dict[str, Any]:
+    def _ask(
+        self, line: bytes, timeout: float, meanwhile: Callable[[], object] | None
+    ) -> dict[str, Any]:
         """Send a request and read its answer. A process that served earlier requests and is
         found dead (killed while idle: it may not be reaped yet) gets the request again, fresh."""
         reused = self._process is not None
@@ -122,6 +127,14 @@ class Verifier:
         with contextlib.suppress(OSError):  # a closed pipe: it died
             process.stdin.write(line)
             process.stdin.flush()
+        if meanwhile is not None:
+            try:
+                meanwhile()
+            except BaseException:
+                process.kill()  # its answer will not be read
+                self.close()
+                raise
+        with contextlib.suppress(OSError):
             try:
                 answer = _read_line(process.stdout.fileno(), time.monotonic() + timeout)
             except TimeoutError:
@@ -132,7 +145,7 @@ class Verifier:
             status = process.wait()
             self.close()
             if reused:
-                return self._ask(line, timeout)
+                return self._ask(line, timeout, None)
             raise BuildError(
                 f"Node.js running TensorFlow.js exited (status {status}) before it answered; "
                 "its messages are in the worker log"

@@ -18,7 +18,7 @@
 //           "data": ["...", ...]}
 // Answer:  {"samples": [{"outputs": {"<key>": TENSOR}}, ...], "backend": "wasm"|"cpu",
 //           "fallback": null | "why auto did not run it on wasm",
-//           "seconds": {"backend": s, "load": s, "run": s}}
+//           "seconds": {"backend": s, "load": s, "run": s, "startup": s (first answer only)}}
 //          or {"error": "message"}; after an unexpected error ("fatal": true) the process exits.
 // "auto" runs the model on the WebAssembly backend, and on the CPU backend when WebAssembly
 // cannot run it (it lacks one of its kernels, or a kernel refuses its inputs). A layers model has
@@ -394,6 +394,8 @@ async function serve(argv) {
   } catch (e) {
     tf = e;
   }
+  // Seconds from this process's start to TF.js ready: said once, in the first answer.
+  let startup = performance.now() / 1000;
   const lines = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
   for await (const line of lines) {
     if (line.trim() === '') continue;
@@ -405,7 +407,9 @@ async function serve(argv) {
       } catch (e) {
         fail(`a request is not valid JSON: ${e.message}`);
       }
-      send(await answer(tf, request));
+      const answered = await answer(tf, request);
+      if (startup != null) [answered.seconds.startup, startup] = [startup, null];
+      send(answered);
     } catch (e) {
       if (e instanceof UserError) {
         send({ error: e.message });
