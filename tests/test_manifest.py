@@ -328,7 +328,7 @@ def test_verify_settings_merge_key_by_key(tmp_path: Path) -> None:
         "3:42: defaults.verify.inputs: expected a .npz file (numpy.savez, arrays keyed by input "
         "name), got 'x.csv'",
         "3:49: defaults.verify.tolerance: unknown key 'tolerance'; allowed here: enabled, "
-        "samples, atol, rtol, inputs",
+        "samples, atol, rtol, inputs, backend",
         "4:14: defaults.max_bytes: must be at least 1, got 0",
     ]
 
