@@ -7,8 +7,9 @@ by Keras 3 (`keras`) and by Keras 2 (`tf_keras`) as a SavedModel (tests/architec
 seeded weights, nothing downloaded), a fresh process times: importing TensorFlow and
 tensorflowjs, loading the SavedModel, freezing its signature, each pass of tensorflowjs's
 graph optimization (its own passes, then tfjs-build's fast ones), and writing the files. Then
-`tfjs-build` builds the model with verification, and the worker's verification time is
-reported. That both ways give the same files is the tests' job (tests/test_fast_passes.py);
+`tfjs-build` builds the model twice, verified with `verify.backend` auto (WebAssembly, or the
+CPU backend where WebAssembly cannot run the model: each column says which ran) and cpu, and
+the worker's verification times are reported. That both ways give the same files is the tests' job (tests/test_fast_passes.py);
 this prints times.
 """
 
@@ -68,7 +69,8 @@ print(json.dumps({{"times": times, "passes": passes}}))
 VERIFY = """
 import json, tfjsbuild
 result = tfjsbuild.build(force=True, jobs=1)
-print(json.dumps([r.timings for r in result.results]))
+print(json.dumps([[r.timings, r.verification and r.verification.backend, r.error]
+                  for r in result.results]))
 """
 
 
@@ -90,10 +92,14 @@ def profile(work: Path, name: str, keras: str, size: str) -> dict[str, float]:
         tests = str(REPO / "tests")
         run_python(MAKE.format(tests=tests, name=name, path=str(model), size=size, keras=keras))
     measured = json.loads(run_python(PROFILE.format(path=str(model))))
-    (project / "tfjs-build.yaml").write_text(
-        "version: 1\nmodels:\n  model:\n    saved_model: model\n    signatures: [serving_default]\n"
-    )
-    verified = json.loads(run_python(VERIFY, cwd=project))[0]
+    verified = {}
+    for backend in ("auto", "cpu"):
+        (project / "tfjs-build.yaml").write_text(
+            f"version: 1\ndefaults: {{verify: {{backend: {backend}}}}}\nmodels:\n"
+            "  model:\n    saved_model: model\n    signatures: [serving_default]\n"
+        )
+        timings, ran_on, error = json.loads(run_python(VERIFY, cwd=project))[0]
+        verified[backend] = (timings["verify"], ran_on, error)
     times = measured["times"]
     stock, fast = measured["passes"]["stock"], measured["passes"]["fast"]
     row = {phase: times[phase] for phase in ("import", "load", "freeze")}
@@ -102,7 +108,10 @@ def profile(work: Path, name: str, keras: str, size: str) -> dict[str, float]:
     row["optimize, fast passes"] = sum(fast.values())
     row["  fold_batch_norms, fast"] = fast["fold_batch_norms"]
     row["write"] = times["write"]
-    row["verify (TF.js CPU backend)"] = verified["verify"]
+    for backend, label in (("auto", "verify, auto (on: see below)"), ("cpu", "verify, CPU")):
+        seconds, ran_on, error = verified[backend]
+        row[label] = seconds
+        print(f"{name} Keras {keras}, verify {backend}: ran on {ran_on}; error: {error}")
     return row
 
 
