@@ -63,7 +63,25 @@ def test_one_node_answers_every_request_and_a_dead_one_is_replaced(
         # A request it cannot serve is answered with an error; the process lives on.
         with pytest.raises(BuildError, match=r"cannot read model file .*nothing/model\.json"):
             verifier.run(model.parent / "nothing", [{"x": x}])
+        # So is a model TF.js cannot run on the inputs given (on any backend).
+        with pytest.raises(BuildError) as refused:
+            verifier.run(model, [{"x": np.zeros([2, 5], "float32")}])
+        assert str(refused.value).startswith(
+            "TensorFlow.js could not run the converted model: The shape of dict['x'] provided "
+        ) and str(refused.value).endswith("(on the cpu backend)")
         assert verifier.pid == pid
+        # TensorFlow's side fails while TF.js computes: its answer is read and dropped, so the
+        # same process answers the next request.
+
+        def tensorflow_fails() -> None:
+            raise RuntimeError("TensorFlow's side failed")
+
+        with pytest.raises(RuntimeError, match="TensorFlow's side failed"):
+            verifier.run(model, [{"x": x}], meanwhile=tensorflow_fails)
+        assert verifier.pid == pid
+        np.testing.assert_allclose(
+            verifier.run(model, [{"x": x}]).outputs[0]["y"], expected, atol=1e-5
+        )
         # Killed between requests (the OOM killer, say): the next request is answered by a new
         # one, whether or not the old one was seen dead first.
         assert pid is not None

@@ -132,7 +132,7 @@ class VerifySettings:
     rtol: float = 1e-3
     inputs: Path | None = None  # a .npz of real inputs instead of generated ones
     # The TensorFlow.js backend that runs it: "auto" (WebAssembly, or CPU where WebAssembly
-    # lacks a kernel the model uses), "cpu" or "wasm".
+    # cannot run the model), "cpu" or "wasm".
     backend: str = "auto"
 
 

@@ -170,16 +170,18 @@ def request_from_json(value: Any, where: str) -> VerificationRequest | None:
     version would not have written (a key missing, unknown, or of another type: another
     tfjs-build version wrote it, or it was edited) is no request of this version's: it reads as
     None, so the verification it comes with answers no request of this version (the output is
-    verified again; a cache entry serves only builds that verify nothing).
+    verified again; a cache entry serves only builds that verify nothing). One without
+    `backend` was written before the backend could be chosen, when every verification ran on
+    the CPU backend: it reads as run with `backend: cpu`.
     """
     if value is None:
         return None
     data = as_scalar_dict(value, where)
     samples, atol, rtol = data.get("samples"), data.get("atol"), data.get("rtol")
     inputs, tfjs, digest = data.get("inputs"), data.get("tfjs"), data.get("inputs_sha256")
-    backend = data.get("backend")
+    backend = data.get("backend", "cpu")  # not said before it could be chosen: all ran on cpu
     if not (
-        set(data) <= _REQUEST_KEYS | {"inputs_sha256"}
+        set(data) <= _REQUEST_KEYS | {"inputs_sha256", "backend"}
         and set(data) >= _REQUEST_KEYS
         and isinstance(samples, int)
         and not isinstance(samples, bool)
@@ -198,8 +200,7 @@ def request_from_json(value: Any, where: str) -> VerificationRequest | None:
     )
 
 
-# Without "backend" (written before it could be chosen, all on "cpu"): verified again.
-_REQUEST_KEYS = {"samples", "atol", "rtol", "inputs", "tfjs", "backend"}
+_REQUEST_KEYS = {"samples", "atol", "rtol", "inputs", "tfjs"}
 
 
 def json_float(value: float) -> float | str:

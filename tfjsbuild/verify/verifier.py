@@ -16,11 +16,12 @@ import json
 import os
 import select
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from tfjsbuild.errors import BuildError
 from tfjsbuild.verify.runtime import RUNNER, Runtime
@@ -117,30 +118,33 @@ class Verifier:
     def _ask(
         self, line: bytes, timeout: float, meanwhile: Callable[[], object] | None
     ) -> dict[str, Any]:
-        """Send a request and read its answer. A process that served earlier requests and is
-        found dead (killed while idle: it may not be reaped yet) gets the request again, fresh."""
+        """Send a request and read its answer, calling `meanwhile` in between. A process that
+        served earlier requests and is found dead (killed while idle: it may not be reaped
+        yet) gets the request again, fresh, once."""
         reused = self._process is not None
         self.start()
         process = self._process
         assert process is not None and process.stdin is not None and process.stdout is not None
-        answer: bytes | None = None
-        with contextlib.suppress(OSError):  # a closed pipe: it died
-            process.stdin.write(line)
-            process.stdin.flush()
+        # Written by a thread: a request of megabytes fills the pipe until Node.js reads it,
+        # and `meanwhile` need not wait for that.
+        writer = threading.Thread(target=_write, args=(process.stdin, line), daemon=True)
+        writer.start()
+        deadline = time.monotonic() + timeout
         if meanwhile is not None:
             try:
                 meanwhile()
             except BaseException:
-                process.kill()  # its answer will not be read
-                self.close()
+                self._discard_answer(process, deadline)  # the next request finds it in step
+                writer.join()
                 raise
-        with contextlib.suppress(OSError):
-            try:
-                answer = _read_line(process.stdout.fileno(), time.monotonic() + timeout)
-            except TimeoutError:
-                process.kill()
-                self.close()
-                raise BuildError(f"TensorFlow.js did not finish within {timeout:.0f} s") from None
+        try:
+            answer = _read_line(process.stdout.fileno(), deadline)
+        except TimeoutError:
+            process.kill()
+            self.close()
+            raise BuildError(f"TensorFlow.js did not finish within {timeout:.0f} s") from None
+        finally:
+            writer.join(timeout=5)
         if answer is None:
             status = process.wait()
             self.close()
@@ -159,6 +163,22 @@ class Verifier:
             self.close()
             raise BuildError(f"TensorFlow.js answered something unreadable: {answer[:200]!r}")
         return value
+
+    def _discard_answer(self, process: subprocess.Popen[bytes], deadline: float) -> None:
+        """Read the answer nobody wants; a process that does not give it is stopped."""
+        assert process.stdout is not None
+        try:
+            if _read_line(process.stdout.fileno(), deadline) is not None:
+                return
+        except TimeoutError:
+            process.kill()
+        self.close()
+
+
+def _write(stream: IO[bytes], line: bytes) -> None:
+    with contextlib.suppress(OSError, ValueError):  # it died, or was closed: the read says so
+        stream.write(line)
+        stream.flush()
 
 
 def _read_line(fd: int, deadline: float) -> bytes | None:

@@ -274,25 +274,36 @@ async function answer(tf, request) {
   if (modelJson.format != null && !['graph-model', 'layers-model'].includes(modelJson.format)) {
     fail(`${modelJsonPath}: format is ${JSON.stringify(modelJson.format)}, expected "graph-model" or "layers-model"`);
   }
-  if (backend === 'auto') {
-    const wasm = await backendProblem(tf, 'wasm');
-    if (wasm != null) return { ...(await runOn(tf, 'cpu', modelDir, modelJson, request)), fallback: wasm };
-  }
-  const first = backend === 'auto' ? 'wasm' : backend;
-  try {
-    return { ...(await runOn(tf, first, modelDir, modelJson, request)), fallback: null };
-  } catch (e) {
-    if (e instanceof UserError) throw e; // the request or the model files: no backend helps
-    const kernel = missingKernel(e);
-    const name = first === 'wasm' ? 'WebAssembly' : first;
-    const why = kernel != null
-      ? `the ${name} backend has no kernel for ${kernel}`
-      : `the ${name} backend could not run it: ${firstLine(e)}`;
-    if (backend !== 'auto') {
-      fail(`${why}${kernel != null ? ', which the model uses' : ''}: verify it on the CPU backend ` +
-           '(`verify: {backend: cpu}`, or `auto`), or avoid the op');
+  if (backend === 'cpu') return { ...(await runOrExplain(tf, 'cpu', modelDir, modelJson, request)), fallback: null };
+  // auto or wasm: WebAssembly first.
+  let why = await backendProblem(tf, 'wasm');
+  let kernel = null;
+  if (why == null) {
+    try {
+      return { ...(await runOn(tf, 'wasm', modelDir, modelJson, request)), fallback: null };
+    } catch (e) {
+      if (e instanceof UserError) throw e; // the request or the model files: no backend helps
+      kernel = missingKernel(e);
+      why = kernel != null
+        ? `the WebAssembly backend has no kernel for ${kernel}`
+        : `the WebAssembly backend could not run it: ${firstLine(e)}`;
     }
-    return { ...(await runOn(tf, 'cpu', modelDir, modelJson, request)), fallback: why };
+  }
+  // Whether the model runs at all: if not on the CPU backend either, that is the error.
+  const onCpu = await runOrExplain(tf, 'cpu', modelDir, modelJson, request);
+  if (backend === 'auto') return { ...onCpu, fallback: why };
+  fail(`${why}${kernel != null ? ', which the model uses' : ''}; the CPU backend runs it: verify ` +
+       'it there (`verify: {backend: cpu}`, or `auto`), or avoid the op');
+}
+
+// `runOn`, a model TF.js cannot run (a shape it refuses, an op it lacks) being the request's
+// error, not this process's: it goes on serving.
+async function runOrExplain(tf, backend, modelDir, modelJson, request) {
+  try {
+    return await runOn(tf, backend, modelDir, modelJson, request);
+  } catch (e) {
+    if (e instanceof UserError) throw e;
+    fail(`${firstLine(e)} (on the ${backend} backend)`);
   }
 }
 
@@ -309,11 +320,17 @@ function missingKernel(error) {
 }
 
 async function runOn(tf, backend, modelDir, modelJson, request) {
-  let start = performance.now();
+  const start = performance.now();
   const problem = await backendProblem(tf, backend);
   if (problem != null) fail(problem);
-  const seconds = { backend: (performance.now() - start) / 1000 };
-  start = performance.now();
+  const result = await runScoped(tf, backend, modelDir, modelJson, request);
+  result.seconds.backend = (performance.now() - start) / 1000 - result.seconds.load - result.seconds.run;
+  return result;
+}
+
+async function runLoaded(tf, backend, modelDir, modelJson, request) {
+  const seconds = {};
+  let start = performance.now();
   const layers = modelJson.format === 'layers-model';
   const { run, model } = layers
     ? await layersModelRunner(tf, modelDir, modelJson)
@@ -327,6 +344,17 @@ async function runOn(tf, backend, modelDir, modelJson, request) {
     return { samples: results, backend, seconds };
   } finally {
     model.dispose();
+  }
+}
+
+// `runOn` in a scope of its own: every tensor it made is freed, even after a failed run (the
+// WebAssembly backend's memory never shrinks).
+async function runScoped(tf, backend, modelDir, modelJson, request) {
+  tf.engine().startScope();
+  try {
+    return await runLoaded(tf, backend, modelDir, modelJson, request);
+  } finally {
+    tf.engine().endScope();
   }
 }
 
@@ -397,6 +425,8 @@ async function serve(argv) {
   // Seconds from this process's start to TF.js ready: said once, in the first answer.
   let startup = performance.now() / 1000;
   const lines = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
+  // Nobody is left to read an answer (the worker closed its end, or died): stop now.
+  process.stdin.on('end', () => process.exit(0));
   for await (const line of lines) {
     if (line.trim() === '') continue;
     try {
@@ -415,15 +445,17 @@ async function serve(argv) {
         send({ error: e.message });
         continue;
       }
-      send({ error: e?.stack ?? String(e), fatal: true });
-      process.exit(1);
+      exitAfter({ error: e?.stack ?? String(e), fatal: true });
+      return;
     }
   }
 }
 
-process.on('unhandledRejection', (e) => {
-  send({ error: `unhandled rejection: ${e?.stack ?? e}`, fatal: true });
-  process.exit(1);
-});
+// The last answer, then exit 1: stdout to a pipe is written asynchronously, so only once it is.
+function exitAfter(value) {
+  process.stdout.write(JSON.stringify(value) + '\n', () => process.exit(1));
+}
+
+process.on('unhandledRejection', (e) => exitAfter({ error: `unhandled rejection: ${e?.stack ?? e}`, fatal: true }));
 
 await serve(process.argv.slice(2));
