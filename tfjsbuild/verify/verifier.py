@@ -133,9 +133,13 @@ class Verifier:
         if meanwhile is not None:
             try:
                 meanwhile()
-            except BaseException:
+            except Exception:
                 self._discard_answer(process, deadline)  # the next request finds it in step
                 writer.join()
+                raise
+            except BaseException:  # the user's code ending the process: no waiting for TF.js
+                process.kill()
+                self.close()
                 raise
         try:
             answer = _read_line(process.stdout.fileno(), deadline)
