@@ -182,8 +182,9 @@ def _convert_all(
         build = uuid.uuid4().hex  # a kept worker forgets what only an earlier build could use
         for index, item in enumerate(builds):
             project_root = projects[item.manifest].manifest.root
-            task = _task(index, item, staging_roots[item.manifest], project_root, runtime)
-            tasks[task.key] = (item, replace(task, build=build))
+            staging = staging_roots[item.manifest]
+            task = _task(index, item, staging, project_root, runtime, build)
+            tasks[task.key] = (item, task)
         pool = start_executor(executor, worker_count, log_path, ray_address, workers)
         reporter.build_started(builds, worker_count, pool.workers_to_start(len(tasks)))
         try:
@@ -203,9 +204,14 @@ def _convert_all(
 
 
 def _task(
-    index: int, item: PlanItem, staging: Path, project_root: Path, runtime: Runtime | None
+    index: int,
+    item: PlanItem,
+    staging: Path,
+    project_root: Path,
+    runtime: Runtime | None,
+    build: str,
 ) -> ConversionTask:
-    """The task converting (or verifying) `item`, staged in a folder of its own."""
+    """The task converting (or verifying) `item` in `build`, staged in a folder of its own."""
     assert item.target is not None and item.fingerprint is not None
     source = item.target.source
     verify_only = item.action == "verify"
@@ -223,6 +229,7 @@ def _task(
         # Its output in place: the plan found it unchanged since it was recorded.
         output_dir=str(project_root / item.output) if verify_only else None,
         stock_passes=stock_passes_requested(os.environ),
+        build=build,
     )
 
 
