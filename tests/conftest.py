@@ -21,6 +21,33 @@ REPO = TESTS.parent
 TFJS_RUNTIME = REPO / "tfjsbuild" / "verify" / "js"
 # The default manifest's state folder, relative to the manifest's folder.
 STATE = Path(".tfjs-build/manifests/tfjs-build.yaml")
+# A `python:` source's module: `build()` returns a tf.Module whose `scale` signature multiplies
+# its input by SCALE (`.format(scale=2.0)`).
+SCALER_MODULE = """
+import tensorflow as tf
+
+SCALE = {scale}
+
+
+class Scaler(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    def scale(self, x):
+        return {{"y": x * SCALE}}
+
+
+def build():
+    return Scaler()
+"""
+# What a verification with the default settings was run with, as this version writes it
+# (`verified_with` in the state and cache entries).
+VERIFY_REQUEST = {
+    "samples": 3,
+    "atol": 1e-4,
+    "rtol": 1e-3,
+    "inputs": None,
+    "tfjs": "4.22.0",
+    "backend": "auto",
+}
 os.environ["TFJS_BUILD_TFJS_RUNTIME"] = str(TFJS_RUNTIME)
 if not (TFJS_RUNTIME / "node_modules" / "@tensorflow" / "tfjs").is_dir():
     pytest.exit(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import tfjsbuild
-from conftest import STATE, run_cli
+from conftest import STATE, VERIFY_REQUEST, run_cli
 from tfjsbuild.errors import UsageError
 from tfjsbuild.files.artifacts import OutputFile
 from tfjsbuild.files.readback import InvalidData
@@ -72,14 +72,7 @@ def fingerprint(**changes: object) -> str:
         "options": ConverterOptions(),
         "output": "dist/multi/classify",
         "tools": {"tensorflow": "2.19.0", "tensorflowjs": "4.22.0", "tfjs-build": "0.1.0"},
-        "verify": {
-            "samples": 3,
-            "atol": 1e-4,
-            "rtol": 1e-3,
-            "inputs": None,
-            "tfjs": "4.22.0",
-            "backend": "auto",
-        },
+        "verify": dict(VERIFY_REQUEST),
     }
     arguments.update(changes)
     return cache_key(fingerprint_signature(**arguments))  # type: ignore[arg-type]
@@ -146,14 +139,7 @@ def test_a_lookup_reads_only_and_a_restore_marks_the_entry_used(tmp_path: Path) 
 
 
 def test_an_entry_that_breaks_its_verification_promise_is_invalid(tmp_path: Path) -> None:
-    wanted = {
-        "samples": 3,
-        "atol": 1e-4,
-        "rtol": 1e-3,
-        "inputs": None,
-        "tfjs": "4.22.0",
-        "backend": "auto",
-    }
+    wanted = dict(VERIFY_REQUEST)
     entry = replace(
         _built_output(tmp_path)[1], verified_with=request_from_json(wanted, "verified_with")
     )

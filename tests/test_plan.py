@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from conftest import VERIFY_REQUEST
 from tfjsbuild.manifest.types import ConverterOptions, SavedModelSource
 from tfjsbuild.planning.fingerprint import fingerprint_signature
 from tfjsbuild.planning.plan import PlanItem, plan_build, select
@@ -211,14 +212,7 @@ def test_whole_model_fallback_says_why() -> None:
     )
 
 
-VERIFY = {
-    "samples": 3,
-    "atol": 1e-4,
-    "rtol": 1e-3,
-    "inputs": None,
-    "tfjs": "4.22.0",
-    "backend": "auto",
-}
+VERIFY = VERIFY_REQUEST
 PASSED = VerificationRecord(
     passed=True, samples=3, inputs="generated", atol=1e-4, rtol=1e-3, max_abs_error=0.0
 )

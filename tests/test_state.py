@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import VERIFY_REQUEST
 from tfjsbuild.errors import BuildError, LockHeldError
 from tfjsbuild.files.readback import InvalidData
 from tfjsbuild.stores.lock import BuildLock
@@ -50,14 +51,7 @@ def test_state_is_sorted_json_and_rewritten_only_when_changed(tmp_path: Path) ->
 
 
 def test_a_record_says_what_its_verification_was_run_with() -> None:
-    verified_with = {
-        "samples": 3,
-        "atol": 1e-4,
-        "rtol": 1e-3,
-        "inputs": None,
-        "tfjs": "4.22.0",
-        "backend": "auto",
-    }
+    verified_with = dict(VERIFY_REQUEST)
     data = {
         "model": "m",
         "signature": "s",

@@ -19,7 +19,7 @@ import pytest
 from test_watch import MANIFEST, WatchThread, changes, replace_model
 
 import tfjsbuild
-from conftest import STATE, read_output, run_cli, run_tfjs
+from conftest import SCALER_MODULE, STATE, read_output, run_cli, run_tfjs
 from tfjsbuild.building.executors import KeptWorkers
 from tfjsbuild.building.local_pool import WorkerPool
 from tfjsbuild.building.results import SignatureResult
@@ -110,23 +110,6 @@ def test_a_watch_cycle_converts_in_the_worker_the_first_cycle_started(
     assert warm == read_output(cold / "web/multi-out/regress")
 
 
-PYTHON_MODULE = """
-import tensorflow as tf
-
-SCALE = {scale}
-
-
-class Scaler(tf.Module):
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
-    def scale(self, x):
-        return {{"y": x * SCALE}}
-
-
-def build():
-    return Scaler()
-"""
-
-
 def test_an_edited_python_source_is_converted_as_edited(project: Callable[..., Path]) -> None:
     manifest = project(
         "version: 1\nmodels:\n  code:\n    python: src.scaler:build\n    signatures: [scale]\n"
@@ -134,7 +117,7 @@ def test_an_edited_python_source_is_converted_as_edited(project: Callable[..., P
     root = manifest.parent
     log = root / STATE / "worker.log"
     (root / "src").mkdir()
-    (root / "src" / "scaler.py").write_text(PYTHON_MODULE.format(scale=2.0))
+    (root / "src" / "scaler.py").write_text(SCALER_MODULE.format(scale=2.0))
     x = np.array([1.0, 2.0], np.float32)
     with WatchThread(manifest) as watch:
         assert changes(watch.next_cycle()) == {"code:scale": "built"}
@@ -142,7 +125,7 @@ def test_an_edited_python_source_is_converted_as_edited(project: Callable[..., P
         ((pid, _),) = ready_workers(log)
         first_log = log.read_text()
 
-        (root / "src" / "scaler.py").write_text(PYTHON_MODULE.format(scale=3.0))
+        (root / "src" / "scaler.py").write_text(SCALER_MODULE.format(scale=3.0))
         assert changes(watch.next_cycle()) == {"code:scale": "built"}
         np.testing.assert_allclose(run_tfjs(root / "dist/code/scale", {"x": x})["y"], [3.0, 6.0])
         ((second_pid, _),) = ready_workers(log)

@@ -18,7 +18,7 @@ from types import TracebackType
 import pytest
 
 import tfjsbuild
-from conftest import default_sigint
+from conftest import SCALER_MODULE, default_sigint
 from tfjsbuild.stores.lock import BuildLock
 from tfjsbuild.stores.state import load_state
 from tfjsbuild.watch import Cycle, Watcher
@@ -329,23 +329,6 @@ def test_changes_during_a_build_start_the_next_cycle(
     assert {item.action for item in tfjsbuild.plan([manifest]).items} == {"up-to-date"}
 
 
-PYTHON_MODULE = """
-import tensorflow as tf
-
-SCALE = {scale}
-
-
-class Scaler(tf.Module):
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
-    def scale(self, x):
-        return {{"y": x * SCALE}}
-
-
-def build():
-    return Scaler()
-"""
-
-
 def test_python_and_keras_sources_are_watched(
     project: Callable[..., Path], model_store: Callable[..., Path]
 ) -> None:
@@ -359,14 +342,14 @@ def test_python_and_keras_sources_are_watched(
     )
     root = manifest.parent
     (root / "src").mkdir()
-    (root / "src" / "scaler.py").write_text(PYTHON_MODULE.format(scale=2.0))
+    (root / "src" / "scaler.py").write_text(SCALER_MODULE.format(scale=2.0))
     (root / "conf" / "a").mkdir(parents=True)
     (root / "conf" / "a" / "settings.json").write_text("{}")
     (root / "src" / "notes.txt").write_text("")
     with WatchThread(manifest) as watch:
         assert set(changes(watch.next_cycle()).values()) == {"built"}
         # Edited module: the model whose input it is rebuilds; `config` watches other files.
-        (root / "src" / "scaler.py").write_text(PYTHON_MODULE.format(scale=3.0))
+        (root / "src" / "scaler.py").write_text(SCALER_MODULE.format(scale=3.0))
         assert changes(watch.next_cycle()) == {"code:scale": "built"}
         # A new file matching a glob, in a new folder below the glob's fixed part.
         (root / "conf" / "b").mkdir()
