@@ -253,6 +253,11 @@ def speed_case(work: Path, keras: str, count: int) -> list[tuple[str, float, str
 PHASES: dict[str, dict[str, float]] = {}
 
 
+def converting(phase: str) -> bool:
+    """Whether a `--json` timing's phase is conversion (freeze, optimize: <pass>, write)."""
+    return phase != "load" and not phase.startswith("verify")
+
+
 def phases(timings: list[dict[str, float]]) -> dict[str, float]:
     """Mean seconds per signature: conversion (freeze, optimize, write), the whole
     verification, and its parts (each over the signatures that have it: Node.js's start-up
@@ -266,7 +271,7 @@ def phases(timings: list[dict[str, float]]) -> dict[str, float]:
     parts = sorted({k for t in timings for k in t if k.startswith("verify: ")})
     return {
         "load (per worker, not per signature)": mean(lambda k: k == "load"),
-        "convert": mean(lambda k: k != "load" and not k.startswith("verify")),
+        "convert": mean(converting),
         "verify": mean(lambda k: k == "verify"),
         **{f"  {k.removeprefix('verify: ')}": mean(lambda k, p=k: k == p) for k in parts},
     }

@@ -132,7 +132,7 @@ CASES = {
 def conversion(signature: dict[str, object]) -> float:
     timings = signature.get("timings") or {}
     assert isinstance(timings, dict)
-    return sum(v for k, v in timings.items() if k != "load" and not k.startswith("verify"))
+    return sum(v for k, v in timings.items() if bench_build.converting(k))
 
 
 def run_case(name: str, quiet_period: float, rounds: int) -> list[float]:
