@@ -69,9 +69,9 @@ import sys, tfjsbuild
 from tfjsbuild.planning.fingerprint import cache_key
 from tfjsbuild.stores.cache_entry import CacheEntry
 from tfjsbuild.stores.cache_store import Store
-from tfjsbuild.verify.record import VerificationRecord
+from tfjsbuild.verify.record import BackendRecord, VerificationRecord
 store = Store(sys.argv[2], "rw", "local")
-passed = VerificationRecord(True, 3, "generated", 1e-4, 1e-3, 0.0)
+passed = VerificationRecord(3, "generated", (BackendRecord("wasm", True, 1e-4, 1e-3, 0.0),))
 for item in tfjsbuild.plan([sys.argv[1]]).items:
     store.put(CacheEntry(cache_key(item.fingerprint), (), (), (), passed, 1.0), None)
 """

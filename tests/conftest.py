@@ -42,11 +42,9 @@ def build():
 # (`verified_with` in the state and cache entries).
 VERIFY_REQUEST = {
     "samples": 3,
-    "atol": 1e-4,
-    "rtol": 1e-3,
     "inputs": None,
     "tfjs": "4.22.0",
-    "backend": "auto",
+    "backends": {"auto": {"atol": 1e-4, "rtol": 1e-3}},
 }
 os.environ["TFJS_BUILD_TFJS_RUNTIME"] = str(TFJS_RUNTIME)
 if not (TFJS_RUNTIME / "node_modules" / "@tensorflow" / "tfjs").is_dir():

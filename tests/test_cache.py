@@ -30,7 +30,8 @@ from tfjsbuild.stores.cache_entry import (
 from tfjsbuild.stores.cache_store import Store
 from tfjsbuild.stores.caches import first_entry, resolve_config
 from tfjsbuild.stores.state import load_state
-from tfjsbuild.verify.record import VerificationRequest, request_from_json, verification_from_json
+from tfjsbuild.verify.record import verification_from_json
+from tfjsbuild.verify.request import BackendRequest, VerificationRequest, request_from_json
 
 MANIFEST = """
 version: 1
@@ -98,12 +99,12 @@ def test_the_key_changes_with_everything_that_changes_the_output() -> None:
     # Where the output goes is not part of it: checkouts in other folders share entries.
     assert fingerprint(output="web/models/multi/classify") == base
     # Nor is verification: it does not change the bytes; an entry says what it was verified with.
-    assert fingerprint(verify=VerificationRequest(3, 1.0, 1e-3, None, "4.22.0")) == base
+    assert fingerprint(verify=VerificationRequest(3, None, "4.22.0")) == base
     assert fingerprint(verify=None) == base
 
 
 def test_an_entry_serves_only_the_verification_it_carries(tmp_path: Path) -> None:
-    wanted = VerificationRequest(samples=3, atol=1e-4, rtol=1e-3, inputs=None, tfjs="4.22.0")
+    wanted = VerificationRequest(samples=3, inputs=None, tfjs="4.22.0")
     output, built = _built_output(tmp_path)
     verified = replace(built, verified_with=wanted)
     unverified = replace(built, verification=None)
@@ -111,10 +112,12 @@ def test_an_entry_serves_only_the_verification_it_carries(tmp_path: Path) -> Non
     assert serves(verified, None) and serves(unverified, None)
     assert serves(verified, wanted)
     assert not serves(unverified, wanted)
-    assert not serves(verified, replace(wanted, atol=0.5))
+    assert not serves(verified, replace(wanted, backends=(BackendRequest("auto", 0.5, 1e-3),)))
+    assert not serves(verified, replace(wanted, backends=(BackendRequest("cpu", 1e-4, 1e-3),)))
     assert not serves(verified, replace(wanted, tfjs="4.23.0"))
     assert not serves(built, wanted)  # verified, but not saying with what: no promise
-    failed = replace(verified, verification=replace(VERIFIED, passed=False))
+    failed_run = replace(VERIFIED.backends[0], passed=False)
+    failed = replace(verified, verification=replace(VERIFIED, backends=(failed_run,)))
     assert not serves(failed, wanted)
     # What it was verified with survives the round trip through the store's JSON.
     assert CacheEntry.from_json(verified.key, verified.to_json()) == verified
@@ -173,7 +176,7 @@ def test_an_entry_that_breaks_its_verification_promise_is_invalid(tmp_path: Path
     # A signature covers what it was verified with: changing it after signing is a mismatch.
     signed = json.loads(entry.to_json("ci-key"))
     assert CacheEntry.from_json(entry.key, json.dumps(signed), "ci-key") == entry
-    signed["verified_with"]["atol"] = 0.5
+    signed["verified_with"]["backends"]["auto"]["atol"] = 0.5
     with pytest.raises(SignatureRefused) as refused:
         CacheEntry.from_json(entry.key, json.dumps(signed), "ci-key")
     assert refused.value.reason == MISMATCHED

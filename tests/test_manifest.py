@@ -9,6 +9,7 @@ from tfjsbuild.errors import ManifestError
 from tfjsbuild.manifest.load import load_manifest
 from tfjsbuild.manifest.types import (
     DEFAULT_TIMEOUT,
+    BackendCheck,
     Checks,
     ConverterOptions,
     KerasSource,
@@ -311,6 +312,46 @@ def test_verify_settings_merge_key_by_key(tmp_path: Path) -> None:
     assert unverified.checks.verify.enabled is False
     assert unverified.checks.max_bytes == 1000000
     assert b.checks == Checks(VerifySettings(True, 2, 0.01, 0.001, None), 1000000)
+
+
+def test_verify_backends_are_one_list_or_mapping_that_a_deeper_scope_replaces(
+    tmp_path: Path,
+) -> None:
+    manifest = load_manifest(
+        write(
+            tmp_path,
+            """
+            version: 1
+            defaults:
+              verify: {backends: [webgl, cpu]}
+            models:
+              a:
+                saved_model: m
+                signatures:
+                  inherited: {}
+                  one: {verify: {backend: wasm}}
+                  own:
+                    verify:
+                      atol: 0.01
+                      backends: {wasm: null, webgl: {atol: 0.1, required: true}}
+              b:
+                saved_model: m
+                verify: {backend: cpu}
+                signatures:
+                  again: {verify: {backends: [wasm]}}
+            """,
+        )
+    )
+    a, b = manifest.models
+    assert a.signatures is not None and b.signatures is not None
+    inherited, one, own = (s.checks.verify for s in a.signatures)
+    # In the order they run (cpu, wasm, webgl), whatever the order written.
+    assert inherited.backends == (BackendCheck("cpu"), BackendCheck("webgl"))
+    assert one.backends == (BackendCheck("wasm"),)
+    assert own.backends == (BackendCheck("wasm"), BackendCheck("webgl", 0.1, None, True))
+    assert own.atol == 0.01
+    assert b.signatures[0].checks.verify.backends == (BackendCheck("wasm"),)
+    assert VerifySettings().backends == (BackendCheck("auto"),)
     assert problems(
         tmp_path,
         """
@@ -328,7 +369,7 @@ def test_verify_settings_merge_key_by_key(tmp_path: Path) -> None:
         "3:42: defaults.verify.inputs: expected a .npz file (numpy.savez, arrays keyed by input "
         "name), got 'x.csv'",
         "3:49: defaults.verify.tolerance: unknown key 'tolerance'; allowed here: enabled, "
-        "samples, atol, rtol, inputs, backend",
+        "samples, atol, rtol, inputs, backend, backends",
         "4:14: defaults.max_bytes: must be at least 1, got 0",
     ]
 

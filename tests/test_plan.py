@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +15,8 @@ from tfjsbuild.planning.reasons import option_changes
 from tfjsbuild.planning.targets import Target
 from tfjsbuild.stores.recorded_options import RecordedOptions
 from tfjsbuild.stores.state import SignatureRecord
-from tfjsbuild.verify.record import VerificationRecord, request_from_json
+from tfjsbuild.verify.record import BackendRecord, VerificationRecord
+from tfjsbuild.verify.request import request_from_json
 
 MANIFEST = Path("/p/tfjs-build.yaml")
 DEFAULT_OPTIONS = ConverterOptions()
@@ -213,9 +216,8 @@ def test_whole_model_fallback_says_why() -> None:
 
 
 VERIFY = VERIFY_REQUEST
-PASSED = VerificationRecord(
-    passed=True, samples=3, inputs="generated", atol=1e-4, rtol=1e-3, max_abs_error=0.0
-)
+WEBGL = {"webgl": {"atol": 1e-3, "rtol": 1e-3, "required": False, "browser": True}}
+PASSED = VerificationRecord(3, "generated", (BackendRecord("wasm", True, 1e-4, 1e-3, 0.0),))
 
 
 def verified_plan(
@@ -254,18 +256,37 @@ def test_verification_is_planned_apart_from_conversion() -> None:
     assert verified_plan(None, VERIFY) == [("verify", (not_yet,))]
     # Verified as wanted: up to date; other settings, sample inputs or TF.js: verified again.
     assert verified_plan(VERIFY, VERIFY) == [("up-to-date", ())]
-    assert verified_plan(VERIFY, {**VERIFY, "atol": 0.5}) == [
-        ("verify", ("verification changed: atol",))
+    loose = {**VERIFY, "backends": {"auto": {"atol": 0.5, "rtol": 1e-3}}}
+    assert verified_plan(VERIFY, loose) == [
+        ("verify", ("verification changed: backends.auto.atol",))
+    ]
+    two = {**VERIFY, "backends": {"cpu": {"atol": 1e-4, "rtol": 1e-3}, **WEBGL}}
+    assert verified_plan(VERIFY, two) == [
+        ("verify", ("verification changed: backends.auto, backends.cpu, backends.webgl",))
+    ]
+    # WebGL skipped where no browser was found: verified again once one is.
+    no_browser = {
+        **two,
+        "backends": {**two["backends"], "webgl": {**WEBGL["webgl"], "browser": False}},
+    }
+    assert verified_plan(no_browser, two) == [
+        ("verify", ("verification changed: backends.webgl.browser",))
+    ]
+    # Recorded before `backends` (tolerances and `backend` at the top): the same verification.
+    older = {"samples": 3, "atol": 1e-4, "rtol": 1e-3, "inputs": None, "tfjs": "4.22.0"}
+    assert verified_plan({**older, "backend": "auto"}, VERIFY) == [("up-to-date", ())]
+    assert verified_plan(older, VERIFY) == [
+        ("verify", ("verification changed: backends.auto, backends.cpu",))
     ]
     assert verified_plan(VERIFY, {**VERIFY, "inputs": "s.npz", "inputs_sha256": "ab"}) == [
         ("verify", ("verification changed: inputs, inputs_sha256",))
     ]
     # Verification turned off (in the manifest or by --no-verify): nothing to do.
     assert verified_plan(VERIFY, {}) == [("up-to-date", ())]
-    assert verified_plan(VERIFY, {**VERIFY, "atol": 0.5}, verify=False) == [("up-to-date", ())]
+    assert verified_plan(VERIFY, loose, verify=False) == [("up-to-date", ())]
     # A rebuild verifies anyway: a changed setting is said, "not verified yet" is not.
-    assert verified_plan(VERIFY, {**VERIFY, "atol": 0.5}, changes={"m:a": "output missing: x"}) == [
-        ("build", ("output missing: x", "verification changed: atol"))
+    assert verified_plan(VERIFY, loose, changes={"m:a": "output missing: x"}) == [
+        ("build", ("output missing: x", "verification changed: backends.auto.atol"))
     ]
     assert verified_plan(None, VERIFY, changes={"m:a": "output missing: x"}) == [
         ("build", ("output missing: x",))
@@ -309,7 +330,10 @@ def test_a_recorded_verification_of_another_shape_is_verified_again_not_a_crash(
     )
     for verification, verified_with in [
         (5, request_from_json(VERIFY, "record")),
-        (replace(PASSED, passed="yes"), request_from_json(VERIFY, "record")),
+        (
+            replace(PASSED, backends=(replace(PASSED.backends[0], passed=False),)),
+            request_from_json(VERIFY, "record"),
+        ),
         (PASSED, 5),
         (PASSED, ["atol"]),
     ]:
@@ -319,3 +343,25 @@ def test_a_recorded_verification_of_another_shape_is_verified_again_not_a_crash(
             "verify",
             ("not verified yet (built with --no-verify or verify.enabled false)",),
         )
+
+
+def test_a_planned_verification_request_reads_back_equal(tmp_path: Path) -> None:
+    """What the planner asks for is what the state records and reads back: else a signature is
+    verified again on every build ("verification changed: settings")."""
+    from tfjsbuild.manifest.types import BackendCheck, Checks, VerifySettings
+    from tfjsbuild.planning.planner import _verification_inputs
+    from tfjsbuild.sources.digest import StatCache
+
+    checks = (BackendCheck("cpu", atol=0.5), BackendCheck("webgl", required=True))
+    for browser in ("", "chromium"):
+        os.environ["TFJS_BUILD_CHROMIUM"] = browser
+        try:
+            wanted = _verification_inputs(
+                replace(target("a"), checks=Checks(VerifySettings(backends=checks))),
+                tmp_path,
+                StatCache({}),
+            )
+        finally:
+            del os.environ["TFJS_BUILD_CHROMIUM"]
+        assert wanted is not None
+        assert request_from_json(json.loads(json.dumps(wanted.to_json_dict())), "r") == wanted

@@ -71,27 +71,60 @@ def test_numbers_are_typed_finite_and_in_range() -> None:
 
 
 def test_verification_records() -> None:
+    wasm = {
+        "passed": True,
+        "atol": 1e-4,
+        "rtol": 0.0,
+        "max_abs_error": 1e-7,
+        "outputs": {"y": {"max_abs_error": 1e-7, "max_rel_error": 0.0, "passed": True}},
+        "seconds": 0.25,
+        "note": None,
+    }
+    webgl = {**wasm, "passed": False, "max_abs_error": "NaN", "outputs": {}, "seconds": None}
+    webgl |= {"note": "skipped: no Chromium found", "skipped": True}
     good = {
         "passed": True,
         "samples": 2,
         "inputs": "generated",
-        "atol": 1e-4,
-        "rtol": 0.0,
-        "backend": "wasm",
         "max_abs_error": 1e-7,
-        "outputs": {"y": {"max_abs_error": 1e-7, "max_rel_error": 0.0, "passed": True}},
+        "backends": {"wasm": wasm, "webgl": webgl},
     }
     checked = verification_from_json(good, "v")
     assert checked is not None and checked.to_json_dict() == good
-    older = verification_from_json({k: v for k, v in good.items() if k != "backend"}, "v")
-    assert older is not None and older.backend == "cpu"  # as every one was before "backend"
-    with pytest.raises(InvalidData) as caught:
-        verification_from_json({**good, "backend": 1}, "v")
-    assert str(caught.value) == "v.backend: expected a string, got int"
+    assert [(run.backend, run.skipped) for run in checked.backends] == [
+        ("wasm", False),
+        ("webgl", True),
+    ]
+    # Written before several backends: tolerances, errors and `backend` at the top.
+    one = {k: v for k, v in wasm.items() if k not in ("seconds", "note")}
+    one |= {"samples": 2, "inputs": "generated"}
+    older = verification_from_json({**one, "backend": "wasm"}, "v")
+    assert older is not None and older.to_json_dict() == {
+        **good,
+        "backends": {"wasm": {**wasm, "seconds": None}},
+    }
+    oldest = verification_from_json(one, "v")
+    assert oldest is not None and [run.backend for run in oldest.backends] == ["cpu"]
+    wrong = {
+        "v.backends: names no backend": {**good, "backends": {}},
+        "v.backends: expected an object, got int": {**good, "backends": 1},
+        "v.backends.wasm.seconds: expected a number, got a string": {
+            **good,
+            "backends": {"wasm": {**wasm, "seconds": "1"}},
+        },
+        "v.backends.wasm.passed: expected true or false, got a string": {
+            **good,
+            "backends": {"wasm": {**wasm, "passed": "yes"}},
+        },
+        "v.backends.wasm.note: expected a string, got int": {
+            **good,
+            "backends": {"wasm": {**wasm, "note": 5}},
+        },
+        "v.backend: expected a string, got int": {**one, "backend": 1},
+        "v: expected an object, got int": 5,
+    }
+    for message, bad in wrong.items():
+        with pytest.raises(InvalidData) as caught:
+            verification_from_json(bad, "v")
+        assert str(caught.value) == message
     assert verification_from_json(None, "v") is None
-    with pytest.raises(InvalidData) as caught:
-        verification_from_json(5, "v")
-    assert str(caught.value) == "v: expected an object, got int"
-    with pytest.raises(InvalidData) as caught:
-        verification_from_json({**good, "passed": "yes"}, "v")
-    assert str(caught.value) == "v.passed: expected true or false, got a string"

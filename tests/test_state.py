@@ -69,28 +69,44 @@ def test_a_record_says_what_its_verification_was_run_with() -> None:
             "passed": True,
             "samples": 3,
             "inputs": "generated",
-            "atol": 1e-4,
-            "rtol": 1e-3,
-            "backend": "wasm",
             "max_abs_error": 0.0,
-            "outputs": {},
+            "backends": {
+                "wasm": {
+                    "passed": True,
+                    "atol": 1e-4,
+                    "rtol": 1e-3,
+                    "max_abs_error": 0.0,
+                    "outputs": {},
+                    "seconds": 0.5,
+                    "note": None,
+                }
+            },
         },
         "verified_with": verified_with,
     }
     record = SignatureRecord.from_json(data, "signatures.m:s")
     assert record.verified_with is not None and record.verified_with.to_json_dict() == verified_with
-    assert record.verification is not None and record.verification.backend == "wasm"
+    assert record.verification is not None
+    assert [run.backend for run in record.verification.backends] == ["wasm"]
     assert record.to_json() == data  # as written: a loaded state is not rewritten
-    # Written before verification could run on WebAssembly: it ran on the CPU backend, and
-    # says so (a build wanting `auto` verifies it again, giving "verification changed: backend").
-    older_verification = dict(data["verification"])  # type: ignore[call-overload]
-    del older_verification["backend"]
-    older_request = {k: v for k, v in verified_with.items() if k != "backend"}
+    # Written before several backends could be asked for, and before WebAssembly: one backend,
+    # the CPU (a build wanting `auto` verifies it again: "verification changed: backends...").
+    older_verification = {
+        "passed": True,
+        "samples": 3,
+        "inputs": "generated",
+        "atol": 1e-4,
+        "rtol": 1e-3,
+        "max_abs_error": 0.0,
+        "outputs": {},
+    }
+    older_request = {"samples": 3, "atol": 1e-4, "rtol": 1e-3, "inputs": None, "tfjs": "4.22.0"}
     older = SignatureRecord.from_json(
         {**data, "verification": older_verification, "verified_with": older_request}
     )
-    assert older.verification is not None and older.verification.backend == "cpu"
-    assert older.verified_with is not None and older.verified_with.backend == "cpu"
+    assert older.verification is not None and older.verification.backends[0].backend == "cpu"
+    assert older.verified_with is not None
+    assert [b.backend for b in older.verified_with.backends] == ["cpu"]
     assert SignatureRecord.from_json({**data, "verified_with": None}).verified_with is None
     bad = {
         "5": "signatures.m:s.verified_with: expected an object, got int",
@@ -100,6 +116,11 @@ def test_a_record_says_what_its_verification_was_run_with() -> None:
             "signatures.m:s.verified_with.atol: expected text, a number, true, false or null, "
             "got a list"
         ),
+        '{"backends": {"wasm": {"atol": [1]}}}': (
+            "signatures.m:s.verified_with.backends.wasm.atol: expected text, a number, true, "
+            "false or null, got a list"
+        ),
+        '{"backends": []}': "signatures.m:s.verified_with.backends: expected an object, got a list",
         '{"tfjs": "4\\u0000"}': "signatures.m:s.verified_with.tfjs: contains a NUL byte",
     }
     for text, message in bad.items():

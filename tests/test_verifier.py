@@ -17,7 +17,7 @@ import tfjsbuild
 from conftest import run_cli
 from tfjsbuild.errors import BuildError
 from tfjsbuild.verify.runtime import find_runtime
-from tfjsbuild.verify.verifier import Verifier
+from tfjsbuild.verify.verifier import BackendFailed, Verifier
 
 MANIFEST = """
 version: 1
@@ -63,12 +63,13 @@ def test_one_node_answers_every_request_and_a_dead_one_is_replaced(
         # A request it cannot serve is answered with an error; the process lives on.
         with pytest.raises(BuildError, match=r"cannot read model file .*nothing/model\.json"):
             verifier.run(model.parent / "nothing", [{"x": x}])
-        # So is a model TF.js cannot run on the inputs given (on any backend).
-        with pytest.raises(BuildError) as refused:
+        # So is a model a backend cannot run on the inputs given: that backend's failure.
+        with pytest.raises(BackendFailed) as refused:
             verifier.run(model, [{"x": np.zeros([2, 5], "float32")}])
         assert str(refused.value).startswith(
-            "TensorFlow.js could not run the converted model: The shape of dict['x'] provided "
-        ) and str(refused.value).endswith("(on the cpu backend)")
+            "the cpu backend of TensorFlow.js could not run the model: The shape of dict['x'] "
+            "provided in model.execute(dict) must be [-1,8], but was [2,5]"
+        )
         assert verifier.pid == pid
         # TensorFlow's side fails while TF.js computes: its answer is read and dropped, so the
         # same process answers the next request.
@@ -93,6 +94,15 @@ def test_one_node_answers_every_request_and_a_dead_one_is_replaced(
         verifier.close()
 
 
+def _einsum_nodes(model_dir: Path) -> list[str]:
+    """The converted graph's Einsum nodes, as the kernel check must name them."""
+    topology = json.loads((model_dir / "model.json").read_text())["modelTopology"]
+    nodes = [*topology["node"]]
+    for function in topology.get("library", {}).get("function", []):
+        nodes += function.get("nodeDef", [])
+    return [node["name"] for node in nodes if node["op"] == "Einsum"]
+
+
 def test_auto_verifies_on_wasm_and_on_cpu_where_wasm_lacks_a_kernel(
     project: Callable[..., Path], model_store: Callable[..., Path]
 ) -> None:
@@ -100,45 +110,59 @@ def test_auto_verifies_on_wasm_and_on_cpu_where_wasm_lacks_a_kernel(
     result = tfjsbuild.build([manifest])
     assert result.ok, [r.error for r in result.failed]
     verified = {r.item.signature: r.verification for r in result.results}
-    assert {name: v.backend for name, v in verified.items() if v is not None} == {
-        "mix": "cpu",
-        "shifted": "cpu",
-        "dense": "wasm",
-    }
+    assert {
+        name: [run.backend for run in v.backends] for name, v in verified.items() if v is not None
+    } == {"mix": ["cpu"], "shifted": ["cpu"], "dense": ["wasm"]}
+    (einsum,) = _einsum_nodes(manifest.parent / "web/net/mix")
     log = (manifest.parent / ".tfjs-build/manifests/tfjs-build.yaml/worker.log").read_text()
+    # Found in the graph before running it on wasm: the op, and the node.
     assert (
-        "verified signature 'mix' on the CPU backend: "
-        "the WebAssembly backend has no kernel for Einsum"
+        "verified signature 'mix' on the CPU backend: the wasm backend of TensorFlow.js has no "
+        f"kernel for op Einsum at node '{einsum}': the model cannot run there. Verify on cpu "
+        "instead, or avoid the op"
     ) in log
     assert (
-        "verified signature 'shifted' on the CPU backend: the WebAssembly backend could not run "
-        "it: _FusedMatMul only supports rank-1 bias but got rank 0"
+        "verified signature 'shifted' on the CPU backend: the wasm backend of TensorFlow.js could "
+        "not run the model: _FusedMatMul only supports rank-1 bias but got rank 0"
     ) in log
     index = json.loads((manifest.parent / "web" / "tfjs-build.json").read_text())
     signatures = index["models"]["net"]
-    assert {name: entry["verification"]["backend"] for name, entry in signatures.items()} == {
-        "mix": "cpu",
-        "shifted": "cpu",
-        "dense": "wasm",
+    assert {
+        name: list(entry["verification"]["backends"]) for name, entry in signatures.items()
+    } == {
+        "mix": ["cpu"],
+        "shifted": ["cpu"],
+        "dense": ["wasm"],
     }
 
-    # Asking for WebAssembly verifies again, without converting: `mix` fails, naming the kernel,
-    # and keeps its output and its recorded verification.
+    # Asking for cpu and wasm verifies again, without converting: `mix` passes on cpu and fails
+    # on wasm, naming the op and its node, before running there; it keeps its output and its
+    # recorded verification.
     manifest.write_text(
-        MANIFEST.replace("output_dir: web", "output_dir: web\ndefaults: {verify: {backend: wasm}}")
+        MANIFEST.replace(
+            "output_dir: web", "output_dir: web\ndefaults: {verify: {backends: [wasm, cpu]}}"
+        )
     )
     plan = tfjsbuild.plan([manifest])
+    changed = "verification changed: backends.auto, backends.cpu, backends.wasm"
     assert [(i.signature, i.action, i.reasons) for i in plan.items] == [
-        (name, "verify", ("verification changed: backend",)) for name in ("mix", "shifted", "dense")
+        (name, "verify", (changed,)) for name in ("mix", "shifted", "dense")
     ]
     mix_model = (manifest.parent / "web/net/mix/model.json").read_bytes()
     result = tfjsbuild.build([manifest])
     by_name = {r.item.signature: r for r in result.results}
     assert by_name["dense"].status == "verified"
     assert by_name["mix"].status == "failed"
-    error = by_name["mix"].error or ""
-    assert "the WebAssembly backend has no kernel for Einsum, which the model uses" in error
-    assert "`verify: {backend: cpu}`" in error
+    assert by_name["mix"].error == (
+        f"The wasm backend of TensorFlow.js has no kernel for op Einsum at node '{einsum}': the "
+        "model cannot run there. Verify on cpu or webgl instead, or avoid the op. The output and "
+        "its recorded verification are kept."
+    )
+    mix = by_name["mix"].verification
+    assert mix is not None and [(r.backend, r.passed) for r in mix.backends] == [
+        ("cpu", True),
+        ("wasm", False),
+    ]
     assert by_name["shifted"].status == "failed"
     assert "_FusedMatMul only supports rank-1 bias" in (by_name["shifted"].error or "")
     assert (manifest.parent / "web/net/mix/model.json").read_bytes() == mix_model
@@ -160,6 +184,7 @@ def test_the_report_says_which_backend_verified(
     assert tfjsbuild.build([manifest]).ok
     rows = tfjsbuild.report([manifest])
     (row,) = rows
-    assert row.verification is not None and row.verification.backend == "wasm"
+    assert row.verification is not None
+    assert [run.backend for run in row.verification.backends] == ["wasm"]
     shown = run_cli("report", cwd=manifest.parent, check=True).stdout
     assert "ok 0 (wasm)" in shown or "(wasm)" in shown.split("net")[-1], shown

@@ -22,6 +22,7 @@ from tfjsbuild.manifest.load import load_manifest
 from tfjsbuild.stores.state import load_state
 from tfjsbuild.verify.compare import (
     UNKNOWN_DIM,
+    BackendVerification,
     OutputComparison,
     Verification,
     VerificationError,
@@ -91,8 +92,15 @@ def test_compare_handles_non_finite_values() -> None:
     overflow = [{"y": np.array([np.nan, np.inf, np.inf], "float32")}]
     (result,) = compare(want, overflow, 1.0, 1.0)
     assert not result.passed and result.max_abs_error == np.inf
-    recorded = Verification.judged([result], 1, "generated", 1.0, 1.0, kept="").as_record()
-    assert recorded.to_json_dict()["outputs"]["y"]["max_abs_error"] == "Infinity"
+    run = BackendVerification("wasm", 1.0, 1.0, (result,))
+    recorded = Verification(1, "generated", (run,)).as_record().to_json_dict()
+    assert recorded["backends"]["wasm"]["outputs"]["y"]["max_abs_error"] == "Infinity"
+    assert recorded["max_abs_error"] == "Infinity" and recorded["passed"] is False
+    # A backend that could not run the model measured nothing: NaN, and its reason.
+    refused = BackendVerification("webgl", 1.0, 1.0, error="the webgl backend could not run it")
+    both = Verification(1, "generated", (run, refused)).as_record().to_json_dict()
+    assert both["max_abs_error"] == "NaN"
+    assert both["backends"]["webgl"]["note"] == "the webgl backend could not run it"
     with pytest.raises(VerificationError, match=r"output 'y' has shape \[2\] in TensorFlow.js"):
         compare(want, [{"y": np.zeros(2)}], 1.0, 1.0)
 
@@ -166,8 +174,9 @@ def test_uint8_that_breaks_the_model_fails_and_keeps_the_previous_output(
     assert done.returncode == 1
     (entry,) = json.loads(done.stdout)["signatures"]
     assert entry["status"] == "failed"
-    assert entry["verification"]["outputs"]["y"]["passed"] is False
-    assert entry["verification"]["outputs"]["y"]["max_abs_error"] > 0.01
+    (ran,) = entry["verification"]["backends"].values()
+    assert ran["outputs"]["y"]["passed"] is False
+    assert ran["outputs"]["y"]["max_abs_error"] > 0.01
 
 
 @pytest.mark.slow
@@ -527,9 +536,11 @@ def test_no_verify_builds_are_verified_later_without_converting(
     state, _ = load_state(root / STATE)
     recorded = state.records["wide:serving_default"]
     assert recorded.verification == verified.verification
-    assert recorded.verified_with is not None and recorded.verified_with.atol == 1000
+    assert recorded.verified_with is not None
+    assert [b.atol for b in recorded.verified_with.backends] == [1000]
     index = json.loads((root / "dist/tfjs-build.json").read_text())
-    assert index["models"]["wide"]["serving_default"]["verification"]["atol"] == 1000
+    verification = index["models"]["wide"]["serving_default"]["verification"]
+    assert [b["atol"] for b in verification["backends"].values()] == [1000]
     assert [i.action for i in tfjsbuild.plan([manifest]).items] == ["up-to-date"]
 
     # Only verify settings change: verified again, not converted, through a selector.
@@ -539,11 +550,13 @@ def test_no_verify_builds_are_verified_later_without_converting(
     lines = done.stdout.splitlines()
     assert lines[0] == "Verifying 1 signature with 1 worker, starting 1 (importing TensorFlow)"
     assert lines[1].startswith("✓ wide:serving_default → dist/wide/serving_default  ")
-    assert lines[1].endswith(" as built, not converted again  (verification changed: atol)")
+    assert lines[1].endswith(
+        " as built, not converted again  (verification changed: backends.auto.atol)"
+    )
     assert lines[2].startswith("1 verified in ")
     assert files_with_mtimes(output) == before
     assert load_state(root / STATE)[0].records["wide:serving_default"].verified_with == replace(
-        recorded.verified_with, atol=500
+        recorded.verified_with, backends=(replace(recorded.verified_with.backends[0], atol=500),)
     )
 
     # A tolerance the quantized output cannot meet: the signature fails, nothing changes.
@@ -567,7 +580,8 @@ def test_no_verify_builds_are_verified_later_without_converting(
     assert state_file.read_bytes() == state_before
     assert (root / "dist/tfjs-build.json").read_bytes() == index_before
     assert [(i.action, i.reasons) for i in tfjsbuild.plan([manifest]).items] == [
-        ("verify", ("verification changed: atol, rtol",))  # the next run tries again
+        # the next run tries again
+        ("verify", ("verification changed: backends.auto.atol, backends.auto.rtol",))
     ]
 
     # The output changed while a worker verified it: what it verified is not recorded.

@@ -37,6 +37,7 @@ from tfjsbuild.files.filesystem import refusals_reported
 from tfjsbuild.manifest.types import Manifest, VerifySettings
 from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.stores.state import STATE_REMEDY, output_change
+from tfjsbuild.verify.runtime import find_browser
 from tfjsbuild.version import stock_passes_requested
 from tfjsbuild.worker.task import ConversionOutcome, ConversionTask, VerifyTask
 
@@ -276,17 +277,18 @@ def _run_tasks(
 
 def _verify_task(item: PlanItem, runtime: Runtime | None) -> VerifyTask | None:
     settings = _verify_settings(item)
-    if settings is None or runtime is None:
+    wanted = None if item.fingerprint is None else item.fingerprint.verify
+    if settings is None or runtime is None or wanted is None:
         return None
+    webgl = any(backend.backend == "webgl" for backend in wanted.backends)
     return VerifyTask(
         samples=settings.samples,
-        atol=settings.atol,
-        rtol=settings.rtol,
         inputs=None if settings.inputs is None else str(settings.inputs),
         seed=item.key,
-        backend=settings.backend,
+        backends=wanted.backends,
         node=runtime.node,
         runtime=str(runtime.folder),
+        browser=find_browser() if webgl else None,
     )
 
 

@@ -42,7 +42,8 @@ from tfjsbuild.stores.state import (
     record_files,
     state_path,
 )
-from tfjsbuild.verify.record import VerificationRecord, VerificationRequest
+from tfjsbuild.verify.record import VerificationRecord
+from tfjsbuild.verify.request import VerificationRequest
 
 STAGING_DIR = "staging"
 

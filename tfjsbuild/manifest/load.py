@@ -31,6 +31,7 @@ from tfjsbuild.manifest.types import (
     MANIFEST_NAME,
     OPTION_KEYS,
     SOURCE_KINDS,
+    BackendCheck,
     CacheSettings,
     Checks,
     ConverterOptions,
@@ -44,6 +45,7 @@ from tfjsbuild.manifest.types import (
     VerifySettings,
 )
 from tfjsbuild.manifest.yaml_positions import MAX_MANIFEST_BYTES, KeyPath, PositionedDocument
+from tfjsbuild.verify.record import BACKENDS
 
 
 def find_manifest(path: str | Path | None) -> Path:
@@ -123,7 +125,11 @@ def _merged_checks(root: Path, *scopes: Mapping[str, Any]) -> Checks:
     max_bytes = None
     timeout = DEFAULT_TIMEOUT
     for scope in scopes:
-        verify.update(as_mapping(scope.get("verify")))
+        written = as_mapping(scope.get("verify"))
+        if "backend" in written or "backends" in written:  # a deeper scope's choice replaces
+            verify.pop("backend", None)
+            verify.pop("backends", None)
+        verify.update(written)
         max_bytes = scope.get("max_bytes", max_bytes)
         timeout = float(scope.get("timeout", timeout))
     inputs = verify.pop("inputs", None)
@@ -131,8 +137,23 @@ def _merged_checks(root: Path, *scopes: Mapping[str, Any]) -> Checks:
     # `samples: 3` compares equal however the manifest spelled it.
     if "samples" in verify:
         verify["samples"] = int(verify["samples"])
+    if "backend" in verify or "backends" in verify:
+        verify["backends"] = _backend_checks(
+            verify.pop("backend", None), verify.pop("backends", None)
+        )
     settings = VerifySettings(**verify, inputs=None if inputs is None else root / inputs)
     return Checks(settings, None if max_bytes is None else int(max_bytes), timeout)
+
+
+def _backend_checks(backend: str | None, backends: Any) -> tuple[BackendCheck, ...]:
+    """`backend: x` or `backends` (a list of names, or names mapped to their settings), in the
+    order they run; the schema and `rules` have checked their shape."""
+    if backend is not None:
+        return (BackendCheck(backend),)
+    written = backends if isinstance(backends, dict) else dict.fromkeys(backends)
+    return tuple(
+        BackendCheck(name, **(written[name] or {})) for name in BACKENDS if name in written
+    )
 
 
 def _build(doc: PositionedDocument) -> Manifest:

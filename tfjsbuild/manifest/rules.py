@@ -33,6 +33,7 @@ def rule_problems(doc: PositionedDocument, earlier: Sequence[Problem]) -> list[P
         *_model_rule_problems(doc),
         *_quantization_problems(doc),
         *_metadata_problems(doc),
+        *_verify_backend_problems(doc),
     ]
     # Once per place: e.g. -.inf is below `minimum: 0`, which the schema reported already.
     reported = {(p.line, p.column) for p in [*earlier, *problems]}
@@ -188,6 +189,19 @@ def _metadata_problems(doc: PositionedDocument) -> Iterator[Problem]:
                 doc.value_mark(path),
                 path,
                 "metadata must be plain JSON values (quote dates and times)",
+            )
+
+
+def _verify_backend_problems(doc: PositionedDocument) -> Iterator[Problem]:
+    for scope, options in _option_scopes(doc.data):
+        verify = as_mapping(options.get("verify"))
+        if "backend" in verify and "backends" in verify:
+            path = (*scope, "verify", "backend")
+            yield doc.problem_at(
+                doc.key_mark(path),
+                path,
+                "give `backend` (one backend) or `backends` (several), not both; "
+                f"`backend: {verify['backend']}` is `backends: [{verify['backend']}]`",
             )
 
 

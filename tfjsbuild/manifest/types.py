@@ -123,6 +123,18 @@ class SavedModelSource:
 
 
 @dataclass(frozen=True)
+class BackendCheck:
+    """A TensorFlow.js backend a signature is verified on (`verify.backend` or `backends`)."""
+
+    # "auto" (WebAssembly, or CPU where WebAssembly cannot run the model), "cpu", "wasm" or
+    # "webgl" (in a headless browser).
+    name: str
+    atol: float | None = None  # None: `verify.atol`
+    rtol: float | None = None  # None: `verify.rtol`
+    required: bool = False  # webgl: fail, not skip, where no browser is found
+
+
+@dataclass(frozen=True)
 class VerifySettings:
     """How a signature's conversion is checked against TensorFlow in TensorFlow.js."""
 
@@ -131,9 +143,7 @@ class VerifySettings:
     atol: float = 1e-4
     rtol: float = 1e-3
     inputs: Path | None = None  # a .npz of real inputs instead of generated ones
-    # The TensorFlow.js backend that runs it: "auto" (WebAssembly, or CPU where WebAssembly
-    # cannot run the model), "cpu" or "wasm".
-    backend: str = "auto"
+    backends: tuple[BackendCheck, ...] = (BackendCheck("auto"),)
 
 
 DEFAULT_TIMEOUT = 3600.0  # seconds; generous: a big model converts and verifies in minutes

@@ -16,7 +16,7 @@ from tfjsbuild.manifest.types import ConverterOptions
 from tfjsbuild.sources.digest import canonical_json, sha256_text
 from tfjsbuild.sources.registry import KINDS
 from tfjsbuild.stores.cache_entry import CACHE_VERSION
-from tfjsbuild.verify.record import VerificationRequest
+from tfjsbuild.verify.request import VerificationRequest
 from tfjsbuild.version import stock_passes_requested
 
 # Bump when what goes into a fingerprint changes: every signature then rebuilds once.

@@ -25,7 +25,7 @@ from tfjsbuild.planning.reasons import (
 from tfjsbuild.planning.targets import BlockedTarget, Target
 from tfjsbuild.stores.caches import CacheHit
 from tfjsbuild.stores.state import SignatureRecord
-from tfjsbuild.verify.record import VerificationRequest
+from tfjsbuild.verify.request import VerificationRequest
 
 # verify: the recorded output is what this build would convert, but it has not been verified
 # with the verification this run asks for: run it in TF.js as it is, without converting again.

@@ -30,8 +30,8 @@ from tfjsbuild.stores.cache_store import Store
 from tfjsbuild.stores.caches import first_entry, resolve_config
 from tfjsbuild.stores.index_owner import index_owner_problem
 from tfjsbuild.stores.state import BuildState, load_state, output_change
-from tfjsbuild.verify.record import VerificationRequest
-from tfjsbuild.verify.runtime import tfjs_version
+from tfjsbuild.verify.request import BackendRequest, VerificationRequest
+from tfjsbuild.verify.runtime import find_browser, tfjs_version
 
 
 @dataclass
@@ -180,14 +180,25 @@ def _verification_inputs(
     settings = target.checks.verify
     if not settings.enabled:
         return None
+    # Whether WebGL can run here is part of the request: found later, it verifies again.
+    webgl = any(check.name == "webgl" for check in settings.backends)
+    browser = find_browser() is not None if webgl else True
+    backends = tuple(
+        BackendRequest(
+            check.name,
+            settings.atol if check.atol is None else check.atol,
+            settings.rtol if check.rtol is None else check.rtol,
+            check.required,
+            browser if check.name == "webgl" else True,
+        )
+        for check in settings.backends
+    )
     return VerificationRequest(
         samples=settings.samples,
-        atol=settings.atol,
-        rtol=settings.rtol,
         inputs=None if settings.inputs is None else posixpath.relpath(settings.inputs, root),
         tfjs=tfjs_version(),
         inputs_sha256=None if settings.inputs is None else stat_cache.digest(settings.inputs),
-        backend=settings.backend,
+        backends=backends,
     )
 
 

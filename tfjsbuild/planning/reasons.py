@@ -12,7 +12,8 @@ from typing import Any
 from tfjsbuild.planning.fingerprint import SignatureFingerprint
 from tfjsbuild.sources.saved_model import WHOLE_MODEL, changed_captures
 from tfjsbuild.stores.state import SignatureRecord
-from tfjsbuild.verify.record import VerificationRecord, VerificationRequest
+from tfjsbuild.verify.record import VerificationRecord
+from tfjsbuild.verify.request import VerificationRequest
 
 FIRST_BUILD = "first build"
 FORCED = "forced"
@@ -114,13 +115,14 @@ def tool_change(before: str, now: str) -> str:
 def option_changes(
     before: Mapping[str, Any], now: Mapping[str, Any], prefix: str = ""
 ) -> list[str]:
-    """Dotted key paths whose values differ, e.g. `quantization.uint8`."""
+    """Dotted key paths whose values differ, e.g. `quantization.uint8`, `backends.webgl.atol`."""
     changed = []
     for key in sorted(set(before) | set(now)):
         old, new = before.get(key), now.get(key)
         if old == new:
             continue
-        if isinstance(old, dict) and isinstance(new, dict) and key == "quantization":
+        nested = prefix or key in ("quantization", "backends")  # said key by key, all the way
+        if isinstance(old, dict) and isinstance(new, dict) and nested:
             changed += option_changes(old, new, f"{prefix}{key}.")
         else:
             changed.append(f"{prefix}{key}")

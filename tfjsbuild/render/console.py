@@ -132,9 +132,13 @@ def _result_line(result: SignatureResult) -> str | None:
 
 
 def _verified(verification: VerificationRecord | None) -> str:
-    if verification is None or not math.isfinite(verification.max_abs_error):
-        return ""  # NaN or an infinity (only a failed check measures one) is not shown here
-    return f"verified (max error {verification.max_abs_error:.1e})  "
+    if verification is None:
+        return ""
+    text = f"verified on {', '.join(run.backend for run in verification.ran) or 'nothing'}"
+    if math.isfinite(verification.max_abs_error):  # only a failed check measures NaN or inf
+        text += f" (max error {verification.max_abs_error:.1e})"
+    skipped = [run.backend for run in verification.backends if run.skipped]
+    return f"{text}{''.join(f', {name} skipped' for name in skipped)}  "
 
 
 class SilentReporter:
@@ -193,6 +197,18 @@ def print_summary(console: Console, results: Sequence[SignatureResult], seconds:
     order = ("built", "restored", "verified", "up-to-date", "removed", "failed", "skipped")
     parts = [f"{counts[status]} {status}" for status in order if counts.get(status)]
     console.print(f"{', '.join(parts) or 'nothing to do'} in {seconds:.1f}s")
+    skipped: dict[tuple[str, str], int] = {}
+    for result in results:
+        for run in result.verification.backends if result.verification is not None else ():
+            if run.skipped:
+                key = (run.backend, run.note or "not run")
+                skipped[key] = skipped.get(key, 0) + 1
+    for (backend, why), count in sorted(skipped.items()):
+        signatures = f"{count} signature{'s' if count > 1 else ''}"
+        console.print(
+            f"[yellow]warning:[/yellow] not verified on {backend} for {signatures}: "
+            f"{escape(why.removeprefix('skipped: '))}"
+        )
 
 
 def print_report(console: Console, rows: Sequence[ReportRow]) -> None:

@@ -30,14 +30,8 @@ from tfjsbuild.files.artifacts import (
 )
 from tfjsbuild.files.readback import InvalidData
 from tfjsbuild.sources.digest import canonical_json
-from tfjsbuild.verify.record import (
-    VerificationRecord,
-    VerificationRequest,
-    request_from_json,
-    request_json,
-    verification_from_json,
-    verification_json,
-)
+from tfjsbuild.verify.record import VerificationRecord, verification_from_json, verification_json
+from tfjsbuild.verify.request import VerificationRequest, request_from_json, request_json
 
 CACHE_VERSION = 1
 SIGNATURE_KEY_ENV = "TFJS_BUILD_CACHE_SIGNATURE_KEY"

@@ -13,7 +13,7 @@ from tfjsbuild.errors import UsageError
 from tfjsbuild.manifest.types import Manifest
 from tfjsbuild.stores.cache_entry import SIGNATURE_KEY_ENV, CacheEntry, serves
 from tfjsbuild.stores.cache_store import Store
-from tfjsbuild.verify.record import VerificationRequest
+from tfjsbuild.verify.request import VerificationRequest
 
 CACHE_ENV = "TFJS_BUILD_CACHE"
 REMOTE_CACHE_ENV = "TFJS_BUILD_REMOTE_CACHE"

@@ -44,6 +44,7 @@ from tfjsbuild.manifest.types import STATE_ROOT
 from tfjsbuild.sources.base import GraphCacheEntry
 from tfjsbuild.stores.recorded_options import RecordedOptions
 from tfjsbuild.verify import record as verify_record
+from tfjsbuild.verify import request as verify_request
 
 T = TypeVar("T")
 
@@ -82,7 +83,7 @@ class SignatureRecord:
     verification: verify_record.VerificationRecord | None = None
     # What that check was run with (`SignatureFingerprint.verify`); None when not verified.
     # Compared apart from `fingerprint`: other settings re-verify, they do not reconvert.
-    verified_with: verify_record.VerificationRequest | None = None
+    verified_with: verify_request.VerificationRequest | None = None
 
     @property
     def key(self) -> str:
@@ -100,7 +101,7 @@ class SignatureRecord:
         data["inputs"] = tensor_specs_json(self.inputs)
         data["outputs"] = tensor_specs_json(self.outputs)
         data["verification"] = verify_record.verification_json(self.verification)
-        data["verified_with"] = verify_record.request_json(self.verified_with)
+        data["verified_with"] = verify_request.request_json(self.verified_with)
         return data
 
     @classmethod
@@ -126,7 +127,7 @@ class SignatureRecord:
             verification=verify_record.verification_from_json(
                 record.get("verification"), f"{where}.verification"
             ),
-            verified_with=verify_record.request_from_json(
+            verified_with=verify_request.request_from_json(
                 record.get("verified_with"), f"{where}.verified_with"
             ),
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from tfjsbuild.errors import BuildError
 from tfjsbuild.files.artifacts import TensorSpec
-from tfjsbuild.verify.record import OutputRecord, VerificationRecord
+from tfjsbuild.verify.record import BackendRecord, OutputRecord, VerificationRecord
 
 # Unknown dimensions of a generated input: the first (batch) is 1, the others this.
 UNKNOWN_DIM = 16
@@ -47,57 +47,72 @@ class OutputComparison:
 
 
 @dataclass(frozen=True)
-class Verification:
-    """One signature's TensorFlow.js parity check: each output compared over every sample."""
+class BackendVerification:
+    """One TensorFlow.js backend's answers compared with TensorFlow's, or why there are none."""
 
-    outputs: tuple[OutputComparison, ...]
-    samples: int
-    inputs: str  # the `.npz` file given, or "generated"
+    backend: str  # the backend that ran it (or would have): "cpu", "wasm" or "webgl"
     atol: float
     rtol: float
-    message: str | None = None  # why it failed, for the build's error; None when it passed
-    backend: str = "cpu"  # the TensorFlow.js backend that ran the output
+    outputs: tuple[OutputComparison, ...] = ()
+    seconds: float | None = None  # TF.js's own: loading the model and running the samples
+    error: str | None = None  # why this backend could not run the model (then no outputs)
+    skipped: bool = False  # not run here (a browser for webgl not found, not required)
+    note: str | None = None  # why it was skipped, or why `auto` ran the CPU backend
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.outputs)
+        return not self.skipped and self.error is None and all(c.passed for c in self.outputs)
 
-    @classmethod
-    def judged(
-        cls,
-        comparisons: Sequence[OutputComparison],
-        samples: int,
-        inputs: str,
-        atol: float,
-        rtol: float,
-        *,
-        kept: str,
-        backend: str = "cpu",
-    ) -> Verification:
-        """The verification of `comparisons` run on `backend`, with the failure message when one
-        failed; `kept` says what stays in place then."""
-        verification = cls(tuple(comparisons), samples, inputs, atol, rtol, backend=backend)
-        if verification.passed:
-            return verification
-        message = failure_message(comparisons, samples, atol, rtol, kept=kept, backend=backend)
-        return replace(verification, message=message)
-
-    def as_record(self) -> VerificationRecord:
-        """What the state, cache entries, the asset index and reports keep of it: errors rounded
-        to 9 digits, without the message (the build's error carries it) or the worst samples."""
+    def as_record(self) -> BackendRecord:
+        """Errors rounded to 9 digits, without the worst samples (the message names them)."""
+        compared = self.error is None and not self.skipped
         max_abs_error = max((c.max_abs_error for c in self.outputs), default=0.0)
-        return VerificationRecord(
+        return BackendRecord(
+            backend=self.backend,
             passed=self.passed,
-            samples=self.samples,
-            inputs=self.inputs,
             atol=self.atol,
             rtol=self.rtol,
-            max_abs_error=round(max_abs_error, 9),
+            max_abs_error=round(max_abs_error, 9) if compared else math.nan,
             outputs=tuple(
                 OutputRecord(c.key, round(c.max_abs_error, 9), round(c.max_rel_error, 9), c.passed)
                 for c in self.outputs
             ),
-            backend=self.backend,
+            seconds=None if self.seconds is None else round(self.seconds, 3),
+            skipped=self.skipped,
+            note=self.error if self.error is not None else self.note,
+        )
+
+
+@dataclass(frozen=True)
+class Verification:
+    """One signature's TensorFlow.js parity check: on each backend, each output compared over
+    every sample."""
+
+    samples: int
+    inputs: str  # the `.npz` file given, or "generated"
+    backends: tuple[BackendVerification, ...]
+    kept: str = "The previous output is kept."  # what stays in place when it failed
+
+    @property
+    def passed(self) -> bool:
+        return all(run.passed for run in self.backends if not run.skipped)
+
+    @property
+    def message(self) -> str | None:
+        """Why it failed, for the build's error; None when it passed."""
+        if self.passed:
+            return None
+        return failure_message(
+            [run for run in self.backends if not run.skipped and not run.passed],
+            self.samples,
+            kept=self.kept,
+        )
+
+    def as_record(self) -> VerificationRecord:
+        """What the state, cache entries, the asset index and reports keep of it (without the
+        message, which the build's error carries)."""
+        return VerificationRecord(
+            self.samples, self.inputs, tuple(run.as_record() for run in self.backends)
         )
 
 
@@ -225,24 +240,33 @@ def _compare_one(
 
 
 def failure_message(
-    comparisons: Sequence[OutputComparison],
+    failed: Sequence[BackendVerification],
     samples: int,
-    atol: float,
-    rtol: float,
     *,
     kept: str = "The previous output is kept.",
-    backend: str = "cpu",
 ) -> str:
-    failed = [c for c in comparisons if not c.passed]
-    parts = [
-        f"output '{c.key}' differs by up to {c.max_abs_error:.4g} (relative {c.max_rel_error:.3g}) "
-        f"on sample {c.sample + 1} of {samples}"
-        for c in failed
-    ]
-    return (
-        f"TensorFlow.js ({backend} backend) does not match TensorFlow: "
-        + "; ".join(parts)
-        + f" (allowed: atol {atol:g} + rtol {rtol:g} x |expected|). {kept} "
-        "Quantization and float16 overflow are the usual causes: quantize fewer weights, "
-        "loosen verify.atol/rtol for this signature, or give real inputs with verify.inputs"
-    )
+    """One sentence per backend that failed, what stays in place, and what usually helps."""
+    sentences = []
+    for run in failed:
+        if run.error is not None:
+            sentences.append(f"{run.error[0].upper()}{run.error[1:]}.")
+            continue
+        parts = [
+            f"output '{c.key}' differs by up to {c.max_abs_error:.4g} (relative "
+            f"{c.max_rel_error:.3g}) on sample {c.sample + 1} of {samples}"
+            for c in run.outputs
+            if not c.passed
+        ]
+        sentences.append(
+            f"TensorFlow.js ({run.backend} backend) does not match TensorFlow: "
+            + "; ".join(parts)
+            + f" (allowed: atol {run.atol:g} + rtol {run.rtol:g} x |expected|)."
+        )
+    text = " ".join([*sentences, kept])
+    if any(run.error is None for run in failed):
+        text += (
+            " Quantization and float16 overflow are the usual causes: quantize fewer weights, "
+            "loosen verify.atol/rtol for this signature (or one backend's, in verify.backends), "
+            "or give real inputs with verify.inputs"
+        )
+    return text

@@ -1,10 +1,10 @@
-"""What a verification leaves behind: its recorded outcome, and the settings it was run with.
+"""What a verification leaves behind: its recorded outcome per backend, and what it was run with.
 
 `VerificationRecord` is what the state, cache entries, the asset index and reports keep of a
 `compare.Verification` (the worker's, which also knows each output's worst sample and why it
-failed). `VerificationRequest` is what a build wants a verification run with, and what a recorded
-one was run with: compared by value. Each has its JSON form here (`to_json_dict`), and a check of
-that JSON read back untrusted (`verification_from_json`, `request_from_json`).
+failed): one `BackendRecord` per TensorFlow.js backend asked for. Each has its JSON form here
+(`to_json_dict`), and a check of that JSON read back untrusted (`verification_from_json`). What
+a verification is run with is `request.VerificationRequest`.
 
 Nothing here compares tensors, reads files or imports numpy or TensorFlow.
 """
@@ -16,14 +16,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from tfjsbuild.files.readback import (
+    InvalidData,
     as_bool,
     as_dict,
     as_error_value,
     as_float,
     as_int,
-    as_scalar_dict,
     as_str,
 )
+
+# The TensorFlow.js backends a signature can be verified on, in the order they run.
+BACKENDS = ("cpu", "wasm", "webgl")
 
 
 @dataclass(frozen=True)
@@ -38,28 +41,26 @@ class OutputRecord:
 
 
 @dataclass(frozen=True)
-class VerificationRecord:
-    """A recorded TensorFlow.js parity check of one output (without the failure message, which
-    the build's error carries)."""
+class BackendRecord:
+    """How one TensorFlow.js backend answered: its errors per output against TensorFlow's, or
+    why it did not answer (`note`: a kernel it lacks, a browser not found)."""
 
+    backend: str  # the backend that ran it: "cpu", "wasm" or "webgl"
     passed: bool
-    samples: int
-    inputs: str  # the `.npz` file given, or "generated"
     atol: float
     rtol: float
-    max_abs_error: float  # over all outputs; NaN or an infinity as measured
+    max_abs_error: float  # over all outputs; NaN or an infinity as measured (NaN: not compared)
     outputs: tuple[OutputRecord, ...] = ()
-    backend: str = "cpu"  # the TensorFlow.js backend that ran the output: "cpu" or "wasm"
+    seconds: float | None = None  # TF.js's own time: loading the model and running the samples
+    skipped: bool = False  # not run here (webgl without a browser, not required): no verdict
+    # Why it failed without comparing, why it was skipped, or why `auto` ran the CPU backend.
+    note: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
-        """As the state, cache entries and --json write it (the asset index keeps a summary)."""
-        return {
+        data: dict[str, Any] = {
             "passed": self.passed,
-            "samples": self.samples,
-            "inputs": self.inputs,
             "atol": self.atol,
             "rtol": self.rtol,
-            "backend": self.backend,
             "max_abs_error": json_float(self.max_abs_error),
             "outputs": {
                 output.key: {
@@ -69,17 +70,66 @@ class VerificationRecord:
                 }
                 for output in self.outputs
             },
+            "seconds": self.seconds,
+            "note": self.note,
+        }
+        if self.skipped:
+            data["skipped"] = True
+        return data
+
+
+@dataclass(frozen=True)
+class VerificationRecord:
+    """A recorded TensorFlow.js parity check of one output, on each backend asked for (without
+    the failure message, which the build's error carries)."""
+
+    samples: int
+    inputs: str  # the `.npz` file given, or "generated"
+    backends: tuple[BackendRecord, ...]
+
+    @property
+    def passed(self) -> bool:
+        """Every backend that ran agreed with TensorFlow (a skipped one has no say)."""
+        return all(run.passed for run in self.backends if not run.skipped)
+
+    @property
+    def ran(self) -> tuple[BackendRecord, ...]:
+        return tuple(run for run in self.backends if not run.skipped)
+
+    @property
+    def max_abs_error(self) -> float:
+        """The largest error over every backend that ran (NaN wins: it was not comparable)."""
+        errors = [run.max_abs_error for run in self.ran]
+        if any(math.isnan(error) for error in errors):
+            return math.nan
+        return max(errors, default=0.0)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """As the state, cache entries and --json write it."""
+        return {
+            "passed": self.passed,
+            "samples": self.samples,
+            "inputs": self.inputs,
+            "max_abs_error": json_float(self.max_abs_error),
+            "backends": {run.backend: run.to_json_dict() for run in self.backends},
         }
 
     def summary_json_dict(self) -> dict[str, Any]:
-        """For the asset index: whether TF.js matched TensorFlow, and how closely."""
+        """For the asset index: whether TF.js matched TensorFlow on each backend, how closely."""
         return {
             "passed": self.passed,
             "max_abs_error": json_float(self.max_abs_error),
             "samples": self.samples,
-            "atol": self.atol,
-            "rtol": self.rtol,
-            "backend": self.backend,
+            "backends": {
+                run.backend: {
+                    "passed": run.passed,
+                    "max_abs_error": json_float(run.max_abs_error),
+                    "atol": run.atol,
+                    "rtol": run.rtol,
+                    **({"skipped": True} if run.skipped else {}),
+                }
+                for run in self.backends
+            },
         }
 
 
@@ -87,20 +137,35 @@ def verification_json(verification: VerificationRecord | None) -> dict[str, Any]
     return None if verification is None else verification.to_json_dict()
 
 
-def request_json(request: VerificationRequest | None) -> dict[str, Any] | None:
-    return None if request is None else request.to_json_dict()
-
-
 def verification_from_json(value: Any, where: str) -> VerificationRecord | None:
     """A recorded verification read back (None: not verified), checked key by key.
 
     Keys this version does not know (an older or newer tfjs-build may have written more) are
-    not kept: nothing here reads them, and a record rewritten by this version drops them. A
-    record without `outputs` (as early ones were written) reads with none, one without `backend`
-    (written before the WebAssembly backend verified) as run on "cpu", as all of those were.
+    not kept: nothing here reads them, and a record rewritten by this version drops them. One
+    written before several backends could be asked for (its `atol`, `rtol`, `outputs` and
+    `backend` at the top) reads as that one backend's; one without `backend` as run on "cpu",
+    as all of those were; one without `outputs` (as early ones were written) with none.
     """
     if value is None:
         return None
+    data = as_dict(value, where)
+    samples = as_int(data.get("samples"), f"{where}.samples")
+    inputs = as_str(data.get("inputs"), f"{where}.inputs")
+    if "backends" not in data:
+        backend = as_str(data.get("backend", "cpu"), f"{where}.backend")
+        run = _backend_from_json(backend, data, where)
+        # Its `passed` was the record's: one backend, so the same verdict.
+        return VerificationRecord(samples, inputs, (run,))
+    runs = tuple(
+        _backend_from_json(name, item, f"{where}.backends.{name}")
+        for name, item in as_dict(data["backends"], f"{where}.backends").items()
+    )
+    if not runs:
+        raise InvalidData(f"{where}.backends", "names no backend")
+    return VerificationRecord(samples, inputs, runs)
+
+
+def _backend_from_json(backend: str, value: Any, where: str) -> BackendRecord:
     data = as_dict(value, where)
     outputs = []
     for key, item in as_dict(data.get("outputs", {}), f"{where}.outputs").items():
@@ -114,15 +179,17 @@ def verification_from_json(value: Any, where: str) -> VerificationRecord | None:
                 as_bool(output.get("passed"), f"{at}.passed"),
             )
         )
-    return VerificationRecord(
+    seconds, note = data.get("seconds"), data.get("note")
+    return BackendRecord(
+        backend=backend,
         passed=as_bool(data.get("passed"), f"{where}.passed"),
-        samples=as_int(data.get("samples"), f"{where}.samples"),
-        inputs=as_str(data.get("inputs"), f"{where}.inputs"),
         atol=as_float(data.get("atol"), f"{where}.atol"),
         rtol=as_float(data.get("rtol"), f"{where}.rtol"),
         max_abs_error=_error(data.get("max_abs_error"), f"{where}.max_abs_error"),
         outputs=tuple(outputs),
-        backend=as_str(data.get("backend", "cpu"), f"{where}.backend"),
+        seconds=None if seconds is None else as_float(seconds, f"{where}.seconds"),
+        skipped=as_bool(data.get("skipped", False), f"{where}.skipped"),
+        note=None if note is None else as_str(note, f"{where}.note"),
     )
 
 
@@ -131,76 +198,6 @@ def _error(value: Any, where: str) -> float:
     is written back as it was), "NaN"/"Infinity"/"-Infinity" as the float they stand for."""
     checked = as_error_value(value, where)
     return float(checked) if isinstance(checked, str) else checked
-
-
-@dataclass(frozen=True)
-class VerificationRequest:
-    """What a verification is run with: a build's wish (`SignatureFingerprint.verify`), or what
-    a recorded one was run with (`verified_with`). Two are the same verification when equal."""
-
-    samples: int
-    atol: float
-    rtol: float
-    inputs: (
-        str | None
-    )  # the sample inputs' `.npz`, relative to the manifest's folder; None: generated
-    tfjs: str  # the TensorFlow.js version that runs the output
-    inputs_sha256: str | None = None  # the `.npz`'s digest, when there is one
-    backend: str = "auto"  # the manifest's `verify.backend`: "auto", "cpu" or "wasm"
-
-    def to_json_dict(self) -> dict[str, Any]:
-        """As the state and cache entries write it (`verified_with`)."""
-        data: dict[str, Any] = {
-            "samples": self.samples,
-            "atol": self.atol,
-            "rtol": self.rtol,
-            "inputs": self.inputs,
-            "tfjs": self.tfjs,
-            "backend": self.backend,
-        }
-        if self.inputs_sha256 is not None:
-            data["inputs_sha256"] = self.inputs_sha256
-        return data
-
-
-def request_from_json(value: Any, where: str) -> VerificationRequest | None:
-    """What a recorded verification was run with, read back (None: not said).
-
-    An object of scalars (text, finite numbers, booleans, null), checked as such. One this
-    version would not have written (a key missing, unknown, or of another type: another
-    tfjs-build version wrote it, or it was edited) is no request of this version's: it reads as
-    None, so the verification it comes with answers no request of this version (the output is
-    verified again; a cache entry serves only builds that verify nothing). One without
-    `backend` was written before the backend could be chosen, when every verification ran on
-    the CPU backend: it reads as run with `backend: cpu`.
-    """
-    if value is None:
-        return None
-    data = as_scalar_dict(value, where)
-    samples, atol, rtol = data.get("samples"), data.get("atol"), data.get("rtol")
-    inputs, tfjs, digest = data.get("inputs"), data.get("tfjs"), data.get("inputs_sha256")
-    backend = data.get("backend", "cpu")  # not said before it could be chosen: all ran on cpu
-    if not (
-        set(data) <= _REQUEST_KEYS | {"inputs_sha256", "backend"}
-        and set(data) >= _REQUEST_KEYS
-        and isinstance(samples, int)
-        and not isinstance(samples, bool)
-        and isinstance(atol, int | float)
-        and not isinstance(atol, bool)
-        and isinstance(rtol, int | float)
-        and not isinstance(rtol, bool)
-        and (inputs is None or isinstance(inputs, str))
-        and isinstance(tfjs, str)
-        and isinstance(backend, str)
-        and ("inputs_sha256" not in data or isinstance(digest, str))  # never written as null
-    ):
-        return None
-    return VerificationRequest(
-        samples, atol, rtol, inputs, tfjs, digest if isinstance(digest, str) else None, backend
-    )
-
-
-_REQUEST_KEYS = {"samples", "atol", "rtol", "inputs", "tfjs"}
 
 
 def json_float(value: float) -> float | str:

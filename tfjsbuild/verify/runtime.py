@@ -26,6 +26,9 @@ JS_DIR = Path(__file__).parent / "js"
 RUNNER = JS_DIR / "run_model.mjs"
 # What the runtime's node_modules must hold, each at `tfjs_version()`.
 PACKAGES = ("@tensorflow/tfjs", "@tensorflow/tfjs-backend-wasm")
+BROWSER_ENV = "TFJS_BUILD_CHROMIUM"
+# Looked for on PATH, in this order, when $TFJS_BUILD_CHROMIUM is not set.
+BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 NO_VERIFY_HINT = "or build with --no-verify (or `verify: {enabled: false}` in the manifest)"
 
 
@@ -78,6 +81,28 @@ def find_runtime(*, install: bool = True) -> Runtime:
         raise RuntimeSetupError(f"the TensorFlow.js runtime is not installed in {folder}")
     _install(folder)
     return Runtime(node, folder)
+
+
+def find_browser() -> str | None:
+    """The Chromium that runs TF.js's WebGL backend: $TFJS_BUILD_CHROMIUM (a path or a name on
+    PATH; set empty for none), or the first of `BROWSER_NAMES` on PATH; None when none is found."""
+    given = os.environ.get(BROWSER_ENV)
+    if given is not None:
+        return shutil.which(given) if given else None
+    return next(filter(None, map(shutil.which, BROWSER_NAMES)), None)
+
+
+def no_browser_reason() -> str:
+    """Why `find_browser` found none, and what to do."""
+    given = os.environ.get(BROWSER_ENV)
+    if given == "":
+        return f"no Chromium is used here (${BROWSER_ENV} is set empty)"
+    if given:
+        return f"${BROWSER_ENV}={given} is not an executable: point it at Chromium or Chrome"
+    return (
+        f"no Chromium found (looked for {', '.join(BROWSER_NAMES)} on PATH): install Chromium, "
+        f"or set ${BROWSER_ENV} to one"
+    )
 
 
 def cache_folder() -> Path:

@@ -37,9 +37,15 @@ class TfjsRun:
     """A model's outputs for each sample, as TensorFlow.js computed them, and how."""
 
     outputs: list[dict[str, Array]]
-    backend: str  # the backend that ran it: "wasm" or "cpu"
+    backend: str  # the backend that ran it: "cpu", "wasm" or "webgl"
     fallback: str | None  # why `auto` ran it on the CPU backend (None: it did not)
     seconds: dict[str, float]  # Node.js's own: "backend", "load", "run" (and "startup")
+
+
+class BackendFailed(BuildError):
+    """The backend asked for cannot run the model: it lacks a kernel of the graph (found before
+    running), a kernel refused its inputs, or WebGL could not start. That backend's failure,
+    not the verification's: the other backends still run."""
 
 
 class Verifier:
@@ -74,6 +80,7 @@ class Verifier:
         backend: str = "auto",
         timeout: float = REQUEST_TIMEOUT,
         meanwhile: Callable[[], object] | None = None,
+        browser: str | None = None,
     ) -> TfjsRun:
         """The outputs of the converted model in `model_dir` for each sample of inputs;
         `meanwhile` is called while Node.js computes them (if it raises, Node.js is stopped)."""
@@ -82,12 +89,16 @@ class Verifier:
             "backend": backend,
             "samples": [{"inputs": encode_tensors(sample)} for sample in samples],
         }
+        if browser is not None:
+            request["browser"] = browser
         line = json.dumps(request, allow_nan=False).encode() + b"\n"
         answer = self._ask(line, timeout, meanwhile)
         if "error" in answer:
             if answer.get("fatal"):
                 self.close()
             message = str(answer["error"]).strip()
+            if answer.get("backend_failed"):
+                raise BackendFailed(message)
             raise BuildError(f"TensorFlow.js could not run the converted model: {message}")
         try:
             return TfjsRun(

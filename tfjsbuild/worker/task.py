@@ -15,7 +15,7 @@ import os
 import signal
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from tfjsbuild.errors import SignatureError, SourceError, TfjsBuildError
 from tfjsbuild.manifest.types import ConverterOptions, Source
 from tfjsbuild.sources.registry import kind_of
+from tfjsbuild.verify.request import BackendRequest
 from tfjsbuild.version import STOCK_PASSES_VARIABLE
 
 if TYPE_CHECKING:
-    from tfjsbuild.verify.compare import Verification
+    from tfjsbuild.verify.compare import BackendVerification, Verification
     from tfjsbuild.verify.record import VerificationRecord
     from tfjsbuild.verify.verifier import Verifier
     from tfjsbuild.worker.loaded import LoadedSource
@@ -45,13 +46,12 @@ class VerifyTask:
     """Run the converted signature in TensorFlow.js and compare it with TensorFlow."""
 
     samples: int
-    atol: float
-    rtol: float
     inputs: str | None  # a .npz of real inputs; None: generate `samples` sets
     seed: str  # generated inputs depend only on this (model:signature) and the input specs
-    backend: str  # `verify.backend`: "auto", "cpu" or "wasm"
+    backends: tuple[BackendRequest, ...]  # each run and compared, in this order
     node: str
     runtime: str
+    browser: str | None = None  # the Chromium that runs webgl; None: none was found
 
 
 @dataclass(frozen=True)
@@ -273,25 +273,65 @@ def verify_output(
             ) from error
         tensorflow_seconds = time.perf_counter() - start
 
-    got = _verifier(settings).run(
-        Path(output_dir), samples, settings.backend, meanwhile=run_tensorflow
-    )
-    if got.fallback is not None:
-        print(
-            f"tfjs-build: verified signature '{signature}' on the CPU backend: {got.fallback} "
-            f"({output_dir})",
-            flush=True,
-        )
-    if timings is not None:
+    first = [run_tensorflow]  # TensorFlow's side runs while the first backend's does
+    runs = []
+    for wanted in settings.backends:
+        run = _run_backend(wanted, settings, Path(output_dir), samples, expected, first, timings)
+        if run.note is not None and not run.skipped:  # `auto` ran the CPU backend: say why
+            print(
+                f"tfjs-build: verified signature '{signature}' on the CPU backend: {run.note} "
+                f"({output_dir})",
+                flush=True,
+            )
+        runs.append(run)
+    if timings is not None and not first:
         timings["verify: tensorflow"] = tensorflow_seconds
+    return verify.Verification(len(samples), settings.inputs or "generated", tuple(runs), kept)
+
+
+def _run_backend(
+    wanted: BackendRequest,
+    settings: VerifyTask,
+    output_dir: Path,
+    samples: Sequence[Mapping[str, Any]],
+    expected: Sequence[Mapping[str, Any]],
+    first: list[Callable[[], None]],
+    timings: dict[str, float] | None,
+) -> BackendVerification:
+    """One backend's outputs compared with TensorFlow's (`expected`, computed by the one
+    callable in `first` while the first backend runs); TF.js's phases add to `timings`."""
+    from tfjsbuild.verify import compare as verify
+    from tfjsbuild.verify.runtime import no_browser_reason
+    from tfjsbuild.verify.verifier import BackendFailed
+
+    atol, rtol = wanted.atol, wanted.rtol
+    if wanted.backend == "webgl" and settings.browser is None:
+        if wanted.required:
+            why = f"WebGL is required (verify.backends.webgl.required), but {no_browser_reason()}"
+            return verify.BackendVerification("webgl", atol, rtol, error=why)
+        return verify.BackendVerification(
+            "webgl", atol, rtol, skipped=True, note=f"skipped: {no_browser_reason()}"
+        )
+    meanwhile = first.pop() if first else None
+    try:
+        got = _verifier(settings).run(
+            output_dir,
+            samples,
+            wanted.backend,
+            meanwhile=meanwhile,
+            browser=settings.browser if wanted.backend == "webgl" else None,
+        )
+    except BackendFailed as failed:
+        ran = "cpu" if wanted.backend == "auto" else wanted.backend  # auto fails as cpu does
+        return verify.BackendVerification(ran, atol, rtol, error=str(failed))
+    if timings is not None:
         for phase, seconds in got.seconds.items():
-            timings[f"verify: tfjs {phase}"] = seconds
-    return verify.Verification.judged(
-        verify.compare(expected, got.outputs, settings.atol, settings.rtol),
-        len(samples),
-        settings.inputs or "generated",
-        settings.atol,
-        settings.rtol,
-        kept=kept,
-        backend=got.backend,
+            timings[f"verify: tfjs {phase}"] = timings.get(f"verify: tfjs {phase}", 0.0) + seconds
+    return verify.BackendVerification(
+        got.backend,
+        atol,
+        rtol,
+        tuple(verify.compare(expected, got.outputs, atol, rtol)),
+        seconds=got.seconds.get("load", 0.0) + got.seconds.get("run", 0.0),
+        note=got.fallback,
     )

@@ -3,33 +3,38 @@
 // models (graph or layers models) from disk and answers with their outputs, so that tfjs-build
 // can compare them with TensorFlow's, signature key by signature key. It loads the pinned, pure-JS
 // @tensorflow/tfjs (no tfjs-node, no network) once, and its WebAssembly backend, whose .wasm files
-// ship in the npm package.
+// ship in the npm package; WebGL runs in a headless Chromium it starts on first need (webgl.mjs).
 //
 // Usage: node run_model.mjs RUNTIME_DIR
 //   RUNTIME_DIR: a folder whose node_modules holds @tensorflow/tfjs and
 //   @tensorflow/tfjs-backend-wasm (tfjs-build installs one).
 //
 // Protocol: one JSON request per line on stdin, one JSON answer per line on stdout, in order.
-// Request: {"model_dir": "...", "backend": "auto"|"cpu"|"wasm",
+// Request: {"model_dir": "...", "backend": "auto"|"cpu"|"wasm"|"webgl",
 //           "samples": [{"inputs": {"<signature input key>": TENSOR}}, ...],
-//           "outputs": ["<signature output key>", ...]}   ("outputs" optional: all keys)
-// TENSOR:  {"dtype": "float32"|"int32"|"bool", "shape": [..], "base64": "<little-endian bytes:
-//           float32, int32, or one byte per bool>"} or {"dtype": "string", "shape": [..],
-//           "data": ["...", ...]}
-// Answer:  {"samples": [{"outputs": {"<key>": TENSOR}}, ...], "backend": "wasm"|"cpu",
+//           "outputs": ["<signature output key>", ...],   (optional: all keys)
+//           "browser": "/usr/bin/chromium"}               (webgl only)
+//   TENSOR: see runners.mjs.
+// Answer:  {"samples": [{"outputs": {"<key>": TENSOR}}, ...], "backend": "wasm"|"cpu"|"webgl",
 //           "fallback": null | "why auto did not run it on wasm",
 //           "seconds": {"backend": s, "load": s, "run": s, "startup": s (first answer only)}}
-//          or {"error": "message"}; after an unexpected error ("fatal": true) the process exits.
+//          or {"error": "message", "backend_failed": true}: that backend cannot run the model
+//          (it lacks a kernel of the graph, found before running; a kernel refused its inputs;
+//          no WebGL), or {"error": "message"}: the request or the model's files are at fault;
+//          after an unexpected error ("fatal": true) the process exits.
 // "auto" runs the model on the WebAssembly backend, and on the CPU backend when WebAssembly
-// cannot run it (it lacks one of its kernels, or a kernel refuses its inputs). A layers model has
-// no signature: its inputs and outputs are keyed by the model's input and output names.
+// cannot run it. A layers model has no signature: its inputs and outputs are keyed by the
+// model's input and output names.
 
 import { Console } from 'node:console';
-import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import readline from 'node:readline';
 import { pathToFileURL } from 'node:url';
+
+import { missingKernelIn, missingKernels, missingKernelsText } from './kernels.mjs';
+import { UserError, fail, isPlainObject, readJson } from './model_files.mjs';
+import { graphModelRunner, layersModelRunner } from './runners.mjs';
 
 // tfjs prints a banner and warnings through console.*: keep stdout for answers by sending every
 // console method to stderr. This must happen before tfjs is imported, hence the dynamic import.
@@ -48,213 +53,16 @@ for (const method of ['log', 'info', 'warn', 'debug', 'trace', 'dir', 'table']) 
 }
 
 const USAGE = 'usage: node run_model.mjs RUNTIME_DIR  (then one JSON request per line on stdin)';
-const BACKENDS = ['auto', 'cpu', 'wasm'];
-// How TF.js says a backend has no kernel for an op (tfjs-core's engine and KernelBackend).
-const MISSING_KERNEL = [
-  /Kernel '([^']+)' not registered for backend/,
-  /'([^']+)' not yet implemented or not found in the registry/,
-];
+const BACKENDS = ['auto', 'cpu', 'wasm', 'webgl'];
+const REQUEST_FIELDS = ['model_dir', 'backend', 'samples', 'outputs', 'browser'];
 
-class UserError extends Error {}
-
-function fail(message) {
-  throw new UserError(message);
-}
-
-function isPlainObject(v) {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
-}
-
-// Bytes per element of a weight as stored in the shard (null: not computable).
-function storedBytesPerElement(spec) {
-  if (spec.quantization != null) {
-    const q = spec.quantization.dtype;
-    return { uint8: 1, uint16: 2, float16: 2 }[q] ?? null;
-  }
-  return { float32: 4, int32: 4, bool: 1, complex64: 8 }[spec.dtype] ?? null;
-}
-
-// Minimal tf.io.IOHandler reading model.json and its shards from disk.
-function fileSystemHandler(modelDir, modelJson) {
-  return {
-    load: async () => {
-      const manifest = modelJson.weightsManifest ?? [];
-      if (!Array.isArray(manifest)) fail('model.json: "weightsManifest" is not an array');
-      const weightSpecs = [];
-      const buffers = [];
-      for (const [g, group] of manifest.entries()) {
-        if (!isPlainObject(group) || !Array.isArray(group.paths) || !Array.isArray(group.weights)) {
-          fail(`model.json: weightsManifest[${g}] must have "paths" and "weights" arrays`);
-        }
-        weightSpecs.push(...group.weights);
-        for (const p of group.paths) {
-          const file = path.resolve(modelDir, p);
-          try {
-            buffers.push(await readFile(file));
-          } catch (e) {
-            fail(`cannot read weight shard ${JSON.stringify(p)} listed in weightsManifest[${g}] ` +
-                 `of ${path.join(modelDir, 'model.json')}: ${e.code === 'ENOENT' ? 'file not found' : e.message} (${file})`);
-          }
-        }
-      }
-      const total = buffers.reduce((n, b) => n + b.length, 0);
-      const weightData = new ArrayBuffer(total);
-      const view = new Uint8Array(weightData);
-      let offset = 0;
-      for (const b of buffers) {
-        view.set(b, offset);
-        offset += b.length;
-      }
-      // Check the size when every weight has a fixed size (string weights are
-      // variable-length), to report truncated shards clearly.
-      let expected = 0;
-      for (const spec of weightSpecs) {
-        const per = storedBytesPerElement(spec);
-        if (per == null) { expected = null; break; }
-        expected += per * (spec.shape ?? []).reduce((a, d) => a * d, 1);
-      }
-      if (expected != null && expected !== total) {
-        fail(`weight shards of ${path.join(modelDir, 'model.json')} hold ${total} bytes, ` +
-             `but weightsManifest describes ${expected} bytes`);
-      }
-      return {
-        modelTopology: modelJson.modelTopology,
-        weightSpecs,
-        weightData,
-        format: modelJson.format,
-        generatedBy: modelJson.generatedBy,
-        convertedBy: modelJson.convertedBy,
-        signature: modelJson.signature,
-        userDefinedMetadata: modelJson.userDefinedMetadata,
-        modelInitializer: modelJson.modelInitializer,
-        initializerSignature: modelJson.initializerSignature,
-      };
-    },
-  };
-}
-
-
-const TYPED = { float32: Float32Array, int32: Int32Array, bool: Uint8Array };
-
-function makeInputTensor(tf, key, spec) {
-  const where = `request input ${JSON.stringify(key)}`;
-  if (!isPlainObject(spec)) fail(`${where}: expected an object {"dtype", "shape", "base64"}`);
-  const { dtype, shape } = spec;
-  if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
-    fail(`${where}: "shape" must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
-  }
-  const size = shape.reduce((a, d) => a * d, 1);
-  if (dtype === 'string') {
-    const { data } = spec;
-    if (!Array.isArray(data) || data.length !== size || !data.every((v) => typeof v === 'string')) {
-      fail(`${where}: "data" must be ${size} strings for shape ${JSON.stringify(shape)}`);
-    }
-    return tf.tensor(data, shape, 'string');
-  }
-  const Typed = TYPED[dtype];
-  if (Typed == null) fail(`${where}: unsupported dtype ${JSON.stringify(dtype)} (use float32, int32, bool or string)`);
-  if (typeof spec.base64 !== 'string') fail(`${where}: "base64" must be a string`);
-  const bytes = Buffer.from(spec.base64, 'base64');
-  if (bytes.length !== size * Typed.BYTES_PER_ELEMENT) {
-    fail(`${where}: ${bytes.length} bytes, but shape ${JSON.stringify(shape)} of ${dtype} needs ${size * Typed.BYTES_PER_ELEMENT}`);
-  }
-  // A copy: the Buffer's memory may be unaligned for the typed array.
-  const values = new Typed(new Uint8Array(bytes).buffer);
-  return tf.tensor(values, shape, dtype);
-}
-
-async function encodeOutput(key, t) {
-  const data = await t.data();
-  if (t.dtype === 'string') return { dtype: 'string', shape: t.shape.slice(), data: Array.from(data) };
-  const Typed = TYPED[t.dtype];
-  if (Typed == null) fail(`output ${JSON.stringify(key)}: unsupported dtype ${t.dtype}`);
-  const typed = data instanceof Typed ? data : Typed.from(data);
-  const base64 = Buffer.from(typed.buffer, typed.byteOffset, typed.byteLength).toString('base64');
-  return { dtype: t.dtype, shape: t.shape.slice(), base64 };
-}
-
-function checkInputKeys(given, expected, what) {
-  const unknown = Object.keys(given).filter((k) => !expected.includes(k));
-  if (unknown.length) {
-    fail(`request inputs ${JSON.stringify(unknown)} are not in the ${what}; ` +
-         `its input keys: ${JSON.stringify(expected)}`);
-  }
-  const missing = expected.filter((k) => !(k in given));
-  if (missing.length) {
-    fail(`request is missing ${what} inputs ${JSON.stringify(missing)}; ` +
-         `its input keys: ${JSON.stringify(expected)}`);
-  }
-}
-
-async function graphModelRunner(tf, modelDir, modelJson, modelJsonPath, requestedOutputs) {
-  // GraphModel uses userDefinedMetadata.signature over signature when present;
-  // resolve keys against the same one.
-  const signature = modelJson.userDefinedMetadata?.signature ?? modelJson.signature;
-  const sigInputs = isPlainObject(signature?.inputs) ? signature.inputs : {};
-  const sigOutputs = isPlainObject(signature?.outputs) ? signature.outputs : {};
-  const outputKeys = Object.keys(sigOutputs).sort();
-  if (outputKeys.length === 0) fail(`${modelJsonPath}: the signature has no outputs`);
-  // Inputs backed by a resource (e.g. a hash table) are fed by the model itself.
-  const feedable = Object.keys(sigInputs).filter((k) => sigInputs[k]?.resourceId == null).sort();
-
-  let wanted = requestedOutputs ?? outputKeys;
-  if (!Array.isArray(wanted) || wanted.length === 0 || !wanted.every((k) => typeof k === 'string')) {
-    fail('request "outputs" must be a non-empty array of signature output keys');
-  }
-  wanted = [...new Set(wanted)];
-  const unknownOutputs = wanted.filter((k) => !Object.hasOwn(sigOutputs, k));
-  if (unknownOutputs.length) {
-    fail(`requested outputs ${JSON.stringify(unknownOutputs)} are not in the model signature; ` +
-         `signature output keys: ${JSON.stringify(outputKeys)}`);
-  }
-
-  const model = await tf.loadGraphModel(fileSystemHandler(modelDir, modelJson));
-  const run = async (inputs) => {
-    checkInputKeys(inputs, feedable, 'model signature');
-    const feeds = {};
-    for (const key of feedable) feeds[key] = makeInputTensor(tf, key, inputs[key]);
-    // tfjs 4.22's GraphExecutor maps signature keys to tensor names itself
-    // (mapInputs/mapOutputs look the key up in the model's signature), so the
-    // keys are passed as they are; they were checked against that signature above.
-    let result = await model.executeAsync(feeds, wanted);
-    if (!Array.isArray(result)) result = [result];
-    if (result.length !== wanted.length) {
-      fail(`model returned ${result.length} tensors for ${wanted.length} requested outputs`);
-    }
-    const outputs = {};
-    for (const [i, key] of wanted.entries()) outputs[key] = await encodeOutput(key, result[i]);
-    tf.dispose([...Object.values(feeds), ...result]);
-    return outputs;
-  };
-  return { run, model };
-}
-
-// A layers model has no signature: inputs are keyed by the model's input names and outputs
-// by its output names (Keras layer names), as model.predict sees them.
-async function layersModelRunner(tf, modelDir, modelJson) {
-  const model = await tf.loadLayersModel(fileSystemHandler(modelDir, modelJson));
-  // A Sequential model leaves inputNames/outputNames empty; its layers name them as Keras does.
-  const layerNames = (tensors) => tensors.map((t) => t.sourceLayer.name);
-  const inputNames = model.inputNames.length ? model.inputNames : layerNames(model.inputs);
-  const outputNames = model.outputNames.length ? model.outputNames : layerNames(model.outputs);
-  const run = async (inputs) => {
-    checkInputKeys(inputs, inputNames, 'layers model');
-    const feeds = inputNames.map((k) => makeInputTensor(tf, k, inputs[k]));
-    let result = model.predict(feeds.length === 1 ? feeds[0] : feeds);
-    if (!Array.isArray(result)) result = [result];
-    const outputs = {};
-    for (const [i, key] of outputNames.entries()) outputs[key] = await encodeOutput(key, result[i]);
-    tf.dispose([...feeds, ...result]);
-    return outputs;
-  };
-  return { run, model };
-}
-
+// A backend that cannot run the model: answered as that backend's failure.
+class BackendFailure extends Error {}
 
 // One request: the model run on each sample, on the backend asked for.
 async function answer(tf, request) {
   if (!isPlainObject(request)) fail('a request must be a JSON object');
-  const unknown = Object.keys(request).filter((k) => !['model_dir', 'backend', 'samples', 'outputs'].includes(k));
+  const unknown = Object.keys(request).filter((k) => !REQUEST_FIELDS.includes(k));
   if (unknown.length) fail(`request has unknown fields: ${unknown.join(', ')}`);
   const { model_dir: modelDir, samples } = request;
   const backend = request.backend ?? 'auto';
@@ -274,49 +82,69 @@ async function answer(tf, request) {
   if (modelJson.format != null && !['graph-model', 'layers-model'].includes(modelJson.format)) {
     fail(`${modelJsonPath}: format is ${JSON.stringify(modelJson.format)}, expected "graph-model" or "layers-model"`);
   }
-  if (backend === 'cpu') return { ...(await runOrExplain(tf, 'cpu', modelDir, modelJson, request)), fallback: null };
-  // auto or wasm: WebAssembly first.
-  let why = await backendProblem(tf, 'wasm');
-  let kernel = null;
+  if (backend !== 'auto') return { ...(await runOrRefuse(tf, backend, modelDir, modelJson, request)), fallback: null };
+  // auto: WebAssembly, unless it lacks a kernel of the graph or refuses to run it.
+  const missing = missingKernels(tf, modelJson, 'wasm');
+  let why = missing.length ? missingKernelsText('wasm', missing, 'cpu') : await backendProblem(tf, 'wasm');
   if (why == null) {
     try {
       return { ...(await runOn(tf, 'wasm', modelDir, modelJson, request)), fallback: null };
     } catch (e) {
       if (e instanceof UserError) throw e; // the request or the model files: no backend helps
-      kernel = missingKernel(e);
-      why = kernel != null
-        ? `the WebAssembly backend has no kernel for ${kernel}`
-        : `the WebAssembly backend could not run it: ${firstLine(e)}`;
+      why = whyNot('wasm', e);
     }
   }
-  // Whether the model runs at all: if not on the CPU backend either, that is the error.
-  const onCpu = await runOrExplain(tf, 'cpu', modelDir, modelJson, request);
-  if (backend === 'auto') return { ...onCpu, fallback: why };
-  fail(`${why}${kernel != null ? ', which the model uses' : ''}; the CPU backend runs it: verify ` +
-       'it there (`verify: {backend: cpu}`, or `auto`), or avoid the op');
+  return { ...(await runOrRefuse(tf, 'cpu', modelDir, modelJson, request)), fallback: why };
 }
 
-// `runOn`, a model TF.js cannot run (a shape it refuses, an op it lacks) being the request's
-// error, not this process's: it goes on serving.
-async function runOrExplain(tf, backend, modelDir, modelJson, request) {
+// The model run on `backend`: refused before it runs when the graph has an op the backend has
+// no kernel for. A backend that cannot run the model (no kernel, a kernel refusing its inputs,
+// no browser) answers that as this backend's failure, not this process's: it goes on serving.
+async function runOrRefuse(tf, backend, modelDir, modelJson, request) {
+  const missing = missingKernels(tf, modelJson, backend);
+  if (missing.length) throw new BackendFailure(missingKernelsText(backend, missing, others(backend)));
   try {
+    if (backend === 'webgl') return await runInBrowser(modelDir, modelJson, request);
     return await runOn(tf, backend, modelDir, modelJson, request);
   } catch (e) {
     if (e instanceof UserError) throw e;
-    fail(`${firstLine(e)} (on the ${backend} backend)`);
+    throw new BackendFailure(whyNot(backend, e));
   }
+}
+
+function others(backend) {
+  return BACKENDS.filter((b) => b !== backend && b !== 'auto').join(' or ');
+}
+
+// Why `backend` could not run the model, in one line.
+function whyNot(backend, error) {
+  const kernel = missingKernelIn(error);
+  if (kernel != null) {
+    return `the ${backend} backend of TensorFlow.js has no kernel for ${kernel}, which the model ` +
+      `needs: verify on ${others(backend)} instead, or avoid the op`;
+  }
+  // webgl.mjs says "webgl: ..." itself.
+  const why = firstLine(error).replace(/^webgl: /, '');
+  return `the ${backend} backend of TensorFlow.js could not run the model: ${why}`;
 }
 
 function firstLine(error) {
   return String(error?.message ?? error).split('\n')[0];
 }
 
-function missingKernel(error) {
-  for (const pattern of MISSING_KERNEL) {
-    const match = pattern.exec(String(error?.message ?? ''));
-    if (match != null) return match[1];
+let browser = null;
+
+// The model run on WebGL in headless Chromium (`webgl.mjs`), one browser kept for the process.
+async function runInBrowser(modelDir, modelJson, request) {
+  if (typeof request.browser !== 'string') fail('a webgl request needs "browser": the Chromium to run');
+  if (browser == null || browser.chromium !== request.browser) {
+    await browser?.close();
+    const { BrowserRunner } = await import('./webgl.mjs');
+    browser = new BrowserRunner({ chromium: request.browser, runtimeDir, log: (text) => console.error(text) });
   }
-  return null;
+  const ran = await browser.run({ modelDir, modelJson, samples: request.samples, outputs: request.outputs });
+  const { startup, ...seconds } = ran.seconds; // Chromium's start, when this request paid it
+  return { samples: ran.samples, backend: 'webgl', seconds: startup == null ? seconds : { ...seconds, browser: startup } };
 }
 
 async function runOn(tf, backend, modelDir, modelJson, request) {
@@ -378,8 +206,10 @@ async function backendProblem(tf, backend) {
 }
 
 let runtimeRequire = null;
+let runtimeDir = null;
 
-async function loadTf(runtimeDir) {
+async function loadTf(folder) {
+  runtimeDir = path.resolve(folder);
   // Resolved from RUNTIME_DIR, not from this script's folder: the runtime is installed apart.
   runtimeRequire = createRequire(path.join(path.resolve(runtimeDir), 'package.json'));
   let entry;
@@ -392,19 +222,6 @@ async function loadTf(runtimeDir) {
   return tfModule.default ?? tfModule;
 }
 
-async function readJson(file, what) {
-  let text;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (e) {
-    fail(`cannot read ${what} ${JSON.stringify(file)}: ${e.message}`);
-  }
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    fail(`${what} ${JSON.stringify(file)} is not valid JSON: ${e.message}`);
-  }
-}
 
 function send(value) {
   process.stdout.write(JSON.stringify(value) + '\n');
@@ -441,6 +258,10 @@ async function serve(argv) {
       if (startup != null) [answered.seconds.startup, startup] = [startup, null];
       send(answered);
     } catch (e) {
+      if (e instanceof BackendFailure) {
+        send({ error: e.message, backend_failed: true });
+        continue;
+      }
       if (e instanceof UserError) {
         send({ error: e.message });
         continue;
