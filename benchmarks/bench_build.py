@@ -235,7 +235,7 @@ def speed_case(work: Path, keras: str, count: int) -> list[tuple[str, float, str
     report = json.loads(done.stdout)
     if not report["ok"]:
         raise SystemExit(f"the verified build failed:\n{done.stdout}\n{done.stderr}")
-    backends = sorted({s["verification"]["backend"] for s in report["signatures"]})
+    backends = sorted({b for s in report["signatures"] for b in s["verification"]["backends"]})
     rows.append(
         (
             f"tfjs-build run, verified, {label}",

@@ -7,9 +7,10 @@ by Keras 3 (`keras`) and by Keras 2 (`tf_keras`) as a SavedModel (tests/architec
 seeded weights, nothing downloaded), a fresh process times: importing TensorFlow and
 tensorflowjs, loading the SavedModel, freezing its signature, each pass of tensorflowjs's
 graph optimization (its own passes, then tfjs-build's fast ones), and writing the files. Then
-`tfjs-build` builds the model twice, verified with `verify.backend` auto (WebAssembly, or the
-CPU backend where WebAssembly cannot run the model: each column says which ran) and cpu, and
-the worker's verification times are reported. That both ways give the same files is the tests' job (tests/test_fast_passes.py);
+`tfjs-build` builds the model three times, verified with `verify.backend` auto (WebAssembly, or
+the CPU backend where WebAssembly cannot run the model: each column says which ran), cpu and
+webgl (headless Chromium, started for that build: its start-up is in the time), and the
+worker's verification times are reported. That both ways give the same files is the tests' job (tests/test_fast_passes.py);
 this prints times.
 """
 
@@ -66,11 +67,18 @@ times["write"] = time.perf_counter() - start
 print(json.dumps({{"times": times, "passes": passes}}))
 """
 
+BACKENDS = {
+    "auto": "verify, auto (on: see below)",
+    "cpu": "verify, CPU",
+    "webgl": "verify, WebGL (browser start included)",
+}
+
 VERIFY = """
 import json, tfjsbuild
 result = tfjsbuild.build(force=True, jobs=1)
-print(json.dumps([[r.timings, r.verification and r.verification.backend, r.error]
-                  for r in result.results]))
+print(json.dumps([[r.timings,
+                   r.verification and ", ".join(b.backend for b in r.verification.backends),
+                   r.error] for r in result.results]))
 """
 
 
@@ -93,7 +101,7 @@ def profile(work: Path, name: str, keras: str, size: str) -> dict[str, float]:
         run_python(MAKE.format(tests=tests, name=name, path=str(model), size=size, keras=keras))
     measured = json.loads(run_python(PROFILE.format(path=str(model))))
     verified = {}
-    for backend in ("auto", "cpu"):
+    for backend in BACKENDS:
         (project / "tfjs-build.yaml").write_text(
             f"version: 1\ndefaults: {{verify: {{backend: {backend}}}}}\nmodels:\n"
             "  model:\n    saved_model: model\n    signatures: [serving_default]\n"
@@ -108,7 +116,7 @@ def profile(work: Path, name: str, keras: str, size: str) -> dict[str, float]:
     row["optimize, fast passes"] = sum(fast.values())
     row["  fold_batch_norms, fast"] = fast["fold_batch_norms"]
     row["write"] = times["write"]
-    for backend, label in (("auto", "verify, auto (on: see below)"), ("cpu", "verify, CPU")):
+    for backend, label in BACKENDS.items():
         seconds, ran_on, error = verified[backend]
         row[label] = seconds
         print(f"{name} Keras {keras}, verify {backend}: ran on {ran_on}; error: {error}")
