@@ -137,7 +137,7 @@ def test_changing_one_signatures_options_rebuilds_only_that_signature(multihead:
         "multi:classify": (),
         "multi:regress": (
             "options changed: quantization.uint8",
-            "verification changed: atol, rtol",
+            "verification changed: backends.auto.atol, backends.auto.rtol",
         ),
     }
     result = tfjsbuild.build([multihead], jobs=1)

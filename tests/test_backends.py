@@ -100,6 +100,28 @@ def test_each_backend_is_run_compared_and_recorded(
     assert (mobilenet / "model.json").read_bytes() == model_json
     assert json.loads((manifest.parent / "web/tfjs-build.json").read_text()) == index
 
+    # uint8-quantized: converted again; cpu and wasm accept its error, WebGL's tolerance does
+    # not. It fails on WebGL alone, and the float output stays in place.
+    quantized = ARCHITECTURES.replace(
+        "verify: {backends: [cpu, wasm, webgl]}",
+        "quantization: {uint8: ['*']}\n"
+        "  verify: {backends: {cpu: {atol: 1}, wasm: {atol: 1}, webgl: {atol: 1.0e-6, rtol: 0}}}",
+    )
+    manifest.write_text(quantized)
+    done = run_cli("run", "--json", "mobilenet", cwd=manifest.parent)
+    assert done.returncode == 1, done.stderr
+    (signature,) = json.loads(done.stdout)["signatures"]
+    assert (signature["action"], signature["status"]) == ("build", "failed")
+    assert signature["error"].startswith("TensorFlow.js (webgl backend) does not match TensorFlow")
+    runs = signature["verification"]["backends"]
+    assert {name: run["passed"] for name, run in runs.items()} == {
+        "cpu": True,
+        "wasm": True,
+        "webgl": False,
+    }
+    assert runs["webgl"]["max_abs_error"] > 1e-4  # quantization's error, not WebGL's
+    assert (mobilenet / "model.json").read_bytes() == model_json
+
 
 MANIFEST = """
 version: 1
@@ -132,11 +154,28 @@ def test_webgl_without_a_browser_is_skipped_with_a_warning_unless_required(
     # A browser found: verified on WebGL now, without converting (Einsum runs there).
     plan = tfjsbuild.plan([manifest])
     assert [(i.action, i.reasons) for i in plan.items] == [
-        ("verify", ("verification changed: backends.webgl.browser",))
+        ("verify", ("not verified on webgl yet: a browser is found now",))
     ]
     result = tfjsbuild.build([manifest])
     assert result.ok, [r.error for r in result.failed]
     assert _verdicts(result) == {"net": [("cpu", True), ("webgl", True)]}
+
+    # Verified on WebGL here: that stands for a build without a browser (CI, say).
+    assert run_cli("plan", cwd=root, env=none, check=True).stdout.count("up-to-date") == 1
+
+    # WebGL alone and no browser: built, but nothing verified, and said so (not "passed").
+    manifest.write_text(MANIFEST.replace("[cpu, webgl]", "[webgl]"))
+    done = run_cli("run", "--json", cwd=root, env=none)
+    assert done.returncode == 0, done.stderr
+    (signature,) = json.loads(done.stdout)["signatures"]
+    assert signature["status"] == "verified"
+    verification = signature["verification"]
+    assert (verification["passed"], verification["max_abs_error"]) == (False, "NaN")
+    assert verification["backends"]["webgl"]["skipped"] is True
+    shown = run_cli("run", "--force", cwd=root, env=none).stdout.splitlines()
+    assert shown[1].endswith("not verified (webgl skipped)  (forced)"), shown
+    assert shown[-1].startswith("warning: not verified on webgl for 1 signature: ")
+    assert run_cli("plan", cwd=root, env=none, check=True).stdout.count("up-to-date") == 1
 
     # Required, and no browser: the signature fails, saying what to do.
     manifest.write_text(MANIFEST.replace("[cpu, webgl]", "{cpu: {}, webgl: {required: true}}"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ from tfjsbuild.stores.cache_entry import (
 from tfjsbuild.stores.cache_store import Store
 from tfjsbuild.stores.caches import first_entry, resolve_config
 from tfjsbuild.stores.state import load_state
-from tfjsbuild.verify.record import verification_from_json
+from tfjsbuild.verify.record import BackendRecord, verification_from_json
 from tfjsbuild.verify.request import BackendRequest, VerificationRequest, request_from_json
 
 MANIFEST = """
@@ -116,6 +117,11 @@ def test_an_entry_serves_only_the_verification_it_carries(tmp_path: Path) -> Non
     assert not serves(verified, replace(wanted, backends=(BackendRequest("cpu", 1e-4, 1e-3),)))
     assert not serves(verified, replace(wanted, tfjs="4.23.0"))
     assert not serves(built, wanted)  # verified, but not saying with what: no promise
+    # WebGL skipped for want of a browser: it serves a build without one, not one with one.
+    webgl = BackendRecord("webgl", False, 1e-4, 1e-3, math.nan, skipped=True)
+    partly = replace(verified, verification=replace(VERIFIED, backends=(*VERIFIED.backends, webgl)))
+    assert serves(partly, replace(wanted, browser=False))
+    assert not serves(partly, wanted)
     failed_run = replace(VERIFIED.backends[0], passed=False)
     failed = replace(verified, verification=replace(VERIFIED, backends=(failed_run,)))
     assert not serves(failed, wanted)
@@ -478,7 +484,8 @@ def test_an_entry_carries_the_verification_it_promises(
     recorded = load_state(alice.parent / STATE)[0].records["multi:regress"]
     assert recorded.verification is not None
     assert entry["verification"] == recorded.verification.to_json_dict()
-    assert recorded.verified_with is not None and recorded.verified_with.atol == 1e-4
+    assert recorded.verified_with is not None
+    assert [b.atol for b in recorded.verified_with.backends] == [1e-4]
     assert entry["verified_with"] == recorded.verified_with.to_json_dict()
     restored = tfjsbuild.build([bob])
     assert [(r.status, r.cache) for r in restored.results] == [("restored", "local")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -216,7 +217,7 @@ def test_whole_model_fallback_says_why() -> None:
 
 
 VERIFY = VERIFY_REQUEST
-WEBGL = {"webgl": {"atol": 1e-3, "rtol": 1e-3, "required": False, "browser": True}}
+WEBGL = {"webgl": {"atol": 1e-3, "rtol": 1e-3, "required": False}}
 PASSED = VerificationRecord(3, "generated", (BackendRecord("wasm", True, 1e-4, 1e-3, 0.0),))
 
 
@@ -225,9 +226,13 @@ def verified_plan(
     now_verify: dict[str, object],
     *,
     verify: bool = True,
+    recorded: VerificationRecord = PASSED,
+    browser: bool = True,
     **kwargs: object,
 ) -> list[tuple[str, tuple[str, ...]]]:
-    """(action, reasons) of one signature recorded with `record_verify` (None: not verified)."""
+    """(action, reasons) of one signature recorded with `record_verify` (None: not verified)
+    and `recorded`, planned where a browser is found or not."""
+    wanted = request_from_json(now_verify, "now") if now_verify else None
     t = target("a")
     fp = fingerprint_signature(
         source="src1",
@@ -237,11 +242,11 @@ def verified_plan(
         options=t.options,
         output=t.output,
         tools=TOOLS,
-        verify=request_from_json(now_verify, "now") if now_verify else None,
+        verify=None if wanted is None else replace(wanted, browser=browser),
     )
     old = replace(
         record(t),
-        verification=None if record_verify is None else PASSED,
+        verification=None if record_verify is None else recorded,
         verified_with=request_from_json(record_verify, "record"),
     )
     changes = kwargs.pop("changes", {})
@@ -264,14 +269,27 @@ def test_verification_is_planned_apart_from_conversion() -> None:
     assert verified_plan(VERIFY, two) == [
         ("verify", ("verification changed: backends.auto, backends.cpu, backends.webgl",))
     ]
-    # WebGL skipped where no browser was found: verified again once one is.
-    no_browser = {
-        **two,
-        "backends": {**two["backends"], "webgl": {**WEBGL["webgl"], "browser": False}},
-    }
-    assert verified_plan(no_browser, two) == [
-        ("verify", ("verification changed: backends.webgl.browser",))
+    # WebGL skipped where no browser was found: it stands while none is; verified once one is.
+    cpu = BackendRecord("cpu", True, 1e-4, 1e-3, 0.0)
+    skipped = BackendRecord("webgl", False, 1e-3, 1e-3, math.nan, skipped=True, note="none")
+    partly = VerificationRecord(3, "generated", (cpu, skipped))
+    assert verified_plan(two, two, recorded=partly, browser=False) == [("up-to-date", ())]
+    assert verified_plan(two, two, recorded=partly) == [
+        ("verify", ("not verified on webgl yet: a browser is found now",))
     ]
+    # Nothing could run (webgl alone, no browser): not passed, yet not verified again and again.
+    webgl_only = {**VERIFY, "backends": WEBGL}
+    nothing = VerificationRecord(3, "generated", (skipped,))
+    assert not nothing.passed
+    assert verified_plan(webgl_only, webgl_only, recorded=nothing, browser=False) == [
+        ("up-to-date", ())
+    ]
+    assert verified_plan(webgl_only, webgl_only, recorded=nothing) == [
+        ("verify", ("not verified on webgl yet: a browser is found now",))
+    ]
+    # A WebGL run recorded where a browser was found answers a build planned without one.
+    ran = VerificationRecord(3, "generated", (cpu, replace(cpu, backend="webgl", atol=1e-3)))
+    assert verified_plan(two, two, recorded=ran, browser=False) == [("up-to-date", ())]
     # Recorded before `backends` (tolerances and `backend` at the top): the same verification.
     older = {"samples": 3, "atol": 1e-4, "rtol": 1e-3, "inputs": None, "tfjs": "4.22.0"}
     assert verified_plan({**older, "backend": "auto"}, VERIFY) == [("up-to-date", ())]

@@ -202,7 +202,7 @@ def test_invalid_manifest_edit_keeps_watching_then_the_fix_applies(
     assert changes(fixed) == {"multi:regress": "built"}
     assert fixed.result is not None
     assert [r.item.reasons for r in fixed.result.results if r.status == "built"] == [
-        ("options changed: quantization.uint8", "verification changed: atol")
+        ("options changed: quantization.uint8", "verification changed: backends.auto.atol")
     ]
 
 

@@ -20,6 +20,7 @@ from tfjsbuild.files.atomic import write_atomically
 from tfjsbuild.files.filesystem import OUTPUT_REMEDY, refusals_reported
 from tfjsbuild.sources.digest import canonical_json
 from tfjsbuild.stores.index_owner import index_owner_problem
+from tfjsbuild.verify.record import index_json
 
 INDEX_VERSION = 1
 
@@ -42,9 +43,7 @@ def write_index(project: Project) -> None:
             "outputs": tensor_specs_json(record.outputs),
             "bytes": record.bytes,
             "hash": record.content_hash,
-            "verification": (
-                None if record.verification is None else record.verification.summary_json_dict()
-            ),
+            "verification": index_json(record.verification),
         }
     index = manifest.index_path
     # Which manifest wrote it, relative to the index: another manifest refuses to overwrite it.

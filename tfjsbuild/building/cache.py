@@ -118,8 +118,12 @@ def save(
     if item.fingerprint is None:
         return
     # An entry carries the verification it promises (`cache_entry._check_promise`): both or
-    # neither.
-    verified = record.verification is not None and record.verified_with is not None
+    # neither. One where no backend could run (webgl alone, no browser) verified nothing.
+    verified = (
+        record.verification is not None
+        and record.verification.passed
+        and record.verified_with is not None
+    )
     entry = CacheEntry(
         key=cache_key(item.fingerprint),
         files=tuple(OutputFile(f.path, f.size, f.sha256) for f in record.files),

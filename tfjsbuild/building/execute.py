@@ -280,7 +280,8 @@ def _verify_task(item: PlanItem, runtime: Runtime | None) -> VerifyTask | None:
     wanted = None if item.fingerprint is None else item.fingerprint.verify
     if settings is None or runtime is None or wanted is None:
         return None
-    webgl = any(backend.backend == "webgl" for backend in wanted.backends)
+    # The plan's finding stands: no browser then, WebGL is skipped (as the plan recorded it).
+    webgl = wanted.browser and any(backend.backend == "webgl" for backend in wanted.backends)
     return VerifyTask(
         samples=settings.samples,
         inputs=None if settings.inputs is None else str(settings.inputs),

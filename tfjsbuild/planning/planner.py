@@ -180,25 +180,23 @@ def _verification_inputs(
     settings = target.checks.verify
     if not settings.enabled:
         return None
-    # Whether WebGL can run here is part of the request: found later, it verifies again.
-    webgl = any(check.name == "webgl" for check in settings.backends)
-    browser = find_browser() is not None if webgl else True
     backends = tuple(
         BackendRequest(
             check.name,
             settings.atol if check.atol is None else check.atol,
             settings.rtol if check.rtol is None else check.rtol,
             check.required,
-            browser if check.name == "webgl" else True,
         )
         for check in settings.backends
     )
+    webgl = any(check.name == "webgl" for check in settings.backends)
     return VerificationRequest(
         samples=settings.samples,
         inputs=None if settings.inputs is None else posixpath.relpath(settings.inputs, root),
         tfjs=tfjs_version(),
         inputs_sha256=None if settings.inputs is None else stat_cache.digest(settings.inputs),
         backends=backends,
+        browser=find_browser() is not None if webgl else True,
     )
 
 

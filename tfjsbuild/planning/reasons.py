@@ -13,7 +13,7 @@ from tfjsbuild.planning.fingerprint import SignatureFingerprint
 from tfjsbuild.sources.saved_model import WHOLE_MODEL, changed_captures
 from tfjsbuild.stores.state import SignatureRecord
 from tfjsbuild.verify.record import VerificationRecord
-from tfjsbuild.verify.request import VerificationRequest
+from tfjsbuild.verify.request import VerificationRequest, skipped_runnable
 
 FIRST_BUILD = "first build"
 FORCED = "forced"
@@ -70,14 +70,21 @@ def verification_reason(wanted: VerificationRequest | None, record: SignatureRec
     if wanted is None:
         return None
     verification, verified_with = record.verification, record.verified_with
-    # Checked as types, not trusted: a record may be made in code as well as read back.
-    passed = isinstance(verification, VerificationRecord) and verification.passed is True
-    if not passed or not isinstance(verified_with, VerificationRequest):
+    # Checked as types, not trusted: a record may be made in code as well as read back. One
+    # where no backend could run (webgl alone, no browser) stands while none can.
+    done = isinstance(verification, VerificationRecord) and (
+        verification.passed is True or not verification.ran
+    )
+    if not done or not isinstance(verified_with, VerificationRequest):
         return NOT_VERIFIED_YET
-    if verified_with == wanted:
-        return None
-    changed = option_changes(verified_with.to_json_dict(), wanted.to_json_dict())
-    return f"verification changed: {', '.join(changed) or 'settings'}"
+    if verified_with != wanted:
+        changed = option_changes(verified_with.to_json_dict(), wanted.to_json_dict())
+        return f"verification changed: {', '.join(changed) or 'settings'}"
+    assert isinstance(verification, VerificationRecord)
+    skipped = skipped_runnable(verification, wanted)
+    if skipped:
+        return f"not verified on {', '.join(skipped)} yet: a browser is found now"
+    return None
 
 
 def source_change(

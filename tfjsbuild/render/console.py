@@ -22,6 +22,7 @@ from tfjsbuild.render.words import quantization_text, verification_text
 from tfjsbuild.sources.description import SavedModelDescription, SourceDescription
 from tfjsbuild.sources.registry import kind_of
 from tfjsbuild.verify.record import VerificationRecord
+from tfjsbuild.verify.runtime import no_browser_reason
 
 # The outcomes of the conversions and verifications build_started counted: each is one step of
 # the progress bar.
@@ -134,10 +135,12 @@ def _result_line(result: SignatureResult) -> str | None:
 def _verified(verification: VerificationRecord | None) -> str:
     if verification is None:
         return ""
-    text = f"verified on {', '.join(run.backend for run in verification.ran) or 'nothing'}"
+    skipped = [run.backend for run in verification.backends if run.skipped]
+    if not verification.ran:  # every backend asked for was skipped: nothing was verified
+        return f"not verified ({', '.join(skipped)} skipped)  "
+    text = f"verified on {', '.join(run.backend for run in verification.ran)}"
     if math.isfinite(verification.max_abs_error):  # only a failed check measures NaN or inf
         text += f" (max error {verification.max_abs_error:.1e})"
-    skipped = [run.backend for run in verification.backends if run.skipped]
     return f"{text}{''.join(f', {name} skipped' for name in skipped)}  "
 
 
@@ -197,17 +200,18 @@ def print_summary(console: Console, results: Sequence[SignatureResult], seconds:
     order = ("built", "restored", "verified", "up-to-date", "removed", "failed", "skipped")
     parts = [f"{counts[status]} {status}" for status in order if counts.get(status)]
     console.print(f"{', '.join(parts) or 'nothing to do'} in {seconds:.1f}s")
-    skipped: dict[tuple[str, str], int] = {}
+    skipped: dict[str, int] = {}
     for result in results:
         for run in result.verification.backends if result.verification is not None else ():
             if run.skipped:
-                key = (run.backend, run.note or "not run")
-                skipped[key] = skipped.get(key, 0) + 1
-    for (backend, why), count in sorted(skipped.items()):
+                skipped[run.backend] = skipped.get(run.backend, 0) + 1
+    for backend, count in sorted(skipped.items()):
         signatures = f"{count} signature{'s' if count > 1 else ''}"
+        # Why, as this machine is now (an up-to-date record may have been skipped for another
+        # reason): only webgl is ever skipped, for want of a browser.
         console.print(
             f"[yellow]warning:[/yellow] not verified on {backend} for {signatures}: "
-            f"{escape(why.removeprefix('skipped: '))}"
+            f"{escape(no_browser_reason())}"
         )
 
 

@@ -25,11 +25,12 @@ def report_html(rows: Sequence[ReportRow]) -> str:
         for (manifest, model), model_rows in by_model.items()
     ]
     total = sum(row.bytes for row in rows)
-    failed = sum(1 for row in rows if row.verification is not None and not row.verification.passed)
-    unverified = sum(1 for row in rows if row.verification is None)
+    verified = sum(1 for row in rows if row.verification is not None and row.verification.passed)
+    # Built with verification off, or every backend asked for was skipped: nothing verified.
+    unverified = sum(1 for row in rows if row.verification is None or not row.verification.ran)
     summary = (
         f"{len(rows)} signatures, {format_bytes(total)} in all; "
-        f"{len(rows) - failed - unverified} verified, {unverified} not verified"
+        f"{verified} verified, {unverified} not verified"
     )
     return f"""<!doctype html>
 <html lang="en">
@@ -78,6 +79,6 @@ def _model_section(model: str, manifest: str, rows: Sequence[ReportRow]) -> str:
 
 
 def _verdict_class(verification: VerificationRecord | None) -> str:
-    if verification is None:
+    if verification is None or not verification.ran:  # not verified, or nothing could run
         return "dim"
     return "ok" if verification.passed else "bad"

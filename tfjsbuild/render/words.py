@@ -27,6 +27,8 @@ def verification_text(verification: VerificationRecord | None, *, short: bool = 
     if verification is None:
         return "not verified"
     runs = verification.backends
+    if not verification.ran:
+        return f"not verified ({', '.join(run.backend for run in runs)} skipped)"
     if short:
         ok = ", ".join(run.backend for run in runs if run.passed) or "nothing run"
         skipped = "".join(f", {run.backend} skipped" for run in runs if run.skipped)

@@ -31,7 +31,12 @@ from tfjsbuild.files.artifacts import (
 from tfjsbuild.files.readback import InvalidData
 from tfjsbuild.sources.digest import canonical_json
 from tfjsbuild.verify.record import VerificationRecord, verification_from_json, verification_json
-from tfjsbuild.verify.request import VerificationRequest, request_from_json, request_json
+from tfjsbuild.verify.request import (
+    VerificationRequest,
+    request_from_json,
+    request_json,
+    skipped_runnable,
+)
 
 CACHE_VERSION = 1
 SIGNATURE_KEY_ENV = "TFJS_BUILD_CACHE_SIGNATURE_KEY"
@@ -178,4 +183,5 @@ def serves(entry: CacheEntry, wanted: VerificationRequest | None) -> bool:
         entry.verification is not None
         and entry.verification.passed
         and entry.verified_with == wanted
+        and not skipped_runnable(entry.verification, wanted)
     )

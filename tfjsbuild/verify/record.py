@@ -89,8 +89,9 @@ class VerificationRecord:
 
     @property
     def passed(self) -> bool:
-        """Every backend that ran agreed with TensorFlow (a skipped one has no say)."""
-        return all(run.passed for run in self.backends if not run.skipped)
+        """Some backend ran, and every one that ran agreed with TensorFlow (a skipped one has
+        no say; none ran: nothing was verified)."""
+        return bool(self.ran) and all(run.passed for run in self.ran)
 
     @property
     def ran(self) -> tuple[BackendRecord, ...]:
@@ -98,14 +99,15 @@ class VerificationRecord:
 
     @property
     def max_abs_error(self) -> float:
-        """The largest error over every backend that ran (NaN wins: it was not comparable)."""
+        """The largest error over every backend that ran (NaN wins: it was not comparable; none
+        ran: NaN, nothing was measured)."""
         errors = [run.max_abs_error for run in self.ran]
-        if any(math.isnan(error) for error in errors):
+        if not errors or any(math.isnan(error) for error in errors):
             return math.nan
-        return max(errors, default=0.0)
+        return max(errors)
 
     def to_json_dict(self) -> dict[str, Any]:
-        """As the state, cache entries and --json write it."""
+        """As the state, cache entries, --json and the asset index write it."""
         return {
             "passed": self.passed,
             "samples": self.samples,
@@ -114,23 +116,16 @@ class VerificationRecord:
             "backends": {run.backend: run.to_json_dict() for run in self.backends},
         }
 
-    def summary_json_dict(self) -> dict[str, Any]:
-        """For the asset index: whether TF.js matched TensorFlow on each backend, how closely."""
-        return {
-            "passed": self.passed,
-            "max_abs_error": json_float(self.max_abs_error),
-            "samples": self.samples,
-            "backends": {
-                run.backend: {
-                    "passed": run.passed,
-                    "max_abs_error": json_float(run.max_abs_error),
-                    "atol": run.atol,
-                    "rtol": run.rtol,
-                    **({"skipped": True} if run.skipped else {}),
-                }
-                for run in self.backends
-            },
-        }
+
+def index_json(verification: VerificationRecord | None) -> dict[str, Any] | None:
+    """For the asset index: as `to_json_dict`, without the seconds each backend took, so that
+    the index changes only when an output or what its verification found does."""
+    if verification is None:
+        return None
+    data = verification.to_json_dict()
+    for run in data["backends"].values():
+        del run["seconds"]
+    return data
 
 
 def verification_json(verification: VerificationRecord | None) -> dict[str, Any] | None:
@@ -160,12 +155,15 @@ def verification_from_json(value: Any, where: str) -> VerificationRecord | None:
         _backend_from_json(name, item, f"{where}.backends.{name}")
         for name, item in as_dict(data["backends"], f"{where}.backends").items()
     )
+
     if not runs:
         raise InvalidData(f"{where}.backends", "names no backend")
     return VerificationRecord(samples, inputs, runs)
 
 
 def _backend_from_json(backend: str, value: Any, where: str) -> BackendRecord:
+    if backend not in BACKENDS:
+        raise InvalidData(where, f"{backend!r} is no TensorFlow.js backend ({', '.join(BACKENDS)})")
     data = as_dict(value, where)
     outputs = []
     for key, item in as_dict(data.get("outputs", {}), f"{where}.outputs").items():

@@ -11,10 +11,11 @@ Nothing here reads files or imports numpy or TensorFlow.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tfjsbuild.files.readback import as_dict, as_scalar_dict
+from tfjsbuild.verify.record import VerificationRecord
 
 
 @dataclass(frozen=True)
@@ -26,14 +27,11 @@ class BackendRequest:
     rtol: float
     # webgl only: fail where no browser is found (False: skip it with a warning).
     required: bool = False
-    # webgl only: whether a browser was found when the build was planned. Part of the request,
-    # so an output verified while none was found is verified again once one is.
-    browser: bool = True
 
     def to_json_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"atol": self.atol, "rtol": self.rtol}
         if self.backend == "webgl":
-            data.update(required=self.required, browser=self.browser)
+            data["required"] = self.required
         return data
 
 
@@ -48,6 +46,10 @@ class VerificationRequest:
     tfjs: str  # the TensorFlow.js version that runs the output
     inputs_sha256: str | None = None  # the `.npz`'s digest, when there is one
     backends: tuple[BackendRequest, ...] = (BackendRequest("auto", 1e-4, 1e-3),)
+    # Whether a browser for webgl is found where this build runs: not part of the request
+    # (neither compared nor written), so an output verified on WebGL elsewhere answers it; a
+    # recorded WebGL run skipped for want of a browser does not once one is found.
+    browser: bool = field(default=True, compare=False)
 
     def to_json_dict(self) -> dict[str, Any]:
         """As the state and cache entries write it (`verified_with`)."""
@@ -60,6 +62,12 @@ class VerificationRequest:
         if self.inputs_sha256 is not None:
             data["inputs_sha256"] = self.inputs_sha256
         return data
+
+
+def skipped_runnable(verification: VerificationRecord, wanted: VerificationRequest) -> list[str]:
+    """The backends `verification` skipped that can run where `wanted` was planned: webgl,
+    skipped for want of a browser, once one is found."""
+    return [run.backend for run in verification.backends if run.skipped and wanted.browser]
 
 
 def request_json(request: VerificationRequest | None) -> dict[str, Any] | None:
@@ -109,15 +117,13 @@ def _backends(value: Any, where: str) -> tuple[BackendRequest, ...]:
     backends = []
     for name, written in as_dict(value, where).items():
         item = as_scalar_dict(written, f"{where}.{name}")
-        keys = {"atol", "rtol"} | ({"required", "browser"} if name == "webgl" else set())
-        if not (set(item) == keys and _tolerances(item)):
-            return ()
-        required, browser = item.get("required", False), item.get("browser", True)
-        if not (isinstance(required, bool) and isinstance(browser, bool)):
+        keys = {"atol", "rtol"} | ({"required"} if name == "webgl" else set())
+        required = item.get("required", False)
+        if not (set(item) == keys and _tolerances(item) and isinstance(required, bool)):
             return ()
         atol, rtol = item["atol"], item["rtol"]
         assert isinstance(atol, int | float) and isinstance(rtol, int | float)  # `_tolerances`
-        backends.append(BackendRequest(name, atol, rtol, required, browser))
+        backends.append(BackendRequest(name, atol, rtol, required))
     return tuple(backends)
 
 

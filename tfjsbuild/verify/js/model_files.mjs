@@ -3,7 +3,7 @@
 // error type of a request that cannot be answered (`UserError`): the request's or the model's
 // fault, not this process's.
 
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 
 export class UserError extends Error {}
@@ -96,4 +96,25 @@ export async function readJson(file, what) {
   } catch (e) {
     fail(`${what} ${JSON.stringify(file)} is not valid JSON: ${e.message}`);
   }
+}
+
+// The shard files of a model by the name model.json gives them (for a server handing out only
+// those): a path leaving the model's folder, or a missing shard, is said here.
+export async function shardFiles(modelDir, modelJson) {
+  const files = new Map();
+  for (const [g, group] of (modelJson.weightsManifest ?? []).entries()) {
+    for (const name of group.paths ?? []) {
+      if (typeof name !== 'string' || path.isAbsolute(name) || name.split(/[\\/]/).includes('..')) {
+        throw new Error(`webgl: weightsManifest[${g}] of ${path.join(modelDir, 'model.json')} lists ${JSON.stringify(name)}, which is not a path inside the model folder`);
+      }
+      const file = path.join(modelDir, name);
+      try {
+        await stat(file);
+      } catch (e) {
+        throw new Error(`webgl: cannot read weight shard ${JSON.stringify(name)} listed in weightsManifest[${g}] of ${path.join(modelDir, 'model.json')}: ${e.code === 'ENOENT' ? 'file not found' : e.message} (${file})`);
+      }
+      files.set(name, file);
+    }
+  }
+  return files;
 }

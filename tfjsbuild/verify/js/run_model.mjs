@@ -125,7 +125,10 @@ function whyNot(backend, error) {
   }
   // webgl.mjs says "webgl: ..." itself.
   const why = firstLine(error).replace(/^webgl: /, '');
-  return `the ${backend} backend of TensorFlow.js could not run the model: ${why}`;
+  // The browser found is at fault, not the model: say how to use another, or none.
+  const browser = /Chromium (exited|was killed|did not get)|cannot start Chromium|WebGL is unavailable/.test(why)
+    ? '. Point $TFJS_BUILD_CHROMIUM at a working Chromium, or set it empty to skip WebGL' : '';
+  return `the ${backend} backend of TensorFlow.js could not run the model: ${why}${browser}`;
 }
 
 function firstLine(error) {

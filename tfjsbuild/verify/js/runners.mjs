@@ -60,27 +60,33 @@ function checkInputKeys(given, expected, what) {
   }
 }
 
-export async function graphModelRunner(tf, modelDir, modelJson, modelJsonPath, requestedOutputs) {
-  // GraphModel uses userDefinedMetadata.signature over signature when present;
-  // resolve keys against the same one.
+// The signature output keys to run: those requested (null: all, sorted), checked against the
+// signature GraphModel uses (userDefinedMetadata.signature over signature when present).
+export function signatureOutputs(modelJson, modelJsonPath, requested) {
   const signature = modelJson.userDefinedMetadata?.signature ?? modelJson.signature;
-  const sigInputs = isPlainObject(signature?.inputs) ? signature.inputs : {};
   const sigOutputs = isPlainObject(signature?.outputs) ? signature.outputs : {};
   const outputKeys = Object.keys(sigOutputs).sort();
   if (outputKeys.length === 0) fail(`${modelJsonPath}: the signature has no outputs`);
-  // Inputs backed by a resource (e.g. a hash table) are fed by the model itself.
-  const feedable = Object.keys(sigInputs).filter((k) => sigInputs[k]?.resourceId == null).sort();
-
-  let wanted = requestedOutputs ?? outputKeys;
+  const wanted = requested ?? outputKeys;
   if (!Array.isArray(wanted) || wanted.length === 0 || !wanted.every((k) => typeof k === 'string')) {
     fail('request "outputs" must be a non-empty array of signature output keys');
   }
-  wanted = [...new Set(wanted)];
   const unknownOutputs = wanted.filter((k) => !Object.hasOwn(sigOutputs, k));
   if (unknownOutputs.length) {
     fail(`requested outputs ${JSON.stringify(unknownOutputs)} are not in the model signature; ` +
          `signature output keys: ${JSON.stringify(outputKeys)}`);
   }
+  return [...new Set(wanted)];
+}
+
+export async function graphModelRunner(tf, modelDir, modelJson, modelJsonPath, requestedOutputs) {
+  // GraphModel uses userDefinedMetadata.signature over signature when present;
+  // resolve keys against the same one.
+  const signature = modelJson.userDefinedMetadata?.signature ?? modelJson.signature;
+  const sigInputs = isPlainObject(signature?.inputs) ? signature.inputs : {};
+  const wanted = signatureOutputs(modelJson, modelJsonPath, requestedOutputs);
+  // Inputs backed by a resource (e.g. a hash table) are fed by the model itself.
+  const feedable = Object.keys(sigInputs).filter((k) => sigInputs[k]?.resourceId == null).sort();
 
   const model = await tf.loadGraphModel(fileSystemHandler(modelDir, modelJson));
   const run = async (inputs) => {

@@ -7,12 +7,16 @@
 // bytes; one byte per bool) or {"dtype": "string", "shape", "data": [...]}.
 
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
+
+import { shardFiles } from './model_files.mjs';
+import { signatureOutputs } from './runners.mjs';
 
 const FLAGS = [
   '--headless=new', '--no-sandbox', // we run as root, where Chromium's sandbox cannot start
@@ -35,7 +39,7 @@ class BrowserGone extends Error {}
 
 // The page: TF.js on webgl, then forever: take a job, run it, post the outputs or the error.
 const PAGE = `<!doctype html><meta charset="utf-8"><title>tfjs-build webgl</title>
-<script src="/tf.min.js"></script>
+<script src="tf.min.js"></script>
 <script>
 const TYPED = {float32: Float32Array, int32: Int32Array, bool: Uint8Array};
 const post = (where, body) => fetch(where, {method: 'POST', body: JSON.stringify(body)});
@@ -113,15 +117,15 @@ async function runJob(job) {
 }
 (async () => {
   try {
-    await post('/hello', {info: await start()});
+    await post('hello', {info: await start()});
   } catch (e) {
-    await post('/hello', {error: firstLine(e)});
+    await post('hello', {error: firstLine(e)});
     return;
   }
   for (;;) {
     let job;
     try {
-      const response = await fetch('/next');
+      const response = await fetch('next');
       if (response.status !== 200) continue; // nothing to do yet: ask again
       job = await response.json();
     } catch (e) {
@@ -138,16 +142,14 @@ async function runJob(job) {
     } finally {
       tf.engine().endScope();
     }
-    await post('/result', {id: job.id, ...answer}).catch(() => {}); // Node times the job out
+    await post('result', {id: job.id, ...answer}).catch(() => {}); // Node times the job out
   }
 })();
 </script>`;
 
 export class BrowserRunner {
-  // extraFlags: more Chromium flags, after ours (e.g. --disable-webgl, to see the failure).
-  constructor({ chromium, runtimeDir, log = () => {}, extraFlags = [] }) {
+  constructor({ chromium, runtimeDir, log = () => {} }) {
     this.chromium = chromium;
-    this.extraFlags = extraFlags;
     this.runtimeRequire = createRequire(path.join(path.resolve(runtimeDir), 'package.json'));
     this.log = log;
     this.server = null; // the HTTP server, kept across browser restarts
@@ -155,6 +157,7 @@ export class BrowserRunner {
     this.job = null; // the job being run: {id, payload, files, taken, resolve, reject}
     this.poll = null; // a page's /next response held open
     this.queue = Promise.resolve(); // runs one at a time: the page runs one job at a time
+    this.token = randomBytes(16).toString('hex'); // see serve()
     this.nextId = 1;
     this.onExit = () => this.killBrowser();
     process.on('exit', this.onExit);
@@ -194,7 +197,7 @@ export class BrowserRunner {
   }
 
   async runOnce({ modelDir, modelJson, samples, outputs, timeoutMs = 120000 }) {
-    const files = await modelFiles(modelDir, modelJson);
+    const files = await shardFiles(modelDir, modelJson);
     const deadline = Date.now() + timeoutMs;
     let startup;
     if (this.browser == null) {
@@ -204,8 +207,9 @@ export class BrowserRunner {
     }
     const info = await this.browser.ready;
     const id = this.nextId++;
-    const payload = { id, url: `/model/${id}/model.json`, format: modelJson.format ?? 'graph-model',
-                      samples, outputs: modelJson.format === 'layers-model' ? null : graphOutputs(modelJson, outputs) };
+    const layers = modelJson.format === 'layers-model';
+    const wanted = layers ? null : signatureOutputs(modelJson, path.join(modelDir, 'model.json'), outputs);
+    const payload = { id, url: `model/${id}/model.json`, format: modelJson.format ?? 'graph-model', samples, outputs: wanted };
     const answer = await new Promise((resolve, reject) => {
       this.job = { id, payload, files, modelJson, taken: false, resolve, reject };
       const timer = setTimeout(() => {
@@ -237,17 +241,20 @@ export class BrowserRunner {
     if (this.server == null) this.server = await this.listen();
     removeStaleProfiles();
     const profileDir = mkdtempSync(path.join(os.tmpdir(), `${PROFILE_PREFIX}${process.pid}-`));
-    const url = `http://127.0.0.1:${this.server.address().port}/`;
-    const args = [...FLAGS, ...this.extraFlags, `--user-data-dir=${profileDir}`, url];
-    const command = `${this.chromium} ${args.slice(0, -1).join(' ')}`;
+    const url = `http://${this.host}/${this.token}/`;
+    const args = [...FLAGS, `--user-data-dir=${profileDir}`, url];
+    const command = this.chromium; // its flags: FLAGS above
     // Own process group: killing it ends the GPU and renderer processes too. fds 3 and 4 are the
     // --remote-debugging-pipe, which we never use but whose end tells Chromium we are gone.
-    const child = spawn(this.chromium, args, { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'], detached: true });
+    // Its own temporary files (org.chromium.Chromium.*) go into the profile, removed with it.
+    const child = spawn(this.chromium, args, {
+      stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'], detached: true, env: { ...process.env, TMPDIR: profileDir },
+    });
     const browser = { child, profileDir, stderrTail: '' };
     this.browser = browser;
     child.stdio[4].resume(); // the pipe Chromium writes DevTools messages to: drained, unread
     child.stderr.on('data', (chunk) => { browser.stderrTail = (browser.stderrTail + chunk).slice(-4000); });
-    const tail = () => browser.stderrTail.trim().split('\n').slice(-3).join(' | ');
+    const tail = () => browser.stderrTail.trim().split('\n').slice(-3).join(' | ') || '(none)';
     browser.ready = new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(
         `webgl: Chromium did not get TF.js ready within ${timeoutMs / 1000} s (${command}); stderr: ${tail()}`)), timeoutMs);
@@ -296,13 +303,23 @@ export class BrowserRunner {
     server.on('connection', (socket) => socket.unref()); // the page's polls do not keep Node running
     return new Promise((resolve, reject) => {
       server.once('error', reject);
-      server.listen(0, '127.0.0.1', () => resolve(server.unref()));
+      server.listen(0, '127.0.0.1', () => {
+        this.host = `127.0.0.1:${server.address().port}`;
+        resolve(server.unref());
+      });
     });
   }
 
+  // Only for our page: other local users and processes can reach a loopback port too, and a web
+  // page in a desktop browser can post to one (or rebind a name to it). Every route is below a
+  // random token the page's URL holds, and the Host must be this server's address.
   async serve(request, response) {
     const url = new URL(request.url, 'http://127.0.0.1');
-    const route = `${request.method} ${url.pathname}`;
+    const prefix = `/${this.token}/`;
+    if (request.headers.host !== this.host || !url.pathname.startsWith(prefix)) {
+      return sendText(response, 404, 'not found');
+    }
+    const route = `${request.method} /${url.pathname.slice(prefix.length)}`;
     if (route === 'GET /') return sendText(response, 200, PAGE, 'text/html');
     if (route === 'GET /tf.min.js') {
       this.bundle ??= await readFile(this.runtimeRequire.resolve('@tensorflow/tfjs/dist/tf.min.js'));
@@ -329,7 +346,7 @@ export class BrowserRunner {
       return;
     }
     // The current job's model.json and the shards its weightsManifest lists, nothing else.
-    const match = /^\/model\/(\d+)\/(.+)$/.exec(url.pathname);
+    const match = /^\/model\/(\d+)\/(.+)$/.exec(route.slice(route.indexOf(' ') + 1));
     const job = this.job;
     if (request.method === 'GET' && match != null && job != null && Number(match[1]) === job.id) {
       const name = decodeURIComponent(match[2]);
@@ -346,47 +363,14 @@ function removeStaleProfiles() {
   for (const name of readdirSync(os.tmpdir())) {
     const pid = Number(name.startsWith(PROFILE_PREFIX) ? name.slice(PROFILE_PREFIX.length).split('-')[0] : NaN);
     if (!Number.isInteger(pid) || pid === process.pid) continue;
+    const folder = path.join(os.tmpdir(), name);
     try {
+      if (statSync(folder).uid !== process.getuid()) continue; // another user's: not ours to remove
       process.kill(pid, 0);
     } catch (e) {
-      if (e.code === 'ESRCH') rmSync(path.join(os.tmpdir(), name), { recursive: true, force: true });
+      if (e.code === 'ESRCH') rmSync(folder, { recursive: true, force: true });
     }
   }
-}
-
-// The shard files of a model, by the name the page asks for; a missing shard is said here, not
-// as an HTTP 404 in the browser.
-async function modelFiles(modelDir, modelJson) {
-  const files = new Map();
-  for (const [g, group] of (modelJson.weightsManifest ?? []).entries()) {
-    for (const name of group.paths ?? []) {
-      if (typeof name !== 'string' || path.isAbsolute(name) || name.split(/[\\/]/).includes('..')) {
-        throw new Error(`webgl: weightsManifest[${g}] of ${path.join(modelDir, 'model.json')} lists ${JSON.stringify(name)}, which is not a path inside the model folder`);
-      }
-      const file = path.join(modelDir, name);
-      try {
-        await stat(file);
-      } catch (e) {
-        throw new Error(`webgl: cannot read weight shard ${JSON.stringify(name)} listed in weightsManifest[${g}] of ${path.join(modelDir, 'model.json')}: ${e.code === 'ENOENT' ? 'file not found' : e.message} (${file})`);
-      }
-      files.set(name, file);
-    }
-  }
-  return files;
-}
-
-// The signature output keys to ask executeAsync for: those requested, or all (sorted), as
-// run_model.mjs does; GraphModel prefers userDefinedMetadata.signature, and so do we.
-function graphOutputs(modelJson, requested) {
-  const signature = modelJson.userDefinedMetadata?.signature ?? modelJson.signature;
-  const keys = Object.keys(signature?.outputs ?? {}).sort();
-  const wanted = requested ?? keys;
-  if (keys.length === 0) throw new Error('webgl: the model signature has no outputs');
-  const unknown = wanted.filter((k) => !keys.includes(k));
-  if (unknown.length || wanted.length === 0) {
-    throw new Error(`webgl: requested outputs ${JSON.stringify(unknown)} are not in the model signature; signature output keys: ${JSON.stringify(keys)}`);
-  }
-  return [...new Set(wanted)];
 }
 
 async function readJson(request) {
