@@ -177,14 +177,15 @@ def test_webgl_without_a_browser_is_skipped_with_a_warning_unless_required(
     assert shown[-1].startswith("warning: not verified on webgl for 1 signature: ")
     assert run_cli("plan", cwd=root, env=none, check=True).stdout.count("up-to-date") == 1
 
-    # Required, and no browser: the signature fails, saying what to do.
+    # Required, and no browser: the signature fails before any work, saying what to do.
     manifest.write_text(MANIFEST.replace("[cpu, webgl]", "{cpu: {}, webgl: {required: true}}"))
     failed = run_cli("run", cwd=root, env=none)
     assert failed.returncode == 1
     assert (
         "WebGL is required (verify.backends.webgl.required), but no Chromium is used here "
-        "($TFJS_BUILD_CHROMIUM is set empty)."
+        "($TFJS_BUILD_CHROMIUM is set empty); or make WebGL optional"
     ) in failed.stdout + failed.stderr
+    assert "Converting" not in failed.stdout  # known when planning: no worker was started
     missing = run_cli("run", cwd=root, env={"TFJS_BUILD_CHROMIUM": str(root / "no-chromium")})
     assert missing.returncode == 1
     assert f"$TFJS_BUILD_CHROMIUM={root / 'no-chromium'} is not an executable" in (

@@ -37,7 +37,6 @@ from tfjsbuild.files.filesystem import refusals_reported
 from tfjsbuild.manifest.types import Manifest, VerifySettings
 from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.stores.state import STATE_REMEDY, output_change
-from tfjsbuild.verify.runtime import find_browser
 from tfjsbuild.version import stock_passes_requested
 from tfjsbuild.worker.task import ConversionOutcome, ConversionTask, VerifyTask
 
@@ -289,7 +288,7 @@ def _verify_task(item: PlanItem, runtime: Runtime | None) -> VerifyTask | None:
         backends=wanted.backends,
         node=runtime.node,
         runtime=str(runtime.folder),
-        browser=find_browser() if webgl else None,
+        browser=webgl,
     )
 
 

@@ -31,7 +31,7 @@ from tfjsbuild.stores.caches import first_entry, resolve_config
 from tfjsbuild.stores.index_owner import index_owner_problem
 from tfjsbuild.stores.state import BuildState, load_state, output_change
 from tfjsbuild.verify.request import BackendRequest, VerificationRequest
-from tfjsbuild.verify.runtime import find_browser, tfjs_version
+from tfjsbuild.verify.runtime import find_browser, no_browser_reason, tfjs_version
 
 
 @dataclass
@@ -124,6 +124,8 @@ def plan_manifest(
         prune=prune,
         verify=verify,
     )
+    if verify:
+        items = [_browser_required(item) for item in items]
     state.stat_cache = stat_cache.entries()
     state.graph_cache = sources.used
     config = resolve_config(manifest, cache)
@@ -159,6 +161,21 @@ def _fingerprints(
             model=sources.digest(source),
         )
     return fingerprints
+
+
+def _browser_required(item: PlanItem) -> PlanItem:
+    """An item to build or verify whose WebGL check is required where no browser is found:
+    blocked now, saying what to do, rather than failing after its conversion."""
+    wanted = None if item.fingerprint is None else item.fingerprint.verify
+    if item.action == "up-to-date" or item.blocked is not None or wanted is None or wanted.browser:
+        return item
+    if not any(backend.backend == "webgl" and backend.required for backend in wanted.backends):
+        return item
+    return replace(
+        item,
+        blocked=f"WebGL is required (verify.backends.webgl.required), but {no_browser_reason()}; "
+        "or make WebGL optional (`webgl: {required: false}` skips it where there is none)",
+    )
 
 
 def _with_cache(item: PlanItem, stores: Sequence[Store], force: bool, verify: bool) -> PlanItem:

@@ -51,7 +51,9 @@ class VerifyTask:
     backends: tuple[BackendRequest, ...]  # each run and compared, in this order
     node: str
     runtime: str
-    browser: str | None = None  # the Chromium that runs webgl; None: none was found
+    # Whether the plan found a browser for webgl; the worker finds its own (on a Ray node, the
+    # node's). None found then: webgl is skipped, or fails where required.
+    browser: bool = False
 
 
 @dataclass(frozen=True)
@@ -301,11 +303,12 @@ def _run_backend(
     """One backend's outputs compared with TensorFlow's (`expected`, computed by the one
     callable in `first` while the first backend runs); TF.js's phases add to `timings`."""
     from tfjsbuild.verify import compare as verify
-    from tfjsbuild.verify.runtime import no_browser_reason
+    from tfjsbuild.verify.runtime import find_browser, no_browser_reason
     from tfjsbuild.verify.verifier import BackendFailed
 
     atol, rtol = wanted.atol, wanted.rtol
-    if wanted.backend == "webgl" and settings.browser is None:
+    browser = find_browser() if wanted.backend == "webgl" and settings.browser else None
+    if wanted.backend == "webgl" and browser is None:
         if wanted.required:
             why = f"WebGL is required (verify.backends.webgl.required), but {no_browser_reason()}"
             return verify.BackendVerification("webgl", atol, rtol, error=why)
@@ -319,7 +322,7 @@ def _run_backend(
             samples,
             wanted.backend,
             meanwhile=meanwhile,
-            browser=settings.browser if wanted.backend == "webgl" else None,
+            browser=browser,
         )
     except BackendFailed as failed:
         ran = "cpu" if wanted.backend == "auto" else wanted.backend  # auto fails as cpu does
