@@ -99,19 +99,19 @@ export async function readJson(file, what) {
 }
 
 // The shard files of a model by the name model.json gives them (for a server handing out only
-// those): a path leaving the model's folder, or a missing shard, is said here.
+// those): a path leaving the model's folder, or a missing shard, is the model files' fault.
 export async function shardFiles(modelDir, modelJson) {
   const files = new Map();
   for (const [g, group] of (modelJson.weightsManifest ?? []).entries()) {
     for (const name of group.paths ?? []) {
       if (typeof name !== 'string' || path.isAbsolute(name) || name.split(/[\\/]/).includes('..')) {
-        throw new Error(`webgl: weightsManifest[${g}] of ${path.join(modelDir, 'model.json')} lists ${JSON.stringify(name)}, which is not a path inside the model folder`);
+        fail(`weightsManifest[${g}] of ${path.join(modelDir, 'model.json')} lists ${JSON.stringify(name)}, which is not a path inside the model folder`);
       }
       const file = path.join(modelDir, name);
       try {
         await stat(file);
       } catch (e) {
-        throw new Error(`webgl: cannot read weight shard ${JSON.stringify(name)} listed in weightsManifest[${g}] of ${path.join(modelDir, 'model.json')}: ${e.code === 'ENOENT' ? 'file not found' : e.message} (${file})`);
+        fail(`cannot read weight shard ${JSON.stringify(name)} listed in weightsManifest[${g}] of ${path.join(modelDir, 'model.json')}: ${e.code === 'ENOENT' ? 'file not found' : e.message} (${file})`);
       }
       files.set(name, file);
     }
