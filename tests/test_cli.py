@@ -165,7 +165,9 @@ def test_run_json_follows_its_schema_and_fails_with_exit_1(
     # Human output of a second run: the failure again, the success up to date.
     again = run_cli("run", "-j", "1", cwd=tmp_path)
     assert again.returncode == 1
-    assert again.stdout.splitlines()[-1].startswith("1 up-to-date, 1 failed in ")
+    *_, log, counts = again.stdout.splitlines()
+    assert counts.startswith("1 up-to-date, 1 failed in ")
+    assert log == "the workers' messages are in .tfjs-build/manifests/tfjs-build.yaml/worker.log"
 
 
 @pytest.mark.slow
@@ -255,3 +257,23 @@ def test_watch_refuses_a_quiet_period_it_could_never_honour(tmp_path: Path, peri
         f"tfjs-build: error: --quiet-period must be between 0 and 3600 seconds, "
         f"got {float(period)}\n",
     )
+
+
+def test_every_command_shows_examples_that_parse() -> None:
+    """Each command's --help ends with the invocations people use; each of them is a command
+    line the parser accepts (shell redirections aside)."""
+    import argparse
+    import shlex
+
+    from tfjsbuild.cli.main import build_parser
+
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, command in commands.choices.items():
+        epilog = command.epilog or ""
+        assert epilog.startswith("examples:\n"), name
+        for line in epilog.splitlines()[1:]:
+            words = shlex.split(line.split("  ")[1].split(">")[0])
+            assert words[0] == "tfjs-build", line
+            args = parser.parse_args(words[1:])
+            assert args.command == name, line

@@ -188,3 +188,24 @@ def test_the_report_says_which_backend_verified(
     assert [run.backend for run in row.verification.backends] == ["wasm"]
     shown = run_cli("report", cwd=manifest.parent, check=True).stdout
     assert "ok 0 (wasm)" in shown or "(wasm)" in shown.split("net")[-1], shown
+
+
+def test_a_first_install_of_the_runtime_is_said_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """npm ci takes a while and fetches ~300 MB: the build says so before, once. (`npm` here is
+    a stand-in that installs nothing: what is tested is when the notice comes.)"""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "npm").write_text("#!/bin/sh\nexit 0\n")
+    (tools / "npm").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    monkeypatch.delenv("TFJS_BUILD_TFJS_RUNTIME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    said: list[str] = []
+    runtime = find_runtime(announce=said.append)
+    assert runtime.folder.parent == tmp_path / "cache" / "tfjs-build"
+    assert said == [
+        f"Installing the TensorFlow.js runtime (once; npm, ~300 MB) into {runtime.folder} ..."
+    ]
+    assert find_runtime(announce=said.append) == runtime and len(said) == 1

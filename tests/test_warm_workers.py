@@ -55,6 +55,9 @@ class Recorder:
     def build_started(self, items: Sequence[PlanItem], jobs: int, starting: int) -> None:
         self.starting.append(starting)
 
+    def notice(self, text: str) -> None:
+        pass
+
     def signature_finished(self, result: SignatureResult) -> None:
         pass
 

@@ -374,3 +374,29 @@ def test_glob_regex_follows_pathlib_globs() -> None:
     assert not glob_regex("models/*.py").fullmatch("models/sub/net.py")
     assert glob_regex("data/v?.csv").fullmatch("data/v1.csv")
     assert not glob_regex("data/v?.csv").fullmatch("data/v10.csv")
+
+
+def test_the_terminal_says_what_started_each_cycle(
+    project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    manifest = project(MANIFEST, {"multi": model_store("multihead")})
+    watch = _start_watch(manifest, "--no-verify")
+    lines: queue.Queue[str] = queue.Queue()  # one reader for the whole run
+    threading.Thread(target=lambda: [lines.put(line) for line in watch.stdout], daemon=True).start()
+
+    def next_cycle_line() -> str:
+        while not (line := lines.get(timeout=180)).startswith("cycle "):
+            pass
+        return line
+
+    try:
+        first = next_cycle_line()
+        assert first.startswith("cycle 1 (first build): 3 built, 0 failed in "), first
+        (manifest.parent / "multi/saved_model.pb").touch()  # same bytes: nothing to rebuild
+        second = next_cycle_line()
+        assert second.startswith("cycle 2 (changed: multi/saved_model.pb): 0 built, 0 failed"), (
+            second
+        )
+    finally:
+        os.killpg(watch.pid, signal.SIGTERM)
+        watch.communicate(timeout=60)

@@ -80,7 +80,8 @@ def execute(
     if verify and any(_verify_settings(item) is not None for item in builds):
         from tfjsbuild.verify.runtime import find_runtime
 
-        runtime = find_runtime()  # before any conversion: a missing Node.js fails fast
+        # Before any conversion: a missing Node.js fails fast; a first install says so.
+        runtime = find_runtime(announce=reporter.notice)
     if builds:
         converted = _convert_all(
             builds,

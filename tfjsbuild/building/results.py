@@ -80,6 +80,10 @@ class Reporter(Protocol):
 
     def signature_finished(self, result: SignatureResult) -> None: ...
 
+    def notice(self, text: str) -> None:
+        """Something slow starts now that is no signature's (installing the TF.js runtime)."""
+        ...
+
 
 @dataclass(frozen=True)
 class ReportRow:

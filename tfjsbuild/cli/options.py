@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, NoReturn, TypeAlias
+from typing import TYPE_CHECKING, NoReturn, TypeAlias, TypedDict
 
 from tfjsbuild.errors import UsageError
 
@@ -48,6 +48,21 @@ class CommandParser(argparse.ArgumentParser):
 if TYPE_CHECKING:
     # What `add_subparsers` returns; generic in the type stubs only.
     Subparsers: TypeAlias = argparse._SubParsersAction[CommandParser]
+
+
+SELECTION_HELP = "only these models, or single signatures as model:signature (default: all)"
+
+
+class Epilog(TypedDict):
+    epilog: str
+    formatter_class: type[argparse.HelpFormatter]
+
+
+def examples(*lines: tuple[str, str]) -> Epilog:
+    """A command's help epilog: the invocations people use, each with what it does."""
+    width = max(len(command) for command, _ in lines)
+    text = "\n".join(f"  {command.ljust(width)}  {what}" for command, what in lines)
+    return {"epilog": f"examples:\n{text}", "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
 def parent() -> CommandParser:

@@ -9,6 +9,7 @@ what to build or whether a build passed: those decisions arrive made, in the val
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from rich.markup import escape
 
 from tfjsbuild.building.results import ReportRow, SignatureResult
 from tfjsbuild.files.artifacts import TensorSpec, format_bytes
+from tfjsbuild.manifest.types import state_dir_for
 from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.render.words import quantization_text, verification_text
 from tfjsbuild.sources.description import SavedModelDescription, SourceDescription
@@ -64,6 +66,10 @@ class ConsoleReporter:
         )
         self._progress.start()
         self._task = self._progress.add_task("converting", total=total)
+
+    def notice(self, text: str) -> None:
+        if not self.quiet:
+            self.console.print(escape(text))
 
     def signature_finished(self, result: SignatureResult) -> None:
         line = _result_line(result)
@@ -151,6 +157,9 @@ class SilentReporter:
     def signature_finished(self, result: SignatureResult) -> None:
         pass
 
+    def notice(self, text: str) -> None:
+        pass
+
 
 def print_plan(console: Console, items: Sequence[PlanItem]) -> None:
     if not items:
@@ -194,6 +203,11 @@ def _print_plan_item(console: Console, item: PlanItem) -> None:
 
 
 def print_summary(console: Console, results: Sequence[SignatureResult], seconds: float) -> None:
+    # What the workers printed (TensorFlow's messages, tracebacks): where to look after a failure.
+    failed = {r.item.manifest for r in results if r.status == "failed" and r.item.blocked is None}
+    for log in sorted(state_dir_for(manifest) / "worker.log" for manifest in failed):
+        if log.is_file():
+            console.print(f"the workers' messages are in {escape(os.path.relpath(log))}")
     counts: dict[str, int] = {}
     for result in results:
         counts[result.status] = counts.get(result.status, 0) + 1

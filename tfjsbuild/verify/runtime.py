@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,8 +51,9 @@ def tfjs_version() -> str:
     return str(package["dependencies"]["@tensorflow/tfjs"])
 
 
-def find_runtime(*, install: bool = True) -> Runtime:
-    """The runtime to verify with, installing it into the cache on first use."""
+def find_runtime(*, install: bool = True, announce: Callable[[str], None] | None = None) -> Runtime:
+    """The runtime to verify with, installing it into the cache on first use (said first to
+    `announce`: it takes a while)."""
     node = shutil.which("node")
     if node is None:
         raise RuntimeSetupError(
@@ -79,7 +81,7 @@ def find_runtime(*, install: bool = True) -> Runtime:
         return Runtime(node, folder)
     if not install:
         raise RuntimeSetupError(f"the TensorFlow.js runtime is not installed in {folder}")
-    _install(folder)
+    _install(folder, announce)
     return Runtime(node, folder)
 
 
@@ -119,7 +121,7 @@ def _installed_version(folder: Path, package: str) -> str | None:
         return None
 
 
-def _install(folder: Path) -> None:
+def _install(folder: Path, announce: Callable[[str], None] | None = None) -> None:
     npm = shutil.which("npm")
     if npm is None:
         raise RuntimeSetupError(
@@ -131,6 +133,8 @@ def _install(folder: Path) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another build may be installing the same runtime
         if (folder / ".installed").is_file():
             return
+        if announce is not None:
+            announce(f"Installing the TensorFlow.js runtime (once; npm, ~300 MB) into {folder} ...")
         staging = folder.parent / f".{folder.name}.{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()

@@ -14,7 +14,14 @@ from tfjsbuild.render.console import print_cache_pruned, print_cache_stats
 
 
 def add_parser(subparsers: options.Subparsers) -> None:
-    parser = subparsers.add_parser("cache", help="the cache of built signatures: stats, prune")
+    parser = subparsers.add_parser(
+        "cache",
+        help="the cache of built signatures: stats, prune",
+        **options.examples(
+            ("tfjs-build cache stats", "entries and bytes in each cache"),
+            ("tfjs-build cache prune --max-bytes 10000000000", "drop the least recently used"),
+        ),
+    )
     actions = parser.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
     stats = actions.add_parser(
         "stats",

@@ -17,6 +17,10 @@ def add_parser(subparsers: options.Subparsers) -> None:
     parser = subparsers.add_parser(
         "clean",
         help="remove this manifest's outputs and state",
+        **options.examples(
+            ("tfjs-build clean", "remove what ./tfjs-build.yaml built, and its state"),
+            ("tfjs-build clean -f web/tfjs-build.yaml", "another manifest's"),
+        ),
         parents=[options.manifest_selection()],
     )
     parser.set_defaults(handler=clean)

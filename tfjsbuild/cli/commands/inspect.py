@@ -22,6 +22,11 @@ def add_parser(subparsers: options.Subparsers) -> None:
         "inspect",
         help="list the signatures of a SavedModel, a Keras file or a Python source "
         "(module:callable), with their fingerprints",
+        **options.examples(
+            ("tfjs-build inspect models/classifier", "a SavedModel folder's signatures"),
+            ("tfjs-build inspect models/net.keras", "what a build converts from a Keras file"),
+            ("tfjs-build inspect mymodels:build", "a Python source, run from this folder"),
+        ),
         parents=[options.paranoid(), options.json_output()],
     )
     parser.add_argument("path", metavar="PATH")

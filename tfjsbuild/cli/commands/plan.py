@@ -15,6 +15,11 @@ def add_parser(subparsers: options.Subparsers) -> None:
     parser = subparsers.add_parser(
         "plan",
         help="show what would be built and why",
+        **options.examples(
+            ("tfjs-build plan", "what `run` would build, restore or verify, and why"),
+            ("tfjs-build plan classifier", "the same for one model"),
+            ("tfjs-build plan --json", "for scripts: one JSON object"),
+        ),
         parents=[
             options.manifest_selection(),
             options.force("plan as if everything changed"),
@@ -24,7 +29,9 @@ def add_parser(subparsers: options.Subparsers) -> None:
             options.no_verify("what `run --no-verify` would do"),
         ],
     )
-    parser.add_argument("selection", nargs="*", metavar="MODEL[:SIGNATURE]")
+    parser.add_argument(
+        "selection", nargs="*", metavar="MODEL[:SIGNATURE]", help=options.SELECTION_HELP
+    )
     parser.set_defaults(handler=plan)
 
 

@@ -29,6 +29,11 @@ def add_parser(subparsers: options.Subparsers) -> None:
     parser = subparsers.add_parser(
         "report",
         help="sizes, quantization, verification and build times of what was built",
+        **options.examples(
+            ("tfjs-build report", "a table per model"),
+            ("tfjs-build report --html report.html", "a self-contained page for a pull request"),
+            ("tfjs-build report --json", "the same, for scripts"),
+        ),
         parents=[options.manifest_selection(), _html(), options.json_output()],
     )
     parser.set_defaults(handler=report)

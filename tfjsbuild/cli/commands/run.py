@@ -22,6 +22,12 @@ def add_parser(subparsers: options.Subparsers) -> None:
     parser = subparsers.add_parser(
         "run",
         help="build what changed",
+        **options.examples(
+            ("tfjs-build run", "build what changed in ./tfjs-build.yaml, and verify it"),
+            ("tfjs-build run classifier:logits", "only that signature"),
+            ("tfjs-build run --all services/ -j 2", "every manifest below services/, 2 workers"),
+            ("tfjs-build run --json > build.json", "one JSON report, for scripts and CI"),
+        ),
         parents=[
             options.manifest_selection(),
             options.jobs("worker processes (default: per core, max 4)"),
@@ -34,7 +40,9 @@ def add_parser(subparsers: options.Subparsers) -> None:
             options.cache(),
         ],
     )
-    parser.add_argument("selection", nargs="*", metavar="MODEL[:SIGNATURE]")
+    parser.add_argument(
+        "selection", nargs="*", metavar="MODEL[:SIGNATURE]", help=options.SELECTION_HELP
+    )
     parser.add_argument(
         "--executor",
         choices=("local", "ray"),

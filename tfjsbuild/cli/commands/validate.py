@@ -16,6 +16,10 @@ def add_parser(subparsers: options.Subparsers) -> None:
     parser = subparsers.add_parser(
         "validate",
         help="check manifests without building",
+        **options.examples(
+            ("tfjs-build validate", "check ./tfjs-build.yaml: every problem, located"),
+            ("tfjs-build validate --all .", "every manifest below this folder"),
+        ),
         parents=[options.manifest_selection()],
     )
     parser.set_defaults(handler=validate)

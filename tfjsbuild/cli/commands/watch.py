@@ -38,6 +38,11 @@ def add_parser(subparsers: options.Subparsers) -> None:
     parser = subparsers.add_parser(
         "watch",
         help="build, then rebuild what changes until interrupted",
+        **options.examples(
+            ("tfjs-build watch", "build, then rebuild on every save until Ctrl-C"),
+            ("tfjs-build watch --no-verify -q", "quicker cycles; print failures and cycles only"),
+            ("tfjs-build watch --json", "one JSON object per cycle, for tools"),
+        ),
         parents=[
             options.manifest_files(
                 "manifest file (default: tfjs-build.yaml here); repeat for several"
@@ -112,9 +117,11 @@ def _cycle_json(cycle: Cycle) -> str:
 
 
 def _print_cycle(cycle: Cycle, console: Console, err_console: Console) -> None:
-    trigger = ", ".join(cycle.trigger[:3]) + (
-        f" and {len(cycle.trigger) - 3} more" if len(cycle.trigger) > 3 else ""
-    )
+    if cycle.trigger == ("(start)",):  # the build watch starts with
+        trigger = "first build"
+    else:
+        trigger = "changed: " + ", ".join(cycle.trigger[:3])
+        trigger += f" and {len(cycle.trigger) - 3} more" if len(cycle.trigger) > 3 else ""
     if cycle.manifest_error is not None:
         err_console.print(escape(cycle.manifest_error))
         err_console.print(
