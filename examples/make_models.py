@@ -13,11 +13,17 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf
+# TensorFlow 2.19 logs CUDA registrations and a failed cuInit at import on a machine without a
+# GPU, whatever TF_CPP_MIN_LOG_LEVEL says: tfjs-build keeps such lines off the terminal.
+from tfjsbuild.worker.native_log import native_log_kept_out
+
+with native_log_kept_out([]):
+    import tensorflow as tf
 
 IMAGE = tf.TensorSpec([None, 32, 32, 3], tf.float32, name="image")
 
@@ -105,8 +111,11 @@ def save_legacy(path: Path) -> None:
         ],
         name="legacy",
     )
+    # The legacy format, on purpose: Keras warns against it, which is why this file exists.
+    warnings.filterwarnings("ignore", "You are saving your model as an HDF5 file", UserWarning)
     model.save(path, save_format="h5")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "models")
+    with native_log_kept_out([]):
+        main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "models")

@@ -104,6 +104,9 @@ def test_inspect_keras_files_and_python_sources(
     keras_file = model_store("keras_file")
     done = run_cli("inspect", str(keras_file), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    # TensorFlow is imported here, in this process: its C++ log lines (CUDA registrations, a
+    # failed cuInit on a machine without a GPU) stay off the terminal.
+    assert done.stderr == ""
     assert re.sub(r"\b[0-9a-f]{16}\b", "<hex>", done.stdout) == (
         f"Keras model {keras_file} (keras_v3)\n"
         "  fingerprint <hex>\n"

@@ -47,11 +47,13 @@ def files(folder: Path) -> dict[str, bytes]:
 
 def test_the_example_built_by_ray_equals_the_local_build(tmp_path: Path, ray_cluster: None) -> None:
     models = tmp_path / "models"
-    subprocess.run(
+    made = subprocess.run(
         [sys.executable, str(REPO / "examples/make_models.py"), str(models)],
         check=True,
         capture_output=True,
+        text=True,
     )
+    assert made.stderr == ""  # the README's first command: nothing but its one line
     local = copy_example(tmp_path / "local", models)
     remote = copy_example(tmp_path / "ray", models)
 

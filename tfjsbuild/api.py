@@ -276,10 +276,16 @@ def inspect_source(source: KerasSource | PythonSource) -> SourceDescription:
 
     Unlike `inspect_saved_model` this imports TensorFlow, and for a Python source runs its code.
     """
-    from tfjsbuild.worker import loaders
+    from tfjsbuild.worker.native_log import native_log_kept_out
 
     digest = source_digest(source, StatCache())
-    with tempfile.TemporaryDirectory(prefix="tfjs-build-inspect-") as scratch:
+    # TensorFlow's C++ log lines (CUDA registrations, cuInit) stay off the user's terminal.
+    with (
+        native_log_kept_out([]),
+        tempfile.TemporaryDirectory(prefix="tfjs-build-inspect-") as scratch,
+    ):
+        from tfjsbuild.worker import loaders
+
         signatures = loaders.describe(source, Path(scratch))
     return SourceDescription(source, digest, kind_of(source).inspect_json(source), signatures)
 

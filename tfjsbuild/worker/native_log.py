@@ -2,7 +2,9 @@
 
 Some TensorFlow errors only point at that log: grappler raises "Failed to import metagraph,
 check error log for more info" and logs the reason. This module captures stderr at the file
-descriptor and puts the logged causes into the error's message; it imports no TensorFlow.
+descriptor and puts the logged causes into the error's message; and, where TensorFlow runs in
+the user's own process (`inspect`, the Python API), keeps those log lines off the terminal
+(`native_log_kept_out`). It imports no TensorFlow.
 """
 
 from __future__ import annotations
@@ -22,6 +24,18 @@ def capture_native_log(lines: list[str]) -> Iterator[None]:
     Some TensorFlow errors only point there: grappler raises "Failed to import metagraph,
     check error log for more info" and logs the reason. In a worker, stderr is the worker log.
     """
+    captured: list[str] = []
+    with _captured_stderr(captured):
+        yield
+    lines.extend(captured)
+    if captured:
+        sys.stderr.write("\n".join(captured) + "\n")
+        sys.stderr.flush()
+
+
+@contextmanager
+def _captured_stderr(lines: list[str]) -> Iterator[None]:
+    """What is written to file descriptor 2 meanwhile (by Python or C++), into `lines` only."""
     sys.stderr.flush()
     try:
         saved = os.dup(2)
@@ -37,12 +51,34 @@ def capture_native_log(lines: list[str]) -> Iterator[None]:
                 sys.stderr.flush()
                 os.dup2(saved, 2)
                 capture.seek(0)
-                data = capture.read()
-                with os.fdopen(os.dup(2), "wb") as stderr:
-                    stderr.write(data)
-                lines.extend(data.decode("utf-8", "replace").splitlines())
+                lines.extend(capture.read().decode("utf-8", "replace").splitlines())
     finally:
         os.close(saved)
+
+
+@contextmanager
+def native_log_kept_out(lines: list[str]) -> Iterator[None]:
+    """TensorFlow's C++ log lines written to stderr meanwhile go into `lines`, not to the
+    terminal: TensorFlow 2.19 logs CUDA registrations, `cuInit` failures and grappler sessions
+    there whatever TF_CPP_MIN_LOG_LEVEL says. Anything else written there is passed on."""
+    captured: list[str] = []
+    with _captured_stderr(captured):
+        yield
+    kept = [line for line in captured if not _NATIVE_LINE.match(line)]
+    lines.extend(line for line in captured if _NATIVE_LINE.match(line))
+    if kept:
+        sys.stderr.write("\n".join(kept) + "\n")
+        sys.stderr.flush()
+
+
+# `I0000 00:00:1795804163.814682    6498 file.cc:675] message` (absl), `2024-01-01
+# 12:00:00.000000: E path/file.cc:675] message` (TensorFlow's own), absl's notice, and
+# TensorFlow's Python logger (`WARNING:tensorflow:Compiled the loaded model, but ...`).
+_NATIVE_LINE = re.compile(
+    r"^(?:[IWEF]\d{4} \S+\s+\d+ \S+:\d+\]|\d{4}-\d\d-\d\d \S+: [IWEF] \S+:\d+\]"
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|(?:INFO|WARNING):tensorflow:)"
+)
 
 
 # `E0000 00:00:1795804163.814682    6498 file.cc:675] message` (absl) or
