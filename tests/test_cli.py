@@ -280,3 +280,13 @@ def test_every_command_shows_examples_that_parse() -> None:
             assert words[0] == "tfjs-build", line
             args = parser.parse_args(words[1:])
             assert args.command == name, line
+
+
+def test_the_progress_line_says_what_the_workers_are_on() -> None:
+    from tfjsbuild.render.console import working_text
+
+    assert working_text({}) == "converting"
+    assert working_text({"m:b": "verifying in TensorFlow.js", "m:a": "converting"}) == (
+        "converting m:a (+1 more)"
+    )
+    assert working_text({"[red]x:y": "loading the source"}) == "loading the source \\[red]x:y"

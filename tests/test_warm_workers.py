@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -47,16 +47,21 @@ def tasks_taken(log: Path) -> list[tuple[int, str]]:
 
 
 class Recorder:
-    """A reporter that remembers how many workers each build said it was starting."""
+    """A reporter that remembers how many workers each build said it was starting, and what
+    it was told the workers were on."""
 
     def __init__(self) -> None:
         self.starting: list[int] = []
+        self.working_on: set[tuple[str, str]] = set()
 
     def build_started(self, items: Sequence[PlanItem], jobs: int, starting: int) -> None:
         self.starting.append(starting)
 
     def notice(self, text: str) -> None:
         pass
+
+    def working(self, running: Mapping[str, str]) -> None:
+        self.working_on.update(running.items())
 
     def signature_finished(self, result: SignatureResult) -> None:
         pass
@@ -106,6 +111,14 @@ def test_a_watch_cycle_converts_in_the_worker_the_first_cycle_started(
         assert regress.verification is not None and regress.verification.passed
         warm = read_output(root / "web/multi-out/regress")
     assert recorder.starting == [1, 0]  # the second cycle started none
+    # The progress line heard what the worker was on: at least its start (importing TensorFlow
+    # takes seconds), under the signature's name; never a key that is no signature of this build.
+    assert "starting the worker" in {phase for _, phase in recorder.working_on}
+    assert {key for key, _ in recorder.working_on} <= {
+        "multi:features",
+        "multi:classify",
+        "multi:regress",
+    }
     # What the warm worker wrote is what a build of the new export alone writes.
     cold = cold_build(
         tmp_path / "cold", MANIFEST, {"multi": model_store("multihead", head_b_seed=30)}

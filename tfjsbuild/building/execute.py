@@ -251,7 +251,10 @@ def _run_tasks(
         pool.submit(task): key for key, (_, task) in tasks.items()
     }
     while pending:
-        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        # Woken twice a second at least, to say on the progress line what the workers are on.
+        done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+        running = pool.running().items()
+        reporter.working({tasks[key][0].key: phase for key, phase in running if key in tasks})
         for future in done:
             key = pending.pop(future)
             item, task = tasks[key]

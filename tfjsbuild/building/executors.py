@@ -29,6 +29,11 @@ class TaskExecutor(Protocol):
         submitted now start."""
         ...
 
+    def running(self) -> dict[str, str]:
+        """The tasks being worked on now, by key, with what is being done ("converting"):
+        for the progress line; empty where it cannot be known (Ray)."""
+        ...
+
     def shutdown(self, *, abort: bool) -> None: ...
 
 
@@ -80,6 +85,9 @@ class _KeptPool:
 
     def workers_to_start(self, task_count: int) -> int:
         return self.pool.workers_to_start(task_count)
+
+    def running(self) -> dict[str, str]:
+        return self.pool.running()
 
     def shutdown(self, *, abort: bool) -> None:
         if abort:

@@ -9,10 +9,9 @@ that has grown past the pool's memory limit after a task is retired (killed: its
 done), and the next task gets a fresh one. A pool may serve several builds (watch keeps one):
 between them, `end_build` retires the workers that imported a python: source's code.
 
-This is the parent's end of the conversation: `WorkerPool` queues tasks, hands them to workers
-and resolves their futures. One process's start, kill and stack dump are `worker_process`'s;
-the worker's end is `tfjsbuild.worker.serve`. Nothing here imports TensorFlow, writes state or
-moves outputs.
+The parent's end: `WorkerPool` queues tasks, hands them to workers and resolves their futures;
+a process's start, kill and stack dump are `worker_process`'s, the worker's end is
+`tfjsbuild.worker.serve`. Nothing here imports TensorFlow, writes state or moves outputs.
 """
 
 from __future__ import annotations
@@ -112,9 +111,13 @@ class WorkerPool:
             self.worker_count = max(self.worker_count, worker_count)
         self._wake()
 
+    def running(self) -> dict[str, str]:
+        """What each busy worker does now: task key -> phase (a snapshot, for display)."""
+        return {job.task.key: job.phase for w in list(self._workers) if (job := w.job) is not None}
+
     def workers_to_start(self, task_count: int) -> int:
-        """How many worker processes submitting `task_count` tasks now starts."""
-        # The pool's thread alone changes the list; its length is a snapshot, all it needs.
+        """How many worker processes submitting `task_count` tasks now starts (a snapshot of
+        the list, which only the pool's thread changes)."""
         return max(0, min(self.worker_count, task_count) - len(self._workers))
 
     def end_build(self) -> None:
@@ -146,8 +149,7 @@ class WorkerPool:
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_write, b".")
 
-    # ------------------------------------------------------------------ the pool's thread
-
+    # The pool's thread, from here on.
     def _run(self) -> None:
         try:
             self._serve_tasks()
@@ -389,12 +391,8 @@ class WorkerPool:
 
 
 def _limit(task: ConversionTask) -> float:
-    if task.timeout is None or not math.isfinite(task.timeout):
-        return math.inf
-    return task.timeout
+    return math.inf if task.timeout is None else task.timeout
 
 
 def _label(task: ConversionTask) -> str:
-    source = task.source
-    origin = kind_of(source).origin(source)
-    return f"signature '{task.signature}' of {origin}"
+    return f"signature '{task.signature}' of {kind_of(task.source).origin(task.source)}"

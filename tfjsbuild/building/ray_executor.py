@@ -95,6 +95,9 @@ class RayExecutor:
     def workers_to_start(self, task_count: int) -> int:
         return 0  # Ray starts (and keeps) its own workers
 
+    def running(self) -> dict[str, str]:
+        return {}  # which of the submitted tasks Ray has started is not known here
+
     def shutdown(self, *, abort: bool) -> None:
         if abort:
             for ref in self.refs:

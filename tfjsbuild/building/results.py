@@ -80,6 +80,10 @@ class Reporter(Protocol):
 
     def signature_finished(self, result: SignatureResult) -> None: ...
 
+    def working(self, running: Mapping[str, str]) -> None:
+        """What the workers are on now: signature key -> what is being done ("converting")."""
+        ...
+
     def notice(self, text: str) -> None:
         """Something slow starts now that is no signature's (installing the TF.js runtime)."""
         ...

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -67,6 +67,10 @@ class ConsoleReporter:
         self._progress.start()
         self._task = self._progress.add_task("converting", total=total)
 
+    def working(self, running: Mapping[str, str]) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, description=working_text(running))
+
     def notice(self, text: str) -> None:
         if not self.quiet:
             self.console.print(escape(text))
@@ -88,6 +92,15 @@ class ConsoleReporter:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+def working_text(running: Mapping[str, str]) -> str:
+    """The progress line's words: what the first worker does, and how many more are busy."""
+    if not running:
+        return "converting"
+    key, phase = min(running.items())
+    more = f" (+{len(running) - 1} more)" if len(running) > 1 else ""
+    return f"{phase} {escape(key)}{more}"
 
 
 def _starting_line(items: Sequence[PlanItem], jobs: int, starting: int) -> str:
@@ -158,6 +171,9 @@ class SilentReporter:
         pass
 
     def notice(self, text: str) -> None:
+        pass
+
+    def working(self, running: Mapping[str, str]) -> None:
         pass
 
 
