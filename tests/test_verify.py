@@ -295,7 +295,7 @@ def test_report_tables_and_a_self_contained_html_page(
     manifest = project(
         "version: 1\nmodels:\n  multi:\n    saved_model: multi\n"
         "    signatures:\n      features: {}\n"
-        "      classify: {quantization: {float16: ['*']}, verify: {atol: 0.01}}\n",
+        "      classify: {quantization: {float16: ['*']}, verify: {atol: 0.01}, max_bytes: 100000}\n",
         {"multi": model_store("multihead")},
     )
     root = manifest.parent
@@ -312,11 +312,18 @@ def test_report_tables_and_a_self_contained_html_page(
     assert classify["bytes"] == classify["model_json_bytes"] + classify["weight_bytes"]
     assert classify["weight_bytes"] == (8 * 16 + 16 * 4) * 2  # float16 weights
     assert classify["verification"]["passed"] is True
+    assert (classify["max_bytes"], rows[1]["max_bytes"]) == (100000, None)
+    assert [t["name"] for t in classify["outputs"]] == ["logits", "probs"]
     page = (root / "report.html").read_text()
     assert page.startswith("<!doctype html>")
-    assert (
-        "<td>classify</td>" in page and "float16: *" in page and "ok on wasm, max abs error" in page
-    )
+    # Each signature with its tensors, a size bar (model.json and weights stacked), the
+    # budget drawn where one is set, and the verification (its whole text on hover).
+    inputs = ", ".join(f"{t['name']}: {t['dtype']}" for t in classify["inputs"])
+    assert f"<td>classify<div class=io>{inputs} [" in page
+    assert "logits: float32 [?, 4], probs: float32 [?, 4]</div>" in page
+    assert page.count("<svg class=size") == 2 and page.count('stroke="#b00020"') == 1
+    assert "budget (max_bytes) 97.7 KB" in page
+    assert "float16: *" in page and 'title="ok on wasm, max abs error' in page
     assert "http" not in page and "<script" not in page and "<link" not in page
     text = run_cli("report", cwd=root)
     assert "classify" in text.stdout and "2 signatures" in text.stdout

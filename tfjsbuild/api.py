@@ -45,6 +45,7 @@ from tfjsbuild.sources.registry import kind_of, source_digest
 from tfjsbuild.stores.cache_store import Store
 from tfjsbuild.stores.caches import resolve_config
 from tfjsbuild.stores.lock import BuildLock
+from tfjsbuild.stores.state import SignatureRecord
 
 
 @dataclass
@@ -227,8 +228,21 @@ def report(
         records = sorted(
             state.records.values(), key=lambda r: (order.get(r.model, len(order)), r.signature)
         )
-        rows += [ReportRow.from_record(manifest.path, record) for record in records]
+        rows += [
+            ReportRow.from_record(manifest.path, record, _budget(manifest, record))
+            for record in records
+        ]
     return rows
+
+
+def _budget(manifest: Manifest, record: SignatureRecord) -> int | None:
+    """The size budget (`max_bytes`) the manifest sets for a recorded signature, if any."""
+    for model in manifest.models:
+        if model.name == record.model:
+            listed = {spec.name: spec for spec in model.signatures or ()}
+            spec = listed.get(record.signature)
+            return (spec.checks if spec is not None else model.checks).max_bytes
+    return None
 
 
 def _cache_stores(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from tfjsbuild.files.artifacts import size_parts
+from tfjsbuild.files.artifacts import TensorSpec, size_parts, tensor_specs_json
 from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.stores.state import SignatureRecord
 from tfjsbuild.verify.record import VerificationRecord, verification_json
@@ -103,6 +103,9 @@ class ReportRow:
     quantization: dict[str, list[str]]
     verification: VerificationRecord | None
     seconds: float
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+    max_bytes: int | None = None  # the manifest's size budget for it, if it sets one
 
     @property
     def bytes(self) -> int:
@@ -122,10 +125,15 @@ class ReportRow:
             "quantization": self.quantization,
             "verification": verification_json(self.verification),
             "seconds": self.seconds,
+            "inputs": tensor_specs_json(self.inputs),
+            "outputs": tensor_specs_json(self.outputs),
+            "max_bytes": self.max_bytes,
         }
 
     @classmethod
-    def from_record(cls, manifest: Path, record: SignatureRecord) -> ReportRow:
+    def from_record(
+        cls, manifest: Path, record: SignatureRecord, max_bytes: int | None = None
+    ) -> ReportRow:
         model_json, weights = size_parts(record.files)
         return cls(
             manifest=manifest,
@@ -138,4 +146,7 @@ class ReportRow:
             quantization=record.options.quantization,
             verification=record.verification,
             seconds=record.seconds,
+            inputs=record.inputs,
+            outputs=record.outputs,
+            max_bytes=max_bytes,
         )

@@ -20,7 +20,7 @@ from tfjsbuild.building.results import ReportRow, SignatureResult
 from tfjsbuild.files.artifacts import TensorSpec, format_bytes
 from tfjsbuild.manifest.types import state_dir_for
 from tfjsbuild.planning.plan import PlanItem
-from tfjsbuild.render.words import quantization_text, verification_text
+from tfjsbuild.render.words import quantization_text, tensor_text, verification_text
 from tfjsbuild.sources.description import SavedModelDescription, SourceDescription
 from tfjsbuild.sources.registry import kind_of
 from tfjsbuild.verify.record import VerificationRecord
@@ -316,17 +316,7 @@ def print_source(console: Console, shown: str, description: SourceDescription) -
 
 def _print_tensors(console: Console, tensors: Sequence[TensorSpec], side: str) -> None:
     for tensor in tensors:
-        console.print(f"      {side:<6} {_tensor_text(tensor)}")
-
-
-def _tensor_text(tensor: TensorSpec) -> str:
-    """`name: dtype [shape]`, escaped for rich (names come from the model)."""
-    shape = "unknown rank" if tensor.shape is None else _shape(tensor.shape)
-    return escape(f"{tensor.name}: {tensor.dtype} {shape}")
-
-
-def _shape(shape: Sequence[int | None]) -> str:
-    return "[" + ", ".join("?" if dim is None else str(dim) for dim in shape) + "]"
+        console.print(f"      {side:<6} {escape(tensor_text(tensor))}")
 
 
 # One cache (label, URL) and its counts, as `api.cache_stats` / `api.cache_prune` give them.

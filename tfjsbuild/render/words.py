@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from tfjsbuild.files.artifacts import TensorSpec
 from tfjsbuild.verify.record import BackendRecord, VerificationRecord, json_float
 
 
@@ -18,6 +19,14 @@ def quantization_text(quantization: Mapping[str, Sequence[str]]) -> str:
     return "; ".join(
         f"{dtype}: {', '.join(globs)}" for dtype, globs in sorted(quantization.items())
     )
+
+
+def tensor_text(tensor: TensorSpec) -> str:
+    """`name: dtype [shape]` (`?` for an unknown dimension)."""
+    if tensor.shape is None:
+        return f"{tensor.name}: {tensor.dtype} unknown rank"
+    shape = ", ".join("?" if dim is None else str(dim) for dim in tensor.shape)
+    return f"{tensor.name}: {tensor.dtype} [{shape}]"
 
 
 def verification_text(verification: VerificationRecord | None, *, short: bool = False) -> str:
