@@ -219,8 +219,9 @@ def _print_plan_item(console: Console, item: PlanItem) -> None:
 
 
 def print_summary(console: Console, results: Sequence[SignatureResult], seconds: float) -> None:
-    # What the workers printed (TensorFlow's messages, tracebacks): where to look after a failure.
-    failed = {r.item.manifest for r in results if r.status == "failed" and r.item.blocked is None}
+    # What the workers printed (TensorFlow's messages, tracebacks): where to look after a
+    # failure a worker met (its outcome has timings; one refused before any work has none).
+    failed = {r.item.manifest for r in results if r.status == "failed" and r.timings is not None}
     for log in sorted(state_dir_for(manifest) / "worker.log" for manifest in failed):
         if log.is_file():
             console.print(f"the workers' messages are in {escape(os.path.relpath(log))}")
