@@ -35,25 +35,41 @@ def capture_native_log(lines: list[str]) -> Iterator[None]:
 
 @contextmanager
 def _captured_stderr(lines: list[str]) -> Iterator[None]:
-    """What is written to file descriptor 2 meanwhile (by Python or C++), into `lines` only."""
+    """What is written to file descriptor 2 meanwhile (by Python or C++), into `lines` only;
+    descriptor 1 too where it is the same file (`--json` sends the user's prints to stderr, or
+    a terminal), so that what is passed on keeps the order it was written in."""
+    sys.stdout.flush()
     sys.stderr.flush()
     try:
-        saved = os.dup(2)
+        saved = {fd: os.dup(fd) for fd in _same_as_stderr()}
     except OSError:  # no stderr to capture (a daemon closed it): nothing was logged either
         yield
         return
     try:
         with tempfile.TemporaryFile() as capture:
-            os.dup2(capture.fileno(), 2)
+            for fd in saved:
+                os.dup2(capture.fileno(), fd)
             try:
                 yield
             finally:
+                sys.stdout.flush()
                 sys.stderr.flush()
-                os.dup2(saved, 2)
+                for fd, original in saved.items():
+                    os.dup2(original, fd)
                 capture.seek(0)
                 lines.extend(capture.read().decode("utf-8", "replace").splitlines())
     finally:
-        os.close(saved)
+        for original in saved.values():
+            os.close(original)
+
+
+def _same_as_stderr() -> list[int]:
+    """Descriptor 2, and 1 where it is the same file."""
+    try:
+        same = os.path.samestat(os.fstat(1), os.fstat(2))
+    except OSError:
+        same = False
+    return [2, 1] if same else [2]
 
 
 @contextmanager
