@@ -25,12 +25,14 @@ def capture_native_log(lines: list[str]) -> Iterator[None]:
     check error log for more info" and logs the reason. In a worker, stderr is the worker log.
     """
     captured: list[str] = []
-    with _captured_stderr(captured):
-        yield
-    lines.extend(captured)
-    if captured:
-        sys.stderr.write("\n".join(captured) + "\n")
-        sys.stderr.flush()
+    try:
+        with _captured_stderr(captured):
+            yield
+    finally:  # after a failure too: that is when the causes logged are wanted
+        lines.extend(captured)
+        if captured:
+            sys.stderr.write("\n".join(captured) + "\n")
+            sys.stderr.flush()
 
 
 @contextmanager
@@ -78,13 +80,15 @@ def native_log_kept_out(lines: list[str]) -> Iterator[None]:
     terminal: TensorFlow 2.19 logs CUDA registrations, `cuInit` failures and grappler sessions
     there whatever TF_CPP_MIN_LOG_LEVEL says. Anything else written there is passed on."""
     captured: list[str] = []
-    with _captured_stderr(captured):
-        yield
-    kept = [line for line in captured if not _NATIVE_LINE.match(line)]
-    lines.extend(line for line in captured if _NATIVE_LINE.match(line))
-    if kept:
-        sys.stderr.write("\n".join(kept) + "\n")
-        sys.stderr.flush()
+    try:
+        with _captured_stderr(captured):
+            yield
+    finally:  # after a failure too: what else was written there is still passed on
+        kept = [line for line in captured if not _NATIVE_LINE.match(line)]
+        lines.extend(line for line in captured if _NATIVE_LINE.match(line))
+        if kept:
+            sys.stderr.write("\n".join(kept) + "\n")
+            sys.stderr.flush()
 
 
 # `I0000 00:00:1795804163.814682    6498 file.cc:675] message` (absl), `2024-01-01
