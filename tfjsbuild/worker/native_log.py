@@ -2,9 +2,9 @@
 
 Some TensorFlow errors only point at that log: grappler raises "Failed to import metagraph,
 check error log for more info" and logs the reason. This module captures stderr at the file
-descriptor and puts the logged causes into the error's message; and, where TensorFlow runs in
-the user's own process (`inspect`, the Python API), keeps those log lines off the terminal
-(`native_log_kept_out`). It imports no TensorFlow.
+descriptor and puts the logged causes into the error's message; and, where TensorFlow is
+imported in the user's own process (`inspect`, the example's `make_models.py`), keeps those log
+lines off the terminal (`native_log_kept_out`). It imports no TensorFlow.
 """
 
 from __future__ import annotations
