@@ -154,9 +154,9 @@ def _result_line(result: SignatureResult) -> str | None:
 def _verified(verification: VerificationRecord | None) -> str:
     if verification is None:
         return ""
-    skipped = [run.backend for run in verification.backends if run.skipped]
     if not verification.ran:  # every backend asked for was skipped: nothing was verified
-        return f"not verified ({', '.join(skipped)} skipped)  "
+        return f"{verification_text(verification)}  "
+    skipped = [run.backend for run in verification.backends if run.skipped]
     text = f"verified on {', '.join(run.backend for run in verification.ran)}"
     if math.isfinite(verification.max_abs_error):  # only a failed check measures NaN or inf
         text += f" (max error {verification.max_abs_error:.1e})"

@@ -24,14 +24,34 @@ def capture_native_log(lines: list[str]) -> Iterator[None]:
     Some TensorFlow errors only point there: grappler raises "Failed to import metagraph,
     check error log for more info" and logs the reason. In a worker, stderr is the worker log.
     """
+    with _stderr_sorted(lines, keep_out=False):
+        yield
+
+
+@contextmanager
+def native_log_kept_out(lines: list[str]) -> Iterator[None]:
+    """TensorFlow's C++ log lines written to stderr meanwhile go into `lines`, not to the
+    terminal: TensorFlow 2.19 logs CUDA registrations, `cuInit` failures and grappler sessions
+    there whatever TF_CPP_MIN_LOG_LEVEL says. Anything else written there is passed on."""
+    with _stderr_sorted(lines, keep_out=True):
+        yield
+
+
+@contextmanager
+def _stderr_sorted(lines: list[str], *, keep_out: bool) -> Iterator[None]:
+    """Stderr captured meanwhile: its native log lines (all of it, unless `keep_out`) into
+    `lines`, and all but those kept out passed on; after a failure too, when the causes logged
+    are wanted."""
     captured: list[str] = []
     try:
         with _captured_stderr(captured):
             yield
-    finally:  # after a failure too: that is when the causes logged are wanted
-        lines.extend(captured)
-        if captured:
-            sys.stderr.write("\n".join(captured) + "\n")
+    finally:
+        native = [line for line in captured if not keep_out or _NATIVE_LINE.match(line)]
+        passed = [line for line in captured if not keep_out or not _NATIVE_LINE.match(line)]
+        lines.extend(native)
+        if passed:
+            sys.stderr.write("\n".join(passed) + "\n")
             sys.stderr.flush()
 
 
@@ -72,23 +92,6 @@ def _same_as_stderr() -> list[int]:
     except OSError:
         same = False
     return [2, 1] if same else [2]
-
-
-@contextmanager
-def native_log_kept_out(lines: list[str]) -> Iterator[None]:
-    """TensorFlow's C++ log lines written to stderr meanwhile go into `lines`, not to the
-    terminal: TensorFlow 2.19 logs CUDA registrations, `cuInit` failures and grappler sessions
-    there whatever TF_CPP_MIN_LOG_LEVEL says. Anything else written there is passed on."""
-    captured: list[str] = []
-    try:
-        with _captured_stderr(captured):
-            yield
-    finally:  # after a failure too: what else was written there is still passed on
-        kept = [line for line in captured if not _NATIVE_LINE.match(line)]
-        lines.extend(line for line in captured if _NATIVE_LINE.match(line))
-        if kept:
-            sys.stderr.write("\n".join(kept) + "\n")
-            sys.stderr.flush()
 
 
 # `I0000 00:00:1795804163.814682    6498 file.cc:675] message` (absl), `2024-01-01
