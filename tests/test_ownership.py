@@ -15,7 +15,7 @@ import pytest
 
 import tfjsbuild
 from conftest import run_cli
-from tfjsbuild.building.outputs import remove_recorded_output
+from tfjsbuild.building.removal import remove_recorded_output
 from tfjsbuild.errors import ManifestError
 from tfjsbuild.manifest.load import load_manifest
 from tfjsbuild.stores.recorded_options import RecordedOptions

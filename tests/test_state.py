@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import os
 from collections.abc import Callable
@@ -11,6 +12,7 @@ import pytest
 from conftest import VERIFY_REQUEST
 from tfjsbuild.errors import BuildError, LockHeldError
 from tfjsbuild.files.readback import InvalidData
+from tfjsbuild.stores.build_history import PreviousBuild
 from tfjsbuild.stores.lock import BuildLock
 from tfjsbuild.stores.state import BuildState, SignatureRecord, load_state, save_state
 
@@ -89,6 +91,13 @@ def test_a_record_says_what_its_verification_was_run_with() -> None:
     assert record.verification is not None
     assert [run.backend for run in record.verification.backends] == ["wasm"]
     assert record.to_json() == data  # as written: a loaded state is not rewritten
+    # When it was built, and what the output it replaced was: read back as written too.
+    previous = {"built_at": None, "bytes": 10, "max_abs_error": "NaN", "content_hash": DIGEST_A}
+    newer = {**data, "built_at": "2026-11-28T09:40:13Z", "previous": previous}
+    again = SignatureRecord.from_json(newer, "signatures.m:s")
+    assert again.previous is not None and math.isnan(again.previous.max_abs_error or 0.0)
+    assert (again.built_at, again.to_json()) == ("2026-11-28T09:40:13Z", newer)
+    assert again.superseded() == PreviousBuild("2026-11-28T09:40:13Z", 0, 0.0, DIGEST_B)
     # Written before several backends could be asked for, and before WebAssembly: one backend,
     # the CPU (a build wanting `auto` verifies it again: "verification changed: backends...").
     older_verification = {

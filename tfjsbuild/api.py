@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tfjsbuild.building.executors import KeptWorkers
-from tfjsbuild.building.outputs import remove_built_files, remove_state_folders
+from tfjsbuild.building.removal import remove_built_files, remove_state_folders
 from tfjsbuild.building.results import Reporter, ReportRow, SignatureResult
 from tfjsbuild.building.run import (
     build_locks,

@@ -17,9 +17,10 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from tfjsbuild.building.outputs import place, staging_root
+from tfjsbuild.building.outputs import place
 from tfjsbuild.building.project import Project
 from tfjsbuild.building.results import SignatureResult
+from tfjsbuild.building.staging import staging_root
 from tfjsbuild.files.artifacts import OutputCheckError, OutputFile, validate_graph_model
 from tfjsbuild.planning.fingerprint import cache_key
 from tfjsbuild.planning.plan import PlanItem

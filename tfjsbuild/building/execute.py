@@ -22,17 +22,11 @@ from typing import TYPE_CHECKING
 from tfjsbuild.building.asset_index import write_index
 from tfjsbuild.building.cache import restore, save
 from tfjsbuild.building.executors import KeptWorkers, TaskExecutor, start_executor
-from tfjsbuild.building.outputs import (
-    nested,
-    output_link_problem,
-    over_budget,
-    place,
-    remove_signature,
-    remove_staging,
-    staging_root,
-)
+from tfjsbuild.building.outputs import nested, output_link_problem, over_budget, place
 from tfjsbuild.building.project import Project
+from tfjsbuild.building.removal import remove_signature
 from tfjsbuild.building.results import Reporter, SignatureResult
+from tfjsbuild.building.staging import remove_staging, staging_root
 from tfjsbuild.files.filesystem import refusals_reported
 from tfjsbuild.manifest.types import Manifest, VerifySettings
 from tfjsbuild.planning.plan import PlanItem

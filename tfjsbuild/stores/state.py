@@ -42,6 +42,7 @@ from tfjsbuild.files.readback import (
 )
 from tfjsbuild.manifest.types import STATE_ROOT
 from tfjsbuild.sources.base import GraphCacheEntry
+from tfjsbuild.stores.build_history import PreviousBuild, as_time, error_of
 from tfjsbuild.stores.recorded_options import RecordedOptions
 from tfjsbuild.verify import record as verify_record
 from tfjsbuild.verify import request as verify_request
@@ -84,6 +85,10 @@ class SignatureRecord:
     # What that check was run with (`SignatureFingerprint.verify`); None when not verified.
     # Compared apart from `fingerprint`: other settings re-verify, they do not reconvert.
     verified_with: verify_request.VerificationRequest | None = None
+    # When this output was placed (built, or restored from a cache); None in older states.
+    built_at: str | None = None
+    # The output it replaced, if any: what `report` compares it with.
+    previous: PreviousBuild | None = None
 
     @property
     def key(self) -> str:
@@ -102,6 +107,10 @@ class SignatureRecord:
         data["outputs"] = tensor_specs_json(self.outputs)
         data["verification"] = verify_record.verification_json(self.verification)
         data["verified_with"] = verify_request.request_json(self.verified_with)
+        data["previous"] = None if self.previous is None else self.previous.to_json()
+        for key in ("built_at", "previous"):  # unknown: left out, as states before them were
+            if data[key] is None:
+                del data[key]
         return data
 
     @classmethod
@@ -130,6 +139,14 @@ class SignatureRecord:
             verified_with=verify_request.request_from_json(
                 record.get("verified_with"), f"{where}.verified_with"
             ),
+            built_at=as_time(record.get("built_at"), f"{where}.built_at"),
+            previous=PreviousBuild.from_json(record.get("previous"), f"{where}.previous"),
+        )
+
+    def superseded(self) -> PreviousBuild:
+        """What a record that replaces this one keeps of it."""
+        return PreviousBuild(
+            self.built_at, self.bytes, error_of(self.verification), self.content_hash
         )
 
 

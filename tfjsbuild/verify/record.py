@@ -172,8 +172,8 @@ def _backend_from_json(backend: str, value: Any, where: str) -> BackendRecord:
         outputs.append(
             OutputRecord(
                 key,
-                _error(output.get("max_abs_error"), f"{at}.max_abs_error"),
-                _error(output.get("max_rel_error"), f"{at}.max_rel_error"),
+                error_from_json(output.get("max_abs_error"), f"{at}.max_abs_error"),
+                error_from_json(output.get("max_rel_error"), f"{at}.max_rel_error"),
                 as_bool(output.get("passed"), f"{at}.passed"),
             )
         )
@@ -183,7 +183,7 @@ def _backend_from_json(backend: str, value: Any, where: str) -> BackendRecord:
         passed=as_bool(data.get("passed"), f"{where}.passed"),
         atol=as_float(data.get("atol"), f"{where}.atol"),
         rtol=as_float(data.get("rtol"), f"{where}.rtol"),
-        max_abs_error=_error(data.get("max_abs_error"), f"{where}.max_abs_error"),
+        max_abs_error=error_from_json(data.get("max_abs_error"), f"{where}.max_abs_error"),
         outputs=tuple(outputs),
         seconds=None if seconds is None else as_float(seconds, f"{where}.seconds"),
         skipped=as_bool(data.get("skipped", False), f"{where}.skipped"),
@@ -191,7 +191,7 @@ def _backend_from_json(backend: str, value: Any, where: str) -> BackendRecord:
     )
 
 
-def _error(value: Any, where: str) -> float:
+def error_from_json(value: Any, where: str) -> float:
     """An error measure as `json_float` writes it: a number as written (500 stays an int, so it
     is written back as it was), "NaN"/"Infinity"/"-Infinity" as the float they stand for."""
     checked = as_error_value(value, where)
