@@ -288,58 +288,6 @@ def test_missing_node_is_a_clear_error(
     assert offline.returncode == 0, offline.stderr
 
 
-@pytest.mark.slow
-def test_report_tables_and_a_self_contained_html_page(
-    project: Callable[..., Path], model_store: Callable[..., Path]
-) -> None:
-    manifest = project(
-        "version: 1\nmodels:\n  multi:\n    saved_model: multi\n"
-        "    signatures:\n      features: {}\n"
-        "      classify: {quantization: {float16: ['*']}, verify: {atol: 0.01}, max_bytes: 100000}\n",
-        {"multi": model_store("multihead")},
-    )
-    root = manifest.parent
-    assert tfjsbuild.build([manifest], jobs=2).ok
-    done = run_cli("report", "--json", "--html", "report.html", cwd=root)
-    assert done.returncode == 0, done.stderr
-    rows = json.loads(done.stdout)["signatures"]
-    assert [(r["model"], r["signature"]) for r in rows] == [
-        ("multi", "classify"),
-        ("multi", "features"),
-    ]
-    classify = rows[0]
-    assert classify["quantization"] == {"float16": ["*"]}
-    assert classify["bytes"] == classify["model_json_bytes"] + classify["weight_bytes"]
-    assert classify["weight_bytes"] == (8 * 16 + 16 * 4) * 2  # float16 weights
-    assert classify["verification"]["passed"] is True
-    assert (classify["max_bytes"], rows[1]["max_bytes"]) == (100000, None)
-    assert [t["name"] for t in classify["outputs"]] == ["logits", "probs"]
-    page = (root / "report.html").read_text()
-    assert page.startswith("<!doctype html>")
-    # Each signature with its tensors, a size bar (model.json and weights stacked), the
-    # budget drawn where one is set, and the verification (its whole text on hover).
-    inputs = ", ".join(f"{t['name']}: {t['dtype']}" for t in classify["inputs"])
-    assert f"<td>classify<div class=io>{inputs} [" in page
-    assert "logits: float32 [?, 4], probs: float32 [?, 4]</div>" in page
-    assert page.count("<svg class=size") == 2 and page.count('stroke="#b00020"') == 1
-    assert "budget (max_bytes) 97.7 KB" in page
-    assert "float16: *" in page and 'title="ok on wasm, max abs error' in page
-    assert "http" not in page and "<script" not in page and "<link" not in page
-    text = run_cli("report", cwd=root)
-    assert "classify" in text.stdout and "2 signatures" in text.stdout
-
-
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-)
-
 PAGE = """<!doctype html>
 <meta charset="utf-8">
 <script src="/tf.min.js"></script>
@@ -369,16 +317,12 @@ def test_a_built_model_runs_in_headless_chromium_like_in_node(
     project: Callable[..., Path], model_store: Callable[..., Path], tmp_path: Path
 ) -> None:
     """Where users run these models: tf.loadGraphModel over HTTP in a real browser."""
-    import http.server
     import shutil
-    import threading
 
+    from browser import run_page
     from conftest import TFJS_RUNTIME, run_tfjs
     from savedmodels import run_signature
 
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("Debian's chromium is not installed: apt-get install chromium (.ci/run does)")
     manifest = project(
         "version: 1\nmodels:\n  multi:\n    saved_model: multi\n    signatures: [classify]\n",
         {"multi": model_store("multihead")},
@@ -393,41 +337,10 @@ def test_a_built_model_runs_in_headless_chromium_like_in_node(
     request = {"data": x.ravel().tolist(), "shape": [4, 8], "outputs": ["logits", "probs"]}
     (site / "index.html").write_text(PAGE % json.dumps(request))
 
-    received: dict[str, object] = {}
-    arrived = threading.Event()
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, directory=str(site), **kwargs)  # type: ignore[arg-type]
-
-        def do_POST(self) -> None:
-            length = int(self.headers["Content-Length"])
-            received.update(json.loads(self.rfile.read(length)))
-            self.send_response(204)
-            self.end_headers()
-            arrived.set()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/index.html"
-    browser = subprocess.Popen(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", url],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert arrived.wait(120), "the page never reported back"
-    finally:
-        browser.kill()
-        browser.wait()
-        server.shutdown()
+    received = run_page(site, "index.html", tmp_path / "profile")
     assert "error" not in received, received.get("error")
     assert received["backend"] == "cpu"
-    in_browser = {k: np.array(v, "float32").reshape(4, -1) for k, v in received["outputs"].items()}  # type: ignore[attr-defined]
+    in_browser = {k: np.array(v, "float32").reshape(4, -1) for k, v in received["outputs"].items()}
     in_node = run_tfjs(manifest.parent / "dist/multi/classify", {"x": x})
     expected = run_signature(manifest.parent / "multi", "classify", {"x": x})
     for key in ("logits", "probs"):

@@ -8,12 +8,13 @@ How they are shown (text, JSON, HTML) is render/'s business.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from tfjsbuild.files.artifacts import TensorSpec, size_parts, tensor_specs_json
 from tfjsbuild.planning.plan import PlanItem
+from tfjsbuild.stores.build_history import PreviousBuild
 from tfjsbuild.stores.state import SignatureRecord
 from tfjsbuild.verify.record import VerificationRecord, verification_json
 
@@ -106,6 +107,11 @@ class ReportRow:
     inputs: tuple[TensorSpec, ...] = ()
     outputs: tuple[TensorSpec, ...] = ()
     max_bytes: int | None = None  # the manifest's size budget for it, if it sets one
+    content_hash: str = ""  # the output's, as the asset index gives it to web apps
+    built_at: str | None = None  # UTC (`build_history.TIME_FORMAT`); None in older states
+    # The distributions that shaped the output (and the TensorFlow.js that verified it).
+    tools: Mapping[str, str] = field(default_factory=dict)
+    previous: PreviousBuild | None = None  # the output this one replaced
 
     @property
     def bytes(self) -> int:
@@ -128,6 +134,10 @@ class ReportRow:
             "inputs": tensor_specs_json(self.inputs),
             "outputs": tensor_specs_json(self.outputs),
             "max_bytes": self.max_bytes,
+            "content_hash": self.content_hash,
+            "built_at": self.built_at,
+            "tools": dict(self.tools),
+            "previous": None if self.previous is None else self.previous.to_json(),
         }
 
     @classmethod
@@ -149,4 +159,18 @@ class ReportRow:
             inputs=record.inputs,
             outputs=record.outputs,
             max_bytes=max_bytes,
+            content_hash=record.content_hash,
+            built_at=record.built_at,
+            tools=_tools(record),
+            previous=record.previous,
         )
+
+
+def _tools(record: SignatureRecord) -> dict[str, str]:
+    """`name=version,...` as the fingerprint recorded them, and the TF.js that verified it."""
+    tools = dict(
+        pair.partition("=")[::2] for pair in record.parts.get("tools", "").split(",") if pair
+    )
+    if record.verified_with is not None:
+        tools["@tensorflow/tfjs"] = record.verified_with.tfjs
+    return tools

@@ -55,7 +55,7 @@ class PlanItem:
 
     @property
     def cached(self) -> str | None:
-        """ "local" or "remote": the cache this build is restored from; None: it converts."""
+        """The cache this build is restored from ("local" or "remote"); None: it converts."""
         return None if self.cache_hit is None else self.cache_hit.store.label
 
 

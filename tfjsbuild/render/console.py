@@ -20,7 +20,14 @@ from tfjsbuild.building.results import ReportRow, SignatureResult
 from tfjsbuild.files.artifacts import TensorSpec, format_bytes
 from tfjsbuild.manifest.types import state_dir_for
 from tfjsbuild.planning.plan import PlanItem
-from tfjsbuild.render.words import quantization_text, tensor_text, verification_text
+from tfjsbuild.render.words import (
+    error_change_text,
+    quantization_text,
+    size_change_text,
+    tensor_text,
+    time_text,
+    verification_text,
+)
 from tfjsbuild.sources.description import SavedModelDescription, SourceDescription
 from tfjsbuild.sources.registry import kind_of
 from tfjsbuild.verify.record import VerificationRecord
@@ -263,8 +270,12 @@ def print_report(console: Console, rows: Sequence[ReportRow]) -> None:
         numeric = column in ("size", "model.json", "weights/shards")
         table.add_column(column, justify="right" if numeric else "left")
     table.add_column("verified (max error)")
+    table.add_column("since last build")
     table.add_column("build", justify="right")
+    table.add_column("built")
     for row in rows:
+        change = size_change_text(row.bytes, row.content_hash, row.previous)
+        error_change = error_change_text(row.verification, row.previous)
         table.add_row(  # a str cell is read as markup: escape what came from manifests and models
             escape(row.model),
             escape(row.signature),
@@ -273,7 +284,9 @@ def print_report(console: Console, rows: Sequence[ReportRow]) -> None:
             f"{format_bytes(row.weight_bytes)} / {row.shards}",
             escape(quantization_text(row.quantization)),
             escape(verification_text(row.verification, short=True)),
+            change + (f", {error_change}" if error_change else ""),
             f"{row.seconds:.1f}s",
+            time_text(row.built_at),
         )
     console.print(table)
     total = sum(row.bytes for row in rows)

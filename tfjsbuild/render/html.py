@@ -7,11 +7,20 @@ the page has inline CSS, no scripts and no links to load.
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 
 from tfjsbuild.building.results import ReportRow
 from tfjsbuild.files.artifacts import TensorSpec, format_bytes
-from tfjsbuild.render.words import quantization_text, tensor_text, verification_text
+from tfjsbuild.render.words import (
+    error_change_text,
+    quantization_text,
+    size_change_text,
+    tensor_text,
+    time_text,
+    tools_text,
+    verification_text,
+)
 from tfjsbuild.verify.record import VerificationRecord
 
 
@@ -20,8 +29,11 @@ def report_html(rows: Sequence[ReportRow]) -> str:
     by_model: dict[tuple[str, str], list[ReportRow]] = {}
     for row in rows:
         by_model.setdefault((str(row.manifest), row.model), []).append(row)
+    # The tools most signatures were built with, said once; a row says what it used besides.
+    tools = Counter(tuple(row.tools.items()) for row in rows).most_common(1)
+    common_tools = dict(tools[0][0]) if tools else {}
     sections = [
-        _model_section(model, manifest, model_rows)
+        _model_section(model, manifest, model_rows, common_tools)
         for (manifest, model), model_rows in by_model.items()
     ]
     total = sum(row.bytes for row in rows)
@@ -42,53 +54,93 @@ body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
 th, td {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; }}
 th {{ background: #f4f4f4; }}
-td.n {{ text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }}
+td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
 .io {{ font-size: 12px; color: #555; max-width: 30em; }}
-svg.size {{ display: block; }}
-td.ok, td.bad {{ white-space: nowrap; }}
+svg.size {{ display: block; margin: 2px 0 2px auto; }}
+td.ok, td.bad, .num {{ white-space: nowrap; }}
 .ok {{ color: #17692b; }} .bad {{ color: #b00020; font-weight: bold; }} .dim {{ color: #777; }}
 </style>
 </head>
 <body>
 <h1>tfjs-build report</h1>
 <p>{html.escape(summary)}</p>
+{f"<p class=dim>Built with {html.escape(tools_text(common_tools))}</p>" if common_tools else ""}
 {chr(10).join(sections) or "<p>Nothing built yet.</p>"}
 </body>
 </html>
 """
 
 
-def _model_section(model: str, manifest: str, rows: Sequence[ReportRow]) -> str:
+def _model_section(
+    model: str, manifest: str, rows: Sequence[ReportRow], tools: Mapping[str, str]
+) -> str:
     scale = max((max(r.bytes, r.max_bytes or 0) for r in rows), default=0)
-    body = "\n".join(_row(r, scale) for r in rows)
+    body = "\n".join(_row(r, scale, tools) for r in rows)
     return (
         f"<h2>{html.escape(model)}</h2>\n<p class=dim>{html.escape(manifest)}</p>\n"
-        "<table><thead><tr><th>signature</th><th>size</th><th></th><th>quantization</th>"
-        f"<th>verification</th><th>build</th></tr></thead>\n<tbody>\n{body}\n</tbody></table>"
+        "<table><thead><tr><th>signature</th><th>size</th><th>quantization</th>"
+        f"<th>verification</th><th>built</th></tr></thead>\n<tbody>\n{body}\n</tbody></table>"
     )
 
 
-def _row(r: ReportRow, scale: int) -> str:
-    """A signature: its name, tensors and folder; its bytes and budget; how it was verified."""
-    shards = f"{r.shards} shard{'s' if r.shards != 1 else ''}"
+def _row(r: ReportRow, scale: int, common_tools: Mapping[str, str]) -> str:
+    """A signature: its name, tensors and folder; its bytes, budget and change since the output
+    it replaced; how it was verified; when and with what it was built."""
     return (
-        "<tr>"
-        f"<td>{html.escape(r.signature)}"
-        f"<div class=io>{_tensors(r.inputs)} &rarr; {_tensors(r.outputs)}</div>"
-        f"<div class=io><code>{html.escape(r.output)}</code></div></td>"
-        f"<td class=n>{format_bytes(r.bytes)}<div class=io>model.json "
-        f"{format_bytes(r.model_json_bytes)}, {shards}</div></td>"
-        f"<td>{_size_bar(r, scale)}</td>"
+        f"<tr>{_signature_cell(r)}{_size_cell(r, scale)}"
         f"<td>{html.escape(quantization_text(r.quantization))}</td>"
+        f"{_verification_cell(r)}{_built_cell(r, common_tools)}</tr>"
+    )
+
+
+def _signature_cell(r: ReportRow) -> str:
+    lines = [f"{_tensors(r.inputs)} &rarr; {_tensors(r.outputs)}"] if r.inputs or r.outputs else []
+    lines.append(f"<code>{html.escape(r.output)}</code>")
+    return f"<td>{html.escape(r.signature)}{_lines(lines)}</td>"
+
+
+def _size_cell(r: ReportRow, scale: int) -> str:
+    shards = f"{r.shards} shard{'s' if r.shards != 1 else ''}"
+    lines = [
+        f"model.json {_num(format_bytes(r.model_json_bytes))}, {_num(shards)}",
+        _num(size_change_text(r.bytes, r.content_hash, r.previous)),
+    ]
+    return f"<td class=n>{_num(format_bytes(r.bytes))}{_size_bar(r, scale)}{_lines(lines)}</td>"
+
+
+def _verification_cell(r: ReportRow) -> str:
+    change = error_change_text(r.verification, r.previous)
+    return (
         f"<td class={_verdict_class(r.verification)} "
         f'title="{html.escape(verification_text(r.verification))}">'
-        f"{html.escape(verification_text(r.verification, short=True))}</td>"
-        f"<td class=n>{r.seconds:.1f} s</td>"
-        "</tr>"
+        f"{html.escape(verification_text(r.verification, short=True))}"
+        f"{_lines([_num(change)] if change else [])}</td>"
     )
 
 
-BAR_WIDTH = 160  # pixels for the largest signature (or budget) of a model
+def _built_cell(r: ReportRow, common_tools: Mapping[str, str]) -> str:
+    """Build time, when, and the tools it used besides those the page names once."""
+    lines = [_num(time_text(r.built_at))]
+    besides = {name: v for name, v in r.tools.items() if common_tools.get(name) != v}
+    if besides:
+        lines.append(f"with {html.escape(tools_text(besides))}")
+    return (
+        f'<td class=n title="{html.escape(tools_text(r.tools))}">'
+        f"{_num(f'{r.seconds:.1f} s')}{_lines(lines)}</td>"
+    )
+
+
+def _lines(lines: Sequence[str]) -> str:
+    """Small grey lines under a cell's value (already HTML)."""
+    return "".join(f"<div class=io>{line}</div>" for line in lines)
+
+
+def _num(text: str) -> str:
+    """A number with its unit, never broken across lines."""
+    return f"<span class=num>{html.escape(text)}</span>"
+
+
+BAR_WIDTH = 140  # pixels for the largest signature (or budget) of a model
 
 
 def _size_bar(row: ReportRow, scale: int) -> str:
@@ -118,7 +170,7 @@ def _size_bar(row: ReportRow, scale: int) -> str:
 
 
 def _tensors(specs: Sequence[TensorSpec]) -> str:
-    return ", ".join(html.escape(tensor_text(spec)) for spec in specs)
+    return ", ".join(_num(tensor_text(spec)) for spec in specs)
 
 
 def _verdict_class(verification: VerificationRecord | None) -> str:

@@ -1,4 +1,4 @@
-"""Wording shared by the renderers: a quantization and a verification outcome as short text.
+"""Wording shared by the renderers: quantization, tensors, verification and change as short text.
 
 Plain functions from values to strings: nothing here prints, reads files or decides anything.
 Console and HTML both use them, so the report reads the same in a terminal and in a page.
@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from tfjsbuild.files.artifacts import TensorSpec
+from tfjsbuild.files.artifacts import TensorSpec, format_bytes
+from tfjsbuild.stores.build_history import PreviousBuild, error_of
 from tfjsbuild.verify.record import BackendRecord, VerificationRecord, json_float
 
 
@@ -85,3 +86,43 @@ def _error_text(error: float) -> str:
 
 def _sortable(error: float) -> float:
     return math.inf if math.isnan(error) else error
+
+
+def size_change_text(size: int, content_hash: str, previous: PreviousBuild | None) -> str:
+    """Size since the output this one replaced: "+1.2 KB (+3.4%)", "same bytes", "first build"."""
+    if previous is None:
+        return "first build"
+    if content_hash == previous.content_hash:
+        return "same bytes"
+    delta = size - previous.bytes
+    if delta == 0:
+        return "same size"
+    sign = "+" if delta > 0 else "-"
+    percent = f" ({sign}{abs(delta) / previous.bytes:.1%})" if previous.bytes else ""
+    return f"{sign}{format_bytes(abs(delta))}{percent}"
+
+
+def error_change_text(
+    verification: VerificationRecord | None, previous: PreviousBuild | None
+) -> str | None:
+    """The verification error since the output this one replaced ("error 6e-08 -> 2e-05"); None
+    when neither was verified or the error did not change."""
+    if previous is None:
+        return None
+    before, now = previous.max_abs_error, error_of(verification)
+    if before is None and now is None:
+        return None
+    if before is not None and now is not None and _error_text(before) == _error_text(now):
+        return None
+    was = "not verified" if before is None else _error_text(before)
+    return f"error {was} -> {'not verified' if now is None else _error_text(now)}"
+
+
+def tools_text(tools: Mapping[str, str]) -> str:
+    """Each tool and its version ("tensorflow 2.19.0, tensorflowjs 4.22.0"), in the order given."""
+    return ", ".join(f"{name} {version}" for name, version in tools.items())
+
+
+def time_text(built_at: str | None) -> str:
+    """A recorded UTC time to the minute ("2026-11-28 09:40 UTC"); "unknown" in older states."""
+    return "unknown" if built_at is None else f"{built_at[:10]} {built_at[11:16]} UTC"
