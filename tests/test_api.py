@@ -418,6 +418,7 @@ def test_fused_activations_tensorflow_js_lacks_are_refused(tmp_path: Path) -> No
         "b = tf.Variable(tf.ones([4]))\n"
         "f = tf.function(lambda x: {'y': tf.tanh(tf.matmul(x, w) + b)},\n"
         "                input_signature=[tf.TensorSpec([None, 8], tf.float32, name='x')])\n"
+        "print('converting', file=sys.stderr, flush=True)\n"
         "try:\n"
         "    tfjsbuild.convert_concrete_function(f, sys.argv[1])\n"
         "except Exception as error:\n"
@@ -441,6 +442,8 @@ def test_fused_activations_tensorflow_js_lacks_are_refused(tmp_path: Path) -> No
         check=True,
     )
     assert plain.stdout == ""
+    # TensorFlow's C++ lines while converting (cuInit, grappler's session) stay off the terminal.
+    assert plain.stderr.endswith("converting\n"), plain.stderr
     x = np.linspace(-1, 1, 16, dtype="float32").reshape(2, 8)
     np.testing.assert_allclose(
         run_tfjs(tmp_path / "plain", {"x": x})["y"], np.tanh(x @ np.ones([8, 4]) + 1), rtol=1e-5

@@ -7,6 +7,7 @@ One short function per verb. Data flows one way: manifest -> targets -> fingerpr
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -313,6 +314,7 @@ def convert_concrete_function(
     Raises unless a complete, loadable model.json with all its shards was written.
     """
     from tfjsbuild.worker import convert  # TensorFlow: the caller has it loaded already
+    from tfjsbuild.worker.native_log import native_log_kept_out
 
     resolved = converter_options(**options)
     target = Path(output_dir).resolve()
@@ -320,9 +322,16 @@ def convert_concrete_function(
     staging = Path(
         tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".staging", dir=target.parent)
     )
+    logged: list[str] = []
     try:
-        result = convert.convert_concrete_function(function, staging, resolved)
+        # Grappler's session and cuInit lines stay off the caller's terminal, unless it fails.
+        with native_log_kept_out(logged):
+            result = convert.convert_concrete_function(function, staging, resolved)
         swap_directory(staging, target)
+    except BaseException:
+        if logged:
+            print("\n".join(logged), file=sys.stderr)
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
