@@ -173,7 +173,7 @@ def test_reports_of_other_commands_carry_the_same_outcome(tmp_path: Path) -> Non
     (tmp_path / "tfjs-build.yaml").write_text("version: 1\nmodels:\n  a:\n    saved_model: m\n")
     done = run_cli("report", "--json", cwd=tmp_path)
     assert done.returncode == 0
-    assert one_json_object(done.stdout, schema=False) == {
+    assert one_json_object(done.stdout) == {
         "version": 1,
         "ok": True,
         "exit_code": 0,

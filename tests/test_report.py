@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 import tfjsbuild
@@ -15,6 +16,9 @@ from browser import run_page
 from conftest import run_cli
 from tfjsbuild.files.artifacts import format_bytes
 
+SCHEMA = json.loads(
+    (Path(__file__).parents[1] / "schemas" / "build-report.schema.json").read_text()
+)
 MANIFEST = """\
 version: 1
 models:
@@ -136,8 +140,10 @@ def test_report_tables_and_a_self_contained_html_page(
 
 
 def _rows(root: Path, report: str | None = None) -> dict[str, dict]:
-    """`report --json`'s signatures by model:signature."""
+    """`report --json`'s signatures by model:signature, checked against the schema."""
     if report is None:
         report = run_cli("report", "--json", cwd=root, check=True).stdout
-    rows = json.loads(report)["signatures"]
+    parsed = json.loads(report)
+    jsonschema.validate(parsed, SCHEMA)
+    rows = parsed["signatures"]
     return {f"{r['model']}:{r['signature']}": r for r in rows}
