@@ -4,6 +4,7 @@ Chromium (SwiftShader: no GPU), each with its own result, tolerances and failure
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -176,6 +177,10 @@ def test_webgl_without_a_browser_is_skipped_with_a_warning_unless_required(
     assert shown[1].endswith("not verified (webgl skipped)  (forced)"), shown
     assert shown[-1].startswith("warning: not verified on webgl for 1 signature: ")
     assert run_cli("plan", cwd=root, env=none, check=True).stdout.count("up-to-date") == 1
+    # Verified again (a tolerance changed) with nothing that could run: not counted "verified".
+    manifest.write_text(MANIFEST.replace("[cpu, webgl]", "{webgl: {atol: 0.5}}"))
+    again = run_cli("run", cwd=root, env=none, check=True).stdout.splitlines()
+    assert re.fullmatch(r"1 not verified in [\d.]+s", again[-2]), again
 
     # Required, and no browser: the signature fails before any work, saying what to do.
     manifest.write_text(MANIFEST.replace("[cpu, webgl]", "{cpu: {}, webgl: {required: true}}"))

@@ -234,8 +234,12 @@ def print_summary(console: Console, results: Sequence[SignatureResult], seconds:
             console.print(f"the workers' messages are in {escape(os.path.relpath(log))}")
     counts: dict[str, int] = {}
     for result in results:
-        counts[result.status] = counts.get(result.status, 0) + 1
-    order = ("built", "restored", "verified", "up-to-date", "removed", "failed", "skipped")
+        status: str = result.status
+        if status == "verified" and result.verification and not result.verification.ran:
+            status = "not verified"  # verified again, but every backend asked for was skipped
+        counts[status] = counts.get(status, 0) + 1
+    order = ["built", "restored", "verified", "not verified", "up-to-date", "removed"]
+    order += ["failed", "skipped"]
     parts = [f"{counts[status]} {status}" for status in order if counts.get(status)]
     console.print(f"{', '.join(parts) or 'nothing to do'} in {seconds:.1f}s")
     skipped: dict[str, int] = {}
