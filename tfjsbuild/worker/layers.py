@@ -10,6 +10,7 @@ its Keras converters and h5py on first use).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,16 @@ def convert_layers_model(
     container: str,
     output_dir: Path,
     options: ConverterOptions,
-    signature: dict[str, Any],
+    signature: Callable[[], dict[str, Any]],
     timings: dict[str, float] | None = None,
 ) -> GraphModelOutput:
     """A tf.keras `.h5` file or SavedModel folder to a TensorFlow.js layers model.
 
-    `signature`: the model's inputs and outputs as TensorInfo JSON (`{"inputs": {name: ...},
+    `signature()`: the model's inputs and outputs as TensorInfo JSON (`{"inputs": {name: ...},
     "outputs": ...}`), written into model.json, so the output describes itself as a graph
-    model does."""
+    model does. Called once tensorflowjs has written: a tf.keras SavedModel loaded before its
+    conversion (which runs in a TF1 graph and session of its own) could not run afterwards
+    ("Your Layer or Model is in an invalid state"), and verification runs it."""
     from tensorflowjs.converters import converter as tfjs_converter
 
     arguments: dict[str, Any] = {
@@ -66,6 +69,6 @@ def convert_layers_model(
             ) from error
     model_json = output_dir / "model.json"
     written = json.loads(model_json.read_text("utf-8"))
-    model_json.write_text(json.dumps({**written, "signature": signature}), "utf-8")
+    model_json.write_text(json.dumps({**written, "signature": signature()}), "utf-8")
     canonical_model_json(output_dir)
     return check_graph_model(output_dir)

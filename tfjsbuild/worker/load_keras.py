@@ -61,7 +61,7 @@ class LayersModel:
                 self.source.container,
                 output_dir,
                 options,
-                self.signature_json(),
+                self.signature_json,
                 timings,
             )
         except ConversionError as error:
