@@ -227,20 +227,23 @@ def test_the_readme_node_app(example: Path) -> None:
     ]
 
 
-def test_the_readme_page_runs_in_headless_chromium(example: Path, tmp_path: Path) -> None:
-    """The README's page, as a browser gets it over HTTP: a graph and a layers model, the
-    second through `baseUrl` as a bundled app gives it (TensorFlow.js served locally: no
-    network here)."""
+@pytest.mark.parametrize("page", ["index.html", "raw.html"])
+def test_the_readme_pages_run_in_headless_chromium(
+    example: Path, tmp_path: Path, page: str
+) -> None:
+    """The README's pages, as a browser gets them over HTTP: a graph and a layers model, with
+    the loader (the second through `baseUrl`, as a bundled app gives it) and without it
+    (TensorFlow.js served locally: no network here)."""
     from test_verify import CHROMIUM_FLAGS
 
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.fail("Debian's chromium is not installed: apt-get install chromium (.ci/run does)")
-    page = (APP / "index.html").read_text()
+    text = (APP / page).read_text()
     cdn = "https://cdn.jsdelivr.net/npm/@tensorflow/tfjs@4.22.0/dist/tf.fesm.min.js"
-    assert cdn in page
+    assert cdn in text
     (example / "app").mkdir(exist_ok=True)
-    (example / "app/test.html").write_text(page.replace(cdn, "/tf.fesm.min.js") + REPORT_BACK)
+    (example / "app/test.html").write_text(text.replace(cdn, "/tf.fesm.min.js") + REPORT_BACK)
     shutil.copyfile(
         TFJS_RUNTIME / "node_modules/@tensorflow/tfjs/dist/tf.fesm.min.js",
         example / "tf.fesm.min.js",
@@ -258,13 +261,12 @@ def test_the_readme_page_runs_in_headless_chromium(example: Path, tmp_path: Path
             browser.wait()
     reported = json.loads(received.body)
     assert "error" not in reported, reported["error"]
-    got = {k: np.array(v, "float32") for k, v in reported.items()}
     index = json.loads((example / MODELS / "tfjs-build.json").read_text())
     # Each signature's files were asked for with its content hash: no stale cache.
-    for model, folder in (("scorer", "scorer"), ("legacy", "legacy")):
+    for model in ("scorer", "legacy"):
         version = index["models"][model]["serving_default"]["hash"][:16]
-        asked = [r for r in requests if r.startswith(f"/web/models/{folder}/")]
-        assert asked and all(r.endswith(f"?v={version}") for r in asked), asked
+        asked = [r for r in requests if r.startswith(f"/web/models/{model}/")]
+        assert len(asked) == 2 and all(r.endswith(f"?v={version}") for r in asked), asked
     answers = json.loads(
         subprocess.run(
             [sys.executable, "-c", TENSORFLOW, str(example), str(ones_inputs(example, tmp_path))],
@@ -273,11 +275,12 @@ def test_the_readme_page_runs_in_headless_chromium(example: Path, tmp_path: Path
             check=True,
         ).stdout
     )
-    scorer = answers["scorer:serving_default"]
-    for name in ("contour", "note", "onset"):
-        np.testing.assert_allclose(got[name].ravel(), scorer[name]["data"], rtol=1e-4, atol=1e-5)
-    legacy = answers["legacy:serving_default"]["probs"]["data"]
-    np.testing.assert_allclose(got["probs"].ravel(), legacy, rtol=1e-4, atol=1e-5)
+    expected = {**answers["scorer:serving_default"], **answers["legacy:serving_default"]}
+    assert sorted(reported) == sorted(expected) == ["contour", "note", "onset", "probs"]
+    for name, values in expected.items():
+        got = np.array(reported[name], "float32")
+        assert list(got.shape) == values["shape"], name
+        np.testing.assert_allclose(got.ravel(), values["data"], rtol=1e-4, atol=1e-5)
 
 
 REPORT_BACK = """
@@ -387,7 +390,7 @@ def test_typescript_apps_compile_against_the_generated_types_and_wrong_names_do_
     ]
 
 
-@pytest.mark.parametrize("name", ["node.mjs", "index.html", "app.ts"])
+@pytest.mark.parametrize("name", ["node.mjs", "index.html", "raw.html", "app.ts"])
 def test_the_readme_shows_the_example_apps_as_they_are(name: str) -> None:
     """The README's snippets are these files, which the tests above run."""
     text = (APP / name).read_text()
