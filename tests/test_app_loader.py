@@ -224,6 +224,7 @@ def test_the_readme_node_app(example: Path) -> None:
         ["node", "app/node.mjs"], cwd=example, capture_output=True, text=True, timeout=300
     )
     assert node.returncode == 0, node.stderr
+    assert "Warning" not in node.stderr  # examples/package.json: "type": "module"
     # TensorFlow.js's advice to install tfjs-node aside, what the app prints.
     printed = [
         line for line in node.stdout.splitlines() if line.startswith(("classifier", "sc", "leg"))

@@ -1,4 +1,4 @@
-// Node.js: node examples/app/node.mjs (after README command 1; `npm install @tensorflow/tfjs`).
+// Node.js, after README command 1: npm ci --prefix examples && node examples/app/node.mjs
 import * as tf from "@tensorflow/tfjs";
 import { loadModel } from "../web/models/tfjs-build.js";
 
