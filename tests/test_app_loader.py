@@ -28,6 +28,7 @@ pytestmark = pytest.mark.slow
 
 APP = REPO / "examples" / "app"
 TSC = REPO / "tests" / "js" / "node_modules" / ".bin" / "tsc"
+VITE = REPO / "tests" / "js" / "node_modules" / "vite" / "bin" / "vite.js"
 MODELS = "web/models"
 # Every signature in Node.js: inputs from a JSON file, outputs by name into another (stdout has
 # TensorFlow.js's own banner), and the error each bad input gives.
@@ -239,16 +240,11 @@ def test_the_readme_node_app(example: Path) -> None:
 
 @pytest.mark.parametrize("page", ["index.html", "raw.html"])
 def test_the_readme_pages_run_in_headless_chromium(
-    example: Path, tmp_path: Path, page: str
+    example: Path, on_ones: dict[str, Any], tmp_path: Path, page: str
 ) -> None:
     """The README's pages, as a browser gets them over HTTP: a graph and a layers model, with
-    the loader (the second through `baseUrl`, as a bundled app gives it) and without it
-    (TensorFlow.js served locally: no network here)."""
-    from test_verify import CHROMIUM_FLAGS
-
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("Debian's chromium is not installed: apt-get install chromium (.ci/run does)")
+    the loader (the second through `baseUrl`) and without it (TensorFlow.js served locally: no
+    network here)."""
     text = (APP / page).read_text()
     cdn = "https://cdn.jsdelivr.net/npm/@tensorflow/tfjs@4.22.0/dist/tf.fesm.min.js"
     assert cdn in text
@@ -258,9 +254,56 @@ def test_the_readme_pages_run_in_headless_chromium(
         TFJS_RUNTIME / "node_modules/@tensorflow/tfjs/dist/tf.fesm.min.js",
         example / "tf.fesm.min.js",
     )
-    with served(example) as (url, received, requests):
+    reported, requests = in_chromium(example, "/app/test.html", tmp_path)
+    check_page(example, on_ones, reported, requests, "/web/models/")
+
+
+def test_the_readme_vite_app_bundles_and_runs_in_headless_chromium(
+    example: Path, on_ones: dict[str, Any], tmp_path: Path
+) -> None:
+    """examples/vite built by Vite (tests/js pins it): the loader bundled, the models served
+    from Vite's public folder, found through `baseUrl`."""
+    if not VITE.exists():
+        pytest.fail("Vite is not installed: run `npm ci --prefix tests/js` (.ci/run does)")
+    built = subprocess.run(
+        ["node", str(VITE), "build", "--logLevel", "error"],
+        cwd=example / "vite",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    dist = example / "vite/dist"
+    assert not (dist / "tfjs-build.js").exists()  # bundled, not served
+    (dist / "index.html").write_text((dist / "index.html").read_text() + REPORT_BACK)
+    reported, requests = in_chromium(dist, "/index.html", tmp_path)
+    check_page(example, on_ones, reported, requests, "/models/")
+
+
+@pytest.fixture(scope="module")
+def on_ones(example: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """TensorFlow's answers to tf.ones([2, 8]), what the pages give."""
+    inputs = ones_inputs(example, tmp_path_factory.mktemp("ones"))
+    answers = subprocess.run(
+        [sys.executable, "-c", TENSORFLOW, str(example), str(inputs)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(answers.stdout))
+
+
+def in_chromium(root: Path, page: str, profile: Path) -> tuple[dict[str, Any], list[str]]:
+    """What the page at `page` under `root` reports in headless Chromium, and every path the
+    browser asked for."""
+    from test_verify import CHROMIUM_FLAGS
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Debian's chromium is not installed: apt-get install chromium (.ci/run does)")
+    with served(root) as (url, received, requests):
         browser = subprocess.Popen(
-            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path}", f"{url}/app/test.html"],
+            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"{url}{page}"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -271,21 +314,24 @@ def test_the_readme_pages_run_in_headless_chromium(
             browser.wait()
     reported = json.loads(received.body)
     assert "error" not in reported, reported["error"]
+    return reported, requests
+
+
+def check_page(
+    example: Path,
+    on_ones: dict[str, Any],
+    reported: dict[str, Any],
+    requests: list[str],
+    models: str,
+) -> None:
+    """The page asked for each signature's files with its content hash (no stale cache), and
+    got TensorFlow's answers by name."""
     index = json.loads((example / MODELS / "tfjs-build.json").read_text())
-    # Each signature's files were asked for with its content hash: no stale cache.
     for model in ("scorer", "legacy"):
         version = index["models"][model]["serving_default"]["hash"][:16]
-        asked = [r for r in requests if r.startswith(f"/web/models/{model}/")]
+        asked = [r for r in requests if r.startswith(f"{models}{model}/")]
         assert len(asked) == 2 and all(r.endswith(f"?v={version}") for r in asked), asked
-    answers = json.loads(
-        subprocess.run(
-            [sys.executable, "-c", TENSORFLOW, str(example), str(ones_inputs(example, tmp_path))],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
-    expected = {**answers["scorer:serving_default"], **answers["legacy:serving_default"]}
+    expected = {**on_ones["scorer:serving_default"], **on_ones["legacy:serving_default"]}
     assert sorted(reported) == sorted(expected) == ["contour", "note", "onset", "probs"]
     for name, values in expected.items():
         got = np.array(reported[name], "float32")
@@ -400,10 +446,12 @@ def test_typescript_apps_compile_against_the_generated_types_and_wrong_names_do_
     ]
 
 
-@pytest.mark.parametrize("name", ["node.mjs", "index.html", "raw.html", "app.ts"])
+@pytest.mark.parametrize(
+    "name", ["app/node.mjs", "app/index.html", "app/raw.html", "app/app.ts", "vite/main.js"]
+)
 def test_the_readme_shows_the_example_apps_as_they_are(name: str) -> None:
     """The README's snippets are these files, which the tests above run."""
-    text = (APP / name).read_text()
+    text = (REPO / "examples" / name).read_text()
     assert text in (REPO / "README.md").read_text()
 
 
