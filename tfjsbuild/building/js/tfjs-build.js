@@ -145,7 +145,8 @@ function checkedInputs(tf, name, entry, inputs) {
 function graphRunner(model, entry) {
   const names = entry.outputs.map((spec) => spec.name);
   let dynamic = false; // control flow or dynamic shapes: only executeAsync runs it
-  return async (inputs) => {
+  return async (given) => {
+    const inputs = { ...given }; // TensorFlow.js adds a lookup table's tensors to the object
     // Signature keys: TensorFlow.js maps them to the graph's tensors (with or without
     // use_structured_outputs_names).
     if (!dynamic) {
