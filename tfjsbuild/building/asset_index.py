@@ -28,7 +28,7 @@ from tfjsbuild.verify.record import index_json
 # Bump when a field changes meaning or goes; a new field keeps the version (readers ignore
 # what they do not know).
 INDEX_VERSION = 1
-GRAPH_MODEL = "graph_model"
+GRAPH_MODEL, LAYERS_MODEL = "graph_model", "layers_model"  # each signature's `format`
 
 
 def write_index(project: Project) -> None:
@@ -45,7 +45,8 @@ def write_index(project: Project) -> None:
             continue
         models.setdefault(record.model, {})[record.signature] = {
             "path": model_json.relative_to(manifest.output_dir).as_posix(),
-            "format": record.parts.get("format", GRAPH_MODEL),
+            # A record is read back untrusted: only the two formats tfjs-build writes.
+            "format": LAYERS_MODEL if record.parts.get("format") == LAYERS_MODEL else GRAPH_MODEL,
             "inputs": tensor_specs_json(record.inputs),
             "outputs": tensor_specs_json(record.outputs),
             "bytes": record.bytes,
