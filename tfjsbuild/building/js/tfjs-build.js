@@ -12,7 +12,7 @@
 // content hash as `?v=` so a browser cache never serves an old model. `file:` URLs and paths
 // (Node.js) are read from disk here, since TensorFlow.js's `file://` loading needs tfjs-node.
 
-// The asset index's models, as this build wrote them (the `tfjs-build` line is replaced).
+// The asset index's models, as the last build wrote them (the build fills this in).
 export const models = {}; // tfjs-build: models
 
 const VERSION_LENGTH = 16; // hex digits of the content hash in `?v=`
