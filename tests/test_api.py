@@ -310,6 +310,8 @@ def test_removed_signatures_are_pruned_and_nothing_else(multihead: Path) -> None
         "multi/features/group1-shard1of1.bin",
         "multi/features/model.json",
         "multi/notes.txt",
+        "tfjs-build.d.ts",
+        "tfjs-build.js",
         "tfjs-build.json",
     ]
     assert list(json.loads((web / "tfjs-build.json").read_text())["models"]["multi"]) == [

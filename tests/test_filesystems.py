@@ -169,7 +169,12 @@ def test_output_on_a_bind_mount_builds_and_is_recorded(
         "state.json",
         "worker.log",
     ]
-    assert sorted(os.listdir(namespace.path(root / "dist"))) == ["m", "tfjs-build.json"]
+    assert sorted(os.listdir(namespace.path(root / "dist"))) == [
+        "m",
+        "tfjs-build.d.ts",
+        "tfjs-build.js",
+        "tfjs-build.json",
+    ]
     assert os.listdir(namespace.path(root / "dist/m")) == ["first"]
 
 
@@ -325,6 +330,8 @@ def test_a_symlinked_output_dir_is_resolved_and_builds(
     assert sorted(files(root / "deploy")) == [
         "m/first/group1-shard1of1.bin",
         "m/first/model.json",
+        "tfjs-build.d.ts",
+        "tfjs-build.js",
         "tfjs-build.json",
     ]
     assert (root / "dist").is_symlink()

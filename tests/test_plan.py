@@ -383,3 +383,30 @@ def test_a_planned_verification_request_reads_back_equal(tmp_path: Path) -> None
             del os.environ["TFJS_BUILD_CHROMIUM"]
         assert wanted is not None
         assert request_from_json(json.loads(json.dumps(wanted.to_json_dict())), "r") == wanted
+
+
+def test_a_layers_model_recorded_before_its_output_named_its_tensors_rebuilds_once() -> None:
+    """Layers outputs of before LAYERS_OUTPUT_VERSION 2 have no inputs or outputs in model.json
+    (nor in the asset index): they rebuild once, saying why; graph models do not."""
+    layers = replace(target("serving_default"), model="legacy")
+    now = fingerprint_signature(
+        source="src1",
+        source_kind="keras-content",
+        signature="serving_default",
+        tags=(),
+        options=DEFAULT_OPTIONS,
+        output=layers.output,
+        tools=TOOLS,
+        format="layers_model",
+    )
+    assert (now.parts["format"], now.parts["layers_output"]) == ("layers_model", "2")
+    parts = {k: v for k, v in now.parts.items() if k != "layers_output"}
+    old = replace(record(layers), model="legacy", fingerprint="0" * 64, parts=parts)
+    (item,) = plan_build(MANIFEST, [layers], {layers.key: now}, {}, {layers.key: old})
+    assert (item.action, item.reasons) == (
+        "build",
+        ("layers model output version changed: 1 -> 2",),
+    )
+    graph = target("a")
+    assert "layers_output" not in fingerprint(graph).parts
+    assert reasons_for([graph], {"m:a": record(graph)}) == {"up-to-date m:a": ()}

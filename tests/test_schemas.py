@@ -13,8 +13,12 @@ REPO = Path(__file__).parent.parent
 SCHEMAS = sorted(p.name for p in (REPO / "schemas").glob("*.json"))
 
 
-def test_both_schemas_are_shipped() -> None:
-    assert SCHEMAS == ["build-report.schema.json", "tfjs-build.schema.json"]
+def test_every_schema_is_shipped() -> None:
+    assert SCHEMAS == [
+        "asset-index.schema.json",
+        "build-report.schema.json",
+        "tfjs-build.schema.json",
+    ]
 
 
 @pytest.mark.parametrize("name", SCHEMAS)

@@ -11,6 +11,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+from tfjsbuild.building.asset_index import remove_index
 from tfjsbuild.building.project import Project
 from tfjsbuild.building.results import SignatureResult
 from tfjsbuild.building.staging import STAGING_DIR
@@ -94,8 +95,9 @@ def remove_signature(
 
 
 def remove_built_files(manifest: Manifest, state: BuildState) -> tuple[list[str], list[str]]:
-    """`tfjs-build clean` under the build lock: the recorded outputs, the asset index, staging
-    and the state files. Returns the outputs removed, and what was refused and why."""
+    """`tfjs-build clean` under the build lock: the recorded outputs, the asset index and its
+    loader, staging and the state files. Returns the outputs removed, and what was refused and
+    why."""
     removed: list[str] = []
     problems: list[str] = []
     for record in state.records.values():
@@ -106,7 +108,7 @@ def remove_built_files(manifest: Manifest, state: BuildState) -> tuple[list[str]
             problems.append(problem)
     owner_problem = index_owner_problem(manifest)
     if owner_problem is None:
-        manifest.index_path.unlink(missing_ok=True)
+        remove_index(manifest)
     else:
         problems.append(owner_problem)
     shutil.rmtree(manifest.state_dir / STAGING_DIR, ignore_errors=True)

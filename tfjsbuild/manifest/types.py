@@ -28,8 +28,15 @@ DEFAULT_OUTPUT_DIR = "dist"
 STATE_ROOT = ".tfjs-build"
 # What tfjs-build itself keeps in output_dir: no signature's output may use these names.
 INDEX_FILE = "tfjs-build.json"
+LOADER_FILE = "tfjs-build.js"  # the app's loader, beside the index
+LOADER_TYPES_FILE = "tfjs-build.d.ts"
 OUTPUT_STAGING_DIR = f"{STATE_ROOT}-staging"  # when a rename from .tfjs-build is refused
-RESERVED_OUTPUT_NAMES = {INDEX_FILE: "its asset index", OUTPUT_STAGING_DIR: "staging outputs"}
+RESERVED_OUTPUT_NAMES = {
+    INDEX_FILE: "its asset index",
+    LOADER_FILE: "the app's loader",
+    LOADER_TYPES_FILE: "the app loader's types",
+    OUTPUT_STAGING_DIR: "staging outputs",
+}
 DEFAULT_LAYOUT = "{model}/{signature}"
 ALL_SIGNATURES = "*"
 PYTHON_TARGET = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*")  # as in the schema

@@ -22,6 +22,9 @@ from tfjsbuild.version import stock_passes_requested
 # Bump when what goes into a fingerprint changes: every signature then rebuilds once.
 # 2: verification settings left the digest (they are compared on their own: `verify`).
 SCHEME_VERSION = "2"
+# Bump when what a layers model's output holds changes: only layers models then rebuild once.
+# 2: model.json carries the model's inputs and outputs (`signature`), for the asset index.
+LAYERS_OUTPUT_VERSION = "2"
 TOOL_DISTRIBUTIONS = ("tensorflow", "tensorflowjs", "tfjs-build")
 
 
@@ -43,6 +46,7 @@ class FingerprintParts(Mapping[str, str]):
     output: str
     # Only for formats other than graph_model, so graph model fingerprints stay as they were.
     format: str | None = None
+    layers_output: str | None = None  # LAYERS_OUTPUT_VERSION, for layers models only
 
     def as_dict(self) -> dict[str, str]:
         parts = {
@@ -57,6 +61,8 @@ class FingerprintParts(Mapping[str, str]):
         }
         if self.format is not None:
             parts["format"] = self.format
+        if self.layers_output is not None:
+            parts["layers_output"] = self.layers_output
         return parts
 
     def __getitem__(self, name: str) -> str:
@@ -137,6 +143,7 @@ def fingerprint_signature(
         output=output,
         # Only then, so graph model fingerprints stay as they were.
         format=None if format == "graph_model" else format,
+        layers_output=LAYERS_OUTPUT_VERSION if format == "layers_model" else None,
     )
     return SignatureFingerprint(
         digest=sha256_text(canonical_json(parts.as_dict())),

@@ -57,6 +57,12 @@ def conversion_reasons(fingerprint: SignatureFingerprint, record: SignatureRecor
         reasons.append(f"options changed: {', '.join(changed) or 'options'}")
     if before.get("output") != now.output:
         reasons.append(f"output moved: {before.get('output')} -> {now.output}")
+    if before.get("layers_output") != now.layers_output:
+        # What a layers model's files hold changed (LAYERS_OUTPUT_VERSION); 1: unversioned.
+        reasons.append(
+            f"layers model output version changed: {before.get('layers_output', '1')} -> "
+            f"{now.layers_output}"
+        )
     if not reasons:
         reasons.append("fingerprint changed")
     return reasons

@@ -1,12 +1,16 @@
 """A tf.keras model (`.h5` file or SavedModel folder) to a TensorFlow.js layers model.
 
-tensorflowjs's own Keras converters write it; this module refuses a weights-only `.h5`,
-makes model.json canonical and checks the output. Imports tensorflowjs (through `write.py`;
+tensorflowjs's own Keras converters write it; this module refuses a weights-only `.h5`, adds
+the model's inputs and outputs to model.json (as a graph model's `signature`: TF.js's
+LayersModel ignores it, the asset index and the app loader read it), makes model.json
+canonical and checks the output. Imports tensorflowjs (through `write.py`;
 its Keras converters and h5py on first use).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +26,16 @@ def convert_layers_model(
     container: str,
     output_dir: Path,
     options: ConverterOptions,
+    signature: Callable[[], dict[str, Any]],
     timings: dict[str, float] | None = None,
 ) -> GraphModelOutput:
-    """A tf.keras `.h5` file or SavedModel folder to a TensorFlow.js layers model."""
+    """A tf.keras `.h5` file or SavedModel folder to a TensorFlow.js layers model.
+
+    `signature()`: the model's inputs and outputs as TensorInfo JSON (`{"inputs": {name: ...},
+    "outputs": ...}`), written into model.json, so the output describes itself as a graph
+    model does. Called once tensorflowjs has written: a tf.keras SavedModel loaded before its
+    conversion (which runs in a TF1 graph and session of its own) could not run afterwards
+    ("Your Layer or Model is in an invalid state"), and verification runs it."""
     from tensorflowjs.converters import converter as tfjs_converter
 
     arguments: dict[str, Any] = {
@@ -56,5 +67,8 @@ def convert_layers_model(
             raise ConversionError(
                 f"converting {path} to a layers model failed: {type(error).__name__}: {error}"
             ) from error
+    model_json = output_dir / "model.json"
+    written = json.loads(model_json.read_text("utf-8"))
+    model_json.write_text(json.dumps({**written, "signature": signature()}), "utf-8")
     canonical_model_json(output_dir)
     return check_graph_model(output_dir)

@@ -57,7 +57,12 @@ class LayersModel:
             )
         try:
             return convert_layers_model(
-                self.source.path, self.source.container, output_dir, options, timings
+                self.source.path,
+                self.source.container,
+                output_dir,
+                options,
+                self.signature_json,
+                timings,
             )
         except ConversionError as error:
             # A layers model is its source: whatever is wrong is at the `keras:` line.
@@ -72,6 +77,30 @@ class LayersModel:
 
             self._model = tf_keras.models.load_model(self.source.path, compile=False)
         return self._model
+
+    def signature_json(self) -> dict[str, Any]:
+        """The model's inputs and outputs as TensorInfo JSON, keyed by the names Keras and
+        TF.js's LayersModel give them (its input and output layers' names)."""
+        from google.protobuf.json_format import MessageToDict
+        from tensorflow.core.protobuf import meta_graph_pb2
+
+        def infos(names: list[str], tensors: list[Any]) -> dict[str, Any]:
+            return {
+                name: MessageToDict(
+                    meta_graph_pb2.TensorInfo(
+                        name=f"{name}:0",
+                        dtype=tensor.dtype.as_datatype_enum,
+                        tensor_shape=tensor.shape.as_proto(),
+                    )
+                )
+                for name, tensor in zip(names, tensors, strict=True)
+            }
+
+        model = self.keras_model()
+        return {
+            "inputs": infos(model.input_names, model.inputs),
+            "outputs": infos(model.output_names, model.outputs),
+        }
 
     def input_specs(self, signature: str) -> tuple[TensorSpec, ...]:
         model = self.keras_model()
