@@ -28,8 +28,16 @@ CHROMIUM_FLAGS = (
 )
 
 
-def run_page(site: Path, page: str, profile: Path, *, timeout: float = 120) -> dict[str, Any]:
-    """Open `site/page` in headless Chromium and return the JSON object it posts to /result."""
+def run_page(
+    site: Path,
+    page: str,
+    profile: Path,
+    *,
+    requests: list[str] | None = None,
+    timeout: float = 120,
+) -> dict[str, Any]:
+    """Open `site/page` in headless Chromium and return the JSON object it posts to /result;
+    every path the browser asks for is appended to `requests`, if given."""
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.fail("Debian's chromium is not installed: apt-get install chromium (.ci/run does)")
@@ -39,6 +47,11 @@ def run_page(site: Path, page: str, profile: Path, *, timeout: float = 120) -> d
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, directory=str(site), **kwargs)
+
+        def do_GET(self) -> None:
+            if requests is not None:
+                requests.append(self.path)
+            super().do_GET()
 
         def do_POST(self) -> None:
             length = int(self.headers["Content-Length"])

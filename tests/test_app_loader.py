@@ -4,16 +4,13 @@ Chromium and the TypeScript compiler."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ import numpy as np
 import pytest
 
 import tfjsbuild
+from browser import run_page
 from conftest import REPO, TFJS_RUNTIME
 
 pytestmark = pytest.mark.slow
@@ -296,23 +294,8 @@ def on_ones(example: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
 def in_chromium(root: Path, page: str, profile: Path) -> tuple[dict[str, Any], list[str]]:
     """What the page at `page` under `root` reports in headless Chromium, and every path the
     browser asked for."""
-    from test_verify import CHROMIUM_FLAGS
-
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("Debian's chromium is not installed: apt-get install chromium (.ci/run does)")
-    with served(root) as (url, received, requests):
-        browser = subprocess.Popen(
-            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"{url}{page}"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            assert received.wait(120), "the page never reported back"
-        finally:
-            browser.kill()
-            browser.wait()
-    reported = json.loads(received.body)
+    requests: list[str] = []
+    reported = run_page(root, page.lstrip("/"), profile, requests=requests)
     assert "error" not in reported, reported["error"]
     return reported, requests
 
@@ -369,41 +352,6 @@ def ones_inputs(example: Path, folder: Path) -> Path:
     path = folder / "ones.json"
     path.write_text(json.dumps(given))
     return path
-
-
-class Received(threading.Event):
-    body = ""
-
-
-@contextmanager
-def served(root: Path) -> Iterator[tuple[str, Received, list[str]]]:
-    """`root` over loopback HTTP; what the page POSTs to /result, and every path asked for."""
-    received = Received()
-    requests: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def do_GET(self) -> None:
-            requests.append(self.path)
-            super().do_GET()
-
-        def do_POST(self) -> None:
-            received.body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-            self.send_response(204)
-            self.end_headers()
-            received.set()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", received, requests
-    finally:
-        server.shutdown()
 
 
 def test_typescript_apps_compile_against_the_generated_types_and_wrong_names_do_not(
