@@ -10,6 +10,7 @@ one. No TensorFlow here; numpy only once tensors are encoded.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import json
@@ -219,9 +220,11 @@ _shared: dict[Runtime, Verifier] = {}
 
 
 def shared_verifier(runtime: Runtime) -> Verifier:
-    """This process's verifier for `runtime` (a worker keeps one for all its tasks)."""
+    """This process's verifier for `runtime` (a worker keeps one for all its tasks), closed
+    when the process exits (Node.js is not left running, nor waited for by no one)."""
     if runtime not in _shared:
         _shared[runtime] = Verifier(runtime)
+        atexit.register(_shared[runtime].close)
     return _shared[runtime]
 
 
