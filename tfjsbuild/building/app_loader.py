@@ -51,7 +51,7 @@ def remove_loader(output_dir: Path) -> None:
 
 def loader_texts(models: Mapping[str, Mapping[str, JsonObject]]) -> dict[str, str]:
     """{file name: text} of the loader and its types for the index's `models`."""
-    data = json.dumps(models, indent=2, sort_keys=True, ensure_ascii=False)
+    data = json.dumps(models, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
     module = _filled(LOADER_FILE, MODELS_LINE, f"export const models = {data};\n")
     types = _filled(LOADER_TYPES_FILE, TYPES_LINE, _models_interface(models))
     return {LOADER_FILE: module, LOADER_TYPES_FILE: types}
@@ -90,10 +90,10 @@ def _models_interface(models: Mapping[str, Mapping[str, JsonObject]]) -> str:
     each input (resources fed by the model itself left out) and output, by name."""
     lines = ["export interface Models {"]
     for model, signatures in sorted(models.items()):
-        lines.append(f"  {json.dumps(model)}: {{")
+        lines.append(f"  {_js(model)}: {{")
         for signature, entry in sorted(signatures.items()):
-            lines.append(f"    {json.dumps(signature)}: {{")
-            lines.append(f"      format: {json.dumps(entry['format'])};")
+            lines.append(f"    {_js(signature)}: {{")
+            lines.append(f"      format: {_js(entry['format'])};")
             for kind in ("inputs", "outputs"):
                 lines.append(f"      {kind}: {{")
                 for spec in entry[kind]:
@@ -101,14 +101,17 @@ def _models_interface(models: Mapping[str, Mapping[str, JsonObject]]) -> str:
                         continue
                     described = f"{spec['dtype']} {_shape_text(spec['shape'])}"
                     lines.append(f"        /** {described.replace(END_COMMENT, '* /')} */")
-                    lines.append(
-                        f"        {json.dumps(spec['name'])}: {json.dumps(spec['dtype'])};"
-                    )
+                    lines.append(f"        {_js(spec['name'])}: {_js(spec['dtype'])};")
                 lines.append("      };")
             lines.append("    };")
         lines.append("  };")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _js(text: str) -> str:
+    """A string as a JavaScript (and TypeScript) string literal."""
+    return json.dumps(text, allow_nan=False)
 
 
 def _shape_text(shape: list[int | None] | None) -> str:

@@ -69,6 +69,8 @@ def convert_layers_model(
             ) from error
     model_json = output_dir / "model.json"
     written = json.loads(model_json.read_text("utf-8"))
-    model_json.write_text(json.dumps({**written, "signature": signature()}), "utf-8")
+    model_json.write_text(
+        json.dumps({**written, "signature": signature()}, allow_nan=False), "utf-8"
+    )
     canonical_model_json(output_dir)
     return check_graph_model(output_dir)
