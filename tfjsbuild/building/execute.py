@@ -225,6 +225,9 @@ def _task(
         output_dir=str(project_root / item.output) if verify_only else None,
         stock_passes=stock_passes_requested(os.environ),
         build=build,
+        quantization_atol=None
+        if (wanted := _verify_settings(item)) is None
+        else wanted.strictest_atol,
     )
 
 
@@ -315,6 +318,8 @@ def _finish(
             error=_located(item, project.manifest, outcome),
             timings=outcome.timings,
             verification=outcome.verification,
+            quantization=outcome.quantization,
+            warnings=outcome.warnings,
         )
     if task.kind == "verify":
         return _record_verification(item, project, outcome)
@@ -326,18 +331,26 @@ def _finish(
         outcome.verification,
         outcome.seconds,
         verified_with=item.fingerprint.verify if outcome.verification is not None else None,
+        quantization=outcome.quantization,
     )
     if isinstance(placed, SignatureResult):
-        return replace(placed, seconds=outcome.seconds, timings=outcome.timings)
+        return replace(
+            placed,
+            seconds=outcome.seconds,
+            timings=outcome.timings,
+            quantization=outcome.quantization,
+            warnings=outcome.warnings,
+        )
     record = project.state.records[item.key]
     save(item, project, project.manifest.root / item.output, record)
-    return SignatureResult.sized(
-        item,
-        "built",
-        placed.files,
-        outcome.seconds,
-        timings=outcome.timings,
+    built = SignatureResult.sized(
+        item, "built", placed.files, outcome.seconds, timings=outcome.timings
+    )
+    return replace(
+        built,
         verification=outcome.verification,
+        quantization=outcome.quantization,
+        warnings=outcome.warnings,
     )
 
 
