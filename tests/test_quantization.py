@@ -98,7 +98,7 @@ def test_auto_keeps_the_smallest_setting_that_passes(
             ("float16", "not tried"),
             ("float32", "not tried"),
         ]
-        assert "uint8 steps of" in (choice.candidates[0].note or "")
+        assert "uint8 rounds it by up to" in (choice.candidates[0].note or "")
         assert choice.weight_bytes == choice.float32_weight_bytes // 2
         assert chosen.verification is not None and chosen.verification.passed
         assert chosen.verification.max_abs_error <= 1e-4 + 1e-3
@@ -122,8 +122,9 @@ def test_auto_keeps_the_smallest_setting_that_passes(
     index = json.loads((root / "dist/tfjs-build.json").read_text())
     schema("asset-index.schema.json").validate(index)
     assert index["models"]["loose"]["regress"]["quantization"]["chosen"] == "uint8"
-    report = run_cli("report", cwd=root, check=True)
+    report = run_cli("report", "--html", "report.html", cwd=root, check=True)
     assert "auto: uint8 (-75% weights vs float32)" in report.stdout
+    assert "<td>auto: uint8 (-75% weights vs float32)</td>" in (root / "report.html").read_text()
     rows = json.loads(run_cli("report", "--json", cwd=root, check=True).stdout)
     schema("build-report.schema.json").validate(rows)
     assert {row["quantization_choice"]["chosen"] for row in rows["signatures"]} == {
@@ -152,21 +153,22 @@ def test_auto_on_a_wide_weight_picks_a_larger_setting(
     done = run_cli("run", "-j", "1", cwd=manifest.parent)
     assert done.returncode == 0, done.stderr
     assert "quantization auto: float16 (-50% weights vs float32)" in done.stdout, done.stdout
-    # One weight of 100 among weights of 0.01: uint8 and uint16 steps exceed atol 1e-4, so
-    # they are ruled out before converting; float16 holds 100 and verifies.
+    # One weight of 100 among weights of 0.01: uint8 and uint16 round them by more than atol
+    # 1e-4, so they are ruled out before being written; float16 holds 100 and verifies.
     wide = record(manifest, "wide:serving_default")
     assert wide.quantization_choice is not None
     assert [(c.setting, c.outcome, c.note) for c in wide.quantization_choice.candidates] == [
         (
             "uint8",
             "skipped",
-            f"'{WEIGHT}' ranges over [-0.009955, 100]: uint8 steps of 0.39 exceed verify.atol 0.0001",
+            f"'{WEIGHT}' ranges over [-0.009955, 100]: uint8 rounds it by up to 0.2, more than "
+            "verify.atol 0.0001",
         ),
         (
             "uint16",
             "skipped",
-            f"'{WEIGHT}' ranges over [-0.009955, 100]: uint16 steps of 0.0015 exceed verify.atol "
-            "0.0001",
+            f"'{WEIGHT}' ranges over [-0.009955, 100]: uint16 rounds it by up to 0.00076, more "
+            "than verify.atol 0.0001",
         ),
         ("float16", "passed", None),
         ("float32", "not tried", None),
@@ -209,6 +211,14 @@ def test_auto_is_up_to_date_chooses_again_when_verification_changes_and_restores
     # Unchanged: up to date, no candidate run again.
     again = tfjsbuild.build([manifest], jobs=1)
     assert [r.status for r in again.results] == ["up-to-date"]
+    assert again.results[0].quantization == built.quantization_choice
+    plan = run_cli("plan", cwd=manifest.parent, check=True)
+    assert plan.stdout.splitlines()[0] == (
+        "  up-to-date  multi:regress  (quantization auto: uint8 (-75% weights vs float32))"
+    )
+    planned = json.loads(run_cli("plan", "--json", cwd=manifest.parent, check=True).stdout)
+    schema("build-report.schema.json").validate(planned)
+    assert planned["signatures"][0]["quantization_choice"]["chosen"] == "uint8"
     # The choice depends on the tolerance: a new one chooses again, and the plan says why.
     manifest.write_text(manifest.read_text().replace("atol: 0.05", "atol: 0.0001"))
     (item,) = tfjsbuild.plan([manifest]).items
@@ -249,6 +259,45 @@ def test_auto_needs_verification(
         tfjsbuild.convert_concrete_function(None, manifest.parent / "out", quantization="auto")
 
 
+def test_auto_fails_as_verification_does_when_nothing_passes(
+    project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    manifest = project(
+        """
+        version: 1
+        models:
+          multi:
+            saved_model: multi
+            quantization: auto
+            verify: {atol: 0, rtol: 0}
+            signatures: [classify]
+        """,
+        {"multi": model_store("multihead")},
+    )
+    done = run_cli("run", "--json", cwd=manifest.parent)
+    assert done.returncode == 1
+    (failed,) = json.loads(done.stdout)["signatures"]
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith(
+        "TensorFlow.js (wasm backend) does not match TensorFlow: output '"
+    )
+    assert "The previous output is kept." in failed["error"]
+    choice = failed["quantization_choice"]
+    assert choice["chosen"] is None and choice["weight_bytes"] is None
+    # Steps of any size exceed atol 0; float16 and float32 are verified, and both fail (the
+    # softmax of TF.js differs from TensorFlow's in the last bits).
+    assert [(c["setting"], c["outcome"]) for c in choice["candidates"]] == [
+        ("uint8", "skipped"),
+        ("uint16", "skipped"),
+        ("float16", "failed"),
+        ("float32", "failed"),
+    ]
+    assert failed["verification"]["passed"] is False
+    assert list((manifest.parent / "dist").rglob("*")) == []  # no candidate left behind
+    state, _ = load_state(manifest.parent / STATE)
+    assert state.records == {}
+
+
 def test_explicit_quantization_warns_about_weights_it_cannot_hold(
     project: Callable[..., Path], model_store: Callable[..., Path]
 ) -> None:
@@ -280,7 +329,7 @@ def test_explicit_quantization_warns_about_weights_it_cannot_hold(
     by_key = {f"{s['model']}:{s['signature']}": s for s in payload["signatures"]}
     assert by_key["huge:serving_default"]["warnings"] == [float16]
     assert by_key["huge:serving_default"]["status"] == "failed"  # infinite in TF.js: as warned
-    # uint8 steps of 0.39 within atol 0.5: no warning, and it verifies.
+    # uint8 rounds by up to 0.2, within atol 0.5: no warning, and it verifies.
     assert by_key["coarse:serving_default"]["warnings"] == []
     assert by_key["coarse:serving_default"]["status"] == "built"
     assert by_key["coarse:serving_default"]["quantization_choice"] is None
@@ -295,14 +344,18 @@ def test_range_check_wording() -> None:
     problems = range_problems(ranges, dict.fromkeys(["small", "wide", "wider"], "uint8"), 1e-3)
     assert problems == {
         "uint8": [
-            "'wider' ranges over [-100, 7e+04]: uint8 steps of 2.7e+02 exceed verify.atol 0.001",
-            "'wide' ranges over [-2, 3]: uint8 steps of 0.02 exceed verify.atol 0.001",
+            "'wider' ranges over [-100, 7e+04]: uint8 rounds it by up to 1.4e+02, more than "
+            "verify.atol 0.001",
+            "'wide' ranges over [-2, 3]: uint8 rounds it by up to 0.0098, more than verify.atol "
+            "0.001",
         ]
     }
     assert range_warnings(problems) == [
         "2 weights may not survive uint8 quantization: "
-        "'wider' ranges over [-100, 7e+04]: uint8 steps of 2.7e+02 exceed verify.atol 0.001; "
-        "'wide' ranges over [-2, 3]: uint8 steps of 0.02 exceed verify.atol 0.001; "
+        "'wider' ranges over [-100, 7e+04]: uint8 rounds it by up to 1.4e+02, more than "
+        "verify.atol 0.001; "
+        "'wide' ranges over [-2, 3]: uint8 rounds it by up to 0.0098, more than verify.atol "
+        "0.001; "
         "quantize it to uint16 or float16 (or leave it out of quantization.uint8), or raise "
         "verify.atol"
     ]
@@ -327,3 +380,6 @@ def test_choice_round_trips_through_json() -> None:
     assert written["candidates"][0]["max_abs_error"] == "Infinity"
     assert choice_from_json(written, "choice") == choice
     assert choice.summary() == "uint16 (-50% weights vs float32)"
+    # Nothing float32 to quantize (a lookup table's strings): uint8 passes and saves nothing.
+    nothing = QuantizationChoice("uint8", 38, (CandidateRecord("uint8", "passed", 38, 0.0),))
+    assert nothing.summary() == "uint8 (no smaller than float32: nothing to quantize)"

@@ -144,6 +144,7 @@ def _up_to_date(item: PlanItem, project: Project) -> SignatureResult:
         record.files,
         error=problem,
         verification=record.verification,
+        quantization=record.quantization_choice,
     )
 
 
@@ -334,24 +335,18 @@ def _finish(
         quantization=outcome.quantization,
     )
     if isinstance(placed, SignatureResult):
-        return replace(
-            placed,
-            seconds=outcome.seconds,
-            timings=outcome.timings,
-            quantization=outcome.quantization,
-            warnings=outcome.warnings,
-        )
+        return _found(replace(placed, seconds=outcome.seconds, timings=outcome.timings), outcome)
     record = project.state.records[item.key]
     save(item, project, project.manifest.root / item.output, record)
-    built = SignatureResult.sized(
-        item, "built", placed.files, outcome.seconds, timings=outcome.timings
+    built = SignatureResult.sized(item, "built", placed.files, outcome.seconds)
+    return _found(
+        replace(built, timings=outcome.timings, verification=outcome.verification), outcome
     )
-    return replace(
-        built,
-        verification=outcome.verification,
-        quantization=outcome.quantization,
-        warnings=outcome.warnings,
-    )
+
+
+def _found(result: SignatureResult, outcome: ConversionOutcome) -> SignatureResult:
+    """`result` with what the worker found besides the files: auto's choice, the range check."""
+    return replace(result, quantization=outcome.quantization, warnings=outcome.warnings)
 
 
 def _record_verification(
@@ -368,6 +363,7 @@ def _record_verification(
         outcome.seconds,
         timings=outcome.timings,
         verification=outcome.verification,
+        quantization=record.quantization_choice,
     )
     # The worker read the folder while it ran: what it verified must still be what is recorded.
     changed = output_change(project.manifest.root, record)

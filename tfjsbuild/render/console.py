@@ -214,7 +214,7 @@ def print_plan(console: Console, items: Sequence[PlanItem]) -> None:
 
 def _print_plan_item(console: Console, item: PlanItem) -> None:
     if item.action == "up-to-date":
-        console.print(f"  [dim]up-to-date[/dim]  {escape(item.key)}")
+        console.print(f"  [dim]up-to-date[/dim]  {escape(item.key)}{_kept_choice(item)}")
         if item.reasons:  # kept although gone from the manifest (see plan_build)
             console.print(f"      [yellow]{escape('; '.join(item.reasons))}[/yellow]")
     elif item.action == "remove":
@@ -222,6 +222,7 @@ def _print_plan_item(console: Console, item: PlanItem) -> None:
     elif item.action == "verify":
         console.print(
             f"  [cyan]verify[/cyan]      {escape(item.key)} → {escape(item.output)}  (as built)"
+            f"{_kept_choice(item)}"
         )
         console.print(f"      because: {escape('; '.join(item.reasons))}")
     else:
@@ -234,6 +235,13 @@ def _print_plan_item(console: Console, item: PlanItem) -> None:
                 console.print(f"      [red]{escape(line)}[/red]")
         else:
             console.print(f"      because: {escape('; '.join(item.reasons))}")
+
+
+def _kept_choice(item: PlanItem) -> str:
+    """`  (quantization auto: uint8 (-75% weights vs float32))` for an `auto` output kept."""
+    if item.quantization is None:
+        return ""
+    return f"  [dim](quantization auto: {escape(item.quantization.summary())})[/dim]"
 
 
 def print_summary(console: Console, results: Sequence[SignatureResult], seconds: float) -> None:

@@ -43,6 +43,7 @@ def item_json(item: PlanItem) -> dict[str, Any]:
         "reasons": list(item.reasons) if item.blocked is None else [item.blocked],
         "fingerprint": item.fingerprint.digest if item.fingerprint is not None else None,
         "cache": item.cached,
+        "quantization_choice": choice_json(item.quantization),
     }
 
 

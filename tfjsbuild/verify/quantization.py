@@ -3,8 +3,9 @@
 
 The static check needs only each weight's range (the worker reads them from the float32 weights
 it wrote): a weight beyond float16's largest value becomes infinite under float16, and a weight
-whose range makes uint8 (or uint16) steps larger than the verification's `atol` cannot keep
-its values within it. `QuantizationChoice` is what the state, cache entries, `--json`, the
+whose range, cut into uint8's (or uint16's) steps, rounds its values by more than the
+verification's `atol` (half a step) cannot keep them within it. (A whole step, as first
+proposed, ruled out uint8 for the example's `logits`, which verifies at uint8.) `QuantizationChoice` is what the state, cache entries, `--json`, the
 asset index and the report keep of an `auto` choice; its JSON read back untrusted is checked
 here (`choice_from_json`).
 
@@ -44,9 +45,13 @@ class WeightRange:
         if dtype == "float16" and max(abs(self.minimum), abs(self.maximum)) > FLOAT16_MAX:
             return f"{shown}, beyond float16's largest value {FLOAT16_MAX:.0f}"
         if dtype in UINT_STEPS and atol is not None:
-            step = (self.maximum - self.minimum) / UINT_STEPS[dtype]
-            if step > atol:
-                return f"{shown}: {dtype} steps of {step:.2g} exceed verify.atol {atol:g}"
+            # Rounded to the nearest of its steps, a value moves by up to half a step.
+            rounding = (self.maximum - self.minimum) / UINT_STEPS[dtype] / 2
+            if rounding > atol:
+                return (
+                    f"{shown}: {dtype} rounds it by up to {rounding:.2g}, more than verify.atol "
+                    f"{atol:g}"
+                )
         return None
 
 
@@ -120,6 +125,8 @@ class QuantizationChoice:
             return "none passed verification"
         if chosen == FLOAT32 or weights is None or not self.float32_weight_bytes:
             return f"{chosen} (no smaller setting passed the range check and verification)"
+        if weights >= self.float32_weight_bytes:  # no float32 weights (a table's strings)
+            return f"{chosen} (no smaller than float32: nothing to quantize)"
         saved = 1 - weights / self.float32_weight_bytes
         return f"{chosen} (-{saved:.0%} weights vs float32)"
 
