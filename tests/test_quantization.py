@@ -192,6 +192,45 @@ def test_auto_on_a_wide_weight_picks_a_larger_setting(
     assert huge.summary() == "float32 (no smaller setting passed the range check and verification)"
 
 
+def test_auto_keeps_only_the_weights_the_range_check_names_wider(
+    project: Callable[..., Path], model_store: Callable[..., Path]
+) -> None:
+    manifest = project(
+        """
+        version: 1
+        models:
+          mixed:
+            saved_model: mixed
+            quantization: auto
+            verify: {atol: 0.01, rtol: 0.1}
+        """,
+        {"mixed": model_store("wide_backbone")},
+    )
+    result = tfjsbuild.build([manifest], jobs=1)
+    assert result.ok, [r.error for r in result.failed]
+    # The backbone (one weight of 100) rounds by 0.2 at uint8: kept at float16; the head in
+    # [-1, 1] stays uint8. Smaller than uint16 for both (384 bytes), and it verifies.
+    choice = record(manifest, "mixed:serving_default").quantization_choice
+    assert choice is not None
+    assert [(c.setting, c.outcome, dict(c.kept), c.weight_bytes) for c in choice.candidates] == [
+        ("uint8", "skipped", {}, None),
+        ("uint8", "passed", {WEIGHT: "float16"}, 128 * 2 + 64),
+        ("uint16", "not tried", {}, None),
+        ("float16", "not tried", {}, None),
+        ("float32", "not tried", {}, None),
+    ]
+    assert choice.summary() == "uint8 (1 weight kept at float16) (-58% weights vs float32)"
+    output = manifest.parent / "dist/mixed/serving_default"
+    weights = json.loads((output / "model.json").read_text())["weightsManifest"][0]["weights"]
+    assert {w["name"]: w["quantization"]["dtype"] for w in weights} == {
+        WEIGHT: "float16",
+        "StatefulPartitionedCall/MatMul_1/ReadVariableOp": "uint8",
+    }
+    verification = record(manifest, "mixed:serving_default").verification
+    assert verification is not None and verification.passed
+    assert_within_tolerance(output, manifest.parent / "mixed", "serving_default", 0.01, 0.1)
+
+
 def test_auto_is_up_to_date_chooses_again_when_verification_changes_and_restores(
     project: Callable[..., Path], model_store: Callable[..., Path]
 ) -> None:

@@ -25,6 +25,7 @@ FLOAT16_MAX = 65504.0
 # The distinct values a weight's range is cut into (tensorflowjs's affine quantization).
 UINT_STEPS = {"uint8": 255, "uint16": 65535}
 FLOAT32 = "float32"  # no quantization
+BYTES_PER_ELEMENT = {"uint8": 1, "uint16": 2, "float16": 2, FLOAT32: 4}
 # `quantization: auto` tries these, smallest first, and keeps the first that passes.
 AUTO_CANDIDATES = ("uint8", "uint16", "float16", FLOAT32)
 OUTCOMES = ("passed", "failed", "skipped", "not tried")
@@ -38,6 +39,7 @@ class WeightRange:
     name: str
     minimum: float
     maximum: float
+    size: int = 0  # its elements: what a dtype's bytes per element are counted over
 
     def problem(self, dtype: str, atol: float | None) -> str | None:
         """Why `dtype` cannot hold this weight within `atol` (None: it can, or no atol)."""
@@ -93,13 +95,24 @@ def range_warnings(problems: Mapping[str, Sequence[str]]) -> list[str]:
 
 @dataclass(frozen=True)
 class CandidateRecord:
-    """One setting `auto` considered: every weight at `setting` ("float32": none)."""
+    """One setting `auto` considered: every weight at `setting` ("float32": none), but the
+    weights in `kept` (a mixed setting: those the range check ruled out, at a wider dtype)."""
 
     setting: str
     outcome: str  # passed, failed (verification), skipped (the static check), not tried
     weight_bytes: int | None = None  # its weight shards; None when not written
     max_abs_error: float | None = None  # over every backend that ran; None when not verified
     note: str | None = None  # why it was skipped or failed, in short
+    kept: tuple[tuple[str, str], ...] = ()  # weight name -> float16 or float32
+
+    @property
+    def label(self) -> str:
+        """`uint8`, or `uint8 (1 weight kept at float16)` for a mixed setting."""
+        if not self.kept:
+            return self.setting
+        dtypes = " and ".join(sorted({dtype for _, dtype in self.kept}))
+        plural = "weights" if len(self.kept) > 1 else "weight"
+        return f"{self.setting} ({len(self.kept)} {plural} kept at {dtypes})"
 
 
 @dataclass(frozen=True)
@@ -111,16 +124,19 @@ class QuantizationChoice:
     candidates: tuple[CandidateRecord, ...]
 
     @property
+    def kept(self) -> CandidateRecord | None:
+        """The candidate that passed (the first: the smallest); None when none did."""
+        return next((c for c in self.candidates if c.outcome == "passed"), None)
+
+    @property
     def weight_bytes(self) -> int | None:
         """The chosen setting's weight bytes; None when none was kept."""
-        for candidate in self.candidates:
-            if candidate.setting == self.chosen:
-                return candidate.weight_bytes
-        return None
+        return None if self.kept is None else self.kept.weight_bytes
 
     def summary(self) -> str:
         """`uint8 (-74% weights vs float32)`, as the build, plan and report say it."""
-        chosen, weights = self.chosen, self.weight_bytes
+        chosen = None if self.kept is None else self.kept.label
+        weights = self.weight_bytes
         if chosen is None:
             return "none passed verification"
         if chosen == FLOAT32 or weights is None or not self.float32_weight_bytes:
@@ -146,6 +162,7 @@ class QuantizationChoice:
                     if candidate.max_abs_error is None
                     else json_float(candidate.max_abs_error),
                     "note": candidate.note,
+                    "kept": dict(candidate.kept),
                 }
                 for candidate in self.candidates
             ],
@@ -187,10 +204,16 @@ def _candidate_from_json(value: Any, where: str) -> CandidateRecord:
     if outcome not in OUTCOMES:
         raise InvalidData(f"{where}.outcome", f"{outcome!r} is not one of {OUTCOMES}")
     weights, error, note = data.get("weight_bytes"), data.get("max_abs_error"), data.get("note")
+    kept = []
+    for name, dtype in as_dict(data.get("kept", {}), f"{where}.kept").items():
+        if dtype not in ("float16", FLOAT32):
+            raise InvalidData(f"{where}.kept.{name}", f"{dtype!r} is not float16 or float32")
+        kept.append((as_str(name, f"{where}.kept"), dtype))
     return CandidateRecord(
         setting,
         outcome,
         None if weights is None else as_int(weights, f"{where}.weight_bytes"),
         None if error is None else error_from_json(error, f"{where}.max_abs_error"),
         None if note is None else as_str(note, f"{where}.note"),
+        tuple(kept),
     )

@@ -5,14 +5,16 @@ tensorflowjs quantizes only where it writes weight shards (`write_weights`), fro
 values; nothing in the graph depends on it. So a signature with quantization is converted once
 at float32, its weight ranges checked, and each quantized setting written from those float32
 weights into a folder of its own: the same bytes tensorflowjs would write, without converting
-again per candidate. Imports tensorflowjs and numpy; verifies nothing itself (the task gives
-`choose` its verification).
+again per candidate. `auto`'s candidates are every weight at one dtype, or mixed (the weights
+the range check names kept wider), verified smallest first by their weight bytes. Imports
+tensorflowjs and numpy; verifies nothing itself (the task gives `choose` its verification).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -28,6 +30,7 @@ from tfjsbuild.files.artifacts import check_graph_model
 from tfjsbuild.manifest.types import ConverterOptions
 from tfjsbuild.verify.quantization import (
     AUTO_CANDIDATES,
+    BYTES_PER_ELEMENT,
     FLOAT32,
     CandidateRecord,
     QuantizationChoice,
@@ -59,7 +62,7 @@ class Float32Output:
         manifest = json.loads((folder / "model.json").read_text("utf-8"))["weightsManifest"]
         groups = read_weights.read_weights(manifest, str(folder))
         ranges = tuple(
-            WeightRange(entry["name"], float(np.min(data)), float(np.max(data)))
+            WeightRange(entry["name"], float(np.min(data)), float(np.max(data)), int(data.size))
             for group in groups
             for entry in group
             if (data := entry["data"]).dtype == np.float32 and data.size
@@ -166,44 +169,93 @@ def choose(
     verify: Callable[[Path], Verification],
 ) -> tuple[Verification, QuantizationChoice]:
     """`quantization: auto`: the float32 output in `staged` replaced by the smallest candidate
-    setting that passes `verify` (uint8, uint16, float16 for every weight, then float32),
-    skipping those the static check rules out. When none passes, `staged` keeps float32 and
-    its failed verification is returned."""
+    that passes `verify`, smallest first: uint8, uint16, float16 for every weight, each one the
+    range check rules out replaced by its mixed setting (the weights it names kept at float16,
+    or float32 beyond float16), then float32. When none passes, `staged` keeps float32 and its
+    failed verification is returned."""
     float32 = Float32Output.read(staged)
     float32_bytes = weight_bytes(staged)
-    tried: list[CandidateRecord] = []
-    for setting in AUTO_CANDIDATES:
-        if setting == FLOAT32:
+    tried, candidates = _candidates(float32, atol)
+    for index, candidate in enumerate(candidates):
+        if candidate.setting == FLOAT32:
             verification = verify(staged)
-            tried.append(_tried(setting, float32_bytes, verification))
-            break
-        dtype_map = {setting: True}
-        problems = float32.problems(dtype_map, atol).get(setting, [])
-        if problems:
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            tried.append(CandidateRecord(setting, "skipped", note=problems[0] + more))
-            continue
-        candidate = staged.with_name(f"{staged.name}.{setting}")
-        written = float32.write_quantized(candidate, dtype_map, shard_size)
-        verification = verify(candidate)
-        tried.append(_tried(setting, written, verification))
+            tried.append(_tried(candidate, float32_bytes, verification))
+        else:
+            folder = staged.with_name(f"{staged.name}.candidate")
+            written = float32.write_quantized(folder, _dtype_map(candidate, float32), shard_size)
+            verification = verify(folder)
+            tried.append(_tried(candidate, written, verification))
+            if verification.message is None:
+                shutil.rmtree(staged)
+                os.rename(folder, staged)
+            else:
+                shutil.rmtree(folder)
         if verification.message is None:
-            shutil.rmtree(staged)
-            os.rename(candidate, staged)
+            tried += candidates[index + 1 :]  # smaller ones failed: these are not needed
             break
-        shutil.rmtree(candidate)
-    chosen = tried[-1].setting if tried[-1].outcome == "passed" else None
-    tried += [CandidateRecord(s, "not tried") for s in AUTO_CANDIDATES[len(tried) :]]
+    chosen = next((c.setting for c in tried if c.outcome == "passed"), None)
     return verification, QuantizationChoice(chosen, float32_bytes, tuple(tried))
 
 
-def _tried(setting: str, written: int, verification: Verification) -> CandidateRecord:
-    record = verification.as_record()
+def _candidates(
+    float32: Float32Output, atol: float | None
+) -> tuple[list[CandidateRecord], list[CandidateRecord]]:
+    """The uniform settings the range check rules out (skipped), and the candidates to verify,
+    smallest first (by their weights' bytes; in this order where equal)."""
+    skipped: list[CandidateRecord] = []
+    candidates = []
+    for setting in AUTO_CANDIDATES[:-1]:
+        offenders = [w for w in float32.ranges if w.problem(setting, atol) is not None]
+        if not offenders:
+            candidates.append(CandidateRecord(setting, "not tried"))
+            continue
+        named = offenders[0].problem(setting, atol)
+        more = f" (and {len(offenders) - 1} more)" if len(offenders) > 1 else ""
+        skipped.append(CandidateRecord(setting, "skipped", note=f"{named}{more}"))
+        if len(offenders) < len(float32.ranges):  # else it is the wider setting, whole
+            kept = tuple(
+                (
+                    w.name,
+                    FLOAT32 if setting == "float16" or w.problem("float16", atol) else "float16",
+                )
+                for w in offenders
+            )
+            candidates.append(CandidateRecord(setting, "not tried", kept=kept))
+    candidates.append(CandidateRecord(FLOAT32, "not tried"))
+    sizes = {w.name: w.size for w in float32.ranges}
+
+    def float_bytes(candidate: CandidateRecord) -> int:
+        kept = dict(candidate.kept)
+        return sum(
+            size * BYTES_PER_ELEMENT[kept.get(name, candidate.setting)]
+            for name, size in sizes.items()
+        )
+
+    return skipped, sorted(candidates, key=float_bytes)  # stable: equal sizes keep their order
+
+
+def _dtype_map(candidate: CandidateRecord, float32: Float32Output) -> dict[str, list[str] | bool]:
+    """tensorflowjs's `quantization_dtype_map` for a candidate: a mixed one names every float32
+    weight (its names escaped: globs), a kept one under its own dtype, or under none (float32)."""
+    if not candidate.kept:
+        return {candidate.setting: True}
+    kept = dict(candidate.kept)
+    by_dtype: dict[str, list[str] | bool] = {}
+    for weight in float32.ranges:
+        dtype = kept.get(weight.name, candidate.setting)
+        if dtype != FLOAT32:
+            names = by_dtype.setdefault(dtype, [])
+            assert isinstance(names, list)
+            names.append(re.sub(r"([*?[])", r"[\1]", weight.name))
+    return by_dtype
+
+
+def _tried(candidate: CandidateRecord, written: int, verification: Verification) -> CandidateRecord:
     failed = verification.message
-    return CandidateRecord(
-        setting,
-        "failed" if failed is not None else "passed",
-        written,
-        record.max_abs_error,
-        None if failed is None else failed.split(". ")[0],
+    return replace(
+        candidate,
+        outcome="failed" if failed is not None else "passed",
+        weight_bytes=written,
+        max_abs_error=verification.as_record().max_abs_error,
+        note=None if failed is None else failed.split(". ")[0],
     )
