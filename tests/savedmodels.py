@@ -367,6 +367,28 @@ def save_wide(path: Path, big: float = 100.0, seed: int = 12) -> Path:
     return path
 
 
+class WideBackbone(tf.Module):
+    """A backbone of small weights but one far larger, and a head of weights in [-1, 1]: uint8
+    fits the head, not the backbone."""
+
+    def __init__(self, big: float, seed: int) -> None:
+        super().__init__()
+        backbone = _weights(seed, [8, 16]) * 0.1
+        backbone[0, 0] = big
+        self.backbone = tf.Variable(backbone, name="backbone")
+        self.head = tf.Variable(_weights(seed + 1, [16, 4]), name="head")
+
+    @tf.function(input_signature=[X])
+    def predict(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"y": tf.matmul(tf.nn.relu(tf.matmul(x, self.backbone)), self.head)}
+
+
+def save_wide_backbone(path: Path, big: float = 100.0, seed: int = 21) -> Path:
+    module = WideBackbone(big, seed)
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.predict})
+    return path
+
+
 def save_tf1(path: Path, seed: int = 1) -> Path:
     """A TF1 SavedModel (no object graph): only a whole-model fingerprint is possible."""
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:

@@ -27,6 +27,7 @@ from tfjsbuild.building.run import (
     run_plans,
     skipped,
 )
+from tfjsbuild.errors import UsageError
 from tfjsbuild.files.artifacts import GraphModelOutput
 from tfjsbuild.files.atomic import swap_directory
 from tfjsbuild.manifest.types import KerasSource, Manifest, PythonSource
@@ -317,6 +318,12 @@ def convert_concrete_function(
     from tfjsbuild.worker.native_log import native_log_kept_out
 
     resolved = converter_options(**options)
+    if resolved.auto_quantization:
+        raise UsageError(
+            "quantization='auto' chooses by verifying each candidate in TensorFlow.js, which "
+            "convert_concrete_function does not do; give dtype -> weight globs, e.g. "
+            "quantization={'float16': ['*']}, or build it from a manifest"
+        )
     target = Path(output_dir).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(

@@ -43,7 +43,7 @@ def write_index(project: Project) -> None:
         model_json = Path(os.path.normpath(manifest.root / record.output)) / MODEL_JSON
         if not model_json.is_relative_to(manifest.output_dir):
             continue
-        models.setdefault(record.model, {})[record.signature] = {
+        entry = models.setdefault(record.model, {})[record.signature] = {
             "path": model_json.relative_to(manifest.output_dir).as_posix(),
             # A record is read back untrusted: only the two formats tfjs-build writes.
             "format": LAYERS_MODEL if record.parts.get("format") == LAYERS_MODEL else GRAPH_MODEL,
@@ -53,6 +53,8 @@ def write_index(project: Project) -> None:
             "hash": record.content_hash,
             "verification": index_json(record.verification),
         }
+        if record.quantization_choice is not None:  # only then: other entries stay as they were
+            entry["quantization"] = record.quantization_choice.to_json_dict()
     index = manifest.index_path
     # Which manifest wrote it, relative to the index: another manifest refuses to overwrite it.
     owner = Path(os.path.relpath(manifest.path.resolve(), manifest.output_dir)).as_posix()

@@ -88,6 +88,7 @@ def _place_restored(
         entry.verification,
         entry.seconds,
         verified_with=entry.verified_with,
+        quantization=entry.quantization_choice,
     )
     if isinstance(outcome, SignatureResult):
         return outcome  # over budget, or the folder is not ours: a real failure
@@ -104,6 +105,7 @@ def _place_restored(
         timings={"restore": seconds},
         verification=entry.verification,
         cache=store.label,
+        quantization=entry.quantization_choice,
     )
 
 
@@ -133,6 +135,7 @@ def save(
         verification=record.verification if verified else None,
         seconds=record.seconds,
         verified_with=record.verified_with if verified else None,
+        quantization_choice=record.quantization_choice,
     )
     for store in project.stores:
         if store.writable and store is not exclude and store.unreachable is None:

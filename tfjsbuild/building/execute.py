@@ -144,6 +144,7 @@ def _up_to_date(item: PlanItem, project: Project) -> SignatureResult:
         record.files,
         error=problem,
         verification=record.verification,
+        quantization=record.quantization_choice,
     )
 
 
@@ -225,6 +226,9 @@ def _task(
         output_dir=str(project_root / item.output) if verify_only else None,
         stock_passes=stock_passes_requested(os.environ),
         build=build,
+        quantization_atol=None
+        if (wanted := _verify_settings(item)) is None
+        else wanted.strictest_atol,
     )
 
 
@@ -315,6 +319,8 @@ def _finish(
             error=_located(item, project.manifest, outcome),
             timings=outcome.timings,
             verification=outcome.verification,
+            quantization=outcome.quantization,
+            warnings=outcome.warnings,
         )
     if task.kind == "verify":
         return _record_verification(item, project, outcome)
@@ -326,19 +332,21 @@ def _finish(
         outcome.verification,
         outcome.seconds,
         verified_with=item.fingerprint.verify if outcome.verification is not None else None,
+        quantization=outcome.quantization,
     )
     if isinstance(placed, SignatureResult):
-        return replace(placed, seconds=outcome.seconds, timings=outcome.timings)
+        return _found(replace(placed, seconds=outcome.seconds, timings=outcome.timings), outcome)
     record = project.state.records[item.key]
     save(item, project, project.manifest.root / item.output, record)
-    return SignatureResult.sized(
-        item,
-        "built",
-        placed.files,
-        outcome.seconds,
-        timings=outcome.timings,
-        verification=outcome.verification,
+    built = SignatureResult.sized(item, "built", placed.files, outcome.seconds)
+    return _found(
+        replace(built, timings=outcome.timings, verification=outcome.verification), outcome
     )
+
+
+def _found(result: SignatureResult, outcome: ConversionOutcome) -> SignatureResult:
+    """`result` with what the worker found besides the files: auto's choice, the range check."""
+    return replace(result, quantization=outcome.quantization, warnings=outcome.warnings)
 
 
 def _record_verification(
@@ -355,6 +363,7 @@ def _record_verification(
         outcome.seconds,
         timings=outcome.timings,
         verification=outcome.verification,
+        quantization=record.quantization_choice,
     )
     # The worker read the folder while it ran: what it verified must still be what is recorded.
     changed = output_change(project.manifest.root, record)

@@ -14,6 +14,7 @@ import os
 import posixpath
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from tfjsbuild.building.project import Project
@@ -33,6 +34,7 @@ from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.stores.build_history import now_utc
 from tfjsbuild.stores.recorded_options import RecordedOptions
 from tfjsbuild.stores.state import SignatureRecord, record_files
+from tfjsbuild.verify.quantization import QuantizationChoice
 from tfjsbuild.verify.record import VerificationRecord
 from tfjsbuild.verify.request import VerificationRequest
 
@@ -56,6 +58,7 @@ def place(
     seconds: float,
     *,
     verified_with: VerificationRequest | None = None,
+    quantization: QuantizationChoice | None = None,
 ) -> GraphModelOutput | SignatureResult:
     """Check a staged output, swap it into place and record it; a failed result if it cannot."""
     target = project.manifest.root / item.output
@@ -69,6 +72,9 @@ def place(
     project.state.records[item.key] = _new_record(
         item, target, checked, seconds, verification, verified_with, previous
     )
+    if quantization is not None:
+        record = project.state.records[item.key]
+        project.state.records[item.key] = replace(record, quantization_choice=quantization)
     project.save()
     return checked
 

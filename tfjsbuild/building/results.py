@@ -16,6 +16,7 @@ from tfjsbuild.files.artifacts import TensorSpec, size_parts, tensor_specs_json
 from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.stores.build_history import PreviousBuild
 from tfjsbuild.stores.state import SignatureRecord
+from tfjsbuild.verify.quantization import QuantizationChoice, choice_json
 from tfjsbuild.verify.record import VerificationRecord, verification_json
 
 Status = Literal["built", "restored", "verified", "up-to-date", "failed", "removed", "skipped"]
@@ -33,6 +34,10 @@ class SignatureResult:
     weight_bytes: int = 0
     verification: VerificationRecord | None = None
     cache: str | None = None  # restored: from which cache ("local" or "remote")
+    # What `quantization: auto` tried and kept (a failed build's too: what it tried).
+    quantization: QuantizationChoice | None = None
+    # The static check of quantized weights' ranges, said before verification.
+    warnings: tuple[str, ...] = ()
 
     @classmethod
     def sized(
@@ -46,6 +51,7 @@ class SignatureResult:
         timings: Mapping[str, float] | None = None,
         verification: VerificationRecord | None = None,
         cache: str | None = None,
+        quantization: QuantizationChoice | None = None,
     ) -> SignatureResult:
         """A result for an output made of `files`: its bytes, model.json and weight sizes."""
         model_json, weights = size_parts(files)
@@ -60,6 +66,7 @@ class SignatureResult:
             weight_bytes=weights,
             verification=verification,
             cache=cache,
+            quantization=quantization,
         )
 
 
@@ -112,6 +119,8 @@ class ReportRow:
     # The distributions that shaped the output (and the TensorFlow.js that verified it).
     tools: Mapping[str, str] = field(default_factory=dict)
     previous: PreviousBuild | None = None  # the output this one replaced
+    # What `quantization: auto` tried and kept; None for any other quantization.
+    quantization_choice: QuantizationChoice | None = None
 
     @property
     def bytes(self) -> int:
@@ -138,6 +147,7 @@ class ReportRow:
             "built_at": self.built_at,
             "tools": dict(self.tools),
             "previous": None if self.previous is None else self.previous.to_json(),
+            "quantization_choice": choice_json(self.quantization_choice),
         }
 
     @classmethod
@@ -163,6 +173,7 @@ class ReportRow:
             built_at=record.built_at,
             tools=_tools(record),
             previous=record.previous,
+            quantization_choice=record.quantization_choice,
         )
 
 

@@ -12,19 +12,20 @@ import json
 import math
 import re
 import string
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from tfjsbuild.errors import Problem
 from tfjsbuild.manifest.types import (
     ALL_SIGNATURES,
+    AUTO_QUANTIZATION,
     DEFAULT_LAYOUT,
     KERAS_V3_SUFFIX,
     LAYOUT_PLACEHOLDERS,
     SOURCE_KINDS,
     line_at,
 )
-from tfjsbuild.manifest.yaml_positions import KeyPath, PositionedDocument
+from tfjsbuild.manifest.yaml_positions import KeyPath, PositionedDocument, format_key_path
 
 
 def rule_problems(doc: PositionedDocument, earlier: Sequence[Problem]) -> list[Problem]:
@@ -32,6 +33,7 @@ def rule_problems(doc: PositionedDocument, earlier: Sequence[Problem]) -> list[P
     problems = [
         *_model_rule_problems(doc),
         *_quantization_problems(doc),
+        *_auto_quantization_problems(doc),
         *_metadata_problems(doc),
         *_verify_backend_problems(doc),
     ]
@@ -174,6 +176,59 @@ def _quantization_problems(doc: PositionedDocument) -> Iterator[Problem]:
                     catch_all = catch_all or dtype
                 elif isinstance(glob, str):
                     seen.setdefault(glob, dtype)
+
+
+def _auto_quantization_problems(doc: PositionedDocument) -> Iterator[Problem]:
+    """`quantization: auto` where verification is off: auto chooses by verifying candidates.
+
+    Each signature's (or a `"*"` model's) effective values, the deepest scope's winning; the
+    problem is shown once, at the `auto` that is in effect."""
+    root = as_mapping(doc.data)
+    defaults = as_mapping(root.get("defaults"))
+    shown: set[KeyPath] = set()
+    for name, model in as_mapping(root.get("models")).items():
+        if not isinstance(model, dict):
+            continue
+        signatures = as_mapping(model.get("signatures"))
+        chains = [
+            [(("defaults",), defaults), (("models", name), model)]
+            + ([(("models", name, "signatures", sig), as_mapping(raw))] if raw else [])
+            for sig, raw in signatures.items()
+        ] or [[(("defaults",), defaults), (("models", name), model)]]
+        for chain in chains:
+            auto_at = _effective_at(chain, lambda scope: "quantization" in scope)
+            off_at = _effective_at(
+                chain, lambda scope: "enabled" in as_mapping(scope.get("verify"))
+            )
+            scopes = dict(chain)
+            if auto_at is None or scopes[auto_at]["quantization"] != AUTO_QUANTIZATION:
+                continue
+            if off_at is None or as_mapping(scopes[off_at]["verify"])["enabled"] is not False:
+                continue
+            path = (*auto_at, "quantization")
+            if path in shown:
+                continue
+            shown.add(path)
+            off = (*off_at, "verify", "enabled")
+            yield doc.problem_at(
+                doc.value_mark(path),
+                path,
+                "quantization: auto chooses the smallest quantization that passes verification, "
+                f"but verification is off ({format_key_path(off)}: false, line "
+                f"{doc.value_mark(off).line}); turn verification on, or give dtype -> weight "
+                "globs (e.g. {float16: ['*']})",
+            )
+
+
+def _effective_at(
+    chain: Sequence[tuple[KeyPath, dict[str, Any]]], sets: Callable[[dict[str, Any]], bool]
+) -> KeyPath | None:
+    """The deepest scope of `chain` (defaults, model, signature) that sets a key, if any."""
+    found = None
+    for path, scope in chain:
+        if sets(scope):
+            found = path
+    return found
 
 
 def _metadata_problems(doc: PositionedDocument) -> Iterator[Problem]:

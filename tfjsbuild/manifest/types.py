@@ -22,6 +22,9 @@ from tfjsbuild.files.json_types import JsonObject
 MANIFEST_NAME = "tfjs-build.yaml"
 SOURCE_KINDS = ("saved_model", "keras", "python")
 QUANTIZATION_DTYPES = ("float16", "uint8", "uint16")
+# `quantization: auto`: try these for every weight, smallest first (then none: float32), and
+# keep the first that passes verification.
+AUTO_QUANTIZATION = "auto"
 LAYOUT_PLACEHOLDERS = ("model", "signature")
 DEFAULT_OUTPUT_DIR = "dist"
 # Beside each manifest: the shared local cache, and one state folder per manifest file.
@@ -71,6 +74,8 @@ class ConverterOptions:
     """Effective converter options of one signature (defaults, model and signature merged)."""
 
     quantization: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # `quantization: auto`: the worker chooses the quantization by verifying candidates.
+    auto_quantization: bool = False
     weight_shard_size_bytes: int = 4 * 1024 * 1024
     strip_debug_ops: bool = True
     control_flow_v2: bool = False
@@ -83,11 +88,14 @@ class ConverterOptions:
         """From a schema-checked `options` mapping of the manifest (or the API's keywords): the
         one place options become typed. A key left out takes the converter's default."""
         raw = {**BUILTIN_OPTIONS, **raw}
+        auto = raw["quantization"] == AUTO_QUANTIZATION
         quantization = tuple(
-            (dtype, tuple(globs)) for dtype, globs in sorted(raw["quantization"].items())
+            (dtype, tuple(globs))
+            for dtype, globs in sorted(({} if auto else raw["quantization"]).items())
         )
         return cls(
             quantization=quantization,
+            auto_quantization=auto,
             weight_shard_size_bytes=int(raw["weight_shard_size_bytes"]),
             strip_debug_ops=bool(raw["strip_debug_ops"]),
             control_flow_v2=bool(raw["control_flow_v2"]),
@@ -104,8 +112,11 @@ class ConverterOptions:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-able form, used for fingerprints, state and reasons."""
+        quantization: str | dict[str, list[str]] = {
+            dtype: list(globs) for dtype, globs in self.quantization
+        }
         return {
-            "quantization": {dtype: list(globs) for dtype, globs in self.quantization},
+            "quantization": AUTO_QUANTIZATION if self.auto_quantization else quantization,
             "weight_shard_size_bytes": self.weight_shard_size_bytes,
             "strip_debug_ops": self.strip_debug_ops,
             "control_flow_v2": self.control_flow_v2,
@@ -151,6 +162,11 @@ class VerifySettings:
     rtol: float = 1e-3
     inputs: Path | None = None  # a .npz of real inputs instead of generated ones
     backends: tuple[BackendCheck, ...] = (BackendCheck("auto"),)
+
+    @property
+    def strictest_atol(self) -> float:
+        """The smallest `atol` of any backend: what quantized weights' steps are checked against."""
+        return min(self.atol if check.atol is None else check.atol for check in self.backends)
 
 
 DEFAULT_TIMEOUT = 3600.0  # seconds; generous: a big model converts and verifies in minutes

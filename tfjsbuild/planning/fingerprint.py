@@ -47,6 +47,8 @@ class FingerprintParts(Mapping[str, str]):
     # Only for formats other than graph_model, so graph model fingerprints stay as they were.
     format: str | None = None
     layers_output: str | None = None  # LAYERS_OUTPUT_VERSION, for layers models only
+    # `quantization: auto` only: the verification's digest, which the chosen output depends on.
+    quantization_auto: str | None = None
 
     def as_dict(self) -> dict[str, str]:
         parts = {
@@ -63,6 +65,8 @@ class FingerprintParts(Mapping[str, str]):
             parts["format"] = self.format
         if self.layers_output is not None:
             parts["layers_output"] = self.layers_output
+        if self.quantization_auto is not None:
+            parts["quantization_auto"] = self.quantization_auto
         return parts
 
     def __getitem__(self, name: str) -> str:
@@ -144,6 +148,11 @@ def fingerprint_signature(
         # Only then, so graph model fingerprints stay as they were.
         format=None if format == "graph_model" else format,
         layers_output=LAYERS_OUTPUT_VERSION if format == "layers_model" else None,
+        # What `auto` keeps depends on the verification (tolerances, backends, inputs): the
+        # output does, so it is in the digest and the cache key (other signatures: not).
+        quantization_auto=sha256_text(canonical_json(verify.to_json_dict()))
+        if options.auto_quantization and verify is not None
+        else None,
     )
     return SignatureFingerprint(
         digest=sha256_text(canonical_json(parts.as_dict())),

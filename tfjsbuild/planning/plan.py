@@ -25,6 +25,7 @@ from tfjsbuild.planning.reasons import (
 from tfjsbuild.planning.targets import BlockedTarget, Target
 from tfjsbuild.stores.caches import CacheHit
 from tfjsbuild.stores.state import SignatureRecord
+from tfjsbuild.verify.quantization import QuantizationChoice
 from tfjsbuild.verify.request import VerificationRequest
 
 # verify: the recorded output is what this build would convert, but it has not been verified
@@ -48,6 +49,8 @@ class PlanItem:
     blocked: str | None = None
     # The cache holds this build: the entry the plan found is restored instead of converting.
     cache_hit: CacheHit | None = None
+    # What `quantization: auto` chose for the recorded output that stays (up to date, verify).
+    quantization: QuantizationChoice | None = None
 
     @property
     def key(self) -> str:
@@ -101,6 +104,8 @@ def plan_build(
         )
         if force:
             action, reasons = "build", [*reasons, FORCED]
+        record = records.get(target.key)
+        kept = record.quantization_choice if record is not None and action != "build" else None
         items.append(
             PlanItem(
                 manifest=manifest,
@@ -111,6 +116,7 @@ def plan_build(
                 reasons=tuple(reasons),
                 fingerprint=fingerprint,
                 target=target,
+                quantization=kept,
             )
         )
     if prune:

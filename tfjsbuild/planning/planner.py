@@ -126,6 +126,8 @@ def plan_manifest(
     )
     if verify:
         items = [_browser_required(item) for item in items]
+    else:
+        items = [_auto_needs_verification(item) for item in items]
     state.stat_cache = stat_cache.entries()
     state.graph_cache = sources.used
     config = resolve_config(manifest, cache)
@@ -175,6 +177,21 @@ def _browser_required(item: PlanItem) -> PlanItem:
         item,
         blocked=f"WebGL is required (verify.backends.webgl.required), but {no_browser_reason()}; "
         "or make WebGL optional (`webgl: {required: false}` skips it where there is none)",
+    )
+
+
+def _auto_needs_verification(item: PlanItem) -> PlanItem:
+    """With --no-verify, a `quantization: auto` signature to build cannot choose: blocked now,
+    saying what to do (an up-to-date one stays as it is)."""
+    if item.action != "build" or item.blocked is not None or item.target is None:
+        return item
+    if not item.target.options.auto_quantization:
+        return item
+    return replace(
+        item,
+        blocked="quantization: auto chooses the smallest quantization that passes verification, "
+        "and --no-verify turns verification off; run without --no-verify, or give dtype -> "
+        "weight globs",
     )
 
 

@@ -20,6 +20,7 @@ FORCED = "forced"
 CANNOT_BUILD = "cannot build"
 REMOVED = "removed from the manifest"
 NOT_VERIFIED_YET = "not verified yet (built with --no-verify or verify.enabled false)"
+AUTO_CHOOSES_AGAIN = "quantization: auto chooses again (its choice depends on the verification)"
 _CAPTURE_LABELS = {
     "variable": "weights changed",
     "asset": "assets changed",
@@ -63,6 +64,11 @@ def conversion_reasons(fingerprint: SignatureFingerprint, record: SignatureRecor
             f"layers model output version changed: {before.get('layers_output', '1')} -> "
             f"{now.layers_output}"
         )
+    if (
+        None not in (before.get("quantization_auto"), now.quantization_auto)
+        and before.get("quantization_auto") != now.quantization_auto
+    ):
+        reasons.append(AUTO_CHOOSES_AGAIN)  # `plan_build` adds what changed in the verification
     if not reasons:
         reasons.append("fingerprint changed")
     return reasons

@@ -83,6 +83,10 @@ class ConsoleReporter:
             self.console.print(escape(text))
 
     def signature_finished(self, result: SignatureResult) -> None:
+        for warning in result.warnings:  # the static check of quantized weights: even with -q
+            self.console.print(
+                f"[yellow]warning:[/yellow] {escape(result.item.key)}: {escape(warning)}"
+            )
         line = _result_line(result)
         if line is not None and (result.status == "failed" or not self.quiet):
             self.console.print(line)
@@ -137,7 +141,7 @@ def _result_line(result: SignatureResult) -> str | None:
             f"{result.seconds:.1f}s  {format_bytes(result.bytes)} "
             f"(model.json {format_bytes(result.model_json_bytes)}, "
             f"weights {format_bytes(result.weight_bytes)})  "
-            f"{_verified(result.verification)}{reasons}"
+            f"{_verified(result.verification)}{_chosen(result)}{reasons}"
         )
     if result.status == "verified":
         return (
@@ -149,13 +153,20 @@ def _result_line(result: SignatureResult) -> str | None:
         return (
             f"[green]↺[/green] {target}  restored from the "
             f"{result.cache} cache in {result.seconds:.2f}s  {format_bytes(result.bytes)}  "
-            f"{_verified(result.verification)}{reasons}"
+            f"{_verified(result.verification)}{_chosen(result)}{reasons}"
         )
     if result.status == "removed":
         return f"[yellow]-[/yellow] {escape(item.key)} removed ({escape(item.output)})"
     if result.status == "skipped":
         return f"[yellow]·[/yellow] {escape(item.key)} skipped"
     return None
+
+
+def _chosen(result: SignatureResult) -> str:
+    """`quantization auto: uint8 (-74% weights vs float32)  ` when auto chose; else ""."""
+    if result.quantization is None:
+        return ""
+    return f"quantization auto: {escape(result.quantization.summary())}  "
 
 
 def _verified(verification: VerificationRecord | None) -> str:
@@ -203,7 +214,7 @@ def print_plan(console: Console, items: Sequence[PlanItem]) -> None:
 
 def _print_plan_item(console: Console, item: PlanItem) -> None:
     if item.action == "up-to-date":
-        console.print(f"  [dim]up-to-date[/dim]  {escape(item.key)}")
+        console.print(f"  [dim]up-to-date[/dim]  {escape(item.key)}{_kept_choice(item)}")
         if item.reasons:  # kept although gone from the manifest (see plan_build)
             console.print(f"      [yellow]{escape('; '.join(item.reasons))}[/yellow]")
     elif item.action == "remove":
@@ -211,6 +222,7 @@ def _print_plan_item(console: Console, item: PlanItem) -> None:
     elif item.action == "verify":
         console.print(
             f"  [cyan]verify[/cyan]      {escape(item.key)} → {escape(item.output)}  (as built)"
+            f"{_kept_choice(item)}"
         )
         console.print(f"      because: {escape('; '.join(item.reasons))}")
     else:
@@ -223,6 +235,13 @@ def _print_plan_item(console: Console, item: PlanItem) -> None:
                 console.print(f"      [red]{escape(line)}[/red]")
         else:
             console.print(f"      because: {escape('; '.join(item.reasons))}")
+
+
+def _kept_choice(item: PlanItem) -> str:
+    """`  (quantization auto: uint8 (-75% weights vs float32))` for an `auto` output kept."""
+    if item.quantization is None:
+        return ""
+    return f"  [dim](quantization auto: {escape(item.quantization.summary())})[/dim]"
 
 
 def print_summary(console: Console, results: Sequence[SignatureResult], seconds: float) -> None:
@@ -286,7 +305,7 @@ def print_report(console: Console, rows: Sequence[ReportRow]) -> None:
             format_bytes(row.bytes),
             format_bytes(row.model_json_bytes),
             f"{format_bytes(row.weight_bytes)} / {row.shards}",
-            escape(quantization_text(row.quantization)),
+            escape(quantization_text(row.quantization, row.quantization_choice)),
             escape(verification_text(row.verification, short=True)),
             change + (f", {error_change}" if error_change else ""),
             f"{row.seconds:.1f}s",

@@ -88,7 +88,7 @@ def _row(r: ReportRow, scale: int, common_tools: Mapping[str, str]) -> str:
     it replaced; how it was verified; when and with what it was built."""
     return (
         f"<tr>{_signature_cell(r)}{_size_cell(r, scale)}"
-        f"<td>{html.escape(quantization_text(r.quantization))}</td>"
+        f"<td>{html.escape(quantization_text(r.quantization, r.quantization_choice))}</td>"
         f"{_verification_cell(r)}{_built_cell(r, common_tools)}</tr>"
     )
 

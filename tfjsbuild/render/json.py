@@ -27,6 +27,7 @@ from tfjsbuild.sources.description import (
     SourceDescription,
     TracedSignature,
 )
+from tfjsbuild.verify.quantization import choice_json
 from tfjsbuild.verify.record import verification_json
 
 JSON_REPORT_VERSION = 1
@@ -42,6 +43,7 @@ def item_json(item: PlanItem) -> dict[str, Any]:
         "reasons": list(item.reasons) if item.blocked is None else [item.blocked],
         "fingerprint": item.fingerprint.digest if item.fingerprint is not None else None,
         "cache": item.cached,
+        "quantization_choice": choice_json(item.quantization),
     }
 
 
@@ -69,6 +71,8 @@ def results_json(
             model_json_bytes=result.model_json_bytes,
             weight_bytes=result.weight_bytes,
             verification=verification_json(result.verification),
+            quantization_choice=choice_json(result.quantization),
+            warnings=list(result.warnings),
             error=result.error,
         )
         signatures.append(entry)

@@ -11,10 +11,16 @@ from collections.abc import Mapping, Sequence
 
 from tfjsbuild.files.artifacts import TensorSpec, format_bytes
 from tfjsbuild.stores.build_history import PreviousBuild, error_of
+from tfjsbuild.verify.quantization import QuantizationChoice
 from tfjsbuild.verify.record import BackendRecord, VerificationRecord, json_float
 
 
-def quantization_text(quantization: Mapping[str, Sequence[str]]) -> str:
+def quantization_text(
+    quantization: Mapping[str, Sequence[str]], choice: QuantizationChoice | None = None
+) -> str:
+    """`uint8: *`, or what `quantization: auto` chose: `auto: uint8 (-74% weights vs float32)`."""
+    if choice is not None:
+        return f"auto: {choice.summary()}"
     if not quantization:
         return "none"
     return "; ".join(

@@ -30,6 +30,7 @@ from tfjsbuild.files.artifacts import (
 )
 from tfjsbuild.files.readback import InvalidData
 from tfjsbuild.sources.digest import canonical_json
+from tfjsbuild.verify.quantization import QuantizationChoice, choice_from_json, choice_json
 from tfjsbuild.verify.record import VerificationRecord, verification_from_json, verification_json
 from tfjsbuild.verify.request import (
     VerificationRequest,
@@ -54,6 +55,8 @@ class CacheEntry:
     seconds: float  # what the original conversion took: what a restore saves
     # What `verification` was run with (`SignatureFingerprint.verify`); None: not verified.
     verified_with: VerificationRequest | None = None
+    # What `quantization: auto` chose (it depends on the verification, which is in the key).
+    quantization_choice: QuantizationChoice | None = None
 
     def to_json(self, signature_key: str | None = None) -> str:
         data: dict[str, Any] = {
@@ -66,6 +69,8 @@ class CacheEntry:
             "verified_with": request_json(self.verified_with),
             "seconds": self.seconds,
         }
+        if self.quantization_choice is not None:  # only then: other entries stay as they were
+            data["quantization_choice"] = choice_json(self.quantization_choice)
         if signature_key is not None:
             # Over all of the above: a changed verification or `verified_with` is a mismatch.
             data["signature"] = sign(data, signature_key)
@@ -115,6 +120,7 @@ class CacheEntry:
             verification,
             readback.as_float(data.get("seconds", 0.0), "seconds"),
             verified_with,
+            choice_from_json(data.get("quantization_choice"), "quantization_choice"),
         )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from tfjsbuild.files.json_types import JsonObject
 from tfjsbuild.files.readback import as_dict, as_list, as_str
-from tfjsbuild.manifest.types import ConverterOptions
+from tfjsbuild.manifest.types import AUTO_QUANTIZATION, ConverterOptions
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,9 @@ class RecordedOptions:
     def from_json_dict(cls, data: Any, where: str) -> RecordedOptions:
         """Options read back from the state (untrusted); raises InvalidData naming the key path."""
         options = dict(as_dict(data, where))
-        if "quantization" in options:
+        if options.get("quantization") == AUTO_QUANTIZATION:
+            pass  # chosen by the build: the record's `quantization_choice` says what
+        elif "quantization" in options:
             options["quantization"] = {
                 dtype: [
                     as_str(glob, f"{where}.quantization.{dtype}[{index}]")
@@ -52,5 +54,5 @@ class RecordedOptions:
     @property
     def quantization(self) -> dict[str, list[str]]:
         """dtype -> weight name globs, as the report shows them (empty when none recorded)."""
-        quantization: dict[str, list[str]] = self.recorded_json.get("quantization", {})
-        return dict(quantization)
+        quantization = self.recorded_json.get("quantization", {})
+        return {} if quantization == AUTO_QUANTIZATION else dict(quantization)

@@ -44,6 +44,7 @@ from tfjsbuild.manifest.types import STATE_ROOT
 from tfjsbuild.sources.base import GraphCacheEntry
 from tfjsbuild.stores.build_history import PreviousBuild, as_time, error_of
 from tfjsbuild.stores.recorded_options import RecordedOptions
+from tfjsbuild.verify import quantization as verify_quantization
 from tfjsbuild.verify import record as verify_record
 from tfjsbuild.verify import request as verify_request
 
@@ -89,6 +90,8 @@ class SignatureRecord:
     built_at: str | None = None
     # The output it replaced, if any: what `report` compares it with.
     previous: PreviousBuild | None = None
+    # What `quantization: auto` tried and kept; None for any other quantization.
+    quantization_choice: verify_quantization.QuantizationChoice | None = None
 
     @property
     def key(self) -> str:
@@ -108,7 +111,12 @@ class SignatureRecord:
         data["verification"] = verify_record.verification_json(self.verification)
         data["verified_with"] = verify_request.request_json(self.verified_with)
         data["previous"] = None if self.previous is None else self.previous.to_json()
-        for key in ("built_at", "previous"):  # unknown: left out, as states before them were
+        data["quantization_choice"] = verify_quantization.choice_json(self.quantization_choice)
+        for key in (
+            "built_at",
+            "previous",
+            "quantization_choice",
+        ):  # unknown: left out, as states before them were
             if data[key] is None:
                 del data[key]
         return data
@@ -141,6 +149,9 @@ class SignatureRecord:
             ),
             built_at=as_time(record.get("built_at"), f"{where}.built_at"),
             previous=PreviousBuild.from_json(record.get("previous"), f"{where}.previous"),
+            quantization_choice=verify_quantization.choice_from_json(
+                record.get("quantization_choice"), f"{where}.quantization_choice"
+            ),
         )
 
     def superseded(self) -> PreviousBuild:

@@ -28,6 +28,7 @@ from tfjsbuild.version import STOCK_PASSES_VARIABLE
 
 if TYPE_CHECKING:
     from tfjsbuild.verify.compare import BackendVerification, Verification
+    from tfjsbuild.verify.quantization import QuantizationChoice
     from tfjsbuild.verify.record import VerificationRecord
     from tfjsbuild.verify.verifier import Verifier
     from tfjsbuild.worker.loaded import LoadedSource
@@ -78,6 +79,9 @@ class ConversionTask:
     # Which build the task is of (one id per `execute` call): a worker forgets, at the first
     # task of another build, what only an earlier build could use (its scratch folder's files).
     build: str | None = None
+    # The strictest verify.atol of the signature (None: verification off): quantized weights
+    # whose steps exceed it are warned about, and `quantization: auto` skips that setting.
+    quantization_atol: float | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,19 @@ class ConversionOutcome:
     # As recorded (`Verification.as_record()`): the parent keeps it in the state, cache entries
     # and reports; a failed one's message is `error`.
     verification: VerificationRecord | None = None
+    # The static check of quantized weights' ranges, for the parent to print (no verdict).
+    warnings: tuple[str, ...] = ()
+    # What `quantization: auto` tried and kept; None for any other quantization.
+    quantization: QuantizationChoice | None = None
+
+
+@dataclass(frozen=True)
+class Converted:
+    """What converting (and verifying) one signature found, besides the files it staged."""
+
+    verification: Verification | None = None
+    warnings: tuple[str, ...] = ()
+    quantization: QuantizationChoice | None = None
 
 
 def prepare_environment() -> None:
@@ -151,7 +168,7 @@ def run_task(task: ConversionTask, progress: Progress | None = None) -> Conversi
             progress(next_phase)
 
     try:
-        verification = _convert_and_verify(task, timings, enter)
+        converted = _convert_and_verify(task, timings, enter)
     except TfjsBuildError as error:
         error_at = None
         if isinstance(error, SourceError):
@@ -179,18 +196,21 @@ def run_task(task: ConversionTask, progress: Progress | None = None) -> Conversi
             located_at(phase),
         )
     # The one place a verification becomes what the parent records (see ConversionOutcome).
+    verification = converted.verification
     return ConversionOutcome(
         task.key,
         verification.message if verification is not None else None,
         time.perf_counter() - start,
         timings,
         verification=verification.as_record() if verification is not None else None,
+        warnings=converted.warnings,
+        quantization=converted.quantization,
     )
 
 
 def _convert_and_verify(
     task: ConversionTask, timings: dict[str, float], enter: Progress
-) -> Verification | None:
+) -> Converted:
     """Load the source, convert into the staging folder unless only verifying, then verify
     when the task asks to; a failed verification is returned, not raised."""
     from tfjsbuild.worker import loaders
@@ -204,20 +224,45 @@ def _convert_and_verify(
     loaded = loaders.load(task.source, task.model_key, Path(task.scratch_dir), task.build)
     if time.perf_counter() - load_start > 0.001:
         timings["load"] = time.perf_counter() - load_start
+    warnings: tuple[str, ...] = ()
     if task.kind == "verify":
         # The output in place is read, not written: this task never enters CONVERTING.
         assert task.output_dir is not None and task.verify is not None
         verified, kept = task.output_dir, "The output and its recorded verification are kept."
     else:
         enter(CONVERTING)
-        loaded.convert(task.signature, Path(task.staging_dir), task.options, timings)
+        from tfjsbuild.worker.quantize import convert_quantized
+
+        warnings = convert_quantized(
+            loaded,
+            task.signature,
+            Path(task.staging_dir),
+            task.options,
+            task.quantization_atol,
+            verifying=task.verify is not None,
+            timings=timings,
+        )
         verified, kept = task.staging_dir, "The previous output is kept."
     if task.verify is None:
-        return None
+        return Converted(warnings=warnings)
     enter(VERIFYING)
     verify_start = time.perf_counter()
+    settings = task.verify
+    tensorflow: list[dict[str, Any]] = []  # TensorFlow's outputs: computed once per task
+
+    def verify(folder: str | Path) -> Verification:
+        return verify_output(
+            loaded, task.signature, str(folder), settings, kept, timings, tensorflow
+        )
+
     try:
-        return verify_output(loaded, task.signature, verified, task.verify, kept, timings)
+        if task.kind == "convert" and task.options.auto_quantization:
+            from tfjsbuild.worker import quantize
+
+            size, atol = task.options.weight_shard_size_bytes, task.quantization_atol
+            verification, choice = quantize.choose(Path(verified), size, atol, verify)
+            return Converted(verification, warnings, choice)
+        return Converted(verify(verified), warnings)
     finally:
         timings["verify"] = time.perf_counter() - verify_start
 
@@ -248,9 +293,13 @@ def verify_output(
     settings: VerifyTask,
     kept: str = "The previous output is kept.",
     timings: dict[str, float] | None = None,
+    tensorflow: list[dict[str, Any]] | None = None,
 ) -> Verification:
     """TensorFlow (the loaded source) against TensorFlow.js (Node.js) on the same inputs; each
-    side's time goes into `timings` ("verify: tensorflow", "verify: tfjs <phase>")."""
+    side's time goes into `timings` ("verify: tensorflow", "verify: tfjs <phase>").
+
+    `tensorflow`: TensorFlow's outputs of an earlier call on the same samples, reused; an empty
+    list is filled (candidates of `quantization: auto` are verified on the same samples)."""
     from tfjsbuild.verify import compare as verify
 
     specs = loaded.input_specs(signature)
@@ -258,7 +307,7 @@ def verify_output(
         samples = verify.load_inputs(Path(settings.inputs), specs)
     else:
         samples = verify.generate_inputs(specs, settings.samples, settings.seed)
-    expected: list[dict[str, Any]] = []
+    expected: list[dict[str, Any]] = [] if tensorflow is None else tensorflow
     tensorflow_seconds = 0.0
 
     def run_tensorflow() -> None:  # while Node.js runs TensorFlow.js on the same samples
@@ -275,7 +324,9 @@ def verify_output(
             ) from error
         tensorflow_seconds = time.perf_counter() - start
 
-    first = [run_tensorflow]  # TensorFlow's side runs while the first backend's does
+    # TensorFlow's side runs while the first backend's does (unless it ran already).
+    first = [] if expected else [run_tensorflow]
+    computed = not expected
     runs = []
     for wanted in settings.backends:
         run = _run_backend(wanted, settings, Path(output_dir), samples, expected, first, timings)
@@ -286,7 +337,7 @@ def verify_output(
                 flush=True,
             )
         runs.append(run)
-    if timings is not None and not first:
+    if timings is not None and computed and not first:
         timings["verify: tensorflow"] = tensorflow_seconds
     return verify.Verification(len(samples), settings.inputs or "generated", tuple(runs), kept)
 

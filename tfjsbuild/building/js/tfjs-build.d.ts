@@ -41,6 +41,8 @@ export interface IndexEntry {
   hash: string;
   /** TensorFlow.js against TensorFlow, as the build checked it; null when it did not. */
   verification: { passed: boolean; [key: string]: unknown } | null;
+  /** Only for `quantization: auto`: the setting it kept (the smallest that verified), and why. */
+  quantization?: { chosen: string | null; summary: string; [key: string]: unknown };
 }
 
 export interface LoadOptions {
