@@ -65,6 +65,10 @@ class RecordedFile:
     mtime_ns: int
 
 
+# Fields newer than the state's version: left out when None, as older states are (not rewritten).
+_LEFT_OUT_WHEN_NONE = ("built_at", "previous", "quantization_choice")
+
+
 @dataclass(frozen=True)
 class SignatureRecord:
     """What the last successful build of one signature wrote, and from what."""
@@ -112,11 +116,7 @@ class SignatureRecord:
         data["verified_with"] = verify_request.request_json(self.verified_with)
         data["previous"] = None if self.previous is None else self.previous.to_json()
         data["quantization_choice"] = verify_quantization.choice_json(self.quantization_choice)
-        for key in (
-            "built_at",
-            "previous",
-            "quantization_choice",
-        ):  # unknown: left out, as states before them were
+        for key in _LEFT_OUT_WHEN_NONE:
             if data[key] is None:
                 del data[key]
         return data
