@@ -14,7 +14,6 @@ import os
 import posixpath
 import re
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 from tfjsbuild.building.project import Project
@@ -70,11 +69,8 @@ def place(
     previous = project.record(item)
     release_previous_output(item, project)
     project.state.records[item.key] = _new_record(
-        item, target, checked, seconds, verification, verified_with, previous
+        item, target, checked, seconds, verification, verified_with, previous, quantization
     )
-    if quantization is not None:
-        record = project.state.records[item.key]
-        project.state.records[item.key] = replace(record, quantization_choice=quantization)
     project.save()
     return checked
 
@@ -103,6 +99,7 @@ def _new_record(
     verification: VerificationRecord | None,
     verified_with: VerificationRequest | None,
     replaced: SignatureRecord | None,
+    quantization: QuantizationChoice | None,
 ) -> SignatureRecord:
     """What the state keeps of an output just placed at `target`, in place of `replaced`'s."""
     assert item.fingerprint is not None
@@ -123,6 +120,7 @@ def _new_record(
         verified_with=verified_with if verification is not None else None,
         built_at=now_utc(),
         previous=None if replaced is None else replaced.superseded(),
+        quantization_choice=quantization,
     )
 
 
