@@ -23,7 +23,8 @@ import pytest
 import tfjsbuild
 from conftest import STATE, no_internal_error, run_cli
 from tfjsbuild.files.atomic import swap_directory
-from tfjsbuild.stores.state import load_state, output_change
+from tfjsbuild.stores.records import output_change
+from tfjsbuild.stores.state import load_state
 
 MANIFEST = """\
 version: 1
@@ -157,7 +158,7 @@ def test_output_on_a_bind_mount_builds_and_is_recorded(
         state, warnings = load_state(root / STATE)
         record = state.records["m:first"]
         assert warnings == []
-        assert output_change(namespace.path(root), record) is None
+        assert output_change(namespace.path(root), record, namespace.path(root / "dist")) is None
         assert sorted(files(shared / below_mount)) == sorted(f.path for f in record.files)
     plan = namespace.cli("plan", cwd=root)
     assert "0 to build, 1 up to date, 0 to remove" in plan.stdout
@@ -417,7 +418,7 @@ def test_run_with_a_full_state_folder_records_nothing_then_recovers(
     assert again.returncode == 0 and "Converting" not in again.stdout, again.stdout
     state, warnings = load_state(namespace.path(state_dir))
     assert warnings == []
-    assert output_change(root, state.records["m:first"]) is None
+    assert output_change(root, state.records["m:first"], root / "dist") is None
 
 
 def test_lock_and_schema_memo_on_a_disk_without_room_for_a_file(

@@ -137,7 +137,7 @@ def test_unknown_keys_suggest_near_misses(tmp_path: Path) -> None:
         "8:5: models.a.colour: unknown key 'colour'; allowed here: quantization, "
         "weight_shard_size_bytes, strip_debug_ops, control_flow_v2, skip_op_check, "
         "use_structured_outputs_names, metadata, saved_model, keras, python, tags, signatures, "
-        "format, inputs, verify, max_bytes, timeout",
+        "format, inputs, verify, max_bytes, share_weights, timeout",
     ]
 
 
@@ -555,7 +555,7 @@ def test_a_passed_schema_check_is_remembered_only_beside_existing_state(tmp_path
         "5:5: models.a.colour: unknown key 'colour'; allowed here: quantization, "
         "weight_shard_size_bytes, strip_debug_ops, control_flow_v2, skip_op_check, "
         "use_structured_outputs_names, metadata, saved_model, keras, python, tags, signatures, "
-        "format, inputs, verify, max_bytes, timeout"
+        "format, inputs, verify, max_bytes, share_weights, timeout"
     ]
     assert (
         tmp_path / ".tfjs-build/manifests/tfjs-build.yaml/manifest-checked"

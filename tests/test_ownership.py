@@ -19,7 +19,8 @@ from tfjsbuild.building.removal import remove_recorded_output
 from tfjsbuild.errors import ManifestError
 from tfjsbuild.manifest.load import load_manifest
 from tfjsbuild.stores.recorded_options import RecordedOptions
-from tfjsbuild.stores.state import RecordedFile, SignatureRecord, load_state
+from tfjsbuild.stores.records import RecordedFile, SignatureRecord
+from tfjsbuild.stores.state import load_state
 
 STATE = ".tfjs-build/manifests/tfjs-build.yaml"
 CLASSIFIER = """version: 1

@@ -15,7 +15,7 @@ from tfjsbuild.planning.plan import PlanItem, plan_build, select
 from tfjsbuild.planning.reasons import option_changes
 from tfjsbuild.planning.targets import Target
 from tfjsbuild.stores.recorded_options import RecordedOptions
-from tfjsbuild.stores.state import SignatureRecord
+from tfjsbuild.stores.records import SignatureRecord
 from tfjsbuild.verify.record import BackendRecord, VerificationRecord
 from tfjsbuild.verify.request import request_from_json
 

@@ -20,7 +20,8 @@ from conftest import REPO, run_cli, run_tfjs
 from savedmodels import run_signature
 from tfjsbuild.errors import UsageError
 from tfjsbuild.planning.reasons import AUTO_CHOOSES_AGAIN
-from tfjsbuild.stores.state import SignatureRecord, load_state
+from tfjsbuild.stores.records import SignatureRecord
+from tfjsbuild.stores.state import load_state
 from tfjsbuild.verify.quantization import (
     CandidateRecord,
     QuantizationChoice,

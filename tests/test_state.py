@@ -14,7 +14,8 @@ from tfjsbuild.errors import BuildError, LockHeldError
 from tfjsbuild.files.readback import InvalidData
 from tfjsbuild.stores.build_history import PreviousBuild
 from tfjsbuild.stores.lock import BuildLock
-from tfjsbuild.stores.state import BuildState, SignatureRecord, load_state, save_state
+from tfjsbuild.stores.records import SignatureRecord
+from tfjsbuild.stores.state import BuildState, load_state, save_state
 
 DIGEST_B, DIGEST_A = "1" * 64, "2" * 64
 

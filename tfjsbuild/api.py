@@ -47,7 +47,7 @@ from tfjsbuild.sources.registry import kind_of, source_digest
 from tfjsbuild.stores.cache_store import Store
 from tfjsbuild.stores.caches import resolve_config
 from tfjsbuild.stores.lock import BuildLock
-from tfjsbuild.stores.state import SignatureRecord
+from tfjsbuild.stores.records import SignatureRecord
 
 
 @dataclass

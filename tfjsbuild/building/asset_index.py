@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from tfjsbuild.building.app_loader import remove_loader, write_loader
@@ -43,13 +43,18 @@ def write_index(project: Project) -> None:
         model_json = Path(os.path.normpath(manifest.root / record.output)) / MODEL_JSON
         if not model_json.is_relative_to(manifest.output_dir):
             continue
+        folder = PurePosixPath(model_json.parent.relative_to(manifest.output_dir).as_posix())
         entry = models.setdefault(record.model, {})[record.signature] = {
-            "path": model_json.relative_to(manifest.output_dir).as_posix(),
+            "path": str(folder / MODEL_JSON),
             # A record is read back untrusted: only the two formats tfjs-build writes.
             "format": LAYERS_MODEL if record.parts.get("format") == LAYERS_MODEL else GRAPH_MODEL,
             "inputs": tensor_specs_json(record.inputs),
             "outputs": tensor_specs_json(record.outputs),
             "bytes": record.bytes,
+            "files": [
+                *(str(folder / f.path) for f in record.files),
+                *(f.path for f in record.shared_files),
+            ],
             "hash": record.content_hash,
             "verification": index_json(record.verification),
         }

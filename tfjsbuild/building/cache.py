@@ -27,7 +27,7 @@ from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.stores.cache_entry import CacheEntry
 from tfjsbuild.stores.cache_store import Store
 from tfjsbuild.stores.caches import CacheHit, entries_serving
-from tfjsbuild.stores.state import SignatureRecord
+from tfjsbuild.stores.records import SignatureRecord
 
 
 def restore(item: PlanItem, project: Project, verify: bool) -> SignatureResult | None:
@@ -115,9 +115,11 @@ def save(
     output: Path,
     record: SignatureRecord,
     exclude: Store | None = None,
+    files: tuple[OutputFile, ...] | None = None,
 ) -> None:
     """Offer a fresh build (or verification) to the writable caches, with the verification it
-    carries (None: not verified); a cache that fails is only a warning."""
+    carries (None: not verified); a cache that fails is only a warning. `files`: the ones in
+    `output` (by default the record's: a standalone copy of shared weights has its own)."""
     if item.fingerprint is None:
         return
     # An entry carries the verification it promises (`cache_entry._check_promise`): both or
@@ -129,7 +131,7 @@ def save(
     )
     entry = CacheEntry(
         key=cache_key(item.fingerprint),
-        files=tuple(OutputFile(f.path, f.size, f.sha256) for f in record.files),
+        files=files or tuple(OutputFile(f.path, f.size, f.sha256) for f in record.files),
         inputs=record.inputs,
         outputs=record.outputs,
         verification=record.verification if verified else None,

@@ -14,23 +14,25 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tfjsbuild.building.asset_index import write_index
-from tfjsbuild.building.cache import restore, save
+from tfjsbuild.building.cache import restore
 from tfjsbuild.building.executors import KeptWorkers, TaskExecutor, start_executor
-from tfjsbuild.building.outputs import nested, output_link_problem, over_budget, place
+from tfjsbuild.building.finish import finish
+from tfjsbuild.building.outputs import nested, output_link_problem, over_budget
 from tfjsbuild.building.project import Project
 from tfjsbuild.building.removal import remove_signature
 from tfjsbuild.building.results import Reporter, SignatureResult
+from tfjsbuild.building.shared_weights import share_weights, standalone_copy
 from tfjsbuild.building.staging import remove_staging, staging_root
 from tfjsbuild.files.filesystem import refusals_reported
-from tfjsbuild.manifest.types import Manifest, VerifySettings
+from tfjsbuild.manifest.types import VerifySettings
 from tfjsbuild.planning.plan import PlanItem
-from tfjsbuild.stores.state import STATE_REMEDY, output_change
+from tfjsbuild.stores.state import STATE_REMEDY
 from tfjsbuild.version import stock_passes_requested
 from tfjsbuild.worker.task import ConversionOutcome, ConversionTask, VerifyTask
 
@@ -90,10 +92,30 @@ def execute(
         )
         for result in converted:
             results[(result.item.manifest, result.item.key)] = result
-    for project in projects.values():
+    for path, project in projects.items():
+        _share_weights(project, [item for item in items if item.manifest == path], results)
         project.save()
         write_index(project)
     return [results[(item.manifest, item.key)] for item in items]
+
+
+def _share_weights(
+    project: Project, items: Sequence[PlanItem], results: Mapping[tuple[Path, str], SignatureResult]
+) -> None:
+    """Lay out the weights of the manifest's signatures with `share_weights`, now that every
+    output of the build is in place; staging is removed however this ends."""
+    sharing = {
+        item.key: item.target.options.weight_shard_size_bytes
+        for item in items
+        if item.target is not None and item.target.share_weights and item.action != "remove"
+    }
+    placed = ("built", "restored", "removed")
+    changed = any(results[(item.manifest, item.key)].status in placed for item in items)
+    try:
+        for warning in share_weights(project, sharing, changed):
+            warnings.warn(warning, stacklevel=1)
+    finally:
+        remove_staging(project.manifest)
 
 
 def _settle_without_workers(
@@ -141,7 +163,7 @@ def _up_to_date(item: PlanItem, project: Project) -> SignatureResult:
     return SignatureResult.sized(
         item,
         "up-to-date" if problem is None else "failed",
-        record.files,
+        record.all_files,
         error=problem,
         verification=record.verification,
         quantization=record.quantization_choice,
@@ -177,9 +199,8 @@ def _convert_all(
         tasks: Tasks = {}
         build = uuid.uuid4().hex  # a kept worker forgets what only an earlier build could use
         for index, item in enumerate(builds):
-            project_root = projects[item.manifest].manifest.root
             staging = staging_roots[item.manifest]
-            task = _task(index, item, staging, project_root, runtime, build)
+            task = _task(index, item, staging, projects[item.manifest], runtime, build)
             tasks[task.key] = (item, task)
         pool = start_executor(executor, worker_count, log_path, ray_address, workers)
         reporter.build_started(builds, worker_count, pool.workers_to_start(len(tasks)))
@@ -203,7 +224,7 @@ def _task(
     index: int,
     item: PlanItem,
     staging: Path,
-    project_root: Path,
+    project: Project,
     runtime: Runtime | None,
     build: str,
 ) -> ConversionTask:
@@ -211,19 +232,25 @@ def _task(
     assert item.target is not None and item.fingerprint is not None
     source = item.target.source
     verify_only = item.action == "verify"
+    staging_dir = staging / f"{index:04d}-{item.model}-{item.signature}"
+    verified = project.manifest.root / item.output
+    record = project.record(item)
+    if verify_only and record is not None and record.shared_files:
+        # What is verified, and cached with its verification, is the output with its own shards.
+        verified = standalone_copy(project, record, staging_dir.with_name(staging_dir.name + "-in"))
     return ConversionTask(
         key=f"{index}",
         source=source,
         signature=item.signature,
         options=item.target.options,
-        staging_dir=str(staging / f"{index:04d}-{item.model}-{item.signature}"),
+        staging_dir=str(staging_dir),
         model_key=f"{source}\0{item.fingerprint.model}",
         scratch_dir=str(staging / "scratch"),
         verify=_verify_task(item, runtime),
         timeout=item.target.checks.timeout,
         kind="verify" if verify_only else "convert",
         # Its output in place: the plan found it unchanged since it was recorded.
-        output_dir=str(project_root / item.output) if verify_only else None,
+        output_dir=str(verified) if verify_only else None,
         stock_passes=stock_passes_requested(os.environ),
         build=build,
         quantization_atol=None
@@ -256,7 +283,7 @@ def _run_tasks(
         for future in done:
             key = pending.pop(future)
             item, task = tasks[key]
-            result = _finish(item, task, future, projects[item.manifest])
+            result = finish(item, task, future, projects[item.manifest])
             results.append(result)
             reporter.signature_finished(result)
             if result.status == "failed" and fail_fast:
@@ -292,104 +319,3 @@ def _verify_task(item: PlanItem, runtime: Runtime | None) -> VerifyTask | None:
         runtime=str(runtime.folder),
         browser=webgl,
     )
-
-
-def _finish(
-    item: PlanItem,
-    task: ConversionTask,
-    future: Future[ConversionOutcome],
-    project: Project,
-) -> SignatureResult:
-    # The local pool reports a dead or stopped worker as a failed outcome. Anything else an
-    # executor raises (even SystemExit or KeyboardInterrupt from a remote task) fails only this
-    # signature: `exception()` hands it over instead of raising it here.
-    error = future.exception()
-    if error is not None:
-        message = f"the conversion task failed: {type(error).__name__}: {error}"
-        location = item.target.source_location if item.target is not None else None
-        if location is not None:
-            message = project.manifest.problem(location, message).format()
-        return SignatureResult(item, "failed", error=message)
-    outcome = future.result()
-    if outcome.error is not None:
-        return SignatureResult(
-            item,
-            "failed",
-            outcome.seconds,
-            error=_located(item, project.manifest, outcome),
-            timings=outcome.timings,
-            verification=outcome.verification,
-            quantization=outcome.quantization,
-            warnings=outcome.warnings,
-        )
-    if task.kind == "verify":
-        return _record_verification(item, project, outcome)
-    assert item.fingerprint is not None
-    placed = place(
-        item,
-        project,
-        Path(task.staging_dir),
-        outcome.verification,
-        outcome.seconds,
-        verified_with=item.fingerprint.verify if outcome.verification is not None else None,
-        quantization=outcome.quantization,
-    )
-    if isinstance(placed, SignatureResult):
-        return _found(replace(placed, seconds=outcome.seconds, timings=outcome.timings), outcome)
-    record = project.state.records[item.key]
-    save(item, project, project.manifest.root / item.output, record)
-    built = SignatureResult.sized(item, "built", placed.files, outcome.seconds)
-    return _found(
-        replace(built, timings=outcome.timings, verification=outcome.verification), outcome
-    )
-
-
-def _found(result: SignatureResult, outcome: ConversionOutcome) -> SignatureResult:
-    """`result` with what the worker found besides the files: auto's choice, the range check."""
-    return replace(result, quantization=outcome.quantization, warnings=outcome.warnings)
-
-
-def _record_verification(
-    item: PlanItem, project: Project, outcome: ConversionOutcome
-) -> SignatureResult:
-    """Record a passed verification of the output in place; its files stay as they are."""
-    record = project.record(item)
-    assert record is not None and item.fingerprint is not None
-    assert outcome.verification is not None  # a verify task always runs the verification
-    done = SignatureResult.sized(
-        item,
-        "verified",
-        record.files,
-        outcome.seconds,
-        timings=outcome.timings,
-        verification=outcome.verification,
-        quantization=record.quantization_choice,
-    )
-    # The worker read the folder while it ran: what it verified must still be what is recorded.
-    changed = output_change(project.manifest.root, record)
-    if changed is not None:
-        return replace(
-            done,
-            status="failed",
-            error=f"{changed} while it was being verified; the next run converts it again",
-        )
-    verified = replace(
-        record, verification=outcome.verification, verified_with=item.fingerprint.verify
-    )
-    project.state.records[item.key] = verified
-    project.save()
-    save(item, project, project.manifest.root / item.output, verified)
-    return done
-
-
-def _located(item: PlanItem, manifest: Manifest, outcome: ConversionOutcome) -> str:
-    """A source's or signature's error at its manifest line, as manifest errors are shown."""
-    assert outcome.error is not None and item.target is not None
-    location = None
-    if outcome.error_at == "source":
-        location = item.target.source_location
-    elif outcome.error_at == "signature":
-        location = item.target.location or item.target.source_location
-    if location is None:
-        return outcome.error
-    return manifest.problem(location, outcome.error).format()

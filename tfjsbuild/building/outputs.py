@@ -32,7 +32,7 @@ from tfjsbuild.manifest.types import OUTPUT_STAGING_DIR, Manifest
 from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.stores.build_history import now_utc
 from tfjsbuild.stores.recorded_options import RecordedOptions
-from tfjsbuild.stores.state import SignatureRecord, record_files
+from tfjsbuild.stores.records import SignatureRecord, record_files
 from tfjsbuild.verify.quantization import QuantizationChoice
 from tfjsbuild.verify.record import VerificationRecord
 from tfjsbuild.verify.request import VerificationRequest
@@ -63,7 +63,7 @@ def place(
     target = project.manifest.root / item.output
     try:
         checked = _check_staged(item, project, staging, target)
-        _swap_into_place(staging, target)
+        swap_into_place(staging, target)
     except (BuildError, OSError) as error:
         return SignatureResult(item, "failed", error=str(error), verification=verification)
     previous = project.record(item)
@@ -124,7 +124,7 @@ def _new_record(
     )
 
 
-def _swap_into_place(staging: Path, target: Path) -> None:
+def swap_into_place(staging: Path, target: Path) -> None:
     """`swap_directory`, across mounts too, with what the filesystem refused said plainly."""
     try:
         with refusals_reported(target, "output folder", OUTPUT_REMEDY):

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from tfjsbuild.manifest.types import Manifest
 from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.stores.cache_store import Store
-from tfjsbuild.stores.state import BuildState, SignatureRecord, save_state
+from tfjsbuild.stores.records import SignatureRecord
+from tfjsbuild.stores.state import BuildState, save_state
 
 
 @dataclass

@@ -2,7 +2,9 @@
 everything `clean` removes.
 
 Removal deletes only what a record provably says this tool wrote: the files it lists, in a
-folder below output_dir reached without a symbolic link, then the folders they leave empty.
+folder below output_dir reached without a symbolic link, then the folders they leave empty; and
+weight shards shared across signatures that the state lists as written by this manifest, once no
+record lists them and if they still hold what was written.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from tfjsbuild.building.asset_index import remove_index
 from tfjsbuild.building.project import Project
 from tfjsbuild.building.results import SignatureResult
 from tfjsbuild.building.staging import STAGING_DIR
+from tfjsbuild.files.artifacts import file_sha256
 from tfjsbuild.files.filesystem import OUTPUT_REMEDY, refusals_reported
 from tfjsbuild.files.readback import InvalidData, resolve_inside
+from tfjsbuild.files.shared_weights import SHARED_WEIGHTS_DIR
 from tfjsbuild.manifest.types import Manifest
 from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.stores.index_owner import index_owner_problem
-from tfjsbuild.stores.state import BuildState, SignatureRecord, output_folder, state_path
+from tfjsbuild.stores.records import SignatureRecord, output_folder
+from tfjsbuild.stores.state import BuildState, state_path
 
 
 def release_previous_output(item: PlanItem, project: Project) -> None:
@@ -106,6 +111,7 @@ def remove_built_files(manifest: Manifest, state: BuildState) -> tuple[list[str]
             removed.append(record.output)
         else:
             problems.append(problem)
+    problems += remove_unlisted_shards(manifest, BuildState(shared_weights=state.shared_weights))
     owner_problem = index_owner_problem(manifest)
     if owner_problem is None:
         remove_index(manifest)
@@ -119,6 +125,30 @@ def remove_built_files(manifest: Manifest, state: BuildState) -> tuple[list[str]
     if manifest.output_dir.is_dir() and not any(manifest.output_dir.iterdir()):
         manifest.output_dir.rmdir()
     return removed, problems
+
+
+def remove_unlisted_shards(manifest: Manifest, state: BuildState) -> list[str]:
+    """Delete the shared weight shards this manifest wrote that no record lists, if they still
+    hold the bytes they were written with; forget them. Returns what was left, and why."""
+    listed = {f.path for record in state.records.values() for f in record.shared_files}
+    problems = []
+    for path, sha256 in sorted(state.shared_weights.items()):
+        if path in listed:
+            continue
+        try:
+            file = resolve_inside(manifest.output_dir, path, path)
+            if file.is_file() and file_sha256(file) != sha256:
+                problems.append(f"{file} was changed since tfjs-build wrote it: left as it is")
+            else:
+                file.unlink(missing_ok=True)
+        except InvalidData as error:
+            problems.append(f"shared weight shard not deleted: {error}")
+        except OSError as error:
+            problems.append(f"could not delete {path}: {error.strerror or error}")
+            continue
+        del state.shared_weights[path]
+    _remove_empty_folders(manifest.output_dir / SHARED_WEIGHTS_DIR, manifest.output_dir)
+    return problems
 
 
 def remove_state_folders(manifest: Manifest) -> None:

@@ -7,7 +7,7 @@ How they are shown (text, JSON, HTML) is render/'s business.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 from tfjsbuild.files.artifacts import TensorSpec, size_parts, tensor_specs_json
 from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.stores.build_history import PreviousBuild
-from tfjsbuild.stores.state import SignatureRecord
+from tfjsbuild.stores.records import SignatureRecord
 from tfjsbuild.verify.quantization import QuantizationChoice, choice_json
 from tfjsbuild.verify.record import VerificationRecord, verification_json
 
@@ -121,6 +121,9 @@ class ReportRow:
     previous: PreviousBuild | None = None  # the output this one replaced
     # What `quantization: auto` tried and kept; None for any other quantization.
     quantization_choice: QuantizationChoice | None = None
+    # The weight shards it shares with other signatures (`share_weights`): path below
+    # output_dir -> bytes. Counted in `weight_bytes`, and once in a total (`distinct_bytes`).
+    shared_files: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def bytes(self) -> int:
@@ -148,13 +151,14 @@ class ReportRow:
             "tools": dict(self.tools),
             "previous": None if self.previous is None else self.previous.to_json(),
             "quantization_choice": choice_json(self.quantization_choice),
+            "shared_files": dict(self.shared_files),
         }
 
     @classmethod
     def from_record(
         cls, manifest: Path, record: SignatureRecord, max_bytes: int | None = None
     ) -> ReportRow:
-        model_json, weights = size_parts(record.files)
+        model_json, weights = size_parts(record.all_files)
         return cls(
             manifest=manifest,
             model=record.model,
@@ -162,7 +166,7 @@ class ReportRow:
             output=record.output,
             model_json_bytes=model_json,
             weight_bytes=weights,
-            shards=sum(1 for f in record.files if f.path.endswith(".bin")),
+            shards=sum(1 for f in record.all_files if f.path.endswith(".bin")),
             quantization=record.options.quantization,
             verification=record.verification,
             seconds=record.seconds,
@@ -174,7 +178,19 @@ class ReportRow:
             tools=_tools(record),
             previous=record.previous,
             quantization_choice=record.quantization_choice,
+            shared_files={f.path: f.size for f in record.shared_files},
         )
+
+
+def distinct_bytes(rows: Iterable[ReportRow]) -> int:
+    """What all the rows' files take on disk (and a browser loading them all fetches): a shared
+    shard counted once per output_dir (per manifest), not once per signature using it."""
+    total = 0
+    shared: dict[tuple[Path, str], int] = {}
+    for row in rows:
+        total += row.bytes - sum(row.shared_files.values())
+        shared.update({(row.manifest, path): size for path, size in row.shared_files.items()})
+    return total + sum(shared.values())
 
 
 def _tools(record: SignatureRecord) -> dict[str, str]:

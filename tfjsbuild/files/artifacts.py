@@ -241,7 +241,7 @@ def _expected_weight_bytes(model: dict[str, Any]) -> tuple[int, bool]:
     variable_size = False
     for group in model.get("weightsManifest", []):
         for spec in group.get("weights", []):
-            size = _weight_bytes(spec)
+            size = weight_bytes(spec)
             if size is None:
                 variable_size = True
             else:
@@ -262,7 +262,7 @@ def _output_files(directory: Path, shards: list[str]) -> list[str]:
     return files
 
 
-def _weight_bytes(spec: dict[str, Any]) -> int | None:
+def weight_bytes(spec: dict[str, Any]) -> int | None:
     dtype = spec.get("dtype", "float32")
     quantization = spec.get("quantization")
     if quantization:
@@ -319,7 +319,7 @@ def stored_weights(directory: Path) -> list[StoredWeight]:
                 quantization = spec.get("quantization") or {}
                 dtype = str(quantization.get("dtype", spec.get("dtype", "float32")))
                 shape = tuple(_dimension(d) for d in spec.get("shape", []))
-                size = _weight_bytes(spec)
+                size = weight_bytes(spec)
                 weights.append(StoredWeight(str(spec.get("name")), dtype, shape, size or 0))
     except (OSError, ValueError, RecursionError, AttributeError, TypeError):
         return []  # only a hint in a message: a model.json not as TensorFlow.js writes it has none

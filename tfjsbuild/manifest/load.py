@@ -119,6 +119,11 @@ def _merged_options(*scopes: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _merged_flag(key: str, *scopes: Mapping[str, Any]) -> bool:
+    """A true/false setting the deepest scope writing it decides; false where none does."""
+    return bool(next((scope[key] for scope in reversed(scopes) if key in scope), False))
+
+
 def _merged_checks(root: Path, *scopes: Mapping[str, Any]) -> Checks:
     """`verify` merges key by key (a signature may change only `atol`); the others replace."""
     verify: dict[str, Any] = {}
@@ -204,6 +209,7 @@ def _model_spec(
         location=doc.location(base),
         source_location=doc.location((*base, kind), key=False),
         checks=_merged_checks(manifest_dir, defaults, raw),
+        share_weights=_merged_flag("share_weights", defaults, raw),
     )
 
 
@@ -244,6 +250,7 @@ def _signature_specs(
                 output=sig_raw.get("output"),
                 location=doc.location(sig_path),
                 checks=_merged_checks(manifest_dir, defaults, raw, sig_raw),
+                share_weights=_merged_flag("share_weights", defaults, raw, sig_raw),
             )
         )
     return tuple(specs)

@@ -18,6 +18,7 @@ from typing import Any
 
 from tfjsbuild.errors import Problem
 from tfjsbuild.files.json_types import JsonObject
+from tfjsbuild.files.shared_weights import SHARED_WEIGHTS_DIR
 
 MANIFEST_NAME = "tfjs-build.yaml"
 SOURCE_KINDS = ("saved_model", "keras", "python")
@@ -39,6 +40,7 @@ RESERVED_OUTPUT_NAMES = {
     LOADER_FILE: "the app's loader",
     LOADER_TYPES_FILE: "the app loader's types",
     OUTPUT_STAGING_DIR: "staging outputs",
+    SHARED_WEIGHTS_DIR: "weights shared across signatures",
 }
 DEFAULT_LAYOUT = "{model}/{signature}"
 ALL_SIGNATURES = "*"
@@ -243,6 +245,7 @@ class SignatureSpec:
     output: str | None  # explicit per-signature output folder, relative to output_dir
     location: Location
     checks: Checks = field(default_factory=Checks)
+    share_weights: bool = False  # weights stored once across signatures (SHARED_WEIGHTS_DIR)
 
 
 @dataclass(frozen=True)
@@ -255,6 +258,7 @@ class ModelSpec:
     location: Location
     source_location: Location
     checks: Checks = field(default_factory=Checks)  # model-level, for signatures found by "*"
+    share_weights: bool = False  # model-level, for signatures found by "*"
 
     def source_paths(self) -> tuple[Path, ...]:
         if isinstance(self.source, SavedModelSource | KerasSource):

@@ -26,6 +26,7 @@ SCHEME_VERSION = "2"
 # 2: model.json carries the model's inputs and outputs (`signature`), for the asset index.
 LAYERS_OUTPUT_VERSION = "2"
 TOOL_DISTRIBUTIONS = ("tensorflow", "tensorflowjs", "tfjs-build")
+SHARED = "shared"  # the `weights` part of a signature with `share_weights`
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class FingerprintParts(Mapping[str, str]):
     layers_output: str | None = None  # LAYERS_OUTPUT_VERSION, for layers models only
     # `quantization: auto` only: the verification's digest, which the chosen output depends on.
     quantization_auto: str | None = None
+    # `share_weights` only ("shared"): the output's files differ, its weights do not.
+    weights: str | None = None
 
     def as_dict(self) -> dict[str, str]:
         parts = {
@@ -67,6 +70,8 @@ class FingerprintParts(Mapping[str, str]):
             parts["layers_output"] = self.layers_output
         if self.quantization_auto is not None:
             parts["quantization_auto"] = self.quantization_auto
+        if self.weights is not None:
+            parts["weights"] = self.weights
         return parts
 
     def __getitem__(self, name: str) -> str:
@@ -131,6 +136,7 @@ def fingerprint_signature(
     format: str = "graph_model",
     verify: VerificationRequest | None = None,
     model: str = "",
+    share_weights: bool = False,
 ) -> SignatureFingerprint:
     """`verify`: what a verification depends on (settings, input digest, runtime), or None.
 
@@ -153,6 +159,7 @@ def fingerprint_signature(
         quantization_auto=sha256_text(canonical_json(verify.to_json_dict()))
         if options.auto_quantization and verify is not None
         else None,
+        weights=SHARED if share_weights else None,
     )
     return SignatureFingerprint(
         digest=sha256_text(canonical_json(parts.as_dict())),
@@ -168,5 +175,11 @@ def cache_key(fingerprint: SignatureFingerprint) -> str:
     """Everything that shapes the output (graph, weights, options, versions), not where it goes:
     two checkouts in different folders share entries. Verification settings are not in it (they
     do not shape the output); the entry says which verification it carries."""
-    parts = {name: value for name, value in fingerprint.parts.items() if name != "output"}
+    # Nor how its weights are laid out: an entry holds the output as converted, with its own
+    # shards; shared ones are laid out from it when placed (building/shared_weights.py).
+    parts = {
+        name: value
+        for name, value in fingerprint.parts.items()
+        if name not in ("output", "weights")
+    }
     return hashlib.sha256(canonical_json({"cache": CACHE_VERSION, **parts}).encode()).hexdigest()

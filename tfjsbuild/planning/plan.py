@@ -24,7 +24,7 @@ from tfjsbuild.planning.reasons import (
 )
 from tfjsbuild.planning.targets import BlockedTarget, Target
 from tfjsbuild.stores.caches import CacheHit
-from tfjsbuild.stores.state import SignatureRecord
+from tfjsbuild.stores.records import SignatureRecord
 from tfjsbuild.verify.quantization import QuantizationChoice
 from tfjsbuild.verify.request import VerificationRequest
 

@@ -29,7 +29,8 @@ from tfjsbuild.sources.registry import kind_of
 from tfjsbuild.stores.cache_store import Store
 from tfjsbuild.stores.caches import first_entry, resolve_config
 from tfjsbuild.stores.index_owner import index_owner_problem
-from tfjsbuild.stores.state import BuildState, load_state, output_change
+from tfjsbuild.stores.records import output_change
+from tfjsbuild.stores.state import BuildState, load_state
 from tfjsbuild.verify.request import BackendRequest, VerificationRequest
 from tfjsbuild.verify.runtime import find_browser, no_browser_reason, tfjs_version
 
@@ -109,7 +110,7 @@ def plan_manifest(
     resolution = resolve_targets(manifest, sources.signature_names)
     fingerprints = _fingerprints(manifest, resolution.targets, sources, stat_cache)
     changes = {
-        key: output_change(manifest.root, record)
+        key: output_change(manifest.root, record, manifest.output_dir)
         for key, record in state.records.items()
         if key in fingerprints and record.fingerprint == fingerprints[key].digest
     }
@@ -161,6 +162,7 @@ def _fingerprints(
             format=kind_of(source).output_format(source),
             verify=_verification_inputs(target, manifest.root, stat_cache),
             model=sources.digest(source),
+            share_weights=target.share_weights,
         )
     return fingerprints
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from tfjsbuild.planning.fingerprint import SignatureFingerprint
 from tfjsbuild.sources.saved_model import WHOLE_MODEL, changed_captures
-from tfjsbuild.stores.state import SignatureRecord
+from tfjsbuild.stores.records import SignatureRecord
 from tfjsbuild.verify.record import VerificationRecord
 from tfjsbuild.verify.request import VerificationRequest, skipped_runnable
 
@@ -63,6 +63,12 @@ def conversion_reasons(fingerprint: SignatureFingerprint, record: SignatureRecor
         reasons.append(
             f"layers model output version changed: {before.get('layers_output', '1')} -> "
             f"{now.layers_output}"
+        )
+    if before.get("weights") != now.weights:
+        reasons.append(
+            "share_weights turned on: its weights go to shared shards"
+            if now.weights is not None
+            else "share_weights turned off: its weights go back to its own folder"
         )
     if (
         None not in (before.get("quantization_auto"), now.quantization_auto)

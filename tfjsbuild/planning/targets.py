@@ -49,6 +49,7 @@ class Target:
     source_location: Location | None = None
     location: Location | None = None
     checks: Checks = field(default_factory=Checks)
+    share_weights: bool = False  # its weights stored once with other signatures' equal ones
 
     @property
     def key(self) -> str:
@@ -124,6 +125,7 @@ def _target(
         source_location=model.source_location,
         location=spec.location if spec is not None else None,
         checks=checks,
+        share_weights=spec.share_weights if spec is not None else model.share_weights,
     )
 
 

@@ -26,6 +26,7 @@ from tfjsbuild.render.words import (
     size_change_text,
     tensor_text,
     time_text,
+    total_text,
     verification_text,
 )
 from tfjsbuild.sources.description import SavedModelDescription, SourceDescription
@@ -312,8 +313,7 @@ def print_report(console: Console, rows: Sequence[ReportRow]) -> None:
             time_text(row.built_at),
         )
     console.print(table)
-    total = sum(row.bytes for row in rows)
-    console.print(f"{len(rows)} signatures, {format_bytes(total)} in all")
+    console.print(f"{len(rows)} signatures, {total_text(rows)} in all")
 
 
 def print_saved_model(console: Console, description: SavedModelDescription) -> None:

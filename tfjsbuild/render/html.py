@@ -19,6 +19,7 @@ from tfjsbuild.render.words import (
     tensor_text,
     time_text,
     tools_text,
+    total_text,
     verification_text,
 )
 from tfjsbuild.verify.record import VerificationRecord
@@ -36,12 +37,11 @@ def report_html(rows: Sequence[ReportRow]) -> str:
         _model_section(model, manifest, model_rows, common_tools)
         for (manifest, model), model_rows in by_model.items()
     ]
-    total = sum(row.bytes for row in rows)
     verified = sum(1 for row in rows if row.verification is not None and row.verification.passed)
     # Built with verification off, or every backend asked for was skipped: nothing verified.
     unverified = sum(1 for row in rows if row.verification is None or not row.verification.ran)
     summary = (
-        f"{len(rows)} signatures, {format_bytes(total)} in all; "
+        f"{len(rows)} signatures, {total_text(rows)} in all; "
         f"{verified} verified, {unverified} not verified"
     )
     return f"""<!doctype html>

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from tfjsbuild.building.results import ReportRow, distinct_bytes
 from tfjsbuild.files.artifacts import TensorSpec, format_bytes
 from tfjsbuild.stores.build_history import PreviousBuild, error_of
 from tfjsbuild.verify.quantization import QuantizationChoice
@@ -132,3 +133,10 @@ def tools_text(tools: Mapping[str, str]) -> str:
 def time_text(built_at: str | None) -> str:
     """A recorded UTC time to the minute ("2026-11-28 09:40 UTC"); "unknown" in older states."""
     return "unknown" if built_at is None else f"{built_at[:10]} {built_at[11:16]} UTC"
+
+
+def total_text(rows: Sequence[ReportRow]) -> str:
+    """All the rows' bytes, shared weight shards counted once: `1.2 MB (3.4 MB unshared)`."""
+    total = distinct_bytes(rows)
+    each = sum(row.bytes for row in rows)
+    return format_bytes(total) + (f" ({format_bytes(each)} unshared)" if each != total else "")

@@ -38,6 +38,8 @@ export interface IndexEntry {
   inputs: TensorInfo[];
   outputs: TensorInfo[];
   bytes: number;
+  /** Every file fetched for it, model.json first, relative to tfjs-build.json: for preloading. */
+  files: string[];
   hash: string;
   /** TensorFlow.js against TensorFlow, as the build checked it; null when it did not. */
   verification: { passed: boolean; [key: string]: unknown } | null;

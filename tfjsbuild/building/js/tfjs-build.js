@@ -16,6 +16,9 @@
 export const models = {}; // tfjs-build: models
 
 const VERSION_LENGTH = 16; // hex digits of the content hash in `?v=`
+// Weight shards shared across signatures (`share_weights`) are named by their content: one URL
+// for every signature using them, so a browser fetches each once; they never change: no `?v=`.
+const CONTENT_ADDRESSED = /(^|\/)[0-9a-f]{32}\.bin$/;
 
 // Loads `model`'s `signature` and returns an object with `run(inputs)`, `entry`, `model`
 // (the TensorFlow.js model), `dispose()`.
@@ -28,7 +31,10 @@ export async function loadModel(tf, model, signature, options = {}) {
     ? await fileHandler(modelUrl, name)
     : tf.io.http(withVersion(modelUrl, version).href, {
       requestInit: options.requestInit,
-      weightUrlConverter: async (file) => withVersion(new URL(file, modelUrl), version).href,
+      weightUrlConverter: async (file) => {
+        const url = new URL(file, modelUrl);
+        return (CONTENT_ADDRESSED.test(file) ? url : withVersion(url, version)).href;
+      },
     });
   const loaded = entry.format === 'layers_model'
     ? await tf.loadLayersModel(handler)

@@ -1,0 +1,221 @@
+"""Weights shared across signatures (`share_weights`): laid out once a build has placed its
+outputs, and shared shards removed once no record lists them.
+
+Signatures are converted, verified, cached and placed with their own shards as ever, so a cache
+entry is the output as converted and an interrupted build leaves outputs that load. Then every
+recorded signature with `share_weights` (rebuilt or not: a retrained head must not store the
+backbone again) is laid out together (`files.shared_weights.lay_out`):
+
+1. the shared shards not on disk are recorded in the state as this manifest's, then written;
+2. each model.json whose weights manifest changes is staged, read back and checked to hold the
+   same weights, then swapped into place, and its record updated, one signature at a time;
+3. shards this manifest wrote that no record lists are deleted, if they still hold the bytes
+   they were written with.
+
+An output that is not what its record says is left as it is (the next plan rebuilds it). Only
+shards the state lists as written by this manifest are ever deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+
+from tfjsbuild.building.outputs import swap_into_place
+from tfjsbuild.building.project import Project
+from tfjsbuild.building.removal import remove_unlisted_shards
+from tfjsbuild.building.staging import staging_root
+from tfjsbuild.errors import BuildError
+from tfjsbuild.files.artifacts import MODEL_JSON, OutputCheckError, file_sha256
+from tfjsbuild.files.atomic import write_atomically
+from tfjsbuild.files.filesystem import OUTPUT_REMEDY, refusals_reported
+from tfjsbuild.files.readback import InvalidData
+from tfjsbuild.files.shared_weights import (
+    SHARED_WEIGHTS_DIR,
+    SharedLayout,
+    StoredModel,
+    from_folder,
+    holds_its_name,
+    lay_out,
+    read_model,
+)
+from tfjsbuild.stores.records import (
+    RecordedFile,
+    SignatureRecord,
+    output_change,
+    output_folder,
+)
+
+
+def share_weights(project: Project, sharing: Mapping[str, int], changed: bool) -> list[str]:
+    """Lay out the weights of the recorded signatures in `sharing` (key -> their shard size),
+    then remove the shared shards no record lists. Returns warnings.
+
+    Laid out when `changed` (this build placed or removed an output) or a sharing record still
+    has its own shards (a build stopped before this step); otherwise nothing is read.
+    """
+    records = [
+        project.state.records[key] for key in sorted(sharing) if key in project.state.records
+    ]
+    warnings: list[str] = []
+    if changed or any(_own_shards(record) for record in records):
+        with refusals_reported(project.manifest.output_dir, "output folder", OUTPUT_REMEDY):
+            warnings += _lay_out_records(project, records, sharing)
+    warnings += remove_unlisted_shards(project.manifest, project.state)
+    project.save()
+    return warnings
+
+
+def _own_shards(record: SignatureRecord) -> bool:
+    return any(f.path != MODEL_JSON for f in record.files)
+
+
+def _lay_out_records(
+    project: Project, records: list[SignatureRecord], sharing: Mapping[str, int]
+) -> list[str]:
+    manifest = project.manifest
+    warnings: list[str] = []
+    stored: dict[str, StoredModel] = {}
+    for record in records:
+        try:
+            problem = output_change(manifest.root, record, manifest.output_dir)
+            if problem is not None:
+                raise OutputCheckError(problem)
+            folder = output_folder(manifest.root, manifest.output_dir, record.output)
+            stored[record.key] = read_model(folder, manifest.output_dir)
+        except (OutputCheckError, InvalidData) as error:
+            warnings.append(f"{record.key}: its weights are not shared this time: {error}")
+    if not stored:
+        return warnings
+    layout = lay_out({key: model.weights for key, model in stored.items()}, sharing)
+    try:
+        _write_shards(project, layout)
+    except BuildError as error:
+        return [*warnings, f"weights not shared: {error}"]
+    for key, model in stored.items():
+        _relink(project, project.state.records[key], model, layout)
+    return warnings
+
+
+def _write_shards(project: Project, layout: SharedLayout) -> None:
+    """The layout's shards not on disk yet: recorded as this manifest's, then written."""
+    output_dir = project.manifest.output_dir
+    folder = output_dir / SHARED_WEIGHTS_DIR
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise BuildError(
+            f"{folder} is not a folder: tfjs-build keeps weights shared across signatures "
+            "there; move it away"
+        )
+    missing = {
+        path: data for path, data in layout.shards.items() if not holds_its_name(output_dir / path)
+    }
+    for path in missing:
+        if (output_dir / path).exists() and path not in project.state.shared_weights:
+            raise BuildError(
+                f"{output_dir / path} holds other bytes than its name says and tfjs-build did "
+                "not write it; move it away"
+            )
+    for path, data in missing.items():
+        project.state.shared_weights[path] = hashlib.sha256(data).hexdigest()
+    project.save()  # before any is written: a build killed now leaves none unaccounted for
+    folder.mkdir(exist_ok=True)
+    for path, data in missing.items():
+        write_atomically(output_dir / path, data)
+
+
+def _relink(
+    project: Project, record: SignatureRecord, model: StoredModel, layout: SharedLayout
+) -> None:
+    """Point the record's model.json at the layout's shards, if it does not already, and record
+    the files it now reads."""
+    manifest = project.manifest
+    target = manifest.root / record.output
+    folder = target.relative_to(manifest.output_dir).as_posix()
+    wanted = from_folder(folder, layout.manifests[record.key])
+    shared = tuple(
+        dict.fromkeys(p for group in layout.manifests[record.key] for p in group["paths"])
+    )
+    if model.model.get("weightsManifest") != wanted or _own_shards(record):
+        staging = staging_root(project) / f"shared-{record.model}-{record.signature}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        try:
+            text = json.dumps({**model.model, "weightsManifest": wanted}, allow_nan=False)
+            (staging / MODEL_JSON).write_text(text, "utf-8")
+            _check_same_weights(model, read_model(staging, manifest.output_dir, folder), record)
+            swap_into_place(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    files = _recorded(target, (MODEL_JSON,), record.files)
+    shared_files = _recorded(manifest.output_dir, shared, record.shared_files)
+    if (files, shared_files) == (record.files, record.shared_files):
+        return
+    project.state.records[record.key] = replace(
+        record,
+        files=files,
+        shared_files=shared_files,
+        content_hash=laid_out_hash(files, shared_files),
+    )
+    project.save()
+
+
+def _check_same_weights(before: StoredModel, after: StoredModel, record: SignatureRecord) -> None:
+    """The laid-out model must hold exactly the weights it held: anything else is a bug here."""
+
+    def weights(model: StoredModel) -> list[tuple[str, bytes]]:
+        return sorted((json.dumps(w.spec, sort_keys=True), w.data) for w in model.weights)
+
+    if weights(before) != weights(after):
+        raise AssertionError(f"{record.key}: shared weights would change the model's weights")
+
+
+def _recorded(
+    folder: Path, paths: tuple[str, ...], known: tuple[RecordedFile, ...]
+) -> tuple[RecordedFile, ...]:
+    """The files at `paths` as a record keeps them; hashed unless `known` has them unchanged."""
+    by_path = {f.path: f for f in known}
+    files = []
+    for path in paths:
+        stat = (folder / path).stat()
+        same = by_path.get(path)
+        unchanged = same is not None and (same.size, same.mtime_ns) == (
+            stat.st_size,
+            stat.st_mtime_ns,
+        )
+        sha256 = same.sha256 if same is not None and unchanged else file_sha256(folder / path)
+        files.append(RecordedFile(path, stat.st_size, sha256, stat.st_mtime_ns))
+    return tuple(files)
+
+
+def laid_out_hash(files: tuple[RecordedFile, ...], shared: tuple[RecordedFile, ...]) -> str:
+    """The content hash of an output with shared shards (as `GraphModelOutput.content_hash`,
+    the shared ones by their path below output_dir)."""
+    digest = hashlib.sha256()
+    for item in (*files, *shared):
+        digest.update(f"{item.path}\0{item.sha256}\n".encode())
+    return digest.hexdigest()
+
+
+def standalone_copy(project: Project, record: SignatureRecord, folder: Path) -> Path:
+    """The recorded output with shared shards, written into `folder` with shards of its own (one
+    per weights group): what a verification reads and a cache entry holds, as converted."""
+    manifest = project.manifest
+    source = output_folder(manifest.root, manifest.output_dir, record.output)
+    model = read_model(source, manifest.output_dir)
+    folder.mkdir(parents=True)
+    groups, offset = [], 0
+    for index, group in enumerate(model.model["weightsManifest"]):
+        count = len(group["weights"])
+        name = f"group{index + 1}-shard1of1.bin"
+        (folder / name).write_bytes(
+            b"".join(w.data for w in model.weights[offset : offset + count])
+        )
+        groups.append({**group, "paths": [name]})
+        offset += count
+    text = json.dumps({**model.model, "weightsManifest": groups}, allow_nan=False)
+    (folder / MODEL_JSON).write_text(text, "utf-8")
+    return folder
