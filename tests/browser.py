@@ -34,10 +34,13 @@ def run_page(
     profile: Path,
     *,
     requests: list[str] | None = None,
+    immutable: str | None = None,
     timeout: float = 120,
 ) -> dict[str, Any]:
     """Open `site/page` in headless Chromium and return the JSON object it posts to /result;
-    every path the browser asks for is appended to `requests`, if given."""
+    every path the browser asks for is appended to `requests`, if given. Files whose path starts
+    with `immutable` are served as a web server serves content-addressed files: cached for a
+    year, never revalidated."""
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.fail("Debian's chromium is not installed: apt-get install chromium (.ci/run does)")
@@ -52,6 +55,11 @@ def run_page(
             if requests is not None:
                 requests.append(self.path)
             super().do_GET()
+
+        def end_headers(self) -> None:
+            if immutable is not None and self.path.startswith(immutable):
+                self.send_header("Cache-Control", "public, max-age=31536000, immutable")
+            super().end_headers()
 
         def do_POST(self) -> None:
             length = int(self.headers["Content-Length"])
