@@ -365,7 +365,10 @@ def test_a_damaged_shared_shard_is_rebuilt_and_a_foreign_one_never_overwritten(
     (shared / "dist" / backbone).write_bytes(b"someone else's")
     done = run_cli("run", cwd=shared)
     assert done.returncode == 0, done.stderr
-    assert "holds other bytes than its name says and tfjs-build did not write it" in done.stderr
+    assert (
+        "is not a shard tfjs-build wrote (it holds other bytes than its name says, or is a link)"
+        in done.stderr
+    )
     assert (shared / "dist" / backbone).read_bytes() == b"someone else's"
     state = load_state(shared / STATE)[0]
     for record in state.records.values():  # not shared this time, and whole
@@ -464,3 +467,28 @@ def test_a_shared_folder_replaced_by_a_link_is_never_written_or_deleted_through(
     assert cleaned.returncode == 0, cleaned.stderr
     assert "is a symbolic link" in cleaned.stderr
     assert {p.name: p.read_bytes() for p in elsewhere.iterdir()} == kept
+
+
+def test_an_output_dir_beside_the_manifests_folder(
+    tmp_path: Path, model_store: Callable[..., Path]
+) -> None:
+    """output_dir: ../web (records say "../web/m/..."): laid out, rebuilt and cleaned there."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    shutil.copytree(model_store("multihead"), root / "m")
+    (root / "tfjs-build.yaml").write_text(
+        "version: 1\noutput_dir: ../web\ndefaults: {share_weights: true}\nmodels:\n"
+        "  m: {saved_model: m}\n"
+    )
+    assert run_cli("run", cwd=root).returncode == 0
+    shutil.rmtree(root / "m")
+    export_fresh("multihead", root / "m", head_a_seed=5)
+    done = run_cli("run", cwd=root)
+    assert done.returncode == 0, done.stderr
+    state = load_state(root / STATE)[0]
+    assert all(r.output.startswith("../web/") and r.shared_files for r in state.records.values())
+    for record in state.records.values():
+        assert output_change(root, record, tmp_path / "web") is None
+        assert [p.name for p in (root / record.output).iterdir()] == ["model.json"]
+    assert run_cli("clean", cwd=root).returncode == 0
+    assert not (tmp_path / "web").exists()

@@ -116,8 +116,8 @@ def _write_shards(project: Project, layout: SharedLayout) -> None:
     for path in missing:
         if (output_dir / path).exists() and path not in project.state.shared_weights:
             raise BuildError(
-                f"{output_dir / path} holds other bytes than its name says and tfjs-build did "
-                "not write it; move it away"
+                f"{output_dir / path} is not a shard tfjs-build wrote (it holds other bytes than "
+                "its name says, or is a link); move it away"
             )
     for path, data in missing.items():
         project.state.shared_weights[path] = hashlib.sha256(data).hexdigest()
@@ -133,7 +133,7 @@ def _relink(
     """Point the record's model.json at the layout's shards, if it does not already, and record
     the files it now reads."""
     manifest = project.manifest
-    target = manifest.root / record.output
+    target = output_folder(manifest.root, manifest.output_dir, record.output)  # normalised
     folder = target.relative_to(manifest.output_dir).as_posix()
     wanted = from_folder(folder, layout.manifests[record.key])
     shared = tuple(

@@ -58,9 +58,10 @@ def shared_path(value: Any, where: str) -> str:
 
 
 def holds_its_name(path: Path) -> bool:
-    """Whether a shared shard's bytes are the ones its name says (a missing file: False)."""
+    """Whether a shared shard is a file holding the bytes its name says (a missing file or a
+    symbolic link: False)."""
     try:
-        return shard_name(path.read_bytes()) == path.name
+        return not path.is_symlink() and shard_name(path.read_bytes()) == path.name
     except OSError:
         return False
 
