@@ -15,7 +15,8 @@ import pytest
 
 import tfjsbuild
 from conftest import STATE, run_cli
-from tfjsbuild.building.execute import _record_verification, _verify_task
+from tfjsbuild.building.execute import _verify_task
+from tfjsbuild.building.finish import _record_verification
 from tfjsbuild.building.project import Project
 from tfjsbuild.files.artifacts import TensorSpec
 from tfjsbuild.manifest.load import load_manifest
@@ -512,7 +513,9 @@ def test_no_verify_builds_are_verified_later_without_converting(
     shard = output / "group1-shard1of1.bin"
     shard.write_bytes(bytes(len(before["group1-shard1of1.bin"][0])))
     done_by_worker = ConversionOutcome("0", None, 1.0, {"verify": 1.0}, verification=passed)
-    raced = _record_verification(item, Project(loaded, load_state(root / STATE)[0]), done_by_worker)
+    raced = _record_verification(
+        item, Project(loaded, load_state(root / STATE)[0]), done_by_worker, output
+    )
     assert (raced.status, raced.error) == (
         "failed",
         "output modified: dist/wide/serving_default/group1-shard1of1.bin while it was being "

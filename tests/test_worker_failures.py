@@ -24,7 +24,7 @@ import pytest
 
 import tfjsbuild
 from conftest import REPO, STATE, default_sigint, run_cli
-from tfjsbuild.building.execute import _finish
+from tfjsbuild.building.finish import finish
 from tfjsbuild.building.project import Project
 from tfjsbuild.manifest.load import load_manifest
 from tfjsbuild.planning.plan import PlanItem
@@ -416,7 +416,7 @@ def test_whatever_an_executor_raises_fails_only_that_signature_located(
     task = ConversionTask("0", target.source, "a", target.options, "", "", "")
     future: Future[ConversionOutcome] = Future()
     future.set_exception(raised)
-    result = _finish(item, task, future, Project(manifest, BuildState()))
+    result = finish(item, task, future, Project(manifest, BuildState()))
     assert result.status == "failed"
     assert result.error == (
         f"{manifest.path}:4:13: models.m.python: the conversion task failed: "
