@@ -3,7 +3,9 @@ shards in output_dir/tfjs-build-weights/; real conversions, TF.js in Node.js and
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -47,17 +49,27 @@ INPUTS = {
 }
 
 
-@pytest.fixture
-def shared(tmp_path: Path, model_store: Callable[..., Path]) -> Path:
+@pytest.fixture(scope="session")
+def built_shared(
+    tmp_path_factory: pytest.TempPathFactory, model_store: Callable[..., Path]
+) -> Path:
     """A built project: multihead m (a backbone, two heads), r (m's backbone bytes under other
     names), t (a lookup table: string weights), all with `share_weights: true`."""
-    root = tmp_path / "proj"
+    root = tmp_path_factory.mktemp("shared") / "proj"
     root.mkdir()
     for name, kind in KINDS.items():
         shutil.copytree(model_store(kind), root / name)
     (root / "tfjs-build.yaml").write_text(MANIFEST.format(share="true"))
     built = tfjsbuild.build([root / "tfjs-build.yaml"], jobs=1)
     assert built.ok, [r.error for r in built.failed]
+    return root
+
+
+@pytest.fixture
+def shared(built_shared: Path, tmp_path: Path) -> Path:
+    """A copy of the built project of its own (files' times kept: it is up to date)."""
+    root = tmp_path / "proj"
+    shutil.copytree(built_shared, root, symlinks=True)
     return root
 
 
@@ -267,9 +279,10 @@ def test_turning_sharing_off_and_on_restores_from_the_cache_and_clean_keeps_fore
     assert not (shared / "dist/m").exists()
 
 
-def test_verifying_a_shared_output_in_place_caches_what_restores(shared: Path) -> None:
-    """A changed tolerance verifies the outputs in place (a standalone copy of each), and the
-    cache entry it leaves restores a working output once the output_dir is gone."""
+def test_verifying_a_shared_output_in_place_then_building_it_again(shared: Path) -> None:
+    """A changed tolerance verifies the outputs in place (TF.js reads a copy with its own
+    shards). The cache keeps the entries as converted, with the verification they had: once
+    output_dir is gone the outputs are converted again, and shared again."""
     manifest = shared / "tfjs-build.yaml"
     manifest.write_text(
         MANIFEST.format(share="true").replace("defaults:", "defaults:\n  verify: {atol: 0.001}")
@@ -292,7 +305,7 @@ def test_verifying_a_shared_output_in_place_caches_what_restores(shared: Path) -
         f"{r['model']}:{r['signature']}": r["status"]
         for r in json.loads(restored.stdout)["signatures"]
     }
-    assert set(statuses.values()) == {"restored"}
+    assert set(statuses.values()) == {"built"}
     state = load_state(shared / STATE)[0]
     assert all(r.shared_files for r in state.records.values())
     np.testing.assert_allclose(
@@ -450,8 +463,9 @@ def test_lay_out_groups_by_the_signatures_using_each_weight() -> None:
 def test_a_shared_folder_replaced_by_a_link_is_never_written_or_deleted_through(
     shared: Path,
 ) -> None:
-    """output_dir/tfjs-build-weights made a link to a copy elsewhere: nothing is written or
-    deleted through it (by a build that changes shards, or by clean); it is said."""
+    """output_dir/tfjs-build-weights made a link to a copy elsewhere: the outputs reading
+    through it are rebuilt with their own shards, and nothing is written or deleted through it
+    (by that build, or by clean); it is said."""
     elsewhere = shared / "elsewhere"
     shutil.move(shared / "dist" / SHARED_WEIGHTS_DIR, elsewhere)
     (shared / "dist" / SHARED_WEIGHTS_DIR).symlink_to(elsewhere)
@@ -464,8 +478,9 @@ def test_a_shared_folder_replaced_by_a_link_is_never_written_or_deleted_through(
 
     assert done.returncode == 0, done.stderr
     assert f"{shared / 'dist' / SHARED_WEIGHTS_DIR} is not a folder" in done.stderr
+    assert "shared weight shard not deleted" in done.stderr  # through the link: forgotten
+    assert "is a symbolic link" in done.stderr
     assert cleaned.returncode == 0, cleaned.stderr
-    assert "is a symbolic link" in cleaned.stderr
     assert {p.name: p.read_bytes() for p in elsewhere.iterdir()} == kept
 
 
@@ -492,3 +507,172 @@ def test_an_output_dir_beside_the_manifests_folder(
         assert [p.name for p in (root / record.output).iterdir()] == ["model.json"]
     assert run_cli("clean", cwd=root).returncode == 0
     assert not (tmp_path / "web").exists()
+
+
+def every_output_loads(root: Path) -> None:
+    """Every recorded output, and every model.json below dist, loads in TF.js (all its files
+    are there), whatever the state says of it."""
+    for model_json in sorted((root / "dist").rglob("model.json")):
+        key = "/".join(model_json.parent.relative_to(root / "dist").parts).replace("/", ":")
+        run_tfjs(model_json.parent, INPUTS[key])
+
+
+def over_every_budget(root: Path) -> None:
+    """The next build fails every signature it builds (max_bytes: 100)."""
+    manifest = root / "tfjs-build.yaml"
+    manifest.write_text(manifest.read_text().replace("defaults:", "defaults:\n  max_bytes: 100"))
+
+
+def test_a_build_stopped_just_after_a_relink_then_a_failed_build_breaks_no_output(
+    shared: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped right after a new model.json was swapped in, before its record said so: the
+    record listed the shards of both, so a next build that fails deletes none either reads."""
+    shutil.rmtree(shared / "m")
+    export_fresh("multihead", shared / "m", head_b_seed=9)
+    real_swap = building_shared.swap_into_place
+
+    def swap_then_stop(staging: Path, target: Path) -> None:
+        real_swap(staging, target)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(building_shared, "swap_into_place", swap_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        tfjsbuild.build([shared / "tfjs-build.yaml"], jobs=1)
+    monkeypatch.undo()
+    every_output_loads(shared)
+    over_every_budget(shared)
+
+    failed = run_cli("run", cwd=shared)
+
+    assert failed.returncode == 1 and "over its max_bytes budget" in failed.stdout
+    every_output_loads(shared)
+
+
+def test_shards_an_output_of_a_dropped_record_reads_are_kept(shared: Path) -> None:
+    """A record dropped as invalid lists nothing, but its output is still in place: a failed
+    rebuild of it deletes none of the shards its model.json reads."""
+    state_file = shared / STATE / "state.json"
+    data = json.loads(state_file.read_text())
+    data["signatures"]["m:regress"]["seconds"] = -1
+    state_file.write_text(json.dumps(data))
+    shutil.rmtree(shared / "m")
+    export_fresh("multihead", shared / "m", head_b_seed=9)
+    over_every_budget(shared)
+
+    failed = run_cli("run", cwd=shared)
+
+    assert failed.returncode == 1
+    assert "record m:regress dropped" in failed.stderr
+    every_output_loads(shared)
+
+
+def test_a_model_json_tampered_with_is_a_rebuild_never_an_internal_error(shared: Path) -> None:
+    """A shape of 1e999 (infinity to JSON readers that allow it), mtime and size kept: run_cli
+    fails the test on exit 3."""
+    model_json = shared / "dist/m/classify/model.json"
+    stat = model_json.stat()
+    text = model_json.read_text()
+    tampered = text.replace('"shape": [8, 16]', '"shape": [1e999]', 1)
+    assert tampered != text
+    model_json.write_text(tampered.ljust(len(text)))
+    os.utime(model_json, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    shutil.rmtree(shared / "m")
+    export_fresh("multihead", shared / "m", head_b_seed=9)
+
+    done = run_cli("run", cwd=shared)
+
+    assert done.returncode == 0, done.stderr
+    assert "m:classify: its weights are not shared this time" in done.stderr
+
+
+def test_verifying_shared_outputs_leaves_the_cache_entries_as_converted(shared: Path) -> None:
+    entries = shared / ".tfjs-build/cache/entries"
+    before = {p.relative_to(entries): p.read_bytes() for p in entries.rglob("*") if p.is_file()}
+    manifest = shared / "tfjs-build.yaml"
+    manifest.write_text(
+        manifest.read_text().replace("defaults:", "defaults:\n  verify: {atol: 0.001}")
+    )
+    assert run_cli("run", cwd=shared).returncode == 0
+    after = {p.relative_to(entries): p.read_bytes() for p in entries.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_a_budget_the_longer_model_json_would_break_keeps_own_shards(shared: Path) -> None:
+    """max_bytes between the output as converted and as laid out: built, kept with its own
+    shards (said), and up to date the next time, not failed."""
+    state = load_state(shared / STATE)[0]
+    laid_out = state.records["r:embed"].bytes
+    manifest = shared / "tfjs-build.yaml"
+    manifest.write_text(
+        manifest.read_text().replace(
+            "  r:\n    saved_model: r\n",
+            f"  r:\n    saved_model: r\n    max_bytes: {laid_out - 1}\n",
+        )
+    )
+    shutil.rmtree(shared / "dist")
+
+    built = run_cli("run", cwd=shared)
+    again = run_cli("run", "--json", cwd=shared)
+
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert (
+        f"r:embed: its weights are not shared this time: shared, it would be {laid_out} bytes"
+        in built.stderr
+    )
+    assert again.returncode == 0, again.stdout
+    assert load_state(shared / STATE)[0].records["r:embed"].shared_files == ()
+
+
+def test_building_one_signature_lays_out_the_others_with_it(shared: Path) -> None:
+    """`run m:regress` after head B is retrained: the backbone stays in one file that the
+    signatures not selected read too."""
+    shutil.rmtree(shared / "m")
+    export_fresh("multihead", shared / "m", head_b_seed=9)
+    done = run_cli("run", "m:regress", cwd=shared)
+    assert done.returncode == 0, done.stderr
+    state = load_state(shared / STATE)[0]
+    backbone = {f.path for f in state.records["m:features"].shared_files}
+    assert backbone <= {f.path for f in state.records["m:regress"].shared_files}
+    on_disk = {f"{SHARED_WEIGHTS_DIR}/{n}" for n in shards(shared)}
+    assert on_disk == {f.path for r in state.records.values() for f in r.shared_files}
+
+
+def test_a_full_disk_while_relinking_keeps_own_shards_and_a_true_index(
+    shared: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.rmtree(shared / "m")
+    export_fresh("multihead", shared / "m", head_b_seed=9)
+
+    def full(staging: Path, target: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(building_shared, "swap_into_place", full)
+    with pytest.warns(
+        UserWarning, match="m:regress: its weights are not shared this time: .*No space left"
+    ):
+        result = tfjsbuild.build([shared / "tfjs-build.yaml"], jobs=1)
+    monkeypatch.undo()
+    assert result.ok
+    state = load_state(shared / STATE)[0]
+    index = json.loads((shared / "dist/tfjs-build.json").read_text())
+    for key, record in state.records.items():
+        model, signature = key.split(":")
+        assert index["models"][model][signature]["hash"] == record.content_hash, key
+        assert output_change(shared, record, shared / "dist") is None
+    every_output_loads(shared)
+    finished = run_cli("run", "--json", cwd=shared)
+    report = json.loads(finished.stdout)
+    assert all(load_state(shared / STATE)[0].records[k].shared_files for k in INPUTS)
+    for entry in report["signatures"]:
+        assert entry["status"] == "up-to-date"
+
+
+def test_run_json_gives_the_sizes_laid_out(shared: Path) -> None:
+    shutil.rmtree(shared / "m")
+    export_fresh("multihead", shared / "m", head_b_seed=9)
+    done = run_cli("run", "--json", cwd=shared)
+    (regress,) = [s for s in json.loads(done.stdout)["signatures"] if s["signature"] == "regress"]
+    index = json.loads((shared / "dist/tfjs-build.json").read_text())
+    assert regress["status"] == "built"
+    assert regress["bytes"] == index["models"]["m"]["regress"]["bytes"]

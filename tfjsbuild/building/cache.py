@@ -115,11 +115,9 @@ def save(
     output: Path,
     record: SignatureRecord,
     exclude: Store | None = None,
-    files: tuple[OutputFile, ...] | None = None,
 ) -> None:
     """Offer a fresh build (or verification) to the writable caches, with the verification it
-    carries (None: not verified); a cache that fails is only a warning. `files`: the ones in
-    `output` (by default the record's: a standalone copy of shared weights has its own)."""
+    carries (None: not verified); a cache that fails is only a warning."""
     if item.fingerprint is None:
         return
     # An entry carries the verification it promises (`cache_entry._check_promise`): both or
@@ -131,7 +129,7 @@ def save(
     )
     entry = CacheEntry(
         key=cache_key(item.fingerprint),
-        files=files or tuple(OutputFile(f.path, f.size, f.sha256) for f in record.files),
+        files=tuple(OutputFile(f.path, f.size, f.sha256) for f in record.files),
         inputs=record.inputs,
         outputs=record.outputs,
         verification=record.verification if verified else None,

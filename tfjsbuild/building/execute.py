@@ -16,6 +16,7 @@ import os
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +30,9 @@ from tfjsbuild.building.removal import remove_signature
 from tfjsbuild.building.results import Reporter, SignatureResult
 from tfjsbuild.building.shared_weights import share_weights, standalone_copy
 from tfjsbuild.building.staging import remove_staging, staging_root
+from tfjsbuild.files.artifacts import OutputCheckError, size_parts
 from tfjsbuild.files.filesystem import refusals_reported
+from tfjsbuild.files.readback import InvalidData
 from tfjsbuild.manifest.types import VerifySettings
 from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.stores.state import STATE_REMEDY
@@ -100,22 +103,27 @@ def execute(
 
 
 def _share_weights(
-    project: Project, items: Sequence[PlanItem], results: Mapping[tuple[Path, str], SignatureResult]
+    project: Project, items: Sequence[PlanItem], results: dict[tuple[Path, str], SignatureResult]
 ) -> None:
     """Lay out the weights of the manifest's signatures with `share_weights`, now that every
-    output of the build is in place; staging is removed however this ends."""
-    sharing = {
-        item.key: item.target.options.weight_shard_size_bytes
-        for item in items
-        if item.target is not None and item.target.share_weights and item.action != "remove"
-    }
+    output of the build is in place (their results then give the sizes laid out); staging is
+    removed however this ends."""
+    budgets = {item.key: item.target.checks.max_bytes for item in items if item.target is not None}
     placed = ("built", "restored", "removed")
     changed = any(results[(item.manifest, item.key)].status in placed for item in items)
     try:
-        for warning in share_weights(project, sharing, changed):
+        for warning in share_weights(project, budgets, changed):
             warnings.warn(warning, stacklevel=1)
     finally:
         remove_staging(project.manifest)
+    for item in items:
+        record = project.record(item)
+        result = results[(item.manifest, item.key)]
+        if record is not None and record.shared_files and result.status in ("built", "restored"):
+            model_json, weights = size_parts(record.all_files)
+            results[(item.manifest, item.key)] = replace(
+                result, bytes=record.bytes, model_json_bytes=model_json, weight_bytes=weights
+            )
 
 
 def _settle_without_workers(
@@ -236,8 +244,13 @@ def _task(
     verified = project.manifest.root / item.output
     record = project.record(item)
     if verify_only and record is not None and record.shared_files:
-        # What is verified, and cached with its verification, is the output with its own shards.
-        verified = standalone_copy(project, record, staging_dir.with_name(staging_dir.name + "-in"))
+        # Verified from a copy with its own shards (a browser fetches a model's files from its
+        # folder). One that cannot be read back is converted again instead.
+        try:
+            copy = staging_dir.with_name(staging_dir.name + "-in")
+            verified = standalone_copy(project, record, copy)
+        except (OutputCheckError, InvalidData, OSError):
+            verify_only = False
     return ConversionTask(
         key=f"{index}",
         source=source,

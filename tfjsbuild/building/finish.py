@@ -14,7 +14,6 @@ from tfjsbuild.building.cache import save
 from tfjsbuild.building.outputs import place
 from tfjsbuild.building.project import Project
 from tfjsbuild.building.results import SignatureResult
-from tfjsbuild.files.artifacts import check_graph_model
 from tfjsbuild.manifest.types import Manifest
 from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.stores.records import output_change
@@ -84,7 +83,8 @@ def _record_verification(
     item: PlanItem, project: Project, outcome: ConversionOutcome, verified_folder: Path
 ) -> SignatureResult:
     """Record a passed verification of the output in place; its files stay as they are.
-    `verified_folder`: the folder the worker read (a standalone copy of shared weights)."""
+    `verified_folder`: the folder the worker read (a copy with its own shards, for an output
+    with shared weights)."""
     record = project.record(item)
     assert record is not None and item.fingerprint is not None
     assert outcome.verification is not None  # a verify task always runs the verification
@@ -110,8 +110,10 @@ def _record_verification(
     )
     project.state.records[item.key] = verified
     project.save()
-    files = check_graph_model(verified_folder).files if record.shared_files else None
-    save(item, project, verified_folder, verified, files=files)
+    if not record.shared_files:
+        # A cache entry is the output as converted: a copy read back from shared shards is laid
+        # out otherwise (`standalone_copy`), so it does not replace the entry.
+        save(item, project, verified_folder, verified)
     return done
 
 

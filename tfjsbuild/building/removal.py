@@ -9,6 +9,8 @@ record lists them and if they still hold what was written.
 
 from __future__ import annotations
 
+import os
+import posixpath
 import shutil
 import warnings
 from pathlib import Path
@@ -17,9 +19,9 @@ from tfjsbuild.building.asset_index import remove_index
 from tfjsbuild.building.project import Project
 from tfjsbuild.building.results import SignatureResult
 from tfjsbuild.building.staging import STAGING_DIR
-from tfjsbuild.files.artifacts import file_sha256
+from tfjsbuild.files.artifacts import MODEL_JSON, file_sha256
 from tfjsbuild.files.filesystem import OUTPUT_REMEDY, refusals_reported
-from tfjsbuild.files.readback import InvalidData, resolve_inside
+from tfjsbuild.files.readback import InvalidData, parse_json, resolve_inside
 from tfjsbuild.files.shared_weights import SHARED_WEIGHTS_DIR
 from tfjsbuild.manifest.types import Manifest
 from tfjsbuild.planning.plan import PlanItem
@@ -128,11 +130,16 @@ def remove_built_files(manifest: Manifest, state: BuildState) -> tuple[list[str]
 
 
 def remove_unlisted_shards(manifest: Manifest, state: BuildState) -> list[str]:
-    """Delete the shared weight shards this manifest wrote that no record lists, if they still
-    hold the bytes they were written with; forget them. Returns what was left, and why."""
+    """Delete the shared weight shards this manifest wrote that no record lists and no
+    model.json below output_dir reads, if they still hold the bytes they were written with;
+    forget them. Returns what was left, and why."""
     listed = {f.path for record in state.records.values() for f in record.shared_files}
+    unlisted = sorted(set(state.shared_weights) - listed)
+    if unlisted:  # what no record lists may still be read: by a record dropped as invalid
+        listed |= _shards_read_below(manifest.output_dir)
     problems = []
-    for path, sha256 in sorted(state.shared_weights.items()):
+    for path in unlisted:
+        sha256 = state.shared_weights[path]
         if path in listed:
             continue
         try:
@@ -149,6 +156,33 @@ def remove_unlisted_shards(manifest: Manifest, state: BuildState) -> list[str]:
         del state.shared_weights[path]
     _remove_empty_folders(manifest.output_dir / SHARED_WEIGHTS_DIR, manifest.output_dir)
     return problems
+
+
+def _shards_read_below(output_dir: Path) -> set[str]:
+    """The shared shards (relative to output_dir) that any model.json below output_dir lists,
+    as a browser would resolve them; never through a symbolic link, unreadable ones skipped."""
+    read: set[str] = set()
+    for folder, subfolders, files in os.walk(output_dir):
+        here = Path(folder)
+        subfolders[:] = [
+            name
+            for name in subfolders
+            if not (here == output_dir and name == SHARED_WEIGHTS_DIR)
+            and not (here / name).is_symlink()
+        ]
+        if MODEL_JSON not in files or (here / MODEL_JSON).is_symlink():
+            continue
+        relative = here.relative_to(output_dir).as_posix()
+        try:
+            model = parse_json((here / MODEL_JSON).read_bytes())
+            for group in model.get("weightsManifest", []):
+                read.update(
+                    posixpath.normpath(posixpath.join(relative, str(path)))
+                    for path in group.get("paths", [])
+                )
+        except (OSError, InvalidData, AttributeError, TypeError):
+            continue  # not a model tfjs-build could have written: it keeps nothing
+    return read
 
 
 def remove_state_folders(manifest: Manifest) -> None:

@@ -3,17 +3,19 @@ outputs, and shared shards removed once no record lists them.
 
 Signatures are converted, verified, cached and placed with their own shards as ever, so a cache
 entry is the output as converted and an interrupted build leaves outputs that load. Then every
-recorded signature with `share_weights` (rebuilt or not: a retrained head must not store the
-backbone again) is laid out together (`files.shared_weights.lay_out`):
+recorded signature built with `share_weights` (rebuilt or not, selected or not: a retrained
+head must not store the backbone again) is laid out together (`files.shared_weights.lay_out`):
 
 1. the shared shards not on disk are recorded in the state as this manifest's, then written;
 2. each model.json whose weights manifest changes is staged, read back and checked to hold the
-   same weights, then swapped into place, and its record updated, one signature at a time;
-3. shards this manifest wrote that no record lists are deleted, if they still hold the bytes
-   they were written with.
+   same weights, its record made to list the shards of both, then swapped into place, and its
+   record updated, one signature at a time;
+3. shards this manifest wrote that no record lists and no model.json below output_dir reads
+   are deleted, if they still hold the bytes they were written with (`removal`).
 
-An output that is not what its record says is left as it is (the next plan rebuilds it). Only
-shards the state lists as written by this manifest are ever deleted.
+An output that is not what its record says, or that cannot be laid out (a full disk, a
+`max_bytes` the longer model.json would break), keeps its own shards and loads as it did; a
+warning says why. Only shards the state lists as written by this manifest are ever deleted.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from tfjsbuild.building.staging import staging_root
 from tfjsbuild.errors import BuildError
 from tfjsbuild.files.artifacts import MODEL_JSON, OutputCheckError, file_sha256
 from tfjsbuild.files.atomic import write_atomically
-from tfjsbuild.files.filesystem import OUTPUT_REMEDY, refusals_reported
 from tfjsbuild.files.readback import InvalidData
 from tfjsbuild.files.shared_weights import (
     SHARED_WEIGHTS_DIR,
@@ -43,6 +44,7 @@ from tfjsbuild.files.shared_weights import (
     lay_out,
     read_model,
 )
+from tfjsbuild.planning.fingerprint import SHARED
 from tfjsbuild.stores.records import (
     RecordedFile,
     SignatureRecord,
@@ -51,20 +53,23 @@ from tfjsbuild.stores.records import (
 )
 
 
-def share_weights(project: Project, sharing: Mapping[str, int], changed: bool) -> list[str]:
-    """Lay out the weights of the recorded signatures in `sharing` (key -> their shard size),
-    then remove the shared shards no record lists. Returns warnings.
+def share_weights(project: Project, budgets: Mapping[str, int | None], changed: bool) -> list[str]:
+    """Lay out the weights of every recorded signature built with `share_weights` (selected for
+    this build or not), then remove the shared shards nothing reads. Returns warnings: a
+    signature that cannot be laid out keeps its own shards, and loads as it did.
 
-    Laid out when `changed` (this build placed or removed an output) or a sharing record still
-    has its own shards (a build stopped before this step); otherwise nothing is read.
+    `budgets`: the `max_bytes` of the signatures this build planned. Laid out when `changed`
+    (this build placed or removed an output) or a sharing record still has its own shards (a
+    build stopped before this step); otherwise nothing is read.
     """
     records = [
-        project.state.records[key] for key in sorted(sharing) if key in project.state.records
+        record
+        for _, record in sorted(project.state.records.items())
+        if record.parts.get("weights") == SHARED
     ]
     warnings: list[str] = []
     if changed or any(_own_shards(record) for record in records):
-        with refusals_reported(project.manifest.output_dir, "output folder", OUTPUT_REMEDY):
-            warnings += _lay_out_records(project, records, sharing)
+        warnings += _lay_out_records(project, records, budgets)
     warnings += remove_unlisted_shards(project.manifest, project.state)
     project.save()
     return warnings
@@ -75,7 +80,7 @@ def _own_shards(record: SignatureRecord) -> bool:
 
 
 def _lay_out_records(
-    project: Project, records: list[SignatureRecord], sharing: Mapping[str, int]
+    project: Project, records: list[SignatureRecord], budgets: Mapping[str, int | None]
 ) -> list[str]:
     manifest = project.manifest
     warnings: list[str] = []
@@ -91,14 +96,26 @@ def _lay_out_records(
             warnings.append(f"{record.key}: its weights are not shared this time: {error}")
     if not stored:
         return warnings
-    layout = lay_out({key: model.weights for key, model in stored.items()}, sharing)
+    sizes = {key: project.state.records[key].options.weight_shard_size_bytes for key in stored}
+    layout = lay_out({key: model.weights for key, model in stored.items()}, sizes)
     try:
         _write_shards(project, layout)
-    except BuildError as error:
-        return [*warnings, f"weights not shared: {error}"]
+    except (BuildError, OSError) as error:
+        return [*warnings, f"weights not shared this time: {_said(error)}"]
     for key, model in stored.items():
-        _relink(project, project.state.records[key], model, layout)
+        try:
+            problem = _relink(project, project.state.records[key], model, layout, budgets.get(key))
+        except OSError as error:  # a full or read-only disk: it keeps its own shards
+            problem = _said(error)
+        if problem is not None:
+            warnings.append(f"{key}: its weights are not shared this time: {problem}")
     return warnings
+
+
+def _said(error: Exception) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    return str(error)
 
 
 def _write_shards(project: Project, layout: SharedLayout) -> None:
@@ -128,10 +145,14 @@ def _write_shards(project: Project, layout: SharedLayout) -> None:
 
 
 def _relink(
-    project: Project, record: SignatureRecord, model: StoredModel, layout: SharedLayout
-) -> None:
+    project: Project,
+    record: SignatureRecord,
+    model: StoredModel,
+    layout: SharedLayout,
+    budget: int | None,
+) -> str | None:
     """Point the record's model.json at the layout's shards, if it does not already, and record
-    the files it now reads."""
+    the files it now reads; or why not (it would break its `max_bytes`)."""
     manifest = project.manifest
     target = output_folder(manifest.root, manifest.output_dir, record.output)  # normalised
     folder = target.relative_to(manifest.output_dir).as_posix()
@@ -140,27 +161,41 @@ def _relink(
         dict.fromkeys(p for group in layout.manifests[record.key] for p in group["paths"])
     )
     if model.model.get("weightsManifest") != wanted or _own_shards(record):
+        text = json.dumps({**model.model, "weightsManifest": wanted}, allow_nan=False)
+        size = len(text.encode()) + sum(len(layout.shards[path]) for path in shared)
+        if budget is not None and size > budget:
+            return f"shared, it would be {size} bytes, over its max_bytes of {budget}"
         staging = staging_root(project) / f"shared-{record.model}-{record.signature}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         try:
-            text = json.dumps({**model.model, "weightsManifest": wanted}, allow_nan=False)
             (staging / MODEL_JSON).write_text(text, "utf-8")
             _check_same_weights(model, read_model(staging, manifest.output_dir, folder), record)
+            # Until the new model.json is recorded, the record lists the shards of both: no
+            # clean-up deletes what the one in place reads, if the build stops in between.
+            both = (*(f.path for f in record.shared_files), *shared)
+            record = replace(
+                record,
+                shared_files=_recorded(
+                    manifest.output_dir, tuple(dict.fromkeys(both)), record.shared_files
+                ),
+            )
+            project.state.records[record.key] = record
+            project.save()
             swap_into_place(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     files = _recorded(target, (MODEL_JSON,), record.files)
     shared_files = _recorded(manifest.output_dir, shared, record.shared_files)
-    if (files, shared_files) == (record.files, record.shared_files):
-        return
-    project.state.records[record.key] = replace(
-        record,
-        files=files,
-        shared_files=shared_files,
-        content_hash=laid_out_hash(files, shared_files),
-    )
-    project.save()
+    if (files, shared_files) != (record.files, record.shared_files):
+        project.state.records[record.key] = replace(
+            record,
+            files=files,
+            shared_files=shared_files,
+            content_hash=laid_out_hash(files, shared_files),
+        )
+        project.save()
+    return None
 
 
 def _check_same_weights(before: StoredModel, after: StoredModel, record: SignatureRecord) -> None:

@@ -187,8 +187,8 @@ def _checked_model(
         signature = model.get("signature") or {}
         inputs = _tensor_list(signature.get("inputs", {}))
         outputs = _tensor_list(signature.get("outputs", {}))
-    except (AttributeError, TypeError, ValueError) as error:
-        # Not what tensorflowjs writes: name the file rather than crash on its shape.
+    except (AttributeError, TypeError, ValueError, ArithmeticError) as error:
+        # Not what tensorflowjs writes (1e999 parses as infinity): name the file, never crash.
         raise OutputCheckError(
             f"{model_json} has weight specs or a signature TensorFlow.js does not write "
             f"({type(error).__name__}: {error})"
@@ -321,7 +321,7 @@ def stored_weights(directory: Path) -> list[StoredWeight]:
                 shape = tuple(_dimension(d) for d in spec.get("shape", []))
                 size = weight_bytes(spec)
                 weights.append(StoredWeight(str(spec.get("name")), dtype, shape, size or 0))
-    except (OSError, ValueError, RecursionError, AttributeError, TypeError):
+    except (OSError, ValueError, RecursionError, AttributeError, TypeError, ArithmeticError):
         return []  # only a hint in a message: a model.json not as TensorFlow.js writes it has none
     return sorted(weights, key=lambda w: (-w.bytes, w.name))
 

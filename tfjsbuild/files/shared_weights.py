@@ -17,7 +17,6 @@ Nothing here knows the manifest or the state, or writes: `building/shared_weight
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import posixpath
 import re
@@ -28,7 +27,13 @@ from typing import Any
 
 from tfjsbuild.files.artifacts import MODEL_JSON, OutputCheckError, weight_bytes
 from tfjsbuild.files.json_types import JsonObject
-from tfjsbuild.files.readback import InvalidData, as_str, resolve_inside, safe_relative_path
+from tfjsbuild.files.readback import (
+    InvalidData,
+    as_str,
+    parse_json,
+    resolve_inside,
+    safe_relative_path,
+)
 
 SHARED_WEIGHTS_DIR = "tfjs-build-weights"  # in output_dir, reserved there by the manifest
 _NAME_HEX = 32
@@ -88,10 +93,11 @@ def read_model(directory: Path, output_dir: Path, folder: str | None = None) -> 
     it will be once in place."""
     model_json = directory / MODEL_JSON
     try:
-        model = json.loads(model_json.read_text("utf-8"))
-        groups = model["weightsManifest"]
-        assert isinstance(groups, list)
-    except (OSError, ValueError, RecursionError, KeyError, TypeError, AssertionError) as error:
+        model = parse_json(model_json.read_bytes())
+        groups = model.get("weightsManifest") if isinstance(model, dict) else None
+        if not isinstance(groups, list):
+            raise InvalidData("weightsManifest", "is not a list")
+    except (OSError, InvalidData) as error:
         raise OutputCheckError(f"{model_json} is not a TensorFlow.js model: {error}") from error
     if folder is None:
         folder = directory.relative_to(output_dir).as_posix()
@@ -103,16 +109,16 @@ def read_model(directory: Path, output_dir: Path, folder: str | None = None) -> 
             paths, specs = list(group["paths"]), list(group["weights"])
         except (KeyError, TypeError) as error:
             raise OutputCheckError(f"{where} has no paths and weights") from error
-        data = b""
+        parts = []
         for path in paths:
             file, shared_as = _shard_file(directory, output_dir, folder, path, where)
             if shared_as is not None:
                 shared.append(shared_as)
             try:
-                data += file.read_bytes()
+                parts.append(file.read_bytes())
             except OSError as error:
                 raise OutputCheckError(f"{where}: cannot read {path!r}: {error}") from error
-        weights += _cut(data, specs, where)
+        weights += _cut(b"".join(parts), specs, where)
     return StoredModel(model, tuple(weights), tuple(dict.fromkeys(shared)))
 
 
@@ -128,7 +134,7 @@ def _shard_file(
         shared = shared_path(posixpath.normpath(posixpath.join(folder, text)), where)
         return resolve_inside(output_dir, shared, where), shared
     except InvalidData as error:
-        raise OutputCheckError(f"{where}: {error}") from error
+        raise OutputCheckError(str(error)) from error
 
 
 def _cut(data: bytes, specs: list[Any], where: str) -> list[Weight]:
@@ -140,7 +146,7 @@ def _cut(data: bytes, specs: list[Any], where: str) -> list[Weight]:
             size = weight_bytes(spec)
             if size is None:  # a string tensor: each element a uint32 length, then its bytes
                 size = _string_bytes(data, offset, math.prod(int(d) for d in spec["shape"]))
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
+        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as error:
             raise OutputCheckError(
                 f"{where}: a weight spec TensorFlow.js does not write"
             ) from error
@@ -154,10 +160,13 @@ def _cut(data: bytes, specs: list[Any], where: str) -> list[Weight]:
 
 
 def _string_bytes(data: bytes, offset: int, count: int) -> int:
+    """The bytes of `count` strings stored from `offset` (each a uint32 length, then its
+    bytes); past the data as soon as they run out (a count read back may be anything)."""
     start = offset
     for _ in range(count):
-        length = int.from_bytes(data[offset : offset + 4], "little")
-        offset += 4 + length
+        if offset >= len(data):
+            return len(data) + 1 - start
+        offset += 4 + int.from_bytes(data[offset : offset + 4], "little")
     return offset - start
 
 

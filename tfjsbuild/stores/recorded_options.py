@@ -14,7 +14,7 @@ from typing import Any
 
 from tfjsbuild.files.json_types import JsonObject
 from tfjsbuild.files.readback import as_dict, as_list, as_str
-from tfjsbuild.manifest.types import AUTO_QUANTIZATION, ConverterOptions
+from tfjsbuild.manifest.types import AUTO_QUANTIZATION, BUILTIN_OPTIONS, ConverterOptions
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,14 @@ class RecordedOptions:
     def to_json_dict(self) -> JsonObject:
         """As the state file writes it: exactly what was read, or `ConverterOptions.as_dict()`."""
         return dict(self.recorded_json)
+
+    @property
+    def weight_shard_size_bytes(self) -> int:
+        """The shard size it was written with; the converter's default where none is recorded."""
+        value = self.recorded_json.get("weight_shard_size_bytes")
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        return int(BUILTIN_OPTIONS["weight_shard_size_bytes"])
 
     @property
     def quantization(self) -> dict[str, list[str]]:

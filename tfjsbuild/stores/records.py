@@ -226,6 +226,8 @@ def output_change(root: Path, record: SignatureRecord, output_dir: Path) -> str 
     listed += [(output_dir, f"{shared_dir}/", f) for f in record.shared_files]
     for folder, prefix, recorded in listed:
         path = folder / recorded.path
+        if folder == output_dir and (path.is_symlink() or path.parent.is_symlink()):
+            return f"output modified: {prefix}{recorded.path} is reached through a symbolic link"
         try:
             stat = path.stat()
         except FileNotFoundError:
