@@ -237,7 +237,8 @@ def laid_out_hash(files: tuple[RecordedFile, ...], shared: tuple[RecordedFile, .
 
 def standalone_copy(project: Project, record: SignatureRecord, folder: Path) -> Path:
     """The recorded output with shared shards, written into `folder` with shards of its own (one
-    per weights group): what a verification reads and a cache entry holds, as converted."""
+    per weights group): what a verification of it reads (TF.js, and WebGL's page server, read
+    a model's files from its folder). Raises OutputCheckError if it cannot be read back."""
     manifest = project.manifest
     source = output_folder(manifest.root, manifest.output_dir, record.output)
     model = read_model(source, manifest.output_dir)
