@@ -621,6 +621,7 @@ def test_a_budget_the_longer_model_json_would_break_keeps_own_shards(shared: Pat
         in built.stderr
     )
     assert again.returncode == 0, again.stdout
+    assert "not shared" not in again.stderr  # said once: nothing was placed since
     assert load_state(shared / STATE)[0].records["r:embed"].shared_files == ()
 
 

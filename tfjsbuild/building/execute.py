@@ -109,10 +109,8 @@ def _share_weights(
     output of the build is in place (their results then give the sizes laid out); staging is
     removed however this ends."""
     budgets = {item.key: item.target.checks.max_bytes for item in items if item.target is not None}
-    placed = ("built", "restored", "removed")
-    changed = any(results[(item.manifest, item.key)].status in placed for item in items)
     try:
-        for warning in share_weights(project, budgets, changed):
+        for warning in share_weights(project, budgets):
             warnings.warn(warning, stacklevel=1)
     finally:
         remove_staging(project.manifest)

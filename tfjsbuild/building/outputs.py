@@ -71,6 +71,8 @@ def place(
     project.state.records[item.key] = _new_record(
         item, target, checked, seconds, verification, verified_with, previous, quantization
     )
+    if item.target is not None and item.target.share_weights:
+        project.state.layout_pending = True  # with its own shards until laid out
     project.save()
     return checked
 

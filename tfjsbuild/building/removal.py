@@ -90,6 +90,8 @@ def remove_signature(
     """A signature gone from the manifest: its record, and its files unless `keep_files`."""
     record = project.state.records.pop(item.key, None)
     problem = None
+    if record is not None and record.shared_files:
+        project.state.layout_pending = True  # the others may now group their weights otherwise
     if record is not None and keep_files:
         project.save()  # the folder is another signature's now: only the record goes
     elif record is not None:

@@ -53,14 +53,15 @@ from tfjsbuild.stores.records import (
 )
 
 
-def share_weights(project: Project, budgets: Mapping[str, int | None], changed: bool) -> list[str]:
+def share_weights(project: Project, budgets: Mapping[str, int | None]) -> list[str]:
     """Lay out the weights of every recorded signature built with `share_weights` (selected for
     this build or not), then remove the shared shards nothing reads. Returns warnings: a
-    signature that cannot be laid out keeps its own shards, and loads as it did.
+    signature that cannot be laid out keeps its own shards, and loads as it did (and is tried
+    again once an output is placed or removed).
 
-    `budgets`: the `max_bytes` of the signatures this build planned. Laid out when `changed`
-    (this build placed or removed an output) or a sharing record still has its own shards (a
-    build stopped before this step); otherwise nothing is read.
+    `budgets`: the `max_bytes` of the signatures this build planned. Laid out only when the
+    state says a layout is pending (an output with `share_weights` was placed or one removed,
+    by this build or by one that stopped before laying out); otherwise nothing is read.
     """
     records = [
         record
@@ -68,8 +69,10 @@ def share_weights(project: Project, budgets: Mapping[str, int | None], changed: 
         if record.parts.get("weights") == SHARED
     ]
     warnings: list[str] = []
-    if changed or any(_own_shards(record) for record in records):
-        warnings += _lay_out_records(project, records, budgets)
+    if project.state.layout_pending:
+        said, retry = _lay_out_records(project, records, budgets)
+        warnings += said
+        project.state.layout_pending = retry
     warnings += remove_unlisted_shards(project.manifest, project.state)
     project.save()
     return warnings
@@ -81,7 +84,10 @@ def _own_shards(record: SignatureRecord) -> bool:
 
 def _lay_out_records(
     project: Project, records: list[SignatureRecord], budgets: Mapping[str, int | None]
-) -> list[str]:
+) -> tuple[list[str], bool]:
+    """Warnings, and whether to try again next build: what the filesystem refused (a link, a
+    foreign file, a full disk) may be put right; a budget or an output to rebuild is not
+    retried as such (the plan rebuilds the latter)."""
     manifest = project.manifest
     warnings: list[str] = []
     stored: dict[str, StoredModel] = {}
@@ -95,21 +101,22 @@ def _lay_out_records(
         except (OutputCheckError, InvalidData) as error:
             warnings.append(f"{record.key}: its weights are not shared this time: {error}")
     if not stored:
-        return warnings
+        return warnings, False
     sizes = {key: project.state.records[key].options.weight_shard_size_bytes for key in stored}
     layout = lay_out({key: model.weights for key, model in stored.items()}, sizes)
     try:
         _write_shards(project, layout)
     except (BuildError, OSError) as error:
-        return [*warnings, f"weights not shared this time: {_said(error)}"]
+        return [*warnings, f"weights not shared this time: {_said(error)}"], True
+    retry = False
     for key, model in stored.items():
         try:
             problem = _relink(project, project.state.records[key], model, layout, budgets.get(key))
         except OSError as error:  # a full or read-only disk: it keeps its own shards
-            problem = _said(error)
+            problem, retry = _said(error), True
         if problem is not None:
             warnings.append(f"{key}: its weights are not shared this time: {problem}")
-    return warnings
+    return warnings, retry
 
 
 def _said(error: Exception) -> str:
@@ -202,7 +209,9 @@ def _check_same_weights(before: StoredModel, after: StoredModel, record: Signatu
     """The laid-out model must hold exactly the weights it held: anything else is a bug here."""
 
     def weights(model: StoredModel) -> list[tuple[str, bytes]]:
-        return sorted((json.dumps(w.spec, sort_keys=True), w.data) for w in model.weights)
+        return sorted(
+            (json.dumps(w.spec, sort_keys=True, allow_nan=False), w.data) for w in model.weights
+        )
 
     if weights(before) != weights(after):
         raise AssertionError(f"{record.key}: shared weights would change the model's weights")

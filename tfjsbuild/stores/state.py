@@ -50,6 +50,9 @@ class BuildState:
     # Shared weight shards this manifest wrote (path below output_dir -> sha256 of its bytes),
     # recorded before each is written: only these are ever deleted from the shared folder.
     shared_weights: dict[str, str] = field(default_factory=dict)
+    # An output with `share_weights` was placed (or one removed) and not laid out since: the
+    # next build lays the shared weights out again, even if a build stopped before it did.
+    layout_pending: bool = False
 
     # What the file held when loaded or last saved: an unchanged state is not serialised again.
     saved_json: JsonObject | None = field(default=None, compare=False, repr=False)
@@ -70,6 +73,7 @@ class BuildState:
                 if self.shared_weights
                 else {}
             ),
+            **({"layout_pending": True} if self.layout_pending else {}),
         }
 
     def to_json(self) -> str:
@@ -116,7 +120,9 @@ def load_state(
     stat_cache = _valid_entries(payload.get("stat_cache"), _stat_entry)
     graph_cache = _valid_entries(payload.get("graph_cache"), GraphCacheEntry.from_json_dict)
     shared = _shared_weights(payload.get("shared_weights"))
-    state = BuildState(records, stat_cache, graph_cache, shared, saved_json=payload)
+    # Anything but false is pending: laying out again is only ever a little work too many.
+    pending = payload.get("layout_pending", False) is not False
+    state = BuildState(records, stat_cache, graph_cache, shared, pending, saved_json=payload)
     if adopted is not None:
         state.saved_json, state.adopted_from = None, adopted
     return state, warnings
