@@ -174,3 +174,13 @@ def run_tfjs(model_dir: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.nda
     verifier = shared_verifier(find_runtime(install=False))  # one Node.js for the test session
     (outputs,) = verifier.run(model_dir, [inputs], backend="cpu").outputs
     return outputs
+
+
+def stored_dtypes(output: Path) -> set[str]:
+    """The dtypes model.json stores its weights as (a quantized weight's quantized dtype)."""
+    manifest = json.loads((output / "model.json").read_text())["weightsManifest"]
+    return {
+        (weight.get("quantization") or {}).get("dtype", weight["dtype"])
+        for group in manifest
+        for weight in group["weights"]
+    }

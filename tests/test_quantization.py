@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import tfjsbuild
-from conftest import REPO, run_cli, run_tfjs
+from conftest import REPO, run_cli, run_tfjs, stored_dtypes
 from savedmodels import run_signature
 from tfjsbuild.errors import UsageError
 from tfjsbuild.planning.reasons import AUTO_CHOOSES_AGAIN
@@ -43,16 +43,6 @@ def record(manifest: Path, key: str) -> SignatureRecord:
 
 def schema(name: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(json.loads((REPO / "schemas" / name).read_text()))
-
-
-def stored_dtypes(output: Path) -> set[str]:
-    """The dtypes model.json stores its weights as (a quantized weight's quantized dtype)."""
-    manifest = json.loads((output / "model.json").read_text())["weightsManifest"]
-    return {
-        (weight.get("quantization") or {}).get("dtype", weight["dtype"])
-        for group in manifest
-        for weight in group["weights"]
-    }
 
 
 def assert_within_tolerance(

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from conftest import stored_dtypes
 from tfjsbuild.manifest.types import ConverterOptions, KerasSource, SavedModelSource
 
 pytestmark = pytest.mark.slow
@@ -49,16 +50,6 @@ def options(setting: str) -> ConverterOptions:
     return ConverterOptions.from_json_dict(
         {"quantization": quantization, "weight_shard_size_bytes": SHARD_SIZE}
     )
-
-
-def stored_dtypes(output: Path) -> set[str]:
-    """The dtypes model.json stores its weights as (a quantized weight's quantized dtype)."""
-    manifest = json.loads((output / "model.json").read_text())["weightsManifest"]
-    return {
-        (weight.get("quantization") or {}).get("dtype", weight["dtype"])
-        for group in manifest
-        for weight in group["weights"]
-    }
 
 
 def assert_same_output(written: Path, expected: Path) -> None:

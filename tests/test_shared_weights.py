@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,12 @@ def shared(built_shared: Path, tmp_path: Path) -> Path:
     root = tmp_path / "proj"
     shutil.copytree(built_shared, root, symlinks=True)
     return root
+
+
+def statuses_of(done: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    """Each signature's status in `run --json` output, by key."""
+    report = json.loads(done.stdout)
+    return {f"{r['model']}:{r['signature']}": r["status"] for r in report["signatures"]}
 
 
 def weights_by_name(folder: Path, output_dir: Path) -> dict[str, bytes]:
@@ -220,9 +227,7 @@ def test_a_retrained_head_rebuilds_one_signature_and_keeps_the_backbone_file(sha
     done = run_cli("run", "--json", cwd=shared)
 
     assert done.returncode == 0, done.stderr
-    statuses = {
-        f"{r['model']}:{r['signature']}": r["status"] for r in json.loads(done.stdout)["signatures"]
-    }
+    statuses = statuses_of(done)
     assert statuses["m:regress"] == "built"
     assert [k for k, s in statuses.items() if s != "up-to-date"] == ["m:regress"]
     state = load_state(shared / STATE)[0]
@@ -289,10 +294,7 @@ def test_verifying_a_shared_output_in_place_then_building_it_again(shared: Path)
     )
     verified = run_cli("run", "--json", cwd=shared)
     assert verified.returncode == 0, verified.stderr
-    statuses = {
-        f"{r['model']}:{r['signature']}": r["status"]
-        for r in json.loads(verified.stdout)["signatures"]
-    }
+    statuses = statuses_of(verified)
     assert set(statuses.values()) == {"verified"}
     assert (
         output_change(shared, load_state(shared / STATE)[0].records["m:classify"], shared / "dist")
@@ -301,10 +303,7 @@ def test_verifying_a_shared_output_in_place_then_building_it_again(shared: Path)
     shutil.rmtree(shared / "dist")
     restored = run_cli("run", "--json", cwd=shared)
     assert restored.returncode == 0, restored.stderr
-    statuses = {
-        f"{r['model']}:{r['signature']}": r["status"]
-        for r in json.loads(restored.stdout)["signatures"]
-    }
+    statuses = statuses_of(restored)
     assert set(statuses.values()) == {"built"}
     state = load_state(shared / STATE)[0]
     assert all(r.shared_files for r in state.records.values())
