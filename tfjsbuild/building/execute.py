@@ -1,13 +1,15 @@
 """Run a plan: the build loop. Conversions go to an executor; each finished one is placed.
 
 A `verify` item runs the output already in place in TF.js (in a worker, beside TensorFlow) and
-records the verification only: its files are read, never staged, swapped or written.
+records the verification only: its files are read (an output with shared weights through a
+copy with its own shards, in staging), never swapped or written.
 
 The parent alone moves outputs and writes state, one signature at a time, so an interrupted
-build keeps every signature finished before the interruption and nothing half-written. This
-module decides what happens to each item and in which order; staging, swapping and removing
-outputs are `outputs`', restoring and saving cache entries `cache`'s, running tasks an
-executor's (`executors`).
+build keeps every signature finished before the interruption and nothing half-written. Once
+all are placed, the weights of signatures with `share_weights` are laid out together
+(`shared_weights`). This module decides what happens to each item and in which order; staging,
+swapping and removing outputs are `outputs`', restoring and saving cache entries `cache`'s,
+turning a finished task into a result `finish`'s, running tasks an executor's (`executors`).
 """
 
 from __future__ import annotations
