@@ -21,6 +21,7 @@ import tfjsbuild.building.shared_weights as building_shared
 from browser import run_page
 from conftest import REPO, STATE, TFJS_RUNTIME, export_fresh, run_cli, run_tfjs
 from savedmodels import run_signature
+from tfjsbuild.files.artifacts import format_bytes
 from tfjsbuild.files.shared_weights import SHARED_WEIGHTS_DIR, Weight, lay_out, read_model
 from tfjsbuild.stores.records import output_change
 from tfjsbuild.stores.state import load_state
@@ -676,3 +677,25 @@ def test_run_json_gives_the_sizes_laid_out(shared: Path) -> None:
     index = json.loads((shared / "dist/tfjs-build.json").read_text())
     assert regress["status"] == "built"
     assert regress["bytes"] == index["models"]["m"]["regress"]["bytes"]
+
+
+def test_the_report_counts_each_shared_shard_once(shared: Path) -> None:
+    state = load_state(shared / STATE)[0]
+    each = sum(r.bytes for r in state.records.values())
+    distinct = sum(f.size for r in state.records.values() for f in r.files) + sum(
+        len(data) for data in shards(shared).values()
+    )
+    text = run_cli("report", cwd=shared)
+    as_json = run_cli("report", "--json", cwd=shared)
+
+    assert (
+        f"{len(INPUTS)} signatures, {format_bytes(distinct)} ({format_bytes(each)} unshared) in all"
+        in text.stdout
+    )
+    report = json.loads(as_json.stdout)
+    schema = json.loads((REPO / "schemas/build-report.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(report)
+    rows = {f"{r['model']}:{r['signature']}": r for r in report["signatures"]}
+    for key, record in state.records.items():
+        assert rows[key]["shared_files"] == {f.path: f.size for f in record.shared_files}
+        assert rows[key]["bytes"] == record.bytes
