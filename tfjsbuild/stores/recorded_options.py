@@ -14,7 +14,7 @@ from typing import Any
 
 from tfjsbuild.files.json_types import JsonObject
 from tfjsbuild.files.readback import as_dict, as_list, as_str
-from tfjsbuild.manifest.types import AUTO_QUANTIZATION, BUILTIN_OPTIONS, ConverterOptions
+from tfjsbuild.manifest.types import AUTO_QUANTIZATION, ConverterOptions
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class RecordedOptions:
         value = self.recorded_json.get("weight_shard_size_bytes")
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
-        return int(BUILTIN_OPTIONS["weight_shard_size_bytes"])
+        return ConverterOptions().weight_shard_size_bytes
 
     @property
     def quantization(self) -> dict[str, list[str]]:
