@@ -699,3 +699,20 @@ def test_the_report_counts_each_shared_shard_once(shared: Path) -> None:
     for key, record in state.records.items():
         assert rows[key]["shared_files"] == {f.path: f.size for f in record.shared_files}
         assert rows[key]["bytes"] == record.bytes
+
+
+def test_a_fifo_named_model_json_below_output_dir_never_hangs_the_clean_up(shared: Path) -> None:
+    """Shards no record lists are looked for in every model.json below output_dir before they
+    are deleted: a fifo there is skipped, not read (a read would wait forever)."""
+    (shared / "dist/planted").mkdir()
+    os.mkfifo(shared / "dist/planted/model.json")
+    shutil.rmtree(shared / "m")
+    export_fresh("multihead", shared / "m", head_b_seed=9)
+
+    done = run_cli("run", cwd=shared, timeout=120)
+
+    assert done.returncode == 0, done.stderr
+    state = load_state(shared / STATE)[0]
+    assert set(state.shared_weights) == {
+        f.path for r in state.records.values() for f in r.shared_files
+    }

@@ -4,7 +4,8 @@ everything `clean` removes.
 Removal deletes only what a record provably says this tool wrote: the files it lists, in a
 folder below output_dir reached without a symbolic link, then the folders they leave empty; and
 weight shards shared across signatures that the state lists as written by this manifest, once no
-record lists them and if they still hold what was written.
+record lists them and no model.json below output_dir reads them, if they still hold what was
+written.
 """
 
 from __future__ import annotations
@@ -172,11 +173,12 @@ def _shards_read_below(output_dir: Path) -> set[str]:
             if not (here == output_dir and name == SHARED_WEIGHTS_DIR)
             and not (here / name).is_symlink()
         ]
-        if MODEL_JSON not in files or (here / MODEL_JSON).is_symlink():
-            continue
+        model_json = here / MODEL_JSON
+        if MODEL_JSON not in files or model_json.is_symlink() or not model_json.is_file():
+            continue  # a fifo would hang the read
         relative = here.relative_to(output_dir).as_posix()
         try:
-            model = parse_json((here / MODEL_JSON).read_bytes())
+            model = parse_json(model_json.read_bytes())
             for group in model.get("weightsManifest", []):
                 read.update(
                     posixpath.normpath(posixpath.join(relative, str(path)))
