@@ -716,3 +716,28 @@ def test_a_fifo_named_model_json_below_output_dir_never_hangs_the_clean_up(share
     assert set(state.shared_weights) == {
         f.path for r in state.records.values() for f in r.shared_files
     }
+
+
+def test_an_output_that_cannot_be_read_back_for_verification_is_converted_again(
+    shared: Path,
+) -> None:
+    """A verification in place reads a copy with its own shards; where the output cannot be
+    read back (a model.json tampered with, size and time kept) that signature is converted
+    again, and the rest of the build goes on."""
+    model_json = shared / "dist/m/classify/model.json"
+    stat = model_json.stat()
+    text = model_json.read_text()
+    model_json.write_text(text.replace('"shape": [8, 16]', '"shape": [1e999]', 1).ljust(len(text)))
+    os.utime(model_json, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    manifest = shared / "tfjs-build.yaml"
+    manifest.write_text(
+        manifest.read_text().replace("defaults:", "defaults:\n  verify: {atol: 0.001}")
+    )
+
+    done = run_cli("run", "--json", cwd=shared)
+
+    assert done.returncode == 0, done.stderr
+    statuses = statuses_of(done)
+    assert statuses.pop("m:classify") == "built"
+    assert set(statuses.values()) == {"verified"}
+    every_output_loads(shared)
