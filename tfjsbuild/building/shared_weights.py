@@ -32,7 +32,7 @@ from tfjsbuild.building.project import Project
 from tfjsbuild.building.removal import remove_unlisted_shards
 from tfjsbuild.building.staging import staging_root
 from tfjsbuild.errors import BuildError
-from tfjsbuild.files.artifacts import MODEL_JSON, OutputCheckError, file_sha256
+from tfjsbuild.files.artifacts import MODEL_JSON, OutputCheckError, OutputFile, content_hash
 from tfjsbuild.files.atomic import write_atomically
 from tfjsbuild.files.readback import InvalidData
 from tfjsbuild.files.shared_weights import (
@@ -45,12 +45,7 @@ from tfjsbuild.files.shared_weights import (
     read_model,
 )
 from tfjsbuild.planning.fingerprint import SHARED
-from tfjsbuild.stores.records import (
-    RecordedFile,
-    SignatureRecord,
-    output_change,
-    output_folder,
-)
+from tfjsbuild.stores.records import SignatureRecord, output_change, output_folder, record_files
 
 
 def share_weights(project: Project, budgets: Mapping[str, int | None]) -> list[str]:
@@ -143,8 +138,8 @@ def _write_shards(project: Project, layout: SharedLayout) -> None:
                 f"{output_dir / path} is not a shard tfjs-build wrote (it holds other bytes than "
                 "its name says, or is a link); move it away"
             )
-    for path, data in missing.items():
-        project.state.shared_weights[path] = hashlib.sha256(data).hexdigest()
+    for path in missing:
+        project.state.shared_weights[path] = layout.sha256[path]
     project.save()  # before any is written: a build killed now leaves none unaccounted for
     folder.mkdir(exist_ok=True)
     for path, data in missing.items():
@@ -164,42 +159,41 @@ def _relink(
     target = output_folder(manifest.root, manifest.output_dir, record.output)  # normalised
     folder = target.relative_to(manifest.output_dir).as_posix()
     wanted = from_folder(folder, layout.manifests[record.key])
-    shared = tuple(
+    shared = layout.files(
         dict.fromkeys(p for group in layout.manifests[record.key] for p in group["paths"])
     )
+    model_json = tuple(OutputFile(f.path, f.size, f.sha256) for f in record.files)
     if model.model.get("weightsManifest") != wanted or _own_shards(record):
-        text = json.dumps({**model.model, "weightsManifest": wanted}, allow_nan=False)
-        size = len(text.encode()) + sum(len(layout.shards[path]) for path in shared)
+        text = json.dumps({**model.model, "weightsManifest": wanted}, allow_nan=False).encode()
+        size = len(text) + sum(f.size for f in shared)
         if budget is not None and size > budget:
             return f"shared, it would be {size} bytes, over its max_bytes of {budget}"
         staging = staging_root(project) / f"shared-{record.model}-{record.signature}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         try:
-            (staging / MODEL_JSON).write_text(text, "utf-8")
+            (staging / MODEL_JSON).write_bytes(text)
             _check_same_weights(model, read_model(staging, manifest.output_dir, folder), record)
             # Until the new model.json is recorded, the record lists the shards of both: no
             # clean-up deletes what the one in place reads, if the build stops in between.
-            both = (*(f.path for f in record.shared_files), *shared)
-            record = replace(
-                record,
-                shared_files=_recorded(
-                    manifest.output_dir, tuple(dict.fromkeys(both)), record.shared_files
-                ),
-            )
+            new = {f.path for f in shared}
+            old = tuple(f for f in record.shared_files if f.path not in new)
+            both = (*old, *record_files(manifest.output_dir, shared))
+            record = replace(record, shared_files=both)
             project.state.records[record.key] = record
             project.save()
             swap_into_place(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    files = _recorded(target, (MODEL_JSON,), record.files)
-    shared_files = _recorded(manifest.output_dir, shared, record.shared_files)
+        model_json = (OutputFile(MODEL_JSON, len(text), hashlib.sha256(text).hexdigest()),)
+    files = record_files(target, model_json)
+    shared_files = record_files(manifest.output_dir, shared)
     if (files, shared_files) != (record.files, record.shared_files):
         project.state.records[record.key] = replace(
             record,
             files=files,
             shared_files=shared_files,
-            content_hash=laid_out_hash(files, shared_files),
+            content_hash=content_hash((*files, *shared_files)),
         )
         project.save()
     return None
@@ -215,33 +209,6 @@ def _check_same_weights(before: StoredModel, after: StoredModel, record: Signatu
 
     if weights(before) != weights(after):
         raise AssertionError(f"{record.key}: shared weights would change the model's weights")
-
-
-def _recorded(
-    folder: Path, paths: tuple[str, ...], known: tuple[RecordedFile, ...]
-) -> tuple[RecordedFile, ...]:
-    """The files at `paths` as a record keeps them; hashed unless `known` has them unchanged."""
-    by_path = {f.path: f for f in known}
-    files = []
-    for path in paths:
-        stat = (folder / path).stat()
-        same = by_path.get(path)
-        unchanged = same is not None and (same.size, same.mtime_ns) == (
-            stat.st_size,
-            stat.st_mtime_ns,
-        )
-        sha256 = same.sha256 if same is not None and unchanged else file_sha256(folder / path)
-        files.append(RecordedFile(path, stat.st_size, sha256, stat.st_mtime_ns))
-    return tuple(files)
-
-
-def laid_out_hash(files: tuple[RecordedFile, ...], shared: tuple[RecordedFile, ...]) -> str:
-    """The content hash of an output with shared shards (as `GraphModelOutput.content_hash`,
-    the shared ones by their path below output_dir)."""
-    digest = hashlib.sha256()
-    for item in (*files, *shared):
-        digest.update(f"{item.path}\0{item.sha256}\n".encode())
-    return digest.hexdigest()
 
 
 def standalone_copy(project: Project, record: SignatureRecord, folder: Path) -> Path:

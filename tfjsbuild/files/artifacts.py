@@ -8,7 +8,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tfjsbuild.errors import BuildError
 from tfjsbuild.files.readback import (
@@ -117,10 +117,23 @@ class GraphModelOutput:
 
     @property
     def content_hash(self) -> str:
-        digest = hashlib.sha256()
-        for item in self.files:
-            digest.update(f"{item.path}\0{item.sha256}\n".encode())
-        return digest.hexdigest()
+        return content_hash(self.files)
+
+
+class HashedFile(Protocol):
+    @property
+    def path(self) -> str: ...
+    @property
+    def sha256(self) -> str: ...
+
+
+def content_hash(files: Iterable[HashedFile]) -> str:
+    """An output's content hash (state, asset index, the loader's `?v=`): its files' paths and
+    digests, in order (shared shards by their path below output_dir)."""
+    digest = hashlib.sha256()
+    for item in files:
+        digest.update(f"{item.path}\0{item.sha256}\n".encode())
+    return digest.hexdigest()
 
 
 def file_sha256(path: Path) -> str:

@@ -20,12 +20,12 @@ import hashlib
 import math
 import posixpath
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tfjsbuild.files.artifacts import MODEL_JSON, OutputCheckError, weight_bytes
+from tfjsbuild.files.artifacts import MODEL_JSON, OutputCheckError, OutputFile, weight_bytes
 from tfjsbuild.files.json_types import JsonObject
 from tfjsbuild.files.readback import (
     InvalidData,
@@ -42,7 +42,11 @@ _SHARD_NAME = re.compile(rf"[0-9a-f]{{{_NAME_HEX}}}\.bin")
 
 def shard_name(data: bytes) -> str:
     """The file name a shared shard holding `data` has."""
-    return hashlib.sha256(data).hexdigest()[:_NAME_HEX] + ".bin"
+    return _name(hashlib.sha256(data).hexdigest())
+
+
+def _name(sha256: str) -> str:
+    return sha256[:_NAME_HEX] + ".bin"
 
 
 def is_shard_name(name: str) -> bool:
@@ -83,7 +87,6 @@ class StoredModel:
 
     model: JsonObject
     weights: tuple[Weight, ...]
-    shared: tuple[str, ...]  # the shared shards it reads, relative to output_dir
 
 
 def read_model(directory: Path, output_dir: Path, folder: str | None = None) -> StoredModel:
@@ -102,7 +105,6 @@ def read_model(directory: Path, output_dir: Path, folder: str | None = None) -> 
     if folder is None:
         folder = directory.relative_to(output_dir).as_posix()
     weights: list[Weight] = []
-    shared: list[str] = []
     for index, group in enumerate(groups):
         where = f"{model_json}: weightsManifest[{index}]"
         try:
@@ -111,28 +113,24 @@ def read_model(directory: Path, output_dir: Path, folder: str | None = None) -> 
             raise OutputCheckError(f"{where} has no paths and weights") from error
         parts = []
         for path in paths:
-            file, shared_as = _shard_file(directory, output_dir, folder, path, where)
-            if shared_as is not None:
-                shared.append(shared_as)
+            file = _shard_file(directory, output_dir, folder, path, where)
             try:
                 parts.append(file.read_bytes())
             except OSError as error:
                 raise OutputCheckError(f"{where}: cannot read {path!r}: {error}") from error
         weights += _cut(b"".join(parts), specs, where)
-    return StoredModel(model, tuple(weights), tuple(dict.fromkeys(shared)))
+    return StoredModel(model, tuple(weights))
 
 
-def _shard_file(
-    directory: Path, output_dir: Path, folder: str, path: Any, where: str
-) -> tuple[Path, str | None]:
-    """Where a listed shard is, and its shared path if it is a shared one. A path may leave the
-    model's folder only for a shared shard, reached through no symbolic link."""
+def _shard_file(directory: Path, output_dir: Path, folder: str, path: Any, where: str) -> Path:
+    """Where a listed shard is. A path may leave the model's folder only for a shared shard,
+    reached through no symbolic link."""
     try:
         text = as_str(path, where)
         if ".." not in text.split("/"):
-            return resolve_inside(directory, safe_relative_path(text, where), where), None
+            return resolve_inside(directory, safe_relative_path(text, where), where)
         shared = shared_path(posixpath.normpath(posixpath.join(folder, text)), where)
-        return resolve_inside(output_dir, shared, where), shared
+        return resolve_inside(output_dir, shared, where)
     except InvalidData as error:
         raise OutputCheckError(str(error)) from error
 
@@ -175,7 +173,12 @@ class SharedLayout:
     """Where every signature's weights go when shared."""
 
     shards: dict[str, bytes]  # shared path (relative to output_dir) -> its bytes
+    sha256: dict[str, str]  # shared path -> the SHA-256 of its bytes (its name's source)
     manifests: dict[str, list[JsonObject]]  # signature -> weightsManifest, paths as above
+
+    def files(self, paths: Iterable[str]) -> tuple[OutputFile, ...]:
+        """The shards at `paths` as outputs describe their files."""
+        return tuple(OutputFile(path, len(self.shards[path]), self.sha256[path]) for path in paths)
 
 
 def lay_out(models: Mapping[str, Sequence[Weight]], shard_sizes: Mapping[str, int]) -> SharedLayout:
@@ -202,6 +205,7 @@ def lay_out(models: Mapping[str, Sequence[Weight]], shard_sizes: Mapping[str, in
     for key in sorted(users):
         groups.setdefault(frozenset(users[key]), []).append(key)
     shards: dict[str, bytes] = {}
+    digests: dict[str, str] = {}
     manifests: dict[str, list[JsonObject]] = {signature: [] for signature in models}
     for group in sorted(groups, key=lambda g: (-len(g), sorted(g))):
         keys = groups[group]
@@ -210,13 +214,14 @@ def lay_out(models: Mapping[str, Sequence[Weight]], shard_sizes: Mapping[str, in
         paths = []
         for start in range(0, len(joined), size):
             chunk = joined[start : start + size]
-            path = f"{SHARED_WEIGHTS_DIR}/{shard_name(chunk)}"
-            shards[path] = chunk
+            sha256 = hashlib.sha256(chunk).hexdigest()
+            path = f"{SHARED_WEIGHTS_DIR}/{_name(sha256)}"
+            shards[path], digests[path] = chunk, sha256
             paths.append(path)
         for signature in sorted(group):
             group_specs = [specs[signature][key] for key in keys]
             manifests[signature].append({"paths": paths, "weights": group_specs})
-    return SharedLayout(shards, manifests)
+    return SharedLayout(shards, digests, manifests)
 
 
 def from_folder(folder: str, manifest: list[JsonObject]) -> list[JsonObject]:
