@@ -13,11 +13,14 @@
 5. Conversion speed: MobileNetV2 exported by Keras 3 (batch norms as multiplies and adds) and
    by Keras 2 (FusedBatchNormV3, which tensorflowjs folds in Python), with 3 and 10
    signatures: the converter loop against `tfjs-build run --force` with 1 and 2 workers, then
-   verified (the default; converted again too), with each phase's seconds per signature.
+   verified (the default; converted again too), with each phase's seconds per signature; then
+   the same two builds (`-j 2`) again with the fork server warm (TensorFlow imported by an
+   earlier build's server, as on a developer's machine after the first build).
 6. Planning an unchanged model with 1 GiB of variables (after one build recorded its stat data).
 
 Every number is wall time of a fresh process, as a build script would see it; verification is
-off except where a case says otherwise (the converter does not verify).
+off except where a case says otherwise (the converter does not verify). Every case runs without
+the fork server (`TFJS_BUILD_SERVER=off`: cold, as on CI) except the ones named "server warm".
 """
 
 from __future__ import annotations
@@ -57,9 +60,11 @@ models:
 QUANTIZED_CLASSIFY = "      classify: {quantization: {float16: ['*']}}"
 
 
-def timed(command: list[str], cwd: Path) -> float:
+def timed(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    done = subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
@@ -246,6 +251,37 @@ def speed_case(work: Path, keras: str, count: int) -> list[tuple[str, float, str
     PHASES[f"Keras {keras}, {count} signatures"] = phases(
         [s["timings"] for s in report["signatures"]]
     )
+    return rows + warm_server_cases(work, loop, label)
+
+
+def warm_server_cases(work: Path, loop: float, label: str) -> list[tuple[str, float, str]]:
+    """`run --force -j 2`, unverified then verified, with a fork server that an earlier build
+    started (this one's first build warms it up and is not counted)."""
+    folder = Path(tempfile.mkdtemp(prefix="tfjs-srv-"))
+    server = {"TFJS_BUILD_SERVER": "on", "TFJS_BUILD_SERVER_DIR": str(folder)}
+    manifest = (work / "tfjs-build.yaml").read_text()
+    unverified = manifest.replace(
+        "models:\n", "defaults:\n  verify: {enabled: false}\nmodels:\n", 1
+    )
+    rows = []
+    try:
+        for name, text in (
+            ("run -j 2, server warm", unverified),
+            ("run, verified, server warm", manifest),
+        ):
+            (work / "tfjs-build.yaml").write_text(text)
+            command = [str(BIN / "tfjs-build"), "run", "-q", "--force", "-j", "2"]
+            timed(command, work, server)  # starts the server (or, the second time, only warms)
+            seconds = timed(command, work, server)
+            rows.append((f"tfjs-build {name}, {label}", seconds, f"{loop / seconds:.2f}x faster"))
+    finally:
+        (work / "tfjs-build.yaml").write_text(manifest)
+        subprocess.run(
+            [str(BIN / "tfjs-build"), "server", "stop"],
+            env={**os.environ, **server},
+            capture_output=True,
+        )
+        shutil.rmtree(folder, ignore_errors=True)
     return rows
 
 
@@ -309,6 +345,7 @@ def main() -> None:
     parser.add_argument("--skip-big", action="store_true", help="skip the 1 GiB planning case")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="tfjs-build-bench-"))
+    os.environ["TFJS_BUILD_SERVER"] = "off"  # cold builds, but for the "server warm" cases
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     print(f"work folder: {work}  (cores: {os.cpu_count()})")

@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -47,12 +48,23 @@ VERIFY_REQUEST = {
     "backends": {"auto": {"atol": 1e-4, "rtol": 1e-3}},
 }
 os.environ["TFJS_BUILD_TFJS_RUNTIME"] = str(TFJS_RUNTIME)
+# Builds start their own workers, unless a test asks for the fork server (or the whole session
+# does: `TFJS_BUILD_SERVER=on pytest`). Servers live in this session's own folder (a short path:
+# a Unix socket's is at most ~100 bytes) and are stopped when the session ends.
+os.environ.setdefault("TFJS_BUILD_SERVER", "off")
+os.environ.setdefault("TFJS_BUILD_SERVER_DIR", tempfile.mkdtemp(prefix="tfjs-build-servers-"))
 if not (TFJS_RUNTIME / "node_modules" / "@tensorflow" / "tfjs").is_dir():
     pytest.exit(
         f"the TensorFlow.js runtime is not installed: run `npm ci --prefix {TFJS_RUNTIME}` "
         "(.ci/run does)",
         returncode=2,
     )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from tfjsbuild.building import fork_server
+
+    fork_server.stop_servers(os.environ)
 
 
 @pytest.fixture(scope="session")

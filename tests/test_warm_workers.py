@@ -54,7 +54,7 @@ class Recorder:
         self.starting: list[int] = []
         self.working_on: set[tuple[str, str]] = set()
 
-    def build_started(self, items: Sequence[PlanItem], jobs: int, starting: int) -> None:
+    def build_started(self, items: Sequence[PlanItem], jobs: int, starting: int, how: str) -> None:
         self.starting.append(starting)
 
     def notice(self, text: str) -> None:

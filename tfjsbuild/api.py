@@ -6,6 +6,7 @@ One short function per verb. Data flows one way: manifest -> targets -> fingerpr
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -17,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tfjsbuild.building import fork_server
 from tfjsbuild.building.executors import KeptWorkers
+from tfjsbuild.building.fork_server import ServerStatus
 from tfjsbuild.building.removal import remove_built_files, remove_state_folders
 from tfjsbuild.building.results import Reporter, ReportRow, SignatureResult
 from tfjsbuild.building.run import (
@@ -280,6 +283,18 @@ def cache_prune(
         for s in _cache_stores(manifests, all_dirs, cache)
         if s.writable
     ]
+
+
+def servers() -> list[ServerStatus]:
+    """This user's fork servers (each keeps TensorFlow imported for the workers it forks), and
+    whether builds started from this process would use each (`current`)."""
+    return fork_server.servers(os.environ)
+
+
+def stop_servers() -> list[ServerStatus]:
+    """Stop this user's fork servers: no build uses them from now on, and each exits once the
+    workers it forked have ended. The ones stopped."""
+    return fork_server.stop_servers(os.environ)
 
 
 def inspect_saved_model(path: str | Path, *, paranoid: bool = False) -> SavedModelDescription:

@@ -211,7 +211,9 @@ def _convert_all(
             task = _task(index, item, staging, projects[item.manifest], runtime, build)
             tasks[task.key] = (item, task)
         pool = start_executor(executor, worker_count, log_path, ray_address, workers)
-        reporter.build_started(builds, worker_count, pool.workers_to_start(len(tasks)))
+        starting = pool.workers_to_start(len(tasks))
+        how = pool.how_workers_start() if starting else ""
+        reporter.build_started(builds, worker_count, starting, how)
         try:
             results = _run_tasks(tasks, pool, projects, fail_fast, reporter)
         except BaseException:

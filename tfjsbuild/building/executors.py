@@ -29,6 +29,10 @@ class TaskExecutor(Protocol):
         submitted now start."""
         ...
 
+    def how_workers_start(self) -> str:
+        """What starting one costs, for the build's first line: "importing TensorFlow"."""
+        ...
+
     def running(self) -> dict[str, str]:
         """The tasks being worked on now, by key, with what is being done ("converting"):
         for the progress line; empty where it cannot be known (Ray)."""
@@ -85,6 +89,9 @@ class _KeptPool:
 
     def workers_to_start(self, task_count: int) -> int:
         return self.pool.workers_to_start(task_count)
+
+    def how_workers_start(self) -> str:
+        return self.pool.how_workers_start()
 
     def running(self) -> dict[str, str]:
         return self.pool.running()

@@ -2,15 +2,13 @@
 
 A worker that dies (`os._exit`, a segfault, the OOM killer) or overruns its task's time limit
 fails only the task it was running, is replaced by a fresh one, and every other task, running
-or queued, goes on. Workers die with the parent (`PR_SET_PDEATHSIG`), never see the terminal's
-Ctrl-C (they run in their own process group; the parent stops them), and keep their loaded
-model for the next task of the same source: a free worker is given such a task first. A worker
-that has grown past the pool's memory limit after a task is retired (killed: its task is
-done), and the next task gets a fresh one. A pool may serve several builds (watch keeps one):
-between them, `end_build` retires the workers that imported a python: source's code.
-
-The parent's end: `WorkerPool` queues tasks, hands them to workers and resolves their futures;
-a process's start, kill and stack dump are `worker_process`'s, the worker's end is
+or queued, goes on. Workers die with the build, never see the terminal's Ctrl-C (they run in
+their own process group; the parent stops them), and keep their loaded model for the next task
+of the same source: a free worker is given such a task first. A worker grown past the pool's
+memory limit after a task is retired. A pool may serve several builds (watch keeps one):
+between them, `end_build` retires the workers that imported a python: source's code. Here: `WorkerPool` queues tasks, hands them to workers
+and resolves their futures; a process's start (forked by the fork server, or a new
+interpreter), kill and stack dump are `worker_process`'s, the worker's end is
 `tfjsbuild.worker.serve`. Nothing here imports TensorFlow, writes state or moves outputs.
 """
 
@@ -28,6 +26,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
+from tfjsbuild.building import fork_server
 from tfjsbuild.building.worker_process import (
     STOP_WAIT,
     WorkerProcess,
@@ -119,6 +118,9 @@ class WorkerPool:
         """How many worker processes submitting `task_count` tasks now starts (a snapshot of
         the list, which only the pool's thread changes)."""
         return max(0, min(self.worker_count, task_count) - len(self._workers))
+
+    def how_workers_start(self) -> str:
+        return fork_server.how_workers_start(os.environ)
 
     def end_build(self) -> None:
         """A build is over and the pool serves the next: retire the workers that may not

@@ -95,6 +95,9 @@ class RayExecutor:
     def workers_to_start(self, task_count: int) -> int:
         return 0  # Ray starts (and keeps) its own workers
 
+    def how_workers_start(self) -> str:
+        return "on Ray"
+
     def running(self) -> dict[str, str]:
         return {}  # which of the submitted tasks Ray has started is not known here
 

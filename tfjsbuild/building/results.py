@@ -81,9 +81,10 @@ class SizedFile(Protocol):
 
 
 class Reporter(Protocol):
-    def build_started(self, items: Sequence[PlanItem], jobs: int, starting: int) -> None:
-        """`items` go to `jobs` workers, of which `starting` local processes start now
-        (importing TensorFlow; 0 when kept workers are warm, or on Ray)."""
+    def build_started(self, items: Sequence[PlanItem], jobs: int, starting: int, how: str) -> None:
+        """`items` go to `jobs` workers, of which `starting` local processes start now (0 when
+        kept workers are warm, or on Ray), `how` ("importing TensorFlow", "forked from the
+        server, TensorFlow imported")."""
         ...
 
     def signature_finished(self, result: SignatureResult) -> None: ...

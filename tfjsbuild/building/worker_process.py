@@ -1,7 +1,8 @@
 """One local worker process, seen from the parent: how it is started, killed, and how it ended.
 
-A worker runs `tfjsbuild.worker.serve` in a fresh interpreter (`BOOTSTRAP`), in its own process
-group, with a socket to the parent and an unlinked file its stacks are dumped into. Which task a
+A worker runs `tfjsbuild.worker.serve`, forked by the fork server (`fork_server`) or in a fresh
+interpreter (`BOOTSTRAP`), in its own process group, with a socket to the parent and an unlinked
+file its stacks are dumped into. Which task a
 worker runs, and when it is replaced, is `local_pool`'s business; this module imports no
 TensorFlow and never looks at a task. How much memory a worker may hold is said here too.
 """
@@ -25,6 +26,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO, Self
 
+from tfjsbuild.building import fork_server
+from tfjsbuild.building.fork_server import ForkedWorker
 from tfjsbuild.errors import UsageError
 
 # After a SIGUSR1, how long a worker that overran its time limit may take to write its stacks.
@@ -49,39 +52,27 @@ DUMP_FRAME = re.compile(r'^\s*File "(.+)", line (\d+) in ', re.MULTILINE)
 
 @dataclass
 class WorkerProcess:
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | ForkedWorker
     connection: Connection
     dump: IO[bytes]  # an unlinked file the worker's stacks are written to
     exited: int | None  # a pidfd, readable once the process has exited (None: not supported)
 
     @classmethod
     def start(cls, log_path: Path) -> Self:
-        """A new worker, its output appended to `log_path`."""
+        """A new worker, its output appended to `log_path`: forked by the fork server where
+        there is one (TensorFlow already imported), else a fresh interpreter."""
         ours, theirs = socket.socketpair()
         dump = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
-        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        process: subprocess.Popen[bytes] | ForkedWorker | None = None
         try:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    BOOTSTRAP,
-                    json.dumps([str(entry) for entry in sys.path], allow_nan=False),
-                    str(theirs.fileno()),
-                    str(dump.fileno()),
-                    str(os.getpid()),
-                    str(log_path),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                pass_fds=(theirs.fileno(), dump.fileno()),
-                # Its own process group: the terminal's Ctrl-C reaches only the parent, which
-                # stops the workers itself (a worker still starting up would print a traceback).
-                process_group=0,
-            )
+            if fork_server.enabled(os.environ):
+                try:
+                    process = fork_server.fork_worker(theirs, dump, log_path)
+                except fork_server.ServerUnavailable as why:
+                    _log(log_path, f"no fork server: {why}; starting a worker")
+            if process is None:
+                process = _spawn(log_path, theirs, dump)
         finally:
-            os.close(log)
             theirs.close()
         exited: int | None = None
         with contextlib.suppress(AttributeError, OSError):
@@ -123,6 +114,38 @@ class WorkerProcess:
             self.exited = None
 
 
+def _spawn(log_path: Path, theirs: socket.socket, dump: IO[bytes]) -> subprocess.Popen[bytes]:
+    """A worker in a fresh interpreter: it imports TensorFlow itself."""
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                BOOTSTRAP,
+                json.dumps([str(entry) for entry in sys.path], allow_nan=False),
+                str(theirs.fileno()),
+                str(dump.fileno()),
+                str(os.getpid()),
+                str(log_path),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            pass_fds=(theirs.fileno(), dump.fileno()),
+            # Its own process group: the terminal's Ctrl-C reaches only the parent, which
+            # stops the workers itself (a worker still starting up would print a traceback).
+            process_group=0,
+        )
+    finally:
+        os.close(log)
+
+
+def _log(log_path: Path, text: str) -> None:
+    with contextlib.suppress(OSError), open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"tfjs-build: {text}\n")
+
+
 def memory_limit_from(environ: Mapping[str, str]) -> int:
     """The memory limit of a worker, in bytes: TFJS_BUILD_WORKER_MEMORY_MB, else 4 GiB."""
     text = environ.get(MEMORY_VARIABLE, "").strip()
@@ -145,14 +168,16 @@ def memory_text(size: int) -> str:
     return f"{size} bytes"
 
 
-def kill(process: subprocess.Popen[bytes]) -> None:
+def kill(process: subprocess.Popen[bytes] | ForkedWorker) -> None:
     """SIGKILL a worker and what it started (Node.js verifying, the user's own children).
 
-    Its process group is its pid (`process_group=0`), which no other process can take while
-    the worker is not yet waited for.
+    Its process group is its pid (`process_group=0`, or `setpgid` once forked), which no other
+    process can take while the worker is not yet waited for (a forked one's exit status comes
+    from the server, which waits for it: its group is killed only while it has not exited).
     """
-    with contextlib.suppress(OSError):
-        os.killpg(process.pid, signal.SIGKILL)
+    if not isinstance(process, ForkedWorker) or process.poll() is None:
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, signal.SIGKILL)
     process.kill()
 
 

@@ -15,7 +15,17 @@ from typing import TextIO
 
 from rich.console import Console
 
-from tfjsbuild.cli.commands import cache, clean, inspect, plan, report, run, validate, watch
+from tfjsbuild.cli.commands import (
+    cache,
+    clean,
+    inspect,
+    plan,
+    report,
+    run,
+    server,
+    validate,
+    watch,
+)
 from tfjsbuild.cli.options import CommandLineError, CommandParser
 from tfjsbuild.cli.output import Output
 from tfjsbuild.cli.streams import stdout_reserved
@@ -39,6 +49,7 @@ COMMANDS = (
     inspect.add_parser,
     report.add_parser,
     cache.add_parser,
+    server.add_parser,
 )
 
 Handler = Callable[[argparse.Namespace, Output], int]

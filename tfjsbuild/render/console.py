@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
+from tfjsbuild.building.fork_server import ServerStatus
 from tfjsbuild.building.results import ReportRow, SignatureResult
 from tfjsbuild.files.artifacts import TensorSpec, format_bytes
 from tfjsbuild.manifest.types import state_dir_for
 from tfjsbuild.planning.plan import PlanItem
 from tfjsbuild.render.words import (
+    duration_text,
     error_change_text,
     quantization_text,
     size_change_text,
@@ -48,10 +51,10 @@ class ConsoleReporter:
         self._progress: Any = None
         self._task: Any = None
 
-    def build_started(self, items: Sequence[PlanItem], jobs: int, starting: int) -> None:
+    def build_started(self, items: Sequence[PlanItem], jobs: int, starting: int, how: str) -> None:
         if self.quiet:
             return
-        self.console.print(_starting_line(items, jobs, starting))
+        self.console.print(_starting_line(items, jobs, starting, how))
         if self.console.is_terminal:
             self._start_progress(len(items))
 
@@ -115,7 +118,7 @@ def working_text(running: Mapping[str, str]) -> str:
     return f"{phase} {escape(key)}{more}"
 
 
-def _starting_line(items: Sequence[PlanItem], jobs: int, starting: int) -> str:
+def _starting_line(items: Sequence[PlanItem], jobs: int, starting: int, how: str) -> str:
     workers = "worker" if jobs == 1 else "workers"
     converts = sum(1 for item in items if item.action != "verify")
     verifies = len(items) - converts
@@ -125,7 +128,7 @@ def _starting_line(items: Sequence[PlanItem], jobs: int, starting: int) -> str:
     if verifies:  # built earlier, verified now as they are
         verb = "verifying" if converts else "Verifying"
         doing.append(f"{verb} {verifies} signature{'s' if verifies != 1 else ''}")
-    start = f", starting {starting} (importing TensorFlow)" if starting else ""
+    start = f", starting {starting} ({escape(how)})" if starting else ""
     return f"{' and '.join(doing)} with {jobs} {workers}{start}"
 
 
@@ -183,7 +186,7 @@ def _verified(verification: VerificationRecord | None) -> str:
 
 
 class SilentReporter:
-    def build_started(self, items: Sequence[PlanItem], jobs: int, starting: int) -> None:
+    def build_started(self, items: Sequence[PlanItem], jobs: int, starting: int, how: str) -> None:
         pass
 
     def signature_finished(self, result: SignatureResult) -> None:
@@ -366,6 +369,22 @@ def print_cache_stats(console: Console, caches: Sequence[CacheCounts]) -> None:
         console.print(
             f"{label} cache {escape(url)}: {stats['entries']} entries, {stats['blobs']} blobs, "
             f"{format_bytes(stats['bytes'])}"
+        )
+
+
+def print_servers(console: Console, servers: Sequence[ServerStatus], *, stopped: bool) -> None:
+    """`tfjs-build server status|stop`: each server, its age, memory and running workers."""
+    if not servers:
+        console.print("no fork server is running" if not stopped else "no fork server to stop")
+        return
+    now = time.time()
+    for server in servers:
+        memory = "" if server.resident_bytes is None else f", {format_bytes(server.resident_bytes)}"
+        use = "this installation's" if server.current else "another installation or environment's"
+        verb = "stopping" if stopped else "running"
+        console.print(
+            f"server pid {server.pid} ({use}) {verb}: started {duration_text(now - server.started)} ago"
+            f"{memory}, {server.workers} worker{'s' if server.workers != 1 else ''} running"
         )
 
 

@@ -130,6 +130,15 @@ def tools_text(tools: Mapping[str, str]) -> str:
     return ", ".join(f"{name} {version}" for name, version in tools.items())
 
 
+def duration_text(seconds: float) -> str:
+    """`45 s`, `12 min`, `3.5 h`: how long ago, or for how long."""
+    if seconds < 120:
+        return f"{max(0.0, seconds):.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def time_text(built_at: str | None) -> str:
     """A recorded UTC time to the minute ("2026-11-28 09:40 UTC"); "unknown" in older states."""
     return "unknown" if built_at is None else f"{built_at[:10]} {built_at[11:16]} UTC"

@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import faulthandler
 import os
+import select
 import signal
 import sys
 import threading
@@ -38,9 +39,18 @@ class TaskDone:
     outlives_build: bool
 
 
-def serve(connection_fd: int, dump_fd: int, parent_pid: int, log_path: str) -> None:
-    """A worker's life: run the tasks the parent sends, one at a time, until told to stop."""
-    _die_with_parent(parent_pid)
+def serve(
+    connection_fd: int, dump_fd: int, parent_pid: int, log_path: str, *, forked: bool = False
+) -> None:
+    """A worker's life: run the tasks the parent sends, one at a time, until told to stop.
+
+    `forked`: forked by the fork server (`fork_server`), whose child it is; the build it serves
+    (`parent_pid`) is watched instead.
+    """
+    if forked:
+        _die_with_build(parent_pid)
+    else:
+        _die_with_parent(parent_pid)
     init_worker(log_path)
     # A crash, or the parent's SIGUSR1 when the time limit is up, writes every Python thread's
     # stack to `dump_fd`: the parent reads the user's file and line from it.
@@ -111,6 +121,37 @@ def _die_with_parent(parent_pid: int) -> None:
         threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     if os.getppid() != parent_pid:
         os._exit(1)  # the parent died before prctl: nobody is left to give us work
+
+
+def _die_with_build(build_pid: int) -> None:
+    """A forked worker dies with the server (its parent) and with the build it serves: when the
+    build's process ends, this worker's process group is killed (it and what it started)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    threading.Thread(target=_watch_build, args=(build_pid,), daemon=True).start()
+
+
+def _watch_build(build_pid: int) -> None:
+    try:
+        exited = os.pidfd_open(build_pid)
+    except ProcessLookupError:
+        os.killpg(0, signal.SIGKILL)
+    except (AttributeError, OSError):  # no pidfd here: ask every second
+        while _alive(build_pid):
+            time.sleep(1)
+    else:
+        select.select([exited], [], [])
+    os.killpg(0, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # there, but not ours to signal
+    return True
 
 
 def _watch_parent(parent_pid: int) -> None:
