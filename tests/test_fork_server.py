@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -38,7 +39,7 @@ def build():
         "pgid": os.getpgid(0),
         "cwd": os.getcwd(),
         "umask": umask,
-        "probe": os.environ.get("PROBE_VALUE"),
+        "probe": os.environ.get("TFJS_BUILD_PROBE_VALUE"),
         "parent": Path(f"/proc/{os.getppid()}/cmdline").read_text().replace("\\0", " "),
         "scale": SCALE,
     }
@@ -149,7 +150,7 @@ def test_a_forked_worker_takes_the_builds_environment(
         done = subprocess.run(
             [sys.executable, "-m", "tfjsbuild", "run", "--force"],
             cwd=tmp_path,
-            env={**os.environ, **servers, "PROBE_VALUE": value, **more},
+            env={**os.environ, **servers, "TFJS_BUILD_PROBE_VALUE": value, **more},
             preexec_fn=lambda: os.umask(0o027),
             capture_output=True,
             text=True,
@@ -166,8 +167,9 @@ def test_a_forked_worker_takes_the_builds_environment(
     assert first["cwd"] == str(tmp_path)
     assert first["umask"] == 0o027
     assert first["probe"] == "one"
+    # tfjs-build's own variables are not part of the key: the same server, the build's value.
     second = build("two")
-    assert (second["ppid"], second["probe"]) == (server.pid, "two")  # same server, new value
+    assert (second["ppid"], second["probe"]) == (server.pid, "two")
     # A variable TensorFlow may read as it is imported: another server, started for it.
     third = build("three", TF_TFJS_BUILD_TEST="1")
     assert third["ppid"] != server.pid and third["probe"] == "three"
@@ -242,6 +244,8 @@ def test_a_forked_worker_that_dies_is_reported_as_a_fresh_one_is(
     failed = run_cli("run", cwd=tmp_path, env=servers)
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert said in failed.stdout
+    log = (tmp_path / STATE / "worker.log").read_text()
+    assert "ready: TensorFlow imported in 0.0 s" in log and "no fork server" not in log  # forked
     [server] = _running(servers)  # one crashing worker leaves the server as it was
     assert server.workers == 0
 
@@ -297,19 +301,121 @@ def test_an_idle_server_exits(
     assert not list(Path(servers["TFJS_BUILD_SERVER_DIR"]).glob("*.sock"))
 
 
+# Answers whatever it is asked with ANSWER (a line of JSON), at the socket given.
+FAKE_SERVER = """
+import socket, sys
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind(sys.argv[1])
+listener.listen(8)
+print("ready", flush=True)
+while True:
+    client, _ = listener.accept()
+    client.recv(1 << 20)
+    client.sendall(sys.argv[2].encode() + b"\\n")
+    client.close()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "answer", ['{"pid": -1}', '{"pid": 0}', '{"pid": 1}', '{"pid": true}', "["]
+)
+def test_whatever_answers_at_the_socket_never_chooses_what_the_build_signals(
+    project: Callable[..., Path], tmp_path: Path, servers: dict[str, str], answer: str
+) -> None:
+    _probe_project(tmp_path, project)
+    run_cli("run", cwd=tmp_path, check=True, env=servers)
+    [server] = _running(servers)
+    fork_server.stop_servers({**os.environ, **servers})
+    path = Path(servers["TFJS_BUILD_SERVER_DIR"]) / f"{server.key}.sock"
+    deadline = time.monotonic() + 10
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    fake = subprocess.Popen(
+        [sys.executable, "-c", FAKE_SERVER, str(path), answer], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert fake.stdout is not None and fake.stdout.readline() == "ready\n"
+        # A pid of -1 or 0 signalled would kill this test's own processes, or every one.
+        done = run_cli("run", "--force", cwd=tmp_path, check=True, env=servers)
+        assert "starting 1 (starting the server" in done.stdout  # its status answer is no pid
+        assert "-m tfjsbuild run" in str(_seen(tmp_path)["parent"])  # a worker it started
+        log = (tmp_path / STATE / "worker.log").read_text()
+        assert "no fork server: " in log, log
+        assert fake.poll() is None
+    finally:
+        fake.kill()
+        fake.wait()
+
+
+@pytest.mark.slow
+def test_a_stopped_server_delays_a_build_but_never_hangs_or_doubles_it(
+    project: Callable[..., Path], tmp_path: Path, servers: dict[str, str]
+) -> None:
+    _probe_project(tmp_path, project)
+    run_cli("run", cwd=tmp_path, check=True, env=servers)
+    [server] = _running(servers)
+    os.kill(server.pid, signal.SIGSTOP)  # as a frozen cgroup or `docker pause` would
+    try:
+        start = time.monotonic()
+        done = run_cli("run", "--force", cwd=tmp_path, check=True, env=servers, timeout=120)
+        assert time.monotonic() - start < 90
+        assert "-m tfjsbuild run" in str(_seen(tmp_path)["parent"])
+        log = (tmp_path / STATE / "worker.log").read_text()
+        assert "did not fork a worker" in log, done.stdout + log
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    # The request it took late forks a worker for a build that gave up on it: that worker must
+    # not run (it is killed, or finds the build's end of its socket closed and exits).
+    deadline = time.monotonic() + 20
+    while _running(servers)[0].workers and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [(s.pid, s.workers) for s in _running(servers)] == [(server.pid, 0)]
+
+
+@pytest.mark.slow
+def test_a_malformed_request_leaves_the_server_serving(
+    project: Callable[..., Path], tmp_path: Path, servers: dict[str, str]
+) -> None:
+    _probe_project(tmp_path, project)
+    run_cli("run", cwd=tmp_path, check=True, env=servers)
+    [server] = _running(servers)
+    path = Path(servers["TFJS_BUILD_SERVER_DIR"]) / f"{server.key}.sock"
+    for request in (b"[" * 200_000 + b"\n", b'{"op": "fork"}\n', b"\xff\n", b""):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(path))
+            client.sendall(request)
+            client.shutdown(socket.SHUT_WR)
+            client.settimeout(10)
+            while client.recv(4096):
+                pass
+    assert [s.pid for s in _running(servers)] == [server.pid]
+    run_cli("run", "--force", cwd=tmp_path, check=True, env=servers)
+    assert _seen(tmp_path)["ppid"] == server.pid
+
+
 def test_whether_a_build_uses_a_server() -> None:
     assert fork_server.enabled({})
     assert not fork_server.enabled({"CI": "true"})
     assert fork_server.enabled({"CI": "false"})
     assert fork_server.enabled({"CI": "true", "TFJS_BUILD_SERVER": "on"})
+    assert not fork_server.enabled({"JENKINS_URL": "http://ci/"})
+    assert not fork_server.enabled({"TF_BUILD": "True"})  # Azure Pipelines
     for off in ("0", "off", "OFF", "false", "no"):
         assert not fork_server.enabled({"TFJS_BUILD_SERVER": off})
 
 
-def test_what_makes_another_server() -> None:
-    base = {"HOME": "/home/a", "PATH": "/usr/bin"}
+def test_what_makes_another_server(tmp_path: Path) -> None:
+    base = {"HOME": str(tmp_path), "PATH": "/usr/bin"}
     key = fork_server.server_key(base)
-    assert fork_server.server_key({**base, "HOME": "/home/b", "PROBE": "1"}) == key
-    assert fork_server.server_key({**base, "TFJS_BUILD_SERVER": "on"}) == key
-    for keyed in ("TF_ENABLE_ONEDNN_OPTS", "CUDA_VISIBLE_DEVICES", "PYTHONHASHSEED", "LD_PRELOAD"):
+    # What a terminal changes, and tfjs-build's own settings (each worker gets them as forked).
+    for same in ("PWD", "SHLVL", "TERM", "SSH_CONNECTION", "TFJS_BUILD_WORKER_MEMORY_MB"):
+        assert fork_server.server_key({**base, same: "1"}) == key, same
+    # Anything an import may read: TensorFlow's, Keras's, Python's, the time zone, the locale.
+    for keyed in ("TF_ENABLE_ONEDNN_OPTS", "CUDA_VISIBLE_DEVICES", "PYTHONHASHSEED", "TZ", "LANG"):
         assert fork_server.server_key({**base, keyed: "1"}) != key, keyed
+    assert fork_server.server_key({**base, "HOME": str(tmp_path / "other")}) != key
+    # Keras reads ~/.keras/keras.json as it is imported (floatx: float64 changes the graph).
+    (tmp_path / ".keras").mkdir()
+    (tmp_path / ".keras/keras.json").write_text('{"floatx": "float64"}')
+    assert fork_server.server_key(base) != key

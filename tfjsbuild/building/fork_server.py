@@ -19,10 +19,9 @@ import hashlib
 import json
 import os
 import resource
-import select
-import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -32,19 +31,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from tfjsbuild.building.forked_worker import STATUS_WAIT, ForkedWorker
+
 VARIABLE = "TFJS_BUILD_SERVER"  # off: no server; on: one even where CI is set
 DIR_VARIABLE = "TFJS_BUILD_SERVER_DIR"
 IDLE_VARIABLE = "TFJS_BUILD_SERVER_IDLE_SECONDS"
 DEFAULT_IDLE = 3 * 3600.0  # as Bazel's and Gradle's servers
 START_WAIT = 10.0  # seconds for a started server to bind its socket (TensorFlow comes later)
-READY_WAIT = 60.0  # seconds for a server to answer a fork (its import of TensorFlow first)
-STATUS_WAIT = 5.0  # seconds a worker's exit status may lag behind its exit
-# Read by TensorFlow, its libraries or Python as they start: part of a server's key.
-KEYED_PREFIXES = (
-    *("TF_", "TFJS_", "CUDA", "XLA_", "OMP_", "KMP_", "MKL", "OPENBLAS", "LD_"),
-    *("PYTHON", "JAX_", "KERAS_", "TPU_"),
+READY_WAIT = 20.0  # seconds for a server to answer a fork (its import of TensorFlow first)
+CONNECT_WAIT = 5.0  # seconds for a connection to be taken (a stopped server never takes it)
+MAX_SERVERS = 3  # a user's servers in one folder: starting one more stops the least used
+# Every environment variable is part of a server's key (any may be read as TensorFlow, Keras or
+# their libraries are imported) but these, which a terminal or session changes and no import
+# reads, and tfjs-build's own (read by the build, and given to each worker as it is forked).
+VOLATILE = frozenset(
+    {"PWD", "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES", "PS1", "PS2", "PROMPT_COMMAND", "MAIL"}
+    | {"DISPLAY", "WINDOWID", "STY", "WINDOW", "LS_COLORS", "GPG_TTY", "SSH_AUTH_SOCK"}
+    | {"DBUS_SESSION_BUS_ADDRESS", "KRB5CCNAME", "HISTFILE", "HISTSIZE", "HISTCONTROL"}
 )
+VOLATILE_PREFIXES = ("TFJS_BUILD_", "SSH_", "TERM", "TMUX", "XDG_SESSION_", "XDG_SEAT", "LC_TERM")
 OFF = ("0", "off", "false", "no")
+# CI systems that do not set CI: Jenkins, Azure Pipelines, TeamCity, AWS CodeBuild.
+CI_MARKS = ("JENKINS_URL", "TF_BUILD", "TEAMCITY_VERSION", "CODEBUILD_BUILD_ID")
 BOOTSTRAP = (
     "import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
     "from tfjsbuild.worker.fork_server import main; "
@@ -62,6 +70,7 @@ class ServerStatus:
     current: bool  # builds started from here now would use it
     workers: int  # workers it forked that are still running
     started: float  # when, as time.time()
+    last_used: float  # its last request, as time.time()
     resident_bytes: int | None
 
 
@@ -70,12 +79,14 @@ class ServerUnavailable(Exception):
 
 
 def enabled(environ: Mapping[str, str]) -> bool:
-    """TFJS_BUILD_SERVER, else on unless CI is set (a CI job's machine starts cold anyway, and
-    nothing should outlive its build there)."""
+    """TFJS_BUILD_SERVER, else on except on CI (a CI job's machine starts cold, and nothing
+    should outlive its job there): `CI` set to anything but a no, or a CI system's own mark."""
     setting = environ.get(VARIABLE, "").strip().lower()
     if setting:
         return setting not in OFF
-    return environ.get("CI", "").strip().lower() in ("", *OFF)
+    if environ.get("CI", "").strip().lower() not in ("", *OFF):
+        return False
+    return not any(environ.get(mark, "").strip() for mark in CI_MARKS)
 
 
 def server_dir(environ: Mapping[str, str]) -> Path:
@@ -105,83 +116,57 @@ def server_key(environ: Mapping[str, str]) -> str:
 
 
 def _key_parts(environ: Mapping[str, str]) -> list[object]:
+    """Everything a worker forked from a server shares with it, and a fresh worker would take
+    from this process: what is imported and how (code, packages, the environment and files
+    read on import), and the process's place and limits (control group, namespaces, resource
+    limits, niceness, CPUs)."""
     code = Path(__file__).resolve().parents[1]  # tfjsbuild/
-    sources = sorted(code.rglob("*.py"))
     code_digest = hashlib.sha256()
-    for path in sources:
+    for path in sorted(code.rglob("*.py")):
         code_digest.update(str(path.relative_to(code)).encode() + b"\0" + path.read_bytes())
     installed = []
-    for entry in sys.path:
-        with contextlib.suppress(OSError):
-            installed.append(sorted(n for n in os.listdir(entry or ".") if n.endswith("-info")))
-    limits = [resource.getrlimit(getattr(resource, n)) for n in dir(resource) if n[:7] == "RLIMIT_"]
-    cgroup = ""
-    with contextlib.suppress(OSError):
-        cgroup = Path("/proc/self/cgroup").read_text()
-    keyed = {n: v for n, v in environ.items() if n.startswith(KEYED_PREFIXES) and n != VARIABLE}
-    return [sys.executable, sys.path, code_digest.hexdigest(), installed, limits, cgroup, keyed]
-
-
-class ForkedWorker:
-    """A worker forked by the server, with what `subprocess.Popen` offers the pool: its pid,
-    `poll`, `wait`, `kill` and `send_signal`. Its exit status comes from the server."""
-
-    def __init__(self, pid: int, channel: socket.socket) -> None:
-        self.pid = pid
-        self.returncode: int | None = None
-        self._channel = channel
-        self._pending = b""
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            self._read_status(0.0)
-            if self.returncode is None and not _alive(self.pid):
-                self._read_status(STATUS_WAIT)  # exited: the server says how, at once
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise subprocess.TimeoutExpired(f"worker pid {self.pid}", timeout or 0.0)
-            self._read_status(1.0 if left is None else min(1.0, left))
-        return self.returncode if self.returncode is not None else -signal.SIGKILL
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
-
-    def send_signal(self, number: int) -> None:
-        if self.poll() is None:
+    for entry in map(str, sys.path):
+        if "-packages" in entry:  # site- or dist-packages: what is installed, .pth files too
             with contextlib.suppress(OSError):
-                os.kill(self.pid, number)
+                installed.append(sorted(os.listdir(entry)))
+    limits = [resource.getrlimit(getattr(resource, n)) for n in dir(resource) if n[:7] == "RLIMIT_"]
+    place = [_read("/proc/self/cgroup"), os.getpriority(os.PRIO_PROCESS, 0)]
+    with contextlib.suppress(AttributeError, OSError):
+        place.append(sorted(os.sched_getaffinity(0)))
+    for namespace in ("mnt", "pid", "net", "user", "uts", "ipc", "cgroup"):
+        with contextlib.suppress(OSError):
+            place.append(os.readlink(f"/proc/self/ns/{namespace}"))
+    keyed = {
+        name: value
+        for name, value in environ.items()
+        if name not in VOLATILE and not name.startswith(VOLATILE_PREFIXES)
+    }
+    keras_home = environ.get("KERAS_HOME") or str(Path(environ.get("HOME", "~")) / ".keras")
+    keras = _read(str(Path(keras_home).expanduser() / "keras.json"))  # read on import
+    paths = [str(entry) for entry in sys.path]
+    return [sys.executable, paths, code_digest.hexdigest(), installed, limits, place, keyed, keras]
 
-    def _read_status(self, timeout: float) -> None:
-        ready, _, _ = select.select([self._channel], [], [], timeout)
-        if not ready:
-            return
-        try:
-            data = self._channel.recv(4096)
-        except OSError:
-            data = b""
-        if not data:  # the server is gone, and with it (parent-death signal) the worker
-            if not _alive(self.pid):
-                self.returncode = -signal.SIGKILL
-                self._channel.close()
-            return
-        self._pending += data
-        if b"\n" in self._pending:
-            try:
-                status = json.loads(self._pending.split(b"\n", 1)[0])["status"]
-            except (ValueError, TypeError, KeyError):
-                status = None  # a server that makes no sense: as if it were gone
-            self.returncode = status if isinstance(status, int) else -signal.SIGKILL
-            self._channel.close()
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def fork_worker(connection: socket.socket, dump: IO[bytes], log_path: Path) -> ForkedWorker:
     """A worker forked by this build's server (started if there is none), talking on
-    `connection` and dumping its stacks into `dump`; ServerUnavailable says why not."""
+    `connection` and dumping its stacks into `dump`; ServerUnavailable says why not (then the
+    server may still fork one later, on these descriptors: the caller must not reuse them)."""
+    try:
+        return _fork_worker(connection, dump, log_path)
+    except ServerUnavailable:
+        raise
+    except Exception as error:  # whatever it is, the build starts its worker itself
+        raise ServerUnavailable(f"{type(error).__name__}: {error}") from None
+
+
+def _fork_worker(connection: socket.socket, dump: IO[bytes], log_path: Path) -> ForkedWorker:
     environ = os.environ
     folder = _own_folder(server_dir(environ))
     key = server_key(environ)
@@ -189,51 +174,74 @@ def fork_worker(connection: socket.socket, dump: IO[bytes], log_path: Path) -> F
     if len(os.fsencode(path)) > 100:
         raise ServerUnavailable(f"its socket's path is too long for a Unix socket: {path}")
     channel = _connect_or_start(folder, key, path, environ)
-    umask = os.umask(0)
-    os.umask(umask)
-    request = {
-        "op": "fork",
-        "env": dict(environ),
-        "sys_path": sys.path,
-        "cwd": os.getcwd(),
-        "umask": umask,
-        "parent_pid": os.getpid(),
-        "log_path": str(log_path),
-    }
     try:
+        server_pid = _server_pid(channel)
+        umask = os.umask(0)
+        os.umask(umask)
+        request = {
+            "op": "fork",
+            "env": dict(environ),
+            "sys_path": [str(entry) for entry in sys.path],
+            "cwd": os.getcwd(),
+            "umask": umask,
+            "parent_pid": os.getpid(),
+            "log_path": str(log_path),
+        }
         data = json.dumps(request, allow_nan=False).encode() + b"\n"
-        socket.send_fds(channel, [data], [connection.fileno(), dump.fileno()])
-        reply = _read_line(channel, READY_WAIT)
-    except (OSError, ValueError) as error:
-        channel.close()
-        raise ServerUnavailable(f"the server at {path} did not fork a worker: {error}") from None
-    pid = reply.get("pid")
-    if not isinstance(pid, int):
-        channel.close()
-        raise ServerUnavailable(f"the server at {path} answered {reply!r}")
-    return ForkedWorker(pid, channel)
+        try:
+            socket.send_fds(channel, [data], [connection.fileno(), dump.fileno()])
+            reply = _read_line(channel, READY_WAIT)
+        except TimeoutError:
+            raise ServerUnavailable(
+                f"the server at {path} did not fork a worker within {READY_WAIT:g} s"
+            ) from None
+        except (OSError, ValueError) as error:
+            raise ServerUnavailable(
+                f"the server at {path} did not fork a worker: {error}"
+            ) from None
+        pid = reply.get("pid")
+        if not isinstance(pid, int) or isinstance(pid, bool):
+            raise ServerUnavailable(f"the server at {path} answered {reply!r}")
+        return ForkedWorker(pid, channel, server_pid)
+    except BaseException:
+        channel.close()  # a fork it still makes cannot tell us its pid: the server kills it
+        raise
+
+
+def _server_pid(channel: socket.socket) -> int:
+    """The pid of the server at the other end, checked to run as this user (Linux)."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return -1
+    pid, uid, _ = struct.unpack("3i", channel.getsockopt(socket.SOL_SOCKET, option, 12))
+    if uid != os.getuid():
+        raise ServerUnavailable(f"the process at its socket runs as user {uid}, not as this one")
+    return int(pid)
 
 
 def how_workers_start(environ: Mapping[str, str]) -> str:
     """What starting a worker costs now, as the build's first line says it."""
     if not enabled(environ):
         return "importing TensorFlow"
-    path = server_dir(environ) / f"{server_key(environ)}.sock"
-    with contextlib.suppress(OSError, ValueError):
-        if "pid" in ask(path, {"op": "status"}):
+    key = server_key(environ)
+    path = server_dir(environ) / f"{key}.sock"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, RecursionError):
+        if _status(ask(path, {"op": "status"}, timeout=1.0), key).current:
             return "forked from the server, TensorFlow imported"
     return "starting the server: importing TensorFlow, kept for later builds"
 
 
 def servers(environ: Mapping[str, str]) -> list[ServerStatus]:
     """This user's servers in the servers' folder that answer, oldest first."""
-    folder = server_dir(environ)
-    current = server_key(environ)
+    return _servers_in(server_dir(environ), server_key(environ))
+
+
+def _servers_in(folder: Path, current: str) -> list[ServerStatus]:
     found = []
     with contextlib.suppress(OSError):
         for path in sorted(folder.glob("*.sock")):
-            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                found.append(_status(ask(path, {"op": "status"}), current))
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError, RecursionError):
+                found.append(_status(ask(path, {"op": "status"}, timeout=1.0), current))
     return sorted(found, key=lambda server: server.started)
 
 
@@ -252,11 +260,16 @@ def stop_servers(environ: Mapping[str, str]) -> list[ServerStatus]:
 def _status(answer: Mapping[str, object], current: str) -> ServerStatus:
     pid, key, workers = answer["pid"], answer["key"], answer["workers"]
     started, resident = answer["started"], answer.get("resident_bytes")
+    used = answer.get("last_used", started)
     if not (isinstance(pid, int) and isinstance(key, str) and isinstance(workers, list)):
         raise TypeError("a status answer's pid, key or workers")
-    if not isinstance(started, (int, float)) or not isinstance(resident, (int, type(None))):
-        raise TypeError("a status answer's started or resident_bytes")
-    return ServerStatus(pid, key, key == current, len(workers), float(started), resident)
+    if not isinstance(started, (int, float)) or not isinstance(used, (int, float)):
+        raise TypeError("a status answer's started or last_used")
+    if not isinstance(resident, (int, type(None))):
+        raise TypeError("a status answer's resident_bytes")
+    return ServerStatus(
+        pid, key, key == current, len(workers), float(started), float(used), resident
+    )
 
 
 def ask(path: Path, request: dict[str, object], timeout: float = STATUS_WAIT) -> dict[str, object]:
@@ -295,9 +308,15 @@ def _connect_or_start(
 
 
 def _start(folder: Path, key: str, path: Path, environ: Mapping[str, str]) -> None:
-    for server in list(_started):
-        if server.poll() is not None:
-            _started.remove(server)
+    for started in list(_started):
+        if started.poll() is not None:
+            _started.remove(started)
+    # Room for it: the least recently used of this folder's servers are stopped (each exits
+    # once its running workers have ended).
+    running = sorted(_servers_in(folder, key), key=lambda server: server.last_used)
+    for unused in running[: max(0, len(running) - MAX_SERVERS + 1)]:
+        with contextlib.suppress(OSError, ValueError, RecursionError):
+            ask(folder / f"{unused.key}.sock", {"op": "stop"}, timeout=1.0)
     log = os.open(folder / f"{key}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         server = subprocess.Popen(
@@ -324,7 +343,9 @@ def _start(folder: Path, key: str, path: Path, environ: Mapping[str, str]) -> No
 def _connect(path: Path) -> socket.socket:
     channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        channel.settimeout(CONNECT_WAIT)
         channel.connect(str(path))
+        channel.settimeout(None)
     except OSError:
         channel.close()
         raise
@@ -359,22 +380,3 @@ def _read_line(channel: socket.socket, timeout: float) -> dict[str, object]:
     if not isinstance(answer, dict):
         raise ValueError(f"an answer of {type(answer).__name__}")
     return answer
-
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` has not exited yet (a zombie, exited but not reaped, has)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as proc:
-            return proc.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        if os.path.isdir("/proc/self"):
-            return False
-    except (OSError, IndexError):
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # there, but not ours to signal
-    return True

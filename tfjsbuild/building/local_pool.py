@@ -1,15 +1,14 @@
 """The local executor: a few worker processes on this machine, one task at a time each.
 
-A worker that dies (`os._exit`, a segfault, the OOM killer) or overruns its task's time limit
-fails only the task it was running, is replaced by a fresh one, and every other task, running
-or queued, goes on. Workers die with the build, never see the terminal's Ctrl-C (they run in
-their own process group; the parent stops them), and keep their loaded model for the next task
-of the same source: a free worker is given such a task first. A worker grown past the pool's
-memory limit after a task is retired. A pool may serve several builds (watch keeps one):
-between them, `end_build` retires the workers that imported a python: source's code. Here: `WorkerPool` queues tasks, hands them to workers
-and resolves their futures; a process's start (forked by the fork server, or a new
-interpreter), kill and stack dump are `worker_process`'s, the worker's end is
-`tfjsbuild.worker.serve`. Nothing here imports TensorFlow, writes state or moves outputs.
+A worker that dies (`os._exit`, a segfault, the OOM killer) or overruns its time limit fails
+only its own task and is replaced; every other task goes on. Workers die with the build, never
+see the terminal's Ctrl-C (their own process group: the parent stops them), and keep their
+loaded model for the next task of the same source, which a free worker is given first. A worker
+grown past the memory limit after a task is retired. A pool may serve several builds (watch):
+between them, `end_build` retires the workers that imported a python: source's code. Here:
+`WorkerPool` queues tasks, hands them out, resolves their futures; a process's start (forked by
+the fork server, or a new interpreter), kill and stack dump are `worker_process`'s, the
+worker's end `tfjsbuild.worker.serve`. Nothing here imports TensorFlow or writes state.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ from tfjsbuild.building.worker_process import (
     dump_frames,
     exit_status,
     kill,
+    log_line,
     memory_limit_from,
     memory_text,
 )
@@ -211,20 +211,21 @@ class WorkerPool:
         (no reloading), then the rest in order; start workers for what is left."""
         idle = [w for w in self._workers if w.job is None]
         for worker in list(idle):
-            job = self._take(worker.loaded)
-            if job is not None:
+            if (job := self._take(worker.loaded)) is not None:
                 idle.remove(worker)
                 self._give(worker, job)
         for worker in idle:
-            job = self._take(None)
-            if job is None:
+            if (job := self._take(None)) is None:
                 return
             self._give(worker, job)
-        while len(self._workers) < self.worker_count:
-            job = self._take(None)
-            if job is None:
-                return
-            self._give(self._start_worker(), job)
+        while len(self._workers) < self.worker_count and (job := self._take(None)):
+            try:
+                worker = self._start_worker()
+            except Exception as error:  # no process could be started (no memory, no fds)
+                job.started = time.monotonic()
+                self._resolve(job, f"a worker process could not be started: {error}")
+            else:
+                self._give(worker, job)
 
     def _take(self, loaded: str | None) -> _Job | None:
         """The first queued task of source `loaded`, or (None) the first of any."""
@@ -388,8 +389,7 @@ class WorkerPool:
             worker.dump.close()
 
     def _log(self, text: str) -> None:
-        with contextlib.suppress(OSError), open(self.log_path, "a", encoding="utf-8") as log:
-            log.write(f"tfjs-build: {text.rstrip()}\n")
+        log_line(self.log_path, text)
 
 
 def _limit(task: ConversionTask) -> float:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Self
 
 from tfjsbuild.building import fork_server
-from tfjsbuild.building.fork_server import ForkedWorker
+from tfjsbuild.building.forked_worker import LOST_STATUS, ForkedWorker
 from tfjsbuild.errors import UsageError
 
 # After a SIGUSR1, how long a worker that overran its time limit may take to write its stacks.
@@ -61,23 +61,32 @@ class WorkerProcess:
     def start(cls, log_path: Path) -> Self:
         """A new worker, its output appended to `log_path`: forked by the fork server where
         there is one (TensorFlow already imported), else a fresh interpreter."""
+        if fork_server.enabled(os.environ):
+            ours, theirs = socket.socketpair()
+            dump = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
+            try:
+                forked = fork_server.fork_worker(theirs, dump, log_path)
+            except fork_server.ServerUnavailable as why:
+                # Never reused: a server that answers late forks on these, and must find the
+                # other end closed (its worker then exits at once).
+                ours.close()
+                dump.close()
+                log_line(log_path, f"no fork server: {why}; starting a worker")
+            else:
+                return cls(forked, Connection(ours.detach()), dump, _pidfd(forked.pid))
+            finally:
+                theirs.close()
         ours, theirs = socket.socketpair()
         dump = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
-        process: subprocess.Popen[bytes] | ForkedWorker | None = None
         try:
-            if fork_server.enabled(os.environ):
-                try:
-                    process = fork_server.fork_worker(theirs, dump, log_path)
-                except fork_server.ServerUnavailable as why:
-                    _log(log_path, f"no fork server: {why}; starting a worker")
-            if process is None:
-                process = _spawn(log_path, theirs, dump)
+            process = _spawn(log_path, theirs, dump)
+        except BaseException:
+            ours.close()
+            dump.close()
+            raise
         finally:
             theirs.close()
-        exited: int | None = None
-        with contextlib.suppress(AttributeError, OSError):
-            exited = os.pidfd_open(process.pid)
-        return cls(process, Connection(ours.detach()), dump, exited)
+        return cls(process, Connection(ours.detach()), dump, _pidfd(process.pid))
 
     def reap(self) -> tuple[int, str]:
         """Its exit status and stack dump, once it has exited (killed if it lingers on)."""
@@ -141,9 +150,18 @@ def _spawn(log_path: Path, theirs: socket.socket, dump: IO[bytes]) -> subprocess
         os.close(log)
 
 
-def _log(log_path: Path, text: str) -> None:
+def _pidfd(pid: int) -> int | None:
+    """A pidfd, readable once `pid` has exited (None: not supported)."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def log_line(log_path: Path, text: str) -> None:
+    """`tfjs-build: <text>` appended to the workers' log (nothing if it cannot be written)."""
     with contextlib.suppress(OSError), open(log_path, "a", encoding="utf-8") as log:
-        log.write(f"tfjs-build: {text}\n")
+        log.write(f"tfjs-build: {text.rstrip()}\n")
 
 
 def memory_limit_from(environ: Mapping[str, str]) -> int:
@@ -185,6 +203,8 @@ def exit_status(status: int) -> str:
     """How a worker ended, as a sentence's verb: "was killed by SIGKILL (out of memory?)"."""
     if status >= 0:
         return f"exited with status {status}"
+    if status == LOST_STATUS:
+        return "exited (how is not known: the fork server that started it stopped answering)"
     try:
         name = signal.Signals(-status).name
     except ValueError:

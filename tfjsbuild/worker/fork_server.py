@@ -16,6 +16,7 @@ carries the worker's exit status once it has exited.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -24,12 +25,13 @@ import signal
 import socket
 import struct
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
 
 MAX_REQUEST = 16 * 1024**2  # bytes: a request is an environment and a path list
-REQUEST_WAIT = 10.0  # seconds a connected client has to send its whole request
+REQUEST_WAIT = 2.0  # seconds a connected client has to send its whole request
 
 
 def main(socket_path: str, key: str, idle_seconds: float) -> None:
@@ -70,6 +72,7 @@ class _Server:
     accepting: bool = True
     wake: tuple[int, int] = (-1, -1)  # the pipe SIGCHLD writes to
     started: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.time)
 
     def run(self) -> None:
         wake_read, wake_write = self.wake = os.pipe()
@@ -97,6 +100,7 @@ class _Server:
                     os.read(wake_read, 4096)
             if self.listener in ready:
                 last_active = time.monotonic()
+                self.last_used = time.time()
                 self._answer()
 
     def _answer(self) -> None:
@@ -106,29 +110,35 @@ class _Server:
             return
         fds: list[int] = []
         try:
-            if _peer_uid(client) != os.getuid():
-                client.close()
-                return
-            request, fds = _read_request(client)
-            op = request.get("op")
-            if op == "fork":
-                self._fork(client, request, fds)
-                return
-            if op == "status":
-                _send(client, self._status())
-            elif op == "stop":
-                _send(client, {"stopping": os.getpid()})
-                self._stop_accepting()
-            else:
-                _send(client, {"error": f"unknown request {op!r}"})
-            client.close()
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            print(f"tfjs-build: server: a request failed: {error!r}", flush=True)
+            self._answer_one(client, fds)
+        except Exception as error:  # one bad request never ends the server
+            with contextlib.suppress(Exception):
+                print(f"tfjs-build: server: a request failed: {error!r}", flush=True)
             client.close()
         finally:
             for fd in fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+
+    def _answer_one(self, client: socket.socket, fds: list[int]) -> None:
+        """Read and answer one request; `fds` gets the descriptors it came with."""
+        if _peer_uid(client) != os.getuid():
+            client.close()
+            return
+        request, received = _read_request(client)
+        fds.extend(received)
+        op = request.get("op")
+        if op == "fork":
+            self._fork(client, request, fds)
+            return
+        if op == "status":
+            _send(client, self._status())
+        elif op == "stop":
+            _send(client, {"stopping": os.getpid()})
+            self._stop_accepting()
+        else:
+            _send(client, {"error": f"unknown request {op!r}"})
+        client.close()
 
     def _fork(self, client: socket.socket, request: dict[str, object], fds: list[int]) -> None:
         connection_fd, dump_fd = fds
@@ -139,8 +149,11 @@ class _Server:
             held = [self.listener, client, *self.channels.values()]
             _become_worker(request, connection_fd, dump_fd, held, self.wake)
         self.channels[pid] = client
-        with contextlib.suppress(OSError):  # the build is gone: the worker sees it, and exits
+        try:
             _send(client, {"pid": pid})
+        except OSError:  # the build gave up on this worker (or is gone): nobody may run it
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
     def _reap(self) -> None:
         while True:
@@ -178,6 +191,7 @@ class _Server:
             "started": self.started,
             "idle_seconds": self.idle_seconds,
             "resident_bytes": _resident_bytes(),
+            "last_used": self.last_used,
         }
 
 
@@ -207,6 +221,9 @@ def _become_worker(
         sys.path[:] = [str(entry) for entry in path]
         os.chdir(str(request["cwd"]))
         os.umask(int(str(request["umask"])))
+        time.tzset()  # TZ as the build has it
+        tempfile.tempdir = None  # TMPDIR as the build has it
+        sys.argv[:] = ["-c"]  # as a fresh worker's (`python -c ...`), not the server's
         from tfjsbuild.worker.serve import serve
 
         serve(
@@ -220,18 +237,27 @@ def _become_worker(
         traceback.print_exc()
         sys.stderr.flush()
         os._exit(1)
+    atexit._run_exitfuncs()  # as a fresh interpreter's exit runs them (the server's are none)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
     os._exit(0)
 
 
 def _read_request(client: socket.socket) -> tuple[dict[str, object], list[int]]:
-    """One JSON line and the file descriptors sent with it."""
+    """One JSON line and the file descriptors sent with it, within REQUEST_WAIT in all."""
+    deadline = time.monotonic() + REQUEST_WAIT
     client.settimeout(REQUEST_WAIT)
     data, fds, _, _ = socket.recv_fds(client, 65536, 2)
     chunks = [data]
     size = len(data)
     while not chunks[-1].endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or size > MAX_REQUEST:
+            raise ValueError("a request not sent whole in time")
+        client.settimeout(left)
         more = client.recv(65536)
-        if not more or size > MAX_REQUEST:
+        if not more:
             break
         chunks.append(more)
         size += len(more)
