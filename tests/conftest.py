@@ -52,7 +52,10 @@ os.environ["TFJS_BUILD_TFJS_RUNTIME"] = str(TFJS_RUNTIME)
 # does: `TFJS_BUILD_SERVER=on pytest`). Servers live in this session's own folder (a short path:
 # a Unix socket's is at most ~100 bytes) and are stopped when the session ends.
 os.environ.setdefault("TFJS_BUILD_SERVER", "off")
-os.environ.setdefault("TFJS_BUILD_SERVER_DIR", tempfile.mkdtemp(prefix="tfjs-build-servers-"))
+SERVERS_MADE = (
+    None if "TFJS_BUILD_SERVER_DIR" in os.environ else tempfile.mkdtemp(prefix="tfjs-srv-")
+)
+os.environ.setdefault("TFJS_BUILD_SERVER_DIR", SERVERS_MADE or "")
 if not (TFJS_RUNTIME / "node_modules" / "@tensorflow" / "tfjs").is_dir():
     pytest.exit(
         f"the TensorFlow.js runtime is not installed: run `npm ci --prefix {TFJS_RUNTIME}` "
@@ -64,7 +67,9 @@ if not (TFJS_RUNTIME / "node_modules" / "@tensorflow" / "tfjs").is_dir():
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from tfjsbuild.building import fork_server
 
-    fork_server.stop_servers(os.environ)
+    fork_server.stop_servers(os.environ)  # each exits once its workers have
+    if SERVERS_MADE is not None:
+        shutil.rmtree(SERVERS_MADE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -122,13 +122,16 @@ class _Server:
 
     def _answer_one(self, client: socket.socket, fds: list[int]) -> None:
         """Read and answer one request; `fds` gets the descriptors it came with."""
-        if _peer_uid(client) != os.getuid():
+        peer_pid, peer_uid = _peer(client)
+        if peer_uid != os.getuid():
             client.close()
             return
         request, received = _read_request(client)
         fds.extend(received)
         op = request.get("op")
         if op == "fork":
+            if peer_pid is not None:  # the build's pid as the kernel says it, not as it wrote
+                request["parent_pid"] = peer_pid
             self._fork(client, request, fds)
             return
         if op == "status":
@@ -282,12 +285,12 @@ def _resident_bytes() -> int | None:
         return None
 
 
-def _peer_uid(client: socket.socket) -> int:
-    """The user id of the process at the other end (Linux); our own elsewhere (the socket's
-    folder is this user's only)."""
+def _peer(client: socket.socket) -> tuple[int | None, int]:
+    """The pid and user id of the process at the other end (Linux); elsewhere no pid, and our
+    own user id (the socket's folder is this user's only)."""
     option = getattr(socket, "SO_PEERCRED", None)
     if option is None:
-        return os.getuid()
+        return None, os.getuid()
     credentials = client.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
-    _, uid, _ = struct.unpack("3i", credentials)
-    return int(uid)
+    pid, uid, _ = struct.unpack("3i", credentials)
+    return int(pid), int(uid)
