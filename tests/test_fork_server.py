@@ -64,10 +64,15 @@ def servers() -> Iterator[dict[str, str]]:
     yield environment
     every = {**os.environ, **environment}
     stopped = fork_server.stop_servers(every)
-    deadline = time.monotonic() + 30
-    while any(_alive(server.pid) for server in stopped) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    _wait_while(lambda: any(_alive(server.pid) for server in stopped), 30)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wait_while(condition: Callable[[], object], seconds: float) -> None:
+    """Until `condition` is false, or `seconds` have passed (the caller asserts what it needs)."""
+    deadline = time.monotonic() + seconds
+    while condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _alive(pid: int) -> bool:
@@ -131,9 +136,7 @@ def test_forked_workers_build_the_bytes_fresh_workers_build(
     assert f"server pid {server.pid} (this installation's) running" in status.stdout
     stopped = run_cli("server", "stop", cwd=tmp_path, check=True, env=servers)
     assert f"server pid {server.pid} (this installation's) stopping" in stopped.stdout
-    deadline = time.monotonic() + 10
-    while _alive(server.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait_while(lambda: _alive(server.pid), 10)
     assert not _alive(server.pid)
     assert not list(Path(servers["TFJS_BUILD_SERVER_DIR"]).glob("*.sock"))
     after = run_cli("server", "status", cwd=tmp_path, check=True, env=servers)
@@ -211,15 +214,11 @@ def test_a_forked_worker_never_outlives_its_build(
         else:
             os.killpg(build.pid, signal.SIGINT)  # a terminal's Ctrl-C: the worker is not in it
         _, stderr = build.communicate(timeout=60)
-        deadline = time.monotonic() + 10
-        while _alive(worker) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_while(lambda: _alive(worker), 10)
         assert not _alive(worker), f"worker {worker} outlived the build ({how})"
         assert build.returncode == (130 if how == "SIGINT" else -signal.SIGKILL), stderr
         # The server lives on, and has forgotten the worker.
-        deadline = time.monotonic() + 10
-        while _running(servers)[0].workers and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_while(lambda: _running(servers)[0].workers, 10)
         assert [(s.pid, s.workers) for s in _running(servers)] == [(server.pid, 0)]
     finally:
         if build.poll() is None:
@@ -276,9 +275,7 @@ def test_a_server_that_cannot_be_used_leaves_the_build_to_start_workers(
     # Something else where the socket goes: never removed, the build starts its own workers.
     replaced_socket = folder / f"{replaced.key}.sock"
     fork_server.stop_servers({**os.environ, **servers})
-    deadline = time.monotonic() + 10
-    while replaced_socket.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait_while(lambda: replaced_socket.exists(), 10)
     replaced_socket.write_text("mine")
     run_cli("run", "--force", cwd=tmp_path, check=True, env=servers)
     assert "-m tfjsbuild run" in str(_seen(tmp_path)["parent"])
@@ -294,9 +291,7 @@ def test_an_idle_server_exits(
     idle = {**servers, "TFJS_BUILD_SERVER_IDLE_SECONDS": "1"}
     run_cli("run", cwd=tmp_path, check=True, env=idle)
     server = int(str(_seen(tmp_path)["ppid"]))
-    deadline = time.monotonic() + 30
-    while _alive(server) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    _wait_while(lambda: _alive(server), 30)
     assert not _alive(server)
     assert not list(Path(servers["TFJS_BUILD_SERVER_DIR"]).glob("*.sock"))
 
@@ -328,9 +323,7 @@ def test_whatever_answers_at_the_socket_never_chooses_what_the_build_signals(
     [server] = _running(servers)
     fork_server.stop_servers({**os.environ, **servers})
     path = Path(servers["TFJS_BUILD_SERVER_DIR"]) / f"{server.key}.sock"
-    deadline = time.monotonic() + 10
-    while path.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait_while(lambda: path.exists(), 10)
     fake = subprocess.Popen(
         [sys.executable, "-c", FAKE_SERVER, str(path), answer], stdout=subprocess.PIPE, text=True
     )
@@ -367,9 +360,7 @@ def test_a_stopped_server_delays_a_build_but_never_hangs_or_doubles_it(
         os.kill(server.pid, signal.SIGCONT)
     # The request it took late forks a worker for a build that gave up on it: that worker must
     # not run (it is killed, or finds the build's end of its socket closed and exits).
-    deadline = time.monotonic() + 20
-    while _running(servers)[0].workers and time.monotonic() < deadline:
-        time.sleep(0.1)
+    _wait_while(lambda: _running(servers)[0].workers, 20)
     assert [(s.pid, s.workers) for s in _running(servers)] == [(server.pid, 0)]
 
 

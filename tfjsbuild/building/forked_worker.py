@@ -18,6 +18,8 @@ import socket
 import subprocess
 import time
 
+from tfjsbuild.worker.serve import alive
+
 LOST_STATUS = -1000  # the worker has exited; how, only the server knew
 STATUS_WAIT = 5.0  # seconds a worker's exit status may lag behind its exit
 
@@ -46,7 +48,7 @@ class ForkedWorker:
     def poll(self) -> int | None:
         if self.returncode is None:
             self._read_status(0.0)
-        if self.returncode is None and not _alive(self.pid):
+        if self.returncode is None and not alive(self.pid):
             now = time.monotonic()
             self._gone_since = self._gone_since or now
             self._read_status(min(0.5, max(0.0, self._gone_since + STATUS_WAIT - now)))
@@ -120,22 +122,3 @@ def _parent_of(pid: int) -> int | None:
             return int(proc.read().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` has not exited yet (a zombie, exited but not reaped, has)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as proc:
-            return proc.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        if os.path.isdir("/proc/self"):
-            return False
-    except (OSError, IndexError):
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # there, but not ours to signal
-    return True

@@ -137,14 +137,23 @@ def _watch_build(build_pid: int) -> None:
     except ProcessLookupError:
         os.killpg(0, signal.SIGKILL)
     except (AttributeError, OSError):  # no pidfd here: ask every second
-        while _alive(build_pid):
+        while alive(build_pid):
             time.sleep(1)
     else:
         select.select([exited], [], [])
     os.killpg(0, signal.SIGKILL)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether `pid` has not exited yet (a zombie, exited but not reaped, has)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as proc:
+            return proc.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return False
+    except (OSError, IndexError):
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
