@@ -1,14 +1,14 @@
-"""The parent's end of the fork server: whether a build uses one, finding or starting it, and a
-worker forked from it, seen as a process the pool can poll, wait for and kill.
+"""The parent's end of the fork server: whether a build uses one, finding or starting it,
+asking it for a worker (`forked_worker` is that worker as the pool sees it), status and stop.
 
 A server serves the builds that would have started the same workers: same Python, `sys.path`,
-installed packages and tfjs-build code, the environment variables TensorFlow reads as it is
-imported, the same control group and resource limits. All of that makes its key, and its
-socket's name: a build that differs in any of them gets (and starts) another server, and one
-that is no longer wanted ends after its idle time. Anything wrong with a server (it will not
-start, it died, its folder is not this user's alone) is said in the workers' log and the build
-starts its workers itself, as without one. The server's own end is
-`tfjsbuild.worker.fork_server`; this module imports no TensorFlow.
+installed packages and tfjs-build code, environment (but a terminal's variables and
+tfjs-build's own), `keras.json`, control group, namespaces, resource limits, niceness and CPUs.
+All of that makes its key, and its socket's name: a build that differs in any of them gets (and
+starts) another server, and one no longer wanted ends after its idle time. Anything wrong with
+a server (it will not start, died, is stopped, answers nonsense, its folder is not this user's
+alone) is said in the workers' log and the build starts its workers itself, as without one.
+The server's own end is `tfjsbuild.worker.fork_server`; this module imports no TensorFlow.
 """
 
 from __future__ import annotations
@@ -111,7 +111,8 @@ def server_key(environ: Mapping[str, str]) -> str:
     """What a server's workers would share with workers this process starts, as 24 hex."""
     digest = hashlib.sha256()
     for part in _key_parts(environ):
-        digest.update(json.dumps(part, sort_keys=True, allow_nan=False).encode() + b"\0")
+        digest.update(json.dumps(part, sort_keys=True, allow_nan=False, default=repr).encode())
+        digest.update(b"\0")
     return digest.hexdigest()[:24]
 
 
@@ -123,15 +124,18 @@ def _key_parts(environ: Mapping[str, str]) -> list[object]:
     code = Path(__file__).resolve().parents[1]  # tfjsbuild/
     code_digest = hashlib.sha256()
     for path in sorted(code.rglob("*.py")):
-        code_digest.update(str(path.relative_to(code)).encode() + b"\0" + path.read_bytes())
+        code_digest.update(str(path.relative_to(code)).encode() + b"\0" + _read(str(path)).encode())
     installed = []
     for entry in map(str, sys.path):
         if "-packages" in entry:  # site- or dist-packages: what is installed, .pth files too
             with contextlib.suppress(OSError):
                 installed.append(sorted(os.listdir(entry)))
-    limits = [resource.getrlimit(getattr(resource, n)) for n in dir(resource) if n[:7] == "RLIMIT_"]
-    place = [_read("/proc/self/cgroup"), os.getpriority(os.PRIO_PROCESS, 0)]
+    place: list[object] = [_read("/proc/self/cgroup")]
+    for name in sorted(n for n in dir(resource) if n.startswith("RLIMIT_")):
+        with contextlib.suppress(ValueError, OSError):
+            place.append(resource.getrlimit(getattr(resource, name)))
     with contextlib.suppress(AttributeError, OSError):
+        place.append(os.getpriority(os.PRIO_PROCESS, 0))
         place.append(sorted(os.sched_getaffinity(0)))
     for namespace in ("mnt", "pid", "net", "user", "uts", "ipc", "cgroup"):
         with contextlib.suppress(OSError):
@@ -144,7 +148,7 @@ def _key_parts(environ: Mapping[str, str]) -> list[object]:
     keras_home = environ.get("KERAS_HOME") or str(Path(environ.get("HOME", "~")) / ".keras")
     keras = _read(str(Path(keras_home).expanduser() / "keras.json"))  # read on import
     paths = [str(entry) for entry in sys.path]
-    return [sys.executable, paths, code_digest.hexdigest(), installed, limits, place, keyed, keras]
+    return [sys.executable, paths, code_digest.hexdigest(), installed, place, keyed, keras]
 
 
 def _read(path: str) -> str:
@@ -223,9 +227,9 @@ def how_workers_start(environ: Mapping[str, str]) -> str:
     """What starting a worker costs now, as the build's first line says it."""
     if not enabled(environ):
         return "importing TensorFlow"
-    key = server_key(environ)
-    path = server_dir(environ) / f"{key}.sock"
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, RecursionError):
+    with contextlib.suppress(Exception):  # whatever it is, a worker will start anyway
+        key = server_key(environ)
+        path = server_dir(environ) / f"{key}.sock"
         if _status(ask(path, {"op": "status"}, timeout=1.0), key).current:
             return "forked from the server, TensorFlow imported"
     return "starting the server: importing TensorFlow, kept for later builds"
