@@ -2,9 +2,9 @@
 
 A worker runs `tfjsbuild.worker.serve`, forked by the fork server (`fork_server`) or in a fresh
 interpreter (`BOOTSTRAP`), in its own process group, with a socket to the parent and an unlinked
-file its stacks are dumped into. Which task a
-worker runs, and when it is replaced, is `local_pool`'s business; this module imports no
-TensorFlow and never looks at a task. How much memory a worker may hold is said here too.
+file its stacks are dumped into. Which task a worker runs, and when it is replaced, is
+`local_pool`'s business; this module imports no TensorFlow and never looks at a task. How much
+memory a worker may hold is said here too.
 """
 
 from __future__ import annotations
