@@ -93,6 +93,20 @@ def _probe_project(tmp_path: Path, project: Callable[..., Path]) -> Path:
     return project(MANIFEST)
 
 
+def _probe_built_by_a_server(
+    tmp_path: Path, project: Callable[..., Path], servers: dict[str, str]
+) -> fork_server.ServerStatus:
+    """The probe project built once with a server of its own: that server."""
+    _probe_project(tmp_path, project)
+    run_cli("run", cwd=tmp_path, check=True, env=servers)
+    [server] = _running(servers)
+    return server
+
+
+def _socket(servers: dict[str, str], server: fork_server.ServerStatus) -> Path:
+    return Path(servers["TFJS_BUILD_SERVER_DIR"]) / f"{server.key}.sock"
+
+
 def _seen(tmp_path: Path) -> dict[str, object]:
     seen: dict[str, object] = json.loads((tmp_path / "models/seen.json").read_text())
     return seen
@@ -318,11 +332,9 @@ while True:
 def test_whatever_answers_at_the_socket_never_chooses_what_the_build_signals(
     project: Callable[..., Path], tmp_path: Path, servers: dict[str, str], answer: str
 ) -> None:
-    _probe_project(tmp_path, project)
-    run_cli("run", cwd=tmp_path, check=True, env=servers)
-    [server] = _running(servers)
+    server = _probe_built_by_a_server(tmp_path, project, servers)
     fork_server.stop_servers({**os.environ, **servers})
-    path = Path(servers["TFJS_BUILD_SERVER_DIR"]) / f"{server.key}.sock"
+    path = _socket(servers, server)
     _wait_while(lambda: path.exists(), 10)
     fake = subprocess.Popen(
         [sys.executable, "-c", FAKE_SERVER, str(path), answer], stdout=subprocess.PIPE, text=True
@@ -345,9 +357,7 @@ def test_whatever_answers_at_the_socket_never_chooses_what_the_build_signals(
 def test_a_stopped_server_delays_a_build_but_never_hangs_or_doubles_it(
     project: Callable[..., Path], tmp_path: Path, servers: dict[str, str]
 ) -> None:
-    _probe_project(tmp_path, project)
-    run_cli("run", cwd=tmp_path, check=True, env=servers)
-    [server] = _running(servers)
+    server = _probe_built_by_a_server(tmp_path, project, servers)
     os.kill(server.pid, signal.SIGSTOP)  # as a frozen cgroup or `docker pause` would
     try:
         start = time.monotonic()
@@ -368,10 +378,8 @@ def test_a_stopped_server_delays_a_build_but_never_hangs_or_doubles_it(
 def test_a_malformed_request_leaves_the_server_serving(
     project: Callable[..., Path], tmp_path: Path, servers: dict[str, str]
 ) -> None:
-    _probe_project(tmp_path, project)
-    run_cli("run", cwd=tmp_path, check=True, env=servers)
-    [server] = _running(servers)
-    path = Path(servers["TFJS_BUILD_SERVER_DIR"]) / f"{server.key}.sock"
+    server = _probe_built_by_a_server(tmp_path, project, servers)
+    path = _socket(servers, server)
     for request in (b"[" * 200_000 + b"\n", b'{"op": "fork"}\n', b"\xff\n", b""):
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
             client.connect(str(path))
